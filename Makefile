@@ -1,0 +1,43 @@
+# The two commands: `make demo` and `make test`. Both create or refresh .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mmembed-installed
+# Anything that changes what must be installed refreshes the environment.
+INSTALL_INPUTS := constraints.txt requirements/dev.txt $(wildcard core/pyproject.toml packages/*/pyproject.toml integrations/*/pyproject.toml)
+
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test lint typecheck bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): $(INSTALL_INPUTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -r requirements/dev.txt
+	# Parity reference only (never a runtime dependency): it pins torch<2.14, so no deps.
+	$(PY) -m pip install -q --no-deps colpali-engine==0.3.18
+	touch $@
+
+demo: $(STAMP)
+	$(PY) examples/demo.py $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/maxsim.py
+	$(PY) benchmarks/render.py
+
+clean:
+	rm -rf $(VENV) demo_index

@@ -1,0 +1,78 @@
+"""mmembed: visual-document retrieval — page images in, ranked pages out.
+
+The public API is small and noun-shaped:
+
+- :func:`load_encoder` / :func:`list_models` — encoders, from a checkpoint's config;
+- :func:`open_index` / :class:`LocalIndex` — the embedded on-disk page index;
+- :func:`load_pages` — PDFs, images and folders as page images;
+- :func:`index_documents` and :class:`Retriever` / :class:`MaxSimReranker` — the jobs;
+- :func:`maxsim` / :func:`score` — exact scoring of ragged multi-vectors.
+
+Names are imported lazily so that ``import mmembed`` stays cheap (no torch import).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # types
+    "EncoderInfo": "mmembed.types",
+    "PageRecord": "mmembed.types",
+    "SearchHit": "mmembed.types",
+    "MMEmbedError": "mmembed.types",
+    "EncoderMismatchError": "mmembed.types",
+    # scoring
+    "Ragged": "mmembed.scoring",
+    "maxsim": "mmembed.scoring",
+    "score": "mmembed.scoring",
+    # encoders
+    "Encoder": "mmembed.encoders",
+    "load_encoder": "mmembed.encoders",
+    "list_models": "mmembed.encoders",
+    # index
+    "LocalIndex": "mmembed.index",
+    "IndexBackend": "mmembed.index",
+    "PageInput": "mmembed.index",
+    "open_index": "mmembed.index",
+    # loaders
+    "load_pages": "mmembed.loaders",
+    "render_page": "mmembed.loaders",
+    "Page": "mmembed.loaders",
+    "LoadIssue": "mmembed.loaders",
+    # jobs
+    "index_documents": "mmembed.pipeline",
+    "IndexReport": "mmembed.pipeline",
+    "Retriever": "mmembed.retrieve",
+    "MaxSimReranker": "mmembed.retrieve",
+    "Candidate": "mmembed.retrieve",
+    "pool": "mmembed.retrieve",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmembed' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .encoders import Encoder, list_models, load_encoder
+    from .index import IndexBackend, LocalIndex, PageInput, open_index
+    from .loaders import LoadIssue, Page, load_pages, render_page
+    from .pipeline import IndexReport, index_documents
+    from .retrieve import Candidate, MaxSimReranker, Retriever, pool
+    from .scoring import Ragged, maxsim, score
+    from .types import EncoderInfo, EncoderMismatchError, MMEmbedError, PageRecord, SearchHit

@@ -1,0 +1,99 @@
+"""The small protocol every index backend implements.
+
+The embedded on-disk index (:class:`mmembed.index.LocalIndex`) is the default; a
+distributed engine (e.g. Qdrant) implements the same protocol, so the CLI, the pipeline
+and every framework adapter work with either.
+
+Filters
+-------
+A filter is a JSON-like dict, applied *before* scoring (a pre-filter):
+
+- ``{"source": "report.pdf"}`` — equality (``$eq``);
+- ``{"page": {"$in": [1, 2]}}`` / ``{"$nin": [...]}``;
+- ``{"year": {"$gte": 2020, "$lt": 2024}}`` — numeric range (``$gt``, ``$gte``, ``$lt``, ``$lte``);
+- ``{"lang": {"$ne": "fr"}}``, ``{"title": {"$exists": True}}``;
+- ``{"$and": [f1, f2]}``, ``{"$or": [f1, f2]}``; several keys in one dict are AND-ed.
+
+Keys ``id``, ``source``, ``page`` and ``content_hash`` address the record's own fields;
+any other key addresses caller metadata (``metadata.<key>`` is accepted as well).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from ..scoring import EmbeddingsLike
+from ..types import EncoderInfo, PageRecord, SearchHit
+
+Filter = dict[str, Any]
+
+
+def page_id(content_hash: str, page: int) -> str:
+    """Stable id of a page: the same bytes and page number always give the same id."""
+    return f"{content_hash[:24]}-p{page}"
+
+
+@dataclass
+class PageInput:
+    """A page to store: its vectors plus what identifies and describes it."""
+
+    embedding: torch.Tensor  # (n_vectors, dim)
+    source: str
+    page: int
+    content_hash: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    thumbnail: bytes | None = None
+    id: str | None = None
+
+    def resolved_id(self) -> str:
+        return self.id if self.id is not None else page_id(self.content_hash, self.page)
+
+
+@runtime_checkable
+class IndexBackend(Protocol):
+    """Storage and exact search of page embeddings plus page records."""
+
+    @property
+    def encoder(self) -> EncoderInfo:
+        """The encoder the stored vectors came from."""
+        ...
+
+    def add(self, pages: Sequence[PageInput]) -> list[str]:
+        """Store ``pages`` as one atomic batch; an id already present is an error."""
+        ...
+
+    def upsert(self, pages: Sequence[PageInput]) -> list[str]:
+        """Store ``pages`` as one atomic batch, replacing pages with the same id."""
+        ...
+
+    def delete(self, ids: Sequence[str] | None = None, *, where: Filter | None = None) -> int:
+        """Delete pages by id and/or filter atomically; returns how many were deleted."""
+        ...
+
+    def count(self, where: Filter | None = None) -> int: ...
+
+    def get(self, ids: Sequence[str]) -> list[PageRecord | None]:
+        """Records for ``ids`` in order (``None`` for an unknown id)."""
+        ...
+
+    def get_embeddings(self, ids: Sequence[str]) -> list[torch.Tensor | None]:
+        """Stored vectors ``(n_vectors, dim)`` float32 for ``ids`` (``None`` if unknown)."""
+        ...
+
+    def records(self, where: Filter | None = None) -> Iterator[PageRecord]: ...
+
+    def sources(self) -> dict[str, str]:
+        """Map of every stored source to its content hash."""
+        ...
+
+    def search(
+        self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        """Exact top-``k`` for each query, best first, over pages matching ``where``."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,171 @@
+"""Index documents: load pages, encode them in batches, commit each batch to an index.
+
+Each batch is one atomic commit, so a killed run keeps every batch committed before it
+and a re-run picks up where it stopped: a file whose pages are all stored with the same
+content hash is skipped unrendered, a partly stored file is completed, and a changed file
+gets its new pages first and loses its old ones only once the new ones are committed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .index.protocol import IndexBackend, PageInput
+from .loaders import LoadIssue, Page, load_pages, make_thumbnail
+
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
+
+
+@dataclass
+class IndexReport:
+    """What one indexing run did."""
+
+    pages_indexed: int = 0
+    files_indexed: list[str] = field(default_factory=list)
+    files_unchanged: list[str] = field(default_factory=list)
+    files_replaced: list[str] = field(default_factory=list)
+    issues: list[LoadIssue] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """False when nothing at all could be loaded although something was asked for."""
+        return bool(self.pages_indexed or self.files_unchanged) or not self.issues
+
+    def summary(self) -> str:
+        lines = [
+            f"indexed {self.pages_indexed} page(s) from {len(self.files_indexed)} file(s); "
+            f"{len(self.files_unchanged)} unchanged file(s) skipped; "
+            f"{len(self.files_replaced)} changed file(s) replaced; {len(self.issues)} problem(s)"
+        ]
+        lines += [f"  skipped: {issue}" for issue in self.issues]
+        return "\n".join(lines)
+
+
+class _Progress:
+    """tqdm when asked for, else nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(unit="page", desc="indexing", dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def index_documents(
+    sources: str | os.PathLike[str] | Iterable[Any],
+    index: IndexBackend,
+    encoder: Encoder,
+    *,
+    batch_size: int = 8,
+    dpi: int = 144,
+    max_pixels: int | None = None,
+    password: str | dict[str, str] | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    strict: bool = False,
+    metadata: dict[str, Any] | Callable[[str], dict[str, Any]] | None = None,
+    thumbnails: bool = True,
+    progress: bool = False,
+) -> IndexReport:
+    """Render every page of ``sources`` (PDFs, images, folders), embed and store it.
+
+    >>> report = index_documents("examples/data", index, encoder)  # doctest: +SKIP
+    >>> print(report.summary())  # doctest: +SKIP
+    """
+    index.encoder.check_compatible(encoder.info)
+    report = IndexReport()
+    stored = index.sources()  # source -> content hash of what is stored
+    replaced_hashes: dict[str, str] = {}
+
+    def skip(source: str, content_hash: str) -> bool:
+        old = stored.get(source)
+        if old is None:
+            return False
+        if old != content_hash:
+            replaced_hashes[source] = content_hash
+            return False
+        if _is_complete(index, source, content_hash):
+            report.files_unchanged.append(source)
+            return True
+        return False  # a run was killed part-way through this file: complete it
+
+    stream = load_pages(
+        sources,
+        dpi=dpi,
+        max_pixels=max_pixels,
+        password=password,
+        include=include,
+        exclude=exclude,
+        strict=strict,
+        metadata=metadata,
+        skip=skip,
+    )
+    bar = _Progress(progress)
+    batch: list[Page] = []
+    finished_sources: set[str] = set()
+
+    def flush() -> None:
+        if not batch:
+            return
+        embeddings = encoder.encode_images([p.image for p in batch])
+        inputs = [
+            PageInput(
+                embedding=emb,
+                source=p.source,
+                page=p.page,
+                content_hash=p.content_hash,
+                metadata={**p.metadata, "page_count": p.page_count},
+                thumbnail=make_thumbnail(p.image) if thumbnails else None,
+                id=p.id,
+            )
+            for p, emb in zip(batch, embeddings)
+        ]
+        report.ids += index.upsert(inputs)
+        report.pages_indexed += len(inputs)
+        for p in batch:
+            if p.source not in report.files_indexed:
+                report.files_indexed.append(p.source)
+            if p.page == p.page_count:
+                finished_sources.add(p.source)
+            p.release()
+        bar.update(len(batch))
+        batch.clear()
+
+    try:
+        for page in stream:
+            batch.append(page)
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    finally:
+        bar.close()
+        report.issues = list(stream.issues)
+    # Old pages of a changed file go only once its new pages are all committed.
+    for source, new_hash in replaced_hashes.items():
+        if source in finished_sources and _is_complete(index, source, new_hash):
+            index.delete(where={"source": source, "content_hash": {"$ne": new_hash}})
+            report.files_replaced.append(source)
+    return report
+
+
+def _is_complete(index: IndexBackend, source: str, content_hash: str) -> bool:
+    where = {"source": source, "content_hash": content_hash}
+    first = next(iter(index.records(where)), None)
+    if first is None:
+        return False
+    expected = first.metadata.get("page_count")
+    return isinstance(expected, int) and index.count(where) >= expected

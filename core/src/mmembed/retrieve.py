@@ -1,0 +1,198 @@
+"""Search an index with an encoder, rerank candidates by MaxSim, pool multi-vectors.
+
+These are the three operations every framework adapter needs; keeping them here means
+the adapters only translate types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, overload
+
+import torch
+
+from .index.protocol import Filter, IndexBackend
+from .scoring import score
+from .types import EncoderMismatchError, MMEmbedError, SearchHit
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .encoders.base import Encoder
+
+
+def pool(embedding: torch.Tensor) -> torch.Tensor:
+    """One vector standing for a (multi-vector) embedding.
+
+    The mean of the L2-normalised token vectors, L2-normalised again: cosine / dot
+    similarity between pooled vectors then approximates the average token-level
+    similarity. It lets any single-vector store serve as a first stage before an exact
+    MaxSim rerank. A single-vector embedding ``(1, dim)`` is returned unchanged as ``(dim,)``.
+    """
+    if embedding.ndim != 2 or embedding.shape[0] == 0:
+        raise MMEmbedError(f"expected a non-empty (n_vectors, dim) embedding, got {tuple(embedding.shape)}")
+    if embedding.shape[0] == 1:
+        return embedding[0].float()
+    tokens = torch.nn.functional.normalize(embedding.float(), dim=-1)  # (n_vectors, dim)
+    return torch.nn.functional.normalize(tokens.mean(dim=0), dim=-1)  # (dim,)
+
+
+def as_single_vectors(embeddings: Sequence[torch.Tensor]) -> list[list[float]]:
+    """Plain float lists (what framework vector stores take), pooling multi-vectors."""
+    return [pool(e).tolist() for e in embeddings]
+
+
+class Retriever:
+    """Text queries in, ranked pages out: an encoder plus an index it is compatible with."""
+
+    def __init__(self, index: IndexBackend, encoder: Encoder) -> None:
+        index.encoder.check_compatible(encoder.info)
+        self.index = index
+        self.encoder = encoder
+
+    @overload
+    def search(self, queries: str, k: int = ..., where: Filter | None = ...) -> list[SearchHit]: ...
+    @overload
+    def search(
+        self, queries: Sequence[str], k: int = ..., where: Filter | None = ...
+    ) -> list[list[SearchHit]]: ...
+
+    def search(
+        self, queries: str | Sequence[str], k: int = 10, where: Filter | None = None
+    ) -> list[SearchHit] | list[list[SearchHit]]:
+        """Top-``k`` pages for one query (a list of hits) or several (a list per query)."""
+        single = isinstance(queries, str)
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        if not texts:
+            return []
+        embeddings = self.encoder.encode_queries(texts)
+        hits = self.index.search(embeddings, k=k, where=where)
+        return hits[0] if single else hits
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A page to rerank. Give whatever is known: the index ``id`` (vectors are reused when
+    the page is stored), the ``image``, or ``source`` + ``page`` to render it."""
+
+    id: str | None = None
+    image: Image.Image | None = None
+    source: str | None = None
+    page: int | None = None
+
+    def describe(self) -> str:
+        if self.source is not None:
+            return f"{self.source} page {self.page}" if self.page is not None else self.source
+        return f"id {self.id}" if self.id is not None else "an image candidate"
+
+
+class MaxSimReranker:
+    """Rerank candidate pages for a query by exact late-interaction scores.
+
+    Page vectors come, in order of preference, from the ``index`` (when it was built with
+    the same encoder and holds the candidate's id), from an in-memory LRU cache of pages
+    this reranker already encoded, or from encoding the page (its image, or ``source`` +
+    ``page`` rendered by the shared loader). :attr:`pages_encoded` counts the latter.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: IndexBackend | None = None,
+        *,
+        cache_size: int = 1024,
+        dpi: int = 144,
+        batch_size: int | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.index = index
+        self._reuse_index = False
+        if index is not None:
+            try:
+                index.encoder.check_compatible(encoder.info)
+                self._reuse_index = True
+            except EncoderMismatchError:
+                # e.g. a dense first-stage index: its vectors are not MaxSim vectors.
+                self._reuse_index = False
+        self.dpi = dpi
+        self.batch_size = batch_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.pages_encoded = 0
+        self.pages_reused = 0
+
+    def _cache_key(self, c: Candidate) -> str | None:
+        if c.id is not None:
+            return f"id:{c.id}"
+        if c.source is not None and c.page is not None:
+            return f"src:{c.source}#{c.page}"
+        if c.image is not None:
+            digest = hashlib.sha256(c.image.tobytes()).hexdigest()
+            return f"img:{c.image.size}:{digest}"
+        return None
+
+    def embeddings(self, candidates: Sequence[Candidate]) -> list[torch.Tensor]:
+        """Vectors ``(n_vectors, dim)`` of every candidate, encoding only the unknown ones."""
+        found: list[torch.Tensor | None] = [None] * len(candidates)
+        keys = [self._cache_key(c) for c in candidates]
+        if self._reuse_index and self.index is not None:
+            positions = [i for i, c in enumerate(candidates) if c.id is not None]
+            if positions:
+                stored = self.index.get_embeddings([candidates[i].id for i in positions])  # type: ignore[misc]
+                for i, emb in zip(positions, stored):
+                    if emb is not None:
+                        found[i] = emb
+                        self.pages_reused += 1
+        with self._lock:
+            for i, key in enumerate(keys):
+                if found[i] is None and key is not None and key in self._cache:
+                    self._cache.move_to_end(key)
+                    found[i] = self._cache[key]
+        missing = [i for i, f in enumerate(found) if f is None]
+        if missing:
+            images = [self._image_of(candidates[i]) for i in missing]
+            encoded = self.encoder.encode_images(images, batch_size=self.batch_size)
+            self.pages_encoded += len(missing)
+            with self._lock:
+                for i, emb in zip(missing, encoded):
+                    found[i] = emb
+                    key = keys[i]
+                    if key is not None:
+                        self._cache[key] = emb
+                        self._cache.move_to_end(key)
+                        while len(self._cache) > self._cache_size:
+                            self._cache.popitem(last=False)
+        return [f for f in found if f is not None]
+
+    def _image_of(self, c: Candidate) -> Image.Image:
+        if c.image is not None:
+            return c.image.convert("RGB")
+        if c.source is not None:
+            from .loaders import render_page
+
+            return render_page(c.source, c.page or 1, dpi=self.dpi)
+        raise MMEmbedError(
+            f"cannot rerank {c.describe()}: it is not in the index and carries neither an image nor a "
+            "source file + page number. Keep the page's file path and page number in the document "
+            "metadata, or attach its image."
+        )
+
+    def rerank(
+        self, query: str, candidates: Sequence[Candidate], top_n: int | None = None
+    ) -> list[tuple[int, float]]:
+        """``(candidate position, score)`` pairs, best first, at most ``top_n`` of them."""
+        if not candidates:
+            return []
+        query_embedding = self.encoder.encode_queries([query])
+        page_embeddings = self.embeddings(candidates)
+        scores = score(query_embedding, page_embeddings, self.encoder.info.similarity)[0]  # (n_candidates,)
+        # Stable order on ties: the first stage's order wins.
+        order = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), i))
+        if top_n is not None:
+            order = order[:top_n]
+        return [(i, float(scores[i])) for i in order]

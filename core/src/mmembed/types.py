@@ -1,0 +1,114 @@
+"""Plain data types shared by every part of mmembed.
+
+Embeddings are always 2-D float tensors of shape ``(n_vectors, dim)``: a multi-vector
+model returns one row per token / patch, a single-vector (dense) model returns one row.
+That single convention lets the index and scorer treat both kinds the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["multi", "single"]
+Similarity = Literal["maxsim", "dot", "cosine"]
+
+
+class MMEmbedError(Exception):
+    """Base class of every error mmembed raises on purpose."""
+
+
+class EncoderMismatchError(MMEmbedError):
+    """An index was opened with an encoder whose vectors it cannot compare."""
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What an index must know about the encoder that produced its vectors."""
+
+    name: str
+    """Checkpoint id or local folder the weights came from."""
+    family: str
+    """Registry family id, e.g. ``colqwen2_5``."""
+    kind: Kind
+    dim: int
+    similarity: Similarity
+    revision: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderInfo:
+        return cls(
+            name=str(data["name"]),
+            family=str(data["family"]),
+            kind=data["kind"],
+            dim=int(data["dim"]),
+            similarity=data["similarity"],
+            revision=data.get("revision"),
+        )
+
+    def check_compatible(self, other: EncoderInfo, *, index_path: str = "") -> None:
+        """Raise :class:`EncoderMismatchError` when ``other``'s vectors cannot be
+        searched against vectors made by ``self``."""
+        where = f" at {index_path}" if index_path else ""
+        for attr in ("kind", "dim", "similarity", "family", "name", "revision"):
+            mine, theirs = getattr(self, attr), getattr(other, attr)
+            if mine != theirs:
+                raise EncoderMismatchError(
+                    f"the index{where} was built with encoder {self.name!r} "
+                    f"({self.family}, {self.kind}, dim {self.dim}, {self.similarity}, "
+                    f"revision {self.revision}) but encoder {other.name!r} ({other.family}, "
+                    f"{other.kind}, dim {other.dim}, {other.similarity}, revision "
+                    f"{other.revision}) was given ({attr}: {mine!r} != {theirs!r}). "
+                    "Search with the encoder the index was built with, or re-index into a "
+                    "new folder."
+                )
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    """One stored page (or any document) of an index, without its vectors."""
+
+    id: str
+    source: str
+    """Path (or URI) of the file the page came from."""
+    page: int
+    """1-based page number inside ``source``."""
+    content_hash: str
+    """Hash of the source file's bytes (hex sha256)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    thumbnail: bytes | None = None
+    """Small JPEG/PNG of the page, if the index keeps thumbnails."""
+    n_vectors: int = 0
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One ranked result of a search."""
+
+    id: str
+    score: float
+    record: PageRecord
+
+    @property
+    def source(self) -> str:
+        return self.record.source
+
+    @property
+    def page(self) -> int:
+        return self.record.page
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.record.metadata
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "score": self.score,
+            "source": self.record.source,
+            "page": self.record.page,
+            "metadata": self.record.metadata,
+        }
