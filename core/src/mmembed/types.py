@@ -14,6 +14,11 @@ Kind = Literal["multi", "single"]
 Similarity = Literal["maxsim", "dot", "cosine"]
 
 
+def page_id(content_hash: str, page: int) -> str:
+    """Stable id of a page: the same bytes and page number always give the same id."""
+    return f"{content_hash[:24]}-p{page}"
+
+
 class MMEmbedError(Exception):
     """Base class of every error mmembed raises on purpose."""
 

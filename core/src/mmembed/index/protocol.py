@@ -27,14 +27,11 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..scoring import EmbeddingsLike
-from ..types import EncoderInfo, PageRecord, SearchHit
+from ..types import EncoderInfo, PageRecord, SearchHit, page_id
 
 Filter = dict[str, Any]
 
-
-def page_id(content_hash: str, page: int) -> str:
-    """Stable id of a page: the same bytes and page number always give the same id."""
-    return f"{content_hash[:24]}-p{page}"
+__all__ = ["Filter", "IndexBackend", "PageInput", "page_id"]
 
 
 @dataclass

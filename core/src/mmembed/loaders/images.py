@@ -1,0 +1,207 @@
+"""Image files as pages: PNG, JPEG, WebP, BMP, GIF and multi-page TIFF, converted to RGB."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import issue_error
+
+WHITE = (255, 255, 255)
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+# Formats whose extra frames are extra pages; for GIF / WebP / APNG only the first frame counts.
+_MULTIPAGE_FORMATS = {"TIFF"}
+_EXIF_ORIENTATION = 0x0112
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB: alpha is composited on white, 16-bit and float
+    greys are rescaled (not clipped), CMYK goes through its embedded ICC profile if any."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "La":  # premultiplied: Pillow only converts it to LA
+        image, mode = image.convert("LA"), "LA"
+    if mode in _WIDE_GRAY_MODES:
+        return Image.fromarray(_gray_to_uint8(np.asarray(image)), mode="L").convert("RGB")
+    if mode == "CMYK":
+        return _cmyk_to_rgb(image)
+    if mode == "P" and (image.palette is not None and image.palette.mode == "RGBA"):
+        return _flatten(image.convert("RGBA"))
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        return _flatten(image.convert("RGBA"))
+    if mode == "LAB":
+        return _via_icc(image, "LAB")
+    return image.convert("RGB")
+
+
+def _flatten(rgba: Image.Image) -> Image.Image:
+    background = Image.new("RGB", rgba.size, WHITE)
+    background.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+    return background
+
+
+def _gray_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map 16-bit / 32-bit / float greys onto 0..255 by their value range."""
+    array = values.astype(np.float64)
+    low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
+    if values.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
+        scaled = array * 255.0
+    elif low >= 0.0 and high <= 255.0 and values.dtype.kind != "u":
+        scaled = array
+    elif low >= 0.0 and high <= 65535.0:
+        scaled = array / 257.0  # 16-bit full range onto 8-bit
+    else:
+        span = high - low or 1.0
+        scaled = (array - low) * (255.0 / span)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    if image.info.get("icc_profile"):
+        try:
+            return _via_icc(image, "CMYK")
+        except Exception:  # a broken embedded profile: fall back to Pillow's plain formula
+            pass
+    return image.convert("RGB")
+
+
+def _via_icc(image: Image.Image, mode: str) -> Image.Image:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    if mode == "LAB":
+        source = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))
+    else:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+    converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
+    assert converted is not None
+    return converted
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """EXIF orientation from the header only. (``PngImageFile.getexif()`` decodes the whole
+    image to look for a late eXIf chunk, which would defeat the decompression-bomb check.)"""
+    if image.format == "PNG":
+        raw = image.info.get("exif")
+        if not raw:
+            return None
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(_EXIF_ORIENTATION)
+    return image.getexif().get(_EXIF_ORIENTATION)
+
+
+def fit_pixels(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """The largest size with the same aspect ratio and at most ``max_pixels`` pixels."""
+    if max_pixels is None or width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    new_w, new_h = max(1, int(width * scale)), max(1, int(height * scale))
+    return new_w, new_h
+
+
+class ImageHandle:
+    """One image file, opened on demand; each TIFF frame is a page, other formats have one."""
+
+    def __init__(self, source: str, *, path: Path | None = None, data: bytes | None = None) -> None:
+        if (path is None) == (data is None):
+            raise ValueError("give exactly one of path or data")
+        self.source = source
+        self._path = path
+        self._data = data
+
+    def _open(self) -> Image.Image:
+        target = self._path if self._path is not None else io.BytesIO(self._data or b"")
+        try:
+            return Image.open(target)
+        except Image.DecompressionBombError as exc:
+            raise issue_error(
+                self.source,
+                f"is larger than Pillow's own decompression-bomb limit ({exc})",
+                "If you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS as well as max_image_pixels",
+                code="image_too_large",
+            ) from exc
+        except UnidentifiedImageError as exc:
+            raise issue_error(
+                self.source,
+                "is not an image Pillow can read (unknown or damaged format)",
+                "Re-export it as PNG or JPEG, or leave it out of the input",
+                code="corrupt_image",
+            ) from exc
+        except OSError as exc:
+            raise issue_error(
+                self.source,
+                f"cannot be read ({exc.strerror or exc})",
+                "Check that the file exists and is readable",
+                code="unreadable",
+            ) from exc
+
+    def probe(self) -> list[tuple[int, int]]:
+        """Size of every page as displayed (after EXIF rotation), read from the headers
+        alone, so that the pixel cap can be checked before anything is decoded."""
+        with self._open() as image:
+            try:
+                frames = getattr(image, "n_frames", 1) if image.format in _MULTIPAGE_FORMATS else 1
+                sizes = []
+                for index in range(frames):
+                    if index:
+                        image.seek(index)
+                    width, height = image.size
+                    if _orientation(image) in (5, 6, 7, 8):
+                        width, height = height, width
+                    sizes.append((width, height))
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise issue_error(
+                    self.source,
+                    f"is damaged ({type(exc).__name__}: {exc})",
+                    "Re-export or re-download it, or leave it out of the input",
+                    code="corrupt_image",
+                ) from exc
+            return sizes
+
+    def render(self, index: int, max_pixels: int | None) -> Image.Image:
+        """Decode page (frame) ``index`` as upright RGB, downscaled to ``max_pixels`` if set."""
+        with self._open() as image:
+            try:
+                if index:
+                    image.seek(index)
+                target = fit_pixels(*image.size, max_pixels)
+                if image.format == "JPEG" and target != image.size:
+                    image.draft("RGB", target)  # decode at a reduced scale: faster, less memory
+                image.load()
+                upright = ImageOps.exif_transpose(image) or image
+                rgb = to_rgb(upright)
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise issue_error(
+                    self.source,
+                    f"could not be decoded ({type(exc).__name__}: {exc})",
+                    "The image is damaged or truncated; re-export or re-download it",
+                    code="corrupt_image",
+                    page=index + 1,
+                ) from exc
+        final = fit_pixels(*rgb.size, max_pixels)
+        if final != rgb.size:
+            rgb = rgb.resize(final, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if rgb is image:  # never hand out the file-backed object
+            rgb = rgb.copy()
+        return rgb
+
+
+def make_thumbnail(image: Image.Image, max_side: int = 256, *, quality: int = 80) -> bytes:
+    """A small JPEG of ``image`` whose longer side is at most ``max_side`` pixels."""
+    if max_side < 1:
+        raise ValueError("max_side must be >= 1")
+    small = to_rgb(image).copy()
+    small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+__all__ = ["ImageHandle", "fit_pixels", "make_thumbnail", "to_rgb"]
