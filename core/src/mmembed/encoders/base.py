@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-
 import torch
 from PIL import Image
 
-from ..types import EncoderInfo
+from ..types import EncoderInfo, MMEmbedError
+
+Document = str | Image.Image | tuple[Image.Image, str]
+"""A text-only document, a page image, or a page image with its caption / extracted text
+encoded together as one (interleaved) document."""
+MultimodalQuery = str | Image.Image | tuple[Image.Image, str]
+"""A text query, an image query, or an image with text."""
 
 
 class Encoder(ABC):
@@ -37,3 +42,22 @@ class Encoder(ABC):
 
     def encode_query(self, query: str) -> torch.Tensor:
         return self.encode_queries([query])[0]
+
+    def encode_documents(
+        self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Embed documents of mixed kinds: ``str`` (text only), ``PIL.Image.Image`` (a page) or
+        ``(image, text)`` (a page with its caption / extracted text, as one document).
+        Families that cannot take one of these kinds raise :class:`MMEmbedError`."""
+        raise MMEmbedError(
+            f"the {self.info.family} encoder cannot encode text or interleaved documents; "
+            "use encode_images() for page images"
+        )
+
+    def encode_queries_multimodal(
+        self, queries: Sequence[MultimodalQuery], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Embed queries that may be images or ``(image, text)`` pairs as well as text."""
+        raise MMEmbedError(
+            f"the {self.info.family} encoder cannot encode image queries; use encode_queries() for text"
+        )
