@@ -1,0 +1,71 @@
+"""The few places where this package reaches into mmembed core.
+
+Everything heavy (torch, transformers, pypdfium2) is imported here lazily, on first use,
+so that constructing a LangChain object stays cheap. Encoders come from core's
+process-wide cache: two objects naming the same checkpoint share one model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from mmembed.encoders.base import Encoder
+    from mmembed.index.protocol import IndexBackend
+    from mmembed.types import EncoderInfo
+
+
+def load_encoder(
+    model: str, *, revision: str | None = None, device: str | None = None, dtype: str | None = None
+) -> Encoder:
+    """The shared core encoder for ``model`` (loaded once per process and arguments)."""
+    import mmembed
+
+    return mmembed.load_encoder(model, revision=revision, device=device, dtype=dtype)
+
+
+def is_index_object(value: Any) -> bool:
+    """True for an open core index (any backend implementing the index protocol)."""
+    return all(hasattr(value, name) for name in ("search", "get_embeddings", "upsert", "encoder"))
+
+
+def check_index_argument(value: Any, owner: str) -> Any:
+    """Validate an ``index=`` argument without opening anything (constructors stay cheap)."""
+    if value is None or isinstance(value, (str, os.PathLike)) or is_index_object(value):
+        return value
+    raise TypeError(
+        f"{owner}: index must be a folder path or an open mmembed index (e.g. the result of "
+        f"mmembed.open_index(...)), got {type(value).__name__}"
+    )
+
+
+def open_index(
+    index: str | os.PathLike[str] | IndexBackend, encoder: EncoderInfo, *, create: bool = True
+) -> IndexBackend:
+    """An open index: ``index`` itself if it already is one, else the local index at that path
+    (created when missing if ``create``; otherwise core raises ``IndexNotFoundError``)."""
+    if is_index_object(index):
+        return index  # type: ignore[return-value]
+    import mmembed
+
+    return mmembed.open_index(_folder(index), encoder=encoder, create=create)
+
+
+def stored_encoder_name(index: str | os.PathLike[str] | IndexBackend) -> tuple[str, str | None]:
+    """Checkpoint name and revision an index was built with (read from its manifest)."""
+    if is_index_object(index):
+        info = index.encoder  # type: ignore[union-attr]
+        return info.name, info.revision
+    import mmembed
+
+    stored = mmembed.open_index(_folder(index), readonly=True)
+    try:
+        return stored.encoder.name, stored.encoder.revision
+    finally:
+        stored.close()
+
+
+def _folder(index: object) -> Path:
+    return Path(cast("str | os.PathLike[str]", index))
