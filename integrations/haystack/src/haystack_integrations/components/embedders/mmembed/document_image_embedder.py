@@ -1,0 +1,140 @@
+"""``MMEmbedDocumentImageEmbedder``: page documents → page embeddings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack_integrations.document_stores.mmembed.documents import (
+    InvalidDocumentError,
+    attach_embedding,
+    blob_image,
+    page_location,
+)
+
+import mmembed
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mmembed.encoders.base import Encoder
+
+
+@component
+class MMEmbedDocumentImageEmbedder:
+    """Embeds page images with a visual-document retrieval model (ColQwen2.5, ColPali, ...).
+
+    The page image is the document's ``image/*`` blob if it has one, else the page
+    ``meta["page_number"]`` of ``meta["file_path"]`` rendered by mmembed (documents from
+    ``PDFToPageImageDocuments`` or Haystack's image converters qualify).
+
+    Output documents are new objects (the input is not modified) with
+    ``Document.embedding`` set to the single-vector view of the page (the model's vector,
+    or the pooled vector of a multi-vector model) and the exact vectors attached under
+    ``meta["_mmembed_embedding"]``, which ``MMEmbedDocumentStore`` stores in its index
+    (see ``haystack_integrations.document_stores.mmembed.documents``).
+
+    The model is loaded by ``warm_up()`` through mmembed's process-wide encoder cache, so
+    every component naming the same model shares one copy.
+
+    ```python
+    from haystack_integrations.components.embedders.mmembed import MMEmbedDocumentImageEmbedder
+
+    embedder = MMEmbedDocumentImageEmbedder(model="vidore/colqwen2.5-v0.2")
+    embedder.warm_up()
+    documents = embedder.run(documents=page_documents)["documents"]
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 8,
+        dpi: float = 144,
+        progress_bar: bool = False,
+    ) -> None:
+        """
+        :param model: Hugging Face model id or local checkpoint folder.
+        :param revision: Model revision (commit, branch or tag) to pin.
+        :param device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
+        :param dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: chosen for the device.
+        :param batch_size: Pages rendered and encoded together.
+        :param dpi: Resolution pages are rendered at when they carry no image.
+        :param progress_bar: Show a progress bar while encoding.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.revision = revision
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.dpi = dpi
+        self.progress_bar = progress_bar
+        self._encoder: Encoder | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise the component."""
+        return default_to_dict(
+            self,
+            model=self.model,
+            revision=self.revision,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            dpi=self.dpi,
+            progress_bar=self.progress_bar,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MMEmbedDocumentImageEmbedder:
+        """Deserialise the component."""
+        return default_from_dict(cls, data)
+
+    def warm_up(self) -> None:
+        """Load the model (shared with every component using the same model in this process)."""
+        if self._encoder is None:
+            self._encoder = mmembed.load_encoder(
+                self.model, revision=self.revision, device=self.device, dtype=self.dtype
+            )
+
+    @component.output_types(documents=list[Document])
+    def run(self, documents: list[Document]) -> dict[str, list[Document]]:
+        """Embed the page image of every document.
+
+        :param documents: Page documents (image blob, or ``file_path`` + ``page_number`` meta).
+        :returns: ``documents``: new documents carrying their embeddings, in input order.
+        :raises TypeError: ``documents`` is not a list of ``Document``.
+        :raises ValueError: a document has no image and no file to render it from.
+        """
+        if not isinstance(documents, list) or not all(isinstance(d, Document) for d in documents):
+            raise TypeError(
+                "MMEmbedDocumentImageEmbedder expects a list of Documents; to embed a query use MMEmbedTextEmbedder"
+            )
+        self.warm_up()
+        assert self._encoder is not None
+        embedded: list[Document] = []
+        for start in range(0, len(documents), self.batch_size):
+            batch = documents[start : start + self.batch_size]
+            images = [self._image(d) for d in batch]
+            vectors = self._encoder.encode_images(images, progress=self.progress_bar)  # each (n_vectors, dim)
+            embedded += [
+                attach_embedding(d, v, self._encoder.info) for d, v in zip(batch, vectors, strict=True)
+            ]
+        return {"documents": embedded}
+
+    def _image(self, document: Document) -> Image.Image:
+        image = blob_image(document)
+        if image is not None:
+            return image
+        file_path, page_number = page_location(document)
+        if file_path is None:
+            raise InvalidDocumentError(
+                f"document {document.id!r} has no image blob and no meta['file_path'] to render the page from; "
+                "convert files with PDFToPageImageDocuments (or attach the page image as an image/* ByteStream)"
+            )
+        return mmembed.render_page(file_path, page_number or 1, dpi=self.dpi)

@@ -1,0 +1,92 @@
+"""``MMEmbedTextEmbedder``: query text → query embedding(s)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from haystack import component, default_from_dict, default_to_dict
+
+import mmembed
+from mmembed.retrieve import pool
+
+if TYPE_CHECKING:
+    from mmembed.encoders.base import Encoder
+
+
+@component
+class MMEmbedTextEmbedder:
+    """Embeds a query with the model that embedded the pages.
+
+    Outputs both views of the query:
+
+    - ``multi_embedding``: every query vector, ``n_vectors × dim`` (one row for
+      single-vector models). Connect it to ``MMEmbedRetriever.query_multi_embedding``;
+      this works for every model kind.
+    - ``embedding``: one vector (the model's, or the pooled vector of a multi-vector
+      model), for components that take Haystack's flat ``list[float]``.
+
+    ```python
+    from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
+
+    embedder = MMEmbedTextEmbedder(model="vidore/colqwen2.5-v0.2")
+    embedder.warm_up()
+    result = embedder.run(text="solar capacity in 2023")
+    len(result["multi_embedding"]), len(result["embedding"])
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        """
+        :param model: Hugging Face model id or local checkpoint folder (the one the pages were embedded with).
+        :param revision: Model revision (commit, branch or tag) to pin.
+        :param device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
+        :param dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: chosen for the device.
+        """
+        self.model = model
+        self.revision = revision
+        self.device = device
+        self.dtype = dtype
+        self._encoder: Encoder | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise the component."""
+        return default_to_dict(
+            self, model=self.model, revision=self.revision, device=self.device, dtype=self.dtype
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MMEmbedTextEmbedder:
+        """Deserialise the component."""
+        return default_from_dict(cls, data)
+
+    def warm_up(self) -> None:
+        """Load the model (shared with every component using the same model in this process)."""
+        if self._encoder is None:
+            self._encoder = mmembed.load_encoder(
+                self.model, revision=self.revision, device=self.device, dtype=self.dtype
+            )
+
+    @component.output_types(embedding=list[float], multi_embedding=list[list[float]])
+    def run(self, text: str) -> dict[str, Any]:
+        """Embed one query.
+
+        :param text: The query.
+        :returns: ``embedding`` (one vector) and ``multi_embedding`` (all query vectors).
+        :raises TypeError: ``text`` is not a string (to embed pages use MMEmbedDocumentImageEmbedder).
+        """
+        if not isinstance(text, str):
+            raise TypeError(
+                "MMEmbedTextEmbedder expects a string as input; to embed page documents use "
+                "MMEmbedDocumentImageEmbedder"
+            )
+        self.warm_up()
+        assert self._encoder is not None
+        vectors = self._encoder.encode_queries([text])[0]  # (n_vectors, dim)
+        return {"embedding": pool(vectors).tolist(), "multi_embedding": vectors.tolist()}

@@ -1,0 +1,162 @@
+"""``MMEmbedRetriever``: query embedding(s) → top-k page documents from an ``MMEmbedDocumentStore``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.document_stores.types import FilterPolicy
+from haystack.document_stores.types.filter_policy import apply_filter_policy
+from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+
+
+@component
+class MMEmbedRetriever:
+    """Exact search of an ``MMEmbedDocumentStore`` with the query's vectors.
+
+    Scoring follows the store's index: late interaction (MaxSim) for multi-vector models
+    such as ColQwen2.5 / ColPali, dot product or cosine for single-vector (dense) models.
+    Filters (Haystack syntax) are applied inside the index before scoring, so ``top_k``
+    results come back whenever that many documents match.
+
+    ```python
+    from haystack import Pipeline
+    from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
+    from haystack_integrations.components.retrievers.mmembed import MMEmbedRetriever
+    from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+
+    pipeline = Pipeline()
+    pipeline.add_component("embedder", MMEmbedTextEmbedder(model="vidore/colqwen2.5-v0.2"))
+    pipeline.add_component("retriever", MMEmbedRetriever(document_store=MMEmbedDocumentStore(path="./pages")))
+    pipeline.connect("embedder.multi_embedding", "retriever.query_multi_embedding")
+    pipeline.run({"embedder": {"text": "solar capacity in 2023"}, "retriever": {"top_k": 3}})
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        document_store: MMEmbedDocumentStore,
+        filters: dict[str, Any] | None = None,
+        top_k: int = 10,
+        filter_policy: str | FilterPolicy = FilterPolicy.REPLACE,
+        return_embedding: bool = False,
+    ) -> None:
+        """
+        :param document_store: The store to search.
+        :param filters: Haystack filters applied to every search.
+        :param top_k: Number of documents to return.
+        :param filter_policy: How run-time ``filters`` combine with ``filters``: ``replace`` or ``merge``.
+        :param return_embedding: Return documents with their (pooled) embedding.
+        """
+        if not isinstance(document_store, MMEmbedDocumentStore):
+            raise ValueError("document_store must be an instance of MMEmbedDocumentStore")
+        if top_k <= 0:
+            raise ValueError(f"top_k must be greater than 0, got {top_k}")
+        self.document_store = document_store
+        self.filters = filters or {}
+        self.top_k = top_k
+        self.filter_policy = (
+            filter_policy if isinstance(filter_policy, FilterPolicy) else FilterPolicy.from_str(filter_policy)
+        )
+        self.return_embedding = return_embedding
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise the component (the store by its folder)."""
+        return default_to_dict(
+            self,
+            document_store=self.document_store,
+            filters=self.filters,
+            top_k=self.top_k,
+            filter_policy=self.filter_policy.value,
+            return_embedding=self.return_embedding,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MMEmbedRetriever:
+        """Deserialise the component."""
+        return default_from_dict(cls, data)
+
+    @component.output_types(documents=list[Document])
+    def run(
+        self,
+        query_multi_embedding: list[list[float]] | None = None,
+        query_embedding: list[float] | None = None,
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        return_embedding: bool | None = None,
+    ) -> dict[str, list[Document]]:
+        """Retrieve the best-matching documents, best first, each with its ``score``.
+
+        :param query_multi_embedding: All query vectors (``MMEmbedTextEmbedder.multi_embedding``).
+        :param query_embedding: One query vector; enough for single-vector (dense) stores only.
+        :param filters: Haystack filters; combined with the init filters by ``filter_policy``.
+        :param top_k: Number of documents to return (overrides the init value).
+        :param return_embedding: Overrides the init value.
+        """
+        query, k, where, with_embedding = self._prepare(
+            query_multi_embedding, query_embedding, filters, top_k, return_embedding
+        )
+        if query is None:
+            return {"documents": []}
+        documents = self.document_store.embedding_retrieval(
+            query, filters=where, top_k=k, return_embedding=with_embedding
+        )
+        return {"documents": documents}
+
+    @component.output_types(documents=list[Document])
+    async def run_async(
+        self,
+        query_multi_embedding: list[list[float]] | None = None,
+        query_embedding: list[float] | None = None,
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        return_embedding: bool | None = None,
+    ) -> dict[str, list[Document]]:
+        """:meth:`run` without blocking the event loop (the search runs in a worker thread)."""
+        query, k, where, with_embedding = self._prepare(
+            query_multi_embedding, query_embedding, filters, top_k, return_embedding
+        )
+        if query is None:
+            return {"documents": []}
+        documents = await self.document_store.embedding_retrieval_async(
+            query, filters=where, top_k=k, return_embedding=with_embedding
+        )
+        return {"documents": documents}
+
+    def _prepare(
+        self,
+        query_multi_embedding: list[list[float]] | None,
+        query_embedding: list[float] | None,
+        filters: dict[str, Any] | None,
+        top_k: int | None,
+        return_embedding: bool | None,
+    ) -> tuple[torch.Tensor | None, int, dict[str, Any] | None, bool]:
+        k = self.top_k if top_k is None else top_k
+        if k <= 0:
+            raise ValueError(f"top_k must be greater than 0, got {k}")
+        where = apply_filter_policy(self.filter_policy, self.filters, filters)
+        with_embedding = self.return_embedding if return_embedding is None else return_embedding
+        encoder = self.document_store.encoder
+        if encoder is None:  # nothing indexed yet
+            return None, k, where, with_embedding
+        if query_multi_embedding is not None:
+            query = torch.tensor(query_multi_embedding, dtype=torch.float32)  # (n_vectors, dim)
+        elif query_embedding is not None:
+            if encoder.kind == "multi":
+                raise ValueError(
+                    f"the store at {self.document_store.path} holds multi-vector (MaxSim) page embeddings, which "
+                    "one pooled query vector cannot search exactly: connect MMEmbedTextEmbedder.multi_embedding "
+                    "to MMEmbedRetriever.query_multi_embedding"
+                )
+            query = torch.tensor([query_embedding], dtype=torch.float32)  # (1, dim)
+        else:
+            raise ValueError(
+                "give query_multi_embedding (from MMEmbedTextEmbedder.multi_embedding) or query_embedding"
+            )
+        if query.ndim != 2 or query.shape[0] == 0:
+            raise ValueError(
+                f"the query embedding must be a non-empty list of vectors, got shape {tuple(query.shape)}"
+            )
+        return query, k, where, with_embedding
