@@ -1,0 +1,44 @@
+"""Page indexes: the :class:`IndexBackend` protocol and its default, embedded implementation.
+
+>>> index = open_index("my_index", encoder_info)          # doctest: +SKIP
+>>> index.add([PageInput(embedding, "a.pdf", 1, sha256)])  # doctest: +SKIP
+>>> index.search(query_embeddings, k=5, where={"source": "a.pdf"})  # doctest: +SKIP
+
+The on-disk format is documented in ``docs/index-format.md``.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    DuplicatePageError,
+    FilterError,
+    IndexClosedError,
+    IndexFormatError,
+    IndexLockedError,
+    IndexNotFoundError,
+    IndexReadOnlyError,
+    IndexWriteError,
+    InvalidPageError,
+)
+from .format import FORMAT_VERSION
+from .local import LocalIndex, open_index
+from .protocol import Filter, IndexBackend, PageInput, page_id
+
+__all__ = [
+    "FORMAT_VERSION",
+    "DuplicatePageError",
+    "Filter",
+    "FilterError",
+    "IndexBackend",
+    "IndexClosedError",
+    "IndexFormatError",
+    "IndexLockedError",
+    "IndexNotFoundError",
+    "IndexReadOnlyError",
+    "IndexWriteError",
+    "InvalidPageError",
+    "LocalIndex",
+    "PageInput",
+    "open_index",
+    "page_id",
+]

@@ -1,0 +1,41 @@
+"""Errors of the embedded index. Every message names the index folder and says what to do."""
+
+from __future__ import annotations
+
+from ..types import MMEmbedError
+
+
+class IndexNotFoundError(MMEmbedError, FileNotFoundError):
+    """No index at the given folder (and none may be created there)."""
+
+
+class IndexFormatError(MMEmbedError):
+    """The folder is not an mmembed index, is damaged, or uses an unknown format version."""
+
+
+class IndexLockedError(MMEmbedError):
+    """Another process holds the index's writer lock."""
+
+
+class IndexReadOnlyError(MMEmbedError):
+    """A write was attempted on an index opened with ``readonly=True``."""
+
+
+class IndexClosedError(MMEmbedError):
+    """The index was used after :meth:`LocalIndex.close`."""
+
+
+class IndexWriteError(MMEmbedError):
+    """A batch could not be written (e.g. disk full); the index kept its previous state."""
+
+
+class InvalidPageError(MMEmbedError, ValueError):
+    """A page given to ``add``/``upsert`` cannot be stored (wrong shape, bad metadata, ...)."""
+
+
+class DuplicatePageError(MMEmbedError):
+    """``add`` was given a page id that is already stored (use ``upsert`` to replace it)."""
+
+
+class FilterError(MMEmbedError, ValueError):
+    """A metadata filter is malformed."""

@@ -1,0 +1,240 @@
+"""On-disk layout of an index folder (documented in ``docs/index-format.md``).
+
+::
+
+    <folder>/
+      manifest.json          format version, encoder, storage dtype (written once, atomically)
+      index.sqlite           page records, metadata, thumbnails, segment bookkeeping (WAL mode)
+      index.sqlite-wal/-shm  SQLite's write-ahead log (present while the index is in use)
+      segments/00000001.f16  raw little-endian vectors, rows of ``dim`` values, append-only
+      lock                   writer lock (``flock``), holds the writer's pid
+
+No pickle: JSON, SQLite and raw arrays only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..types import EncoderInfo, MMEmbedError
+from .errors import IndexFormatError
+
+FORMAT_NAME = "mmembed-index"
+FORMAT_VERSION = 1
+"""Bump on any change older readers would misread; readers refuse newer versions."""
+
+MANIFEST = "manifest.json"
+DATABASE = "index.sqlite"
+SEGMENTS_DIR = "segments"
+LOCK_FILE = "lock"
+
+# Files an interrupted creation may leave behind: such a folder can be created again.
+OWN_NAMES = {
+    MANIFEST,
+    DATABASE,
+    DATABASE + "-wal",
+    DATABASE + "-shm",
+    DATABASE + "-journal",
+    SEGMENTS_DIR,
+    LOCK_FILE,
+}
+
+
+@dataclass(frozen=True)
+class StorageDtype:
+    """How vectors are stored: ``numpy`` is the on-disk element type, ``torch`` the logical one."""
+
+    name: str
+    numpy: np.dtype[Any]
+    torch: torch.dtype
+    extension: str
+
+    @property
+    def itemsize(self) -> int:
+        return int(self.numpy.itemsize)
+
+
+# bfloat16 has no numpy type: it is stored as its raw 16 bits (uint16) and viewed back.
+DTYPES: dict[str, StorageDtype] = {
+    "float16": StorageDtype("float16", np.dtype("<f2"), torch.float16, "f16"),
+    "bfloat16": StorageDtype("bfloat16", np.dtype("<u2"), torch.bfloat16, "bf16"),
+    "float32": StorageDtype("float32", np.dtype("<f4"), torch.float32, "f32"),
+}
+
+
+def storage_dtype(name: str) -> StorageDtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise MMEmbedError(
+            f"unknown index storage dtype {name!r}; choose one of {', '.join(DTYPES)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The immutable facts of an index, stored in ``manifest.json``."""
+
+    encoder: EncoderInfo
+    dtype: str
+    keep_thumbnails: bool
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "encoder": self.encoder.to_dict(),
+            "dtype": self.dtype,
+            "keep_thumbnails": self.keep_thumbnails,
+        }
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = folder / MANIFEST
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IndexFormatError(
+                f"cannot read the index manifest {path}: {exc}. The folder is damaged or not an "
+                "mmembed index; rebuild the index into a new folder."
+            ) from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise IndexFormatError(f'{path} is not an mmembed index manifest (no "format": "{FORMAT_NAME}").')
+        version = data.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise IndexFormatError(f"{path} has an invalid format_version {version!r}; rebuild the index.")
+        if version > FORMAT_VERSION:
+            raise IndexFormatError(
+                f"the index at {folder} uses format version {version}, but this mmembed-core reads "
+                f"versions up to {FORMAT_VERSION}. Upgrade mmembed-core (pip install -U mmembed-core)."
+            )
+        try:
+            encoder = EncoderInfo.from_dict(data["encoder"])
+            dtype = str(data["dtype"])
+            storage_dtype(dtype)
+            keep = bool(data.get("keep_thumbnails", True))
+        except (KeyError, TypeError, ValueError, MMEmbedError) as exc:
+            raise IndexFormatError(
+                f"the index manifest {path} is incomplete or invalid ({exc}); rebuild the index."
+            ) from exc
+        return cls(encoder=encoder, dtype=dtype, keep_thumbnails=keep, format_version=version)
+
+    def write(self, folder: Path) -> None:
+        write_json_atomic(folder / MANIFEST, self.to_json())
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a create/rename/unlink inside ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file, fsync it, rename it over ``path``, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+CREATE TABLE segments (
+    seg_id INTEGER PRIMARY KEY,
+    file TEXT NOT NULL UNIQUE,
+    committed_rows INTEGER NOT NULL
+);
+CREATE TABLE pages (
+    row INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    page INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    seg_id INTEGER NOT NULL,
+    vec_offset INTEGER NOT NULL,
+    n_vectors INTEGER NOT NULL
+);
+CREATE INDEX pages_source ON pages(source);
+CREATE INDEX pages_location ON pages(seg_id, vec_offset);
+CREATE TABLE thumbnails (
+    row INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TRIGGER pages_drop_thumbnail AFTER DELETE ON pages BEGIN
+    DELETE FROM thumbnails WHERE row = OLD.row;
+END;
+INSERT INTO meta(key, value) VALUES ('generation', 0), ('next_seg_id', 1);
+"""
+
+
+def connect(db_path: Path, *, query_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode: transactions are explicit ``BEGIN``/``COMMIT``."""
+    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA synchronous=FULL")  # a COMMIT is durable once it returns
+    conn.execute("PRAGMA busy_timeout=30000")
+    if query_only:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def create_database(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise IndexFormatError(
+                f"SQLite refused WAL mode for {db_path} (got {mode!r}); the index needs a local "
+                "file system that supports shared memory (not a network share)."
+            )
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+    finally:
+        conn.close()
+
+
+def check_database(conn: sqlite3.Connection, db_path: Path) -> None:
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise IndexFormatError(
+            f"{db_path} is not a readable SQLite database ({exc}); rebuild the index."
+        ) from exc
+    if version > SCHEMA_VERSION:
+        raise IndexFormatError(
+            f"{db_path} has schema version {version}, newer than this mmembed-core reads "
+            f"({SCHEMA_VERSION}). Upgrade mmembed-core."
+        )
+    missing = {"meta", "segments", "pages", "thumbnails"} - tables
+    if version < 1 or missing:
+        raise IndexFormatError(
+            f"{db_path} is not a complete mmembed index database (missing {sorted(missing)}); "
+            "rebuild the index into a new folder."
+        )

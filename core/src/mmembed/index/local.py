@@ -1,0 +1,682 @@
+"""The embedded on-disk index: one folder, one writer, many readers, crash-safe batches.
+
+Write protocol (one batch): append the vectors to the active segment file and fsync it,
+then commit the SQLite transaction that inserts the page records and advances the
+segment's committed length. A kill before the commit leaves bytes past the committed
+length, which readers never look at and the next writer truncates; a kill after it leaves
+the whole batch. Deletes only touch SQLite; :meth:`LocalIndex.compact` reclaims the space.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from ..scoring import EmbeddingsLike, Ragged, as_ragged
+from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
+from . import format as fmt
+from .compact import compact_segments
+from .errors import (
+    DuplicatePageError,
+    IndexClosedError,
+    IndexFormatError,
+    IndexNotFoundError,
+    IndexReadOnlyError,
+    IndexWriteError,
+)
+from .filters import Filter, compile_filter
+from .lock import WriterLock
+from .pages import EncodedBatch, encode_batch
+from .protocol import PageInput
+from .search import Locations, score_locations, top_k
+from .segments import SegmentViews, append_rows, cut_uncommitted_tail, segment_name
+
+_T = TypeVar("_T")
+
+DEFAULT_SEGMENT_BYTES = 1 << 30
+"""A new segment file is started once the active one holds this many bytes."""
+
+_RECORD_COLUMNS = "p.row, p.id, p.source, p.page, p.content_hash, p.metadata, p.n_vectors, t.data"
+_RECORD_FROM = "pages AS p LEFT JOIN thumbnails AS t ON t.row = p.row"
+
+
+@dataclass
+class _Snapshot:
+    """What a reader caches between searches; valid while ``generation`` is unchanged."""
+
+    generation: int
+    segments: dict[int, tuple[str, int]]  # seg_id -> (file, committed_rows)
+    pages: Locations | None = None  # every live page, loaded on the first unfiltered search
+
+
+class LocalIndex:
+    """Folder-based index implementing :class:`~mmembed.index.protocol.IndexBackend`.
+
+    Opening never takes the writer lock: the first ``add``/``upsert``/``delete``/``compact``
+    (or :meth:`lock_for_writing`) does, and keeps it until :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        encoder: EncoderInfo | None = None,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        dtype: str = "float16",
+        keep_thumbnails: bool = True,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.readonly = readonly
+        self.segment_bytes = int(segment_bytes)
+        self._mutex = threading.RLock()
+        self._closed = True
+        if self.path.exists() and not self.path.is_dir():
+            raise IndexFormatError(
+                f"{self.path} is a file, not an index folder; give the folder the index lives in."
+            )
+        if not (self.path / fmt.MANIFEST).is_file():
+            if readonly or not create:
+                raise IndexNotFoundError(
+                    f"no mmembed index at {self.path} (no {fmt.MANIFEST}); check the path, or build one "
+                    "first (e.g. `mmembed index <files> --index <folder>`)."
+                )
+            if encoder is None:
+                raise IndexNotFoundError(
+                    f"no mmembed index at {self.path}; to create one there, pass the EncoderInfo of the "
+                    "encoder that embeds the pages."
+                )
+            self._create(encoder, dtype, keep_thumbnails)
+        self.manifest = fmt.Manifest.read(self.path)
+        if encoder is not None:
+            self.manifest.encoder.check_compatible(encoder, index_path=str(self.path))
+        self._dtype = fmt.storage_dtype(self.manifest.dtype)
+        self._row_bytes = self.manifest.encoder.dim * self._dtype.itemsize
+        db_path = self.path / fmt.DATABASE
+        if not db_path.is_file():
+            raise IndexFormatError(
+                f"the index at {self.path} has no {fmt.DATABASE}; it is damaged, rebuild it."
+            )
+        self._conn = fmt.connect(db_path, query_only=readonly)
+        try:
+            fmt.check_database(self._conn, db_path)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._lock = WriterLock(self.path / fmt.LOCK_FILE, self.path)
+        self._views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim, self._dtype)
+        self._snapshot: _Snapshot | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def encoder(self) -> EncoderInfo:
+        return self.manifest.encoder
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest.dtype
+
+    @property
+    def keep_thumbnails(self) -> bool:
+        return self.manifest.keep_thumbnails
+
+    def __repr__(self) -> str:
+        mode = "readonly" if self.readonly else "writer" if not self._closed and self._lock.held else "reader"
+        return f"LocalIndex({str(self.path)!r}, encoder={self.encoder.name!r}, dtype={self.dtype}, {mode})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _create(self, encoder: EncoderInfo, dtype: str, keep_thumbnails: bool) -> None:
+        _check_encoder(encoder)
+        fmt.storage_dtype(dtype)
+        if self.path.is_dir():
+            foreign = sorted(
+                n
+                for n in os.listdir(self.path)
+                if n not in fmt.OWN_NAMES and not n.startswith(f".{fmt.MANIFEST}.")
+            )
+            if foreign:
+                raise IndexFormatError(
+                    f"cannot create an index in {self.path}: the folder already holds other files "
+                    f"({', '.join(foreign[:5])}). Choose a new or empty folder."
+                )
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(self.path / fmt.LOCK_FILE, self.path)
+        lock.acquire()
+        try:
+            if (self.path / fmt.MANIFEST).is_file():  # another process finished creating it
+                return
+            # Leftovers of an interrupted creation (no manifest yet) are discarded.
+            for name in (
+                fmt.DATABASE,
+                fmt.DATABASE + "-wal",
+                fmt.DATABASE + "-shm",
+                fmt.DATABASE + "-journal",
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.path / name).unlink()
+            seg_dir = self.path / fmt.SEGMENTS_DIR
+            seg_dir.mkdir(exist_ok=True)
+            for leftover in seg_dir.iterdir():
+                leftover.unlink()
+            fmt.create_database(self.path / fmt.DATABASE)
+            fmt.fsync_dir(self.path)
+            fmt.Manifest(encoder=encoder, dtype=dtype, keep_thumbnails=keep_thumbnails).write(self.path)
+        finally:
+            lock.release()
+
+    def close(self) -> None:
+        """Release the writer lock (if held), the database and the memory maps."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self._snapshot = None
+            self._views.clear()
+            try:
+                self._conn.close()
+            finally:
+                self._lock.release()
+
+    def __enter__(self) -> LocalIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexClosedError(f"the index at {self.path} was closed; open it again with open_index().")
+
+    # ------------------------------------------------------------------ writing
+
+    def lock_for_writing(self) -> None:
+        """Take the writer lock now (fail fast with :class:`IndexLockedError`) and repair
+        what a killed writer left behind. Writes call this themselves."""
+        with self._mutex:
+            self._check_open()
+            if self.readonly:
+                raise IndexReadOnlyError(
+                    f"the index at {self.path} was opened with readonly=True; open it without "
+                    "readonly to add, delete or compact pages."
+                )
+            if self._lock.held:
+                return
+            self._lock.acquire()
+            try:
+                self._recover()
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def _recover(self) -> None:
+        """Cut uncommitted segment tails and delete files no committed state refers to."""
+        seg_dir = self.path / fmt.SEGMENTS_DIR
+        referenced = set()
+        for _seg_id, file, rows in self._conn.execute("SELECT seg_id, file, committed_rows FROM segments"):
+            cut_uncommitted_tail(seg_dir / file, int(rows) * self._row_bytes)
+            referenced.add(file)
+        removed = False
+        for entry in seg_dir.iterdir():
+            if entry.name not in referenced:
+                entry.unlink()
+                removed = True
+        if removed:
+            fmt.fsync_dir(seg_dir)
+
+    def add(self, pages: Sequence[PageInput]) -> list[str]:
+        """Store ``pages`` as one atomic batch; an id already stored is an error."""
+        return self._write(pages, replace=False)
+
+    def upsert(self, pages: Sequence[PageInput]) -> list[str]:
+        """Store ``pages`` as one atomic batch, replacing stored pages with the same ids."""
+        return self._write(pages, replace=True)
+
+    def _write(self, pages: Sequence[PageInput], *, replace: bool) -> list[str]:
+        with self._mutex:
+            self.lock_for_writing()
+            batch = encode_batch(
+                pages,
+                encoder=self.encoder,
+                dtype=self._dtype,
+                keep_thumbnails=self.keep_thumbnails,
+                index_path=self.path,
+            )
+            if not batch.rows:
+                return []
+            self._commit_batch(batch, replace=replace)
+            return batch.ids
+
+    def _commit_batch(self, batch: EncodedBatch, *, replace: bool) -> None:
+        conn = self._conn
+        seg_dir = self.path / fmt.SEGMENTS_DIR
+        data = batch.vectors.data.cast("B")  # raw bytes of the C-contiguous rows
+        ids_json = json.dumps(batch.ids)
+        conn.execute("BEGIN IMMEDIATE")
+        seg_path: Path | None = None
+        committed_bytes = 0
+        created = committing = False
+        try:
+            if replace:
+                conn.execute("DELETE FROM pages WHERE id IN (SELECT value FROM json_each(?))", (ids_json,))
+            else:
+                taken = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM pages WHERE id IN (SELECT value FROM json_each(?)) LIMIT 5",
+                        (ids_json,),
+                    )
+                ]
+                if taken:
+                    raise DuplicatePageError(
+                        f"the index at {self.path} already holds page id(s) {', '.join(map(repr, taken))}; "
+                        "use upsert() to replace pages, or delete them first."
+                    )
+            seg_id, file, committed_rows, created = self._active_segment()
+            seg_path = seg_dir / file
+            committed_bytes = committed_rows * self._row_bytes
+            first_row = int(conn.execute("SELECT COALESCE(MAX(row), 0) + 1 FROM pages").fetchone()[0])
+            records, thumbs, offset = [], [], committed_rows
+            for i, r in enumerate(batch.rows):
+                records.append(
+                    (
+                        first_row + i,
+                        r.id,
+                        r.source,
+                        r.page,
+                        r.content_hash,
+                        r.metadata_json,
+                        seg_id,
+                        offset,
+                        r.n_vectors,
+                    )
+                )
+                if r.thumbnail is not None:
+                    thumbs.append((first_row + i, r.thumbnail))
+                offset += r.n_vectors
+            conn.executemany(
+                "INSERT INTO pages(row, id, source, page, content_hash, metadata, seg_id, vec_offset, n_vectors) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                records,
+            )
+            conn.executemany("INSERT INTO thumbnails(row, data) VALUES (?, ?)", thumbs)
+            conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (offset, seg_id))
+            conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            # The vectors must be durable before the commit that makes them reachable.
+            append_rows(seg_path, committed_bytes, data)
+            committing = True
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if not committing:  # a failed COMMIT may still surface on recovery: keep its vectors
+                self._undo_segment_write(seg_path, committed_bytes, created)
+            if isinstance(exc, OSError | sqlite3.Error):
+                raise self._write_error("add the batch", exc) from exc
+            raise
+
+    def _active_segment(self) -> tuple[int, str, int, bool]:
+        """``(seg_id, file, committed_rows, created)`` of the segment to append to; starts
+        a new one (inside the caller's transaction) when the last one is full."""
+        conn = self._conn
+        last = conn.execute(
+            "SELECT seg_id, file, committed_rows FROM segments ORDER BY seg_id DESC LIMIT 1"
+        ).fetchone()
+        if last is not None and int(last[2]) * self._row_bytes < self.segment_bytes:
+            return int(last[0]), str(last[1]), int(last[2]), False
+        seg_id = int(conn.execute("SELECT value FROM meta WHERE key = 'next_seg_id'").fetchone()[0])
+        file = segment_name(seg_id, self._dtype)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seg_id'", (seg_id + 1,))
+        conn.execute("INSERT INTO segments(seg_id, file, committed_rows) VALUES (?, ?, 0)", (seg_id, file))
+        seg_dir = self.path / fmt.SEGMENTS_DIR
+        os.close(os.open(seg_dir / file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644))
+        fmt.fsync_dir(seg_dir)
+        return seg_id, file, 0, True
+
+    def _undo_segment_write(self, seg_path: Path | None, committed_bytes: int, created: bool) -> None:
+        """Best effort; the next writer's recovery does the same if this fails."""
+        if seg_path is None:
+            return
+        with contextlib.suppress(OSError):
+            if created:
+                seg_path.unlink()
+            elif seg_path.stat().st_size > committed_bytes:
+                os.truncate(seg_path, committed_bytes)
+
+    def _write_error(self, action: str, exc: BaseException) -> IndexWriteError:
+        full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+            isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+        )
+        advice = (
+            "the disk is full: free some space (or compact() the index) and retry"
+            if full
+            else "check that the folder is writable and the disk healthy, then retry"
+        )
+        return IndexWriteError(
+            f"could not {action} (index at {self.path}): {exc}. Nothing was changed: the index "
+            f"is still at its last committed state. {advice[0].upper()}{advice[1:]}."
+        )
+
+    def delete(self, ids: Sequence[str] | None = None, *, where: Filter | None = None) -> int:
+        """Delete pages whose id is in ``ids`` and (if given) that match ``where``, in one
+        transaction; returns how many were deleted. ``where={}`` matches every page."""
+        if ids is None and where is None:
+            raise MMEmbedError("delete() needs ids and/or where; to delete every page pass where={}.")
+        if isinstance(ids, str):
+            raise MMEmbedError(f"delete() takes a list of ids, got the string {ids!r}; wrap it in a list.")
+        sql, params = compile_filter(where)
+        if ids is not None:
+            sql = f"({sql}) AND id IN (SELECT value FROM json_each(?))"
+            params = [*params, json.dumps(list(ids))]
+        with self._mutex:
+            self.lock_for_writing()
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute(f"DELETE FROM pages WHERE {sql}", params).rowcount
+                if deleted:
+                    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self._write_error("delete pages", exc) from exc
+                raise
+            return int(deleted)
+
+    def compact(self) -> int:
+        """Rewrite live vectors into fresh segments, dropping the space of deleted and
+        replaced pages. Readers keep working meanwhile. Returns the bytes reclaimed."""
+        with self._mutex:
+            self.lock_for_writing()
+            try:
+                reclaimed = compact_segments(
+                    self._conn, self.path, self.encoder.dim, self._dtype, self.segment_bytes
+                )
+            except (OSError, sqlite3.Error) as exc:
+                raise self._write_error("compact the segments", exc) from exc
+            self._snapshot = None
+            self._views.clear()
+            return reclaimed
+
+    # ------------------------------------------------------------------ reading
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One consistent snapshot (a read transaction) for a read operation."""
+        with self._mutex:
+            self._check_open()
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                if self._conn.in_transaction:  # (an error may already have ended it)
+                    self._conn.execute("COMMIT")
+
+    def _current(self, conn: sqlite3.Connection) -> _Snapshot:
+        """The cached snapshot, reloaded if any process committed since it was taken."""
+        generation = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        snap = self._snapshot
+        if snap is None or snap.generation != generation:
+            segments = {
+                int(s): (str(f), int(r))
+                for s, f, r in conn.execute("SELECT seg_id, file, committed_rows FROM segments")
+            }
+            snap = _Snapshot(generation, segments)
+            self._snapshot = snap
+            self._views.forget_except(set(segments))
+        return snap
+
+    def _view(self, snap: _Snapshot, seg_id: int, rows: int) -> torch.Tensor:
+        file, committed = snap.segments[seg_id]
+        if rows > committed:
+            raise IndexFormatError(
+                f"the index at {self.path} refers to rows past the committed end of segment {file}; it is damaged, rebuild it."
+            )
+        try:
+            return self._views.view(seg_id, file, committed)[:rows]
+        except ValueError as exc:  # file shorter than its committed length
+            raise IndexFormatError(
+                f"segment {file} of the index at {self.path} is shorter than its committed length ({exc}); "
+                "the file was damaged outside mmembed. Rebuild the index."
+            ) from exc
+
+    def _retrying(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run a read; a compaction may unlink segment files after our snapshot was taken,
+        in which case we retry on a fresh snapshot."""
+        attempts = 5
+        for _ in range(attempts):
+            try:
+                with self._read() as conn:
+                    return op(conn)
+            except FileNotFoundError as exc:
+                if isinstance(exc, MMEmbedError):
+                    raise
+                missing = exc.filename
+                self._snapshot = None
+                self._views.clear()
+        raise IndexFormatError(
+            f"segment file {missing} of the index at {self.path} is missing although the index refers "
+            "to it; it was deleted outside mmembed. Rebuild the index."
+        )
+
+    def count(self, where: Filter | None = None) -> int:
+        sql, params = compile_filter(where)
+        with self._read() as conn:
+            return int(conn.execute(f"SELECT COUNT(*) FROM pages WHERE {sql}", params).fetchone()[0])
+
+    def get(self, ids: Sequence[str]) -> list[PageRecord | None]:
+        """Records for ``ids`` in order (``None`` for an unknown id)."""
+        with self._read() as conn:
+            found = {
+                r[1]: _record(r)
+                for r in conn.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM {_RECORD_FROM} WHERE p.id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(ids)),),
+                )
+            }
+        return [found.get(i) for i in ids]
+
+    def get_embeddings(self, ids: Sequence[str]) -> list[torch.Tensor | None]:
+        """Stored vectors ``(n_vectors, dim)`` as float32 for ``ids`` (``None`` if unknown)."""
+        ids_json = json.dumps(list(ids))
+
+        def read(conn: sqlite3.Connection) -> dict[str, torch.Tensor]:
+            snap = self._current(conn)
+            out: dict[str, torch.Tensor] = {}
+            for pid, seg_id, off, n in conn.execute(
+                "SELECT id, seg_id, vec_offset, n_vectors FROM pages WHERE id IN (SELECT value FROM json_each(?))",
+                (ids_json,),
+            ):
+                segment = self._view(snap, int(seg_id), int(off) + int(n))
+                out[pid] = segment[int(off) : int(off) + int(n)].float()  # (n_vectors, dim), a copy
+            return out
+
+        found = self._retrying(read)
+        return [found.get(i) for i in ids]
+
+    def records(self, where: Filter | None = None) -> Iterator[PageRecord]:
+        """Every matching record in insertion order, fetched in pages of 256."""
+        sql, params = compile_filter(where)
+        last = 0
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM {_RECORD_FROM} WHERE p.row > ? AND ({sql}) ORDER BY p.row LIMIT 256",
+                    [last, *params],
+                ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield _record(r)
+            last = int(rows[-1][0])
+
+    def sources(self) -> dict[str, str]:
+        """Map of every stored source to its content hash (of its most recently stored page)."""
+        with self._read() as conn:
+            return {
+                s: h
+                for s, h in conn.execute(
+                    "SELECT source, content_hash FROM pages WHERE row IN (SELECT MAX(row) FROM pages GROUP BY source)"
+                )
+            }
+
+    def search(
+        self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        """Exact top-``k`` pages for each query, best first, among pages matching ``where``
+        (a pre-filter: ``k`` results whenever ``k`` pages match)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
+        q = self._queries(queries)
+        sql, params = compile_filter(where)
+
+        def run(conn: sqlite3.Connection) -> list[list[SearchHit]]:
+            snap = self._current(conn)
+            if where is None:
+                if snap.pages is None:
+                    snap.pages = Locations.from_rows(
+                        conn.execute("SELECT row, seg_id, vec_offset, n_vectors FROM pages").fetchall()
+                    )
+                locs = snap.pages
+            else:
+                locs = Locations.from_rows(
+                    conn.execute(
+                        f"SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE {sql}", params
+                    ).fetchall()
+                )
+            scores = score_locations(
+                q,
+                locs,
+                lambda seg_id, rows: self._view(snap, seg_id, rows),
+                self.encoder.similarity,
+                single=self.encoder.kind == "single",
+            )  # (n_queries, n_pages)
+            picks = top_k(scores, k)
+            wanted = sorted({int(locs.rows[c]) for hits in picks for c, _ in hits})
+            by_row = {
+                int(r[0]): _record(r)
+                for r in conn.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM {_RECORD_FROM} WHERE p.row IN (SELECT value FROM json_each(?))",
+                    (json.dumps(wanted),),
+                )
+            }
+            return [
+                [SearchHit(by_row[int(locs.rows[c])].id, s, by_row[int(locs.rows[c])]) for c, s in hits]
+                for hits in picks
+            ]
+
+        return self._retrying(run)
+
+    def _queries(self, queries: EmbeddingsLike) -> Ragged:
+        q = as_ragged(queries)
+        if q.dim != self.encoder.dim:
+            raise MMEmbedError(
+                f"query vectors have dim {q.dim} but the index at {self.path} stores dim {self.encoder.dim} "
+                f"(encoder {self.encoder.name!r}); embed queries with the index's encoder."
+            )
+        values = q.values.detach().to("cpu")
+        if not bool(torch.isfinite(values).all()):
+            raise MMEmbedError("query embeddings contain NaN or infinite values")
+        return Ragged(values, q.offsets.to("cpu"))
+
+    def info(self) -> dict[str, Any]:
+        """Summary for ``mmembed info``: sizes, encoder, storage format."""
+        with self._read() as conn:
+            pages, vectors = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(n_vectors), 0) FROM pages"
+            ).fetchone()
+            committed, segments = conn.execute(
+                "SELECT COALESCE(SUM(committed_rows), 0), COUNT(*) FROM segments"
+            ).fetchone()
+            sources = conn.execute("SELECT COUNT(DISTINCT source) FROM pages").fetchone()[0]
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        enc = self.encoder
+        return {
+            "path": str(self.path),
+            "format_version": self.manifest.format_version,
+            "pages": int(pages),
+            "sources": int(sources),
+            "vectors": int(vectors),
+            "reclaimable_vectors": int(committed) - int(vectors),
+            "segments": int(segments),
+            "encoder": enc.to_dict(),
+            "encoder_name": enc.name,
+            "encoder_revision": enc.revision,
+            "family": enc.family,
+            "kind": enc.kind,
+            "similarity": enc.similarity,
+            "dim": enc.dim,
+            "dtype": self.dtype,
+            "keep_thumbnails": self.keep_thumbnails,
+            "bytes": int(size),
+        }
+
+
+def _record(r: tuple[Any, ...]) -> PageRecord:
+    _row, pid, source, page, content_hash, metadata, n_vectors, thumb = r
+    return PageRecord(
+        id=pid,
+        source=source,
+        page=int(page),
+        content_hash=content_hash,
+        metadata=json.loads(metadata),
+        thumbnail=bytes(thumb) if thumb is not None else None,
+        n_vectors=int(n_vectors),
+    )
+
+
+def _check_encoder(encoder: EncoderInfo) -> None:
+    if not isinstance(encoder, EncoderInfo):
+        raise MMEmbedError(f"encoder must be an EncoderInfo, got {type(encoder).__name__}")
+    if encoder.dim <= 0:
+        raise MMEmbedError(f"encoder {encoder.name!r} declares dim {encoder.dim}; it must be positive")
+    if encoder.kind not in ("multi", "single"):
+        raise MMEmbedError(
+            f"encoder {encoder.name!r} has kind {encoder.kind!r}; expected 'multi' or 'single'"
+        )
+    if encoder.similarity not in ("maxsim", "dot", "cosine"):
+        raise MMEmbedError(
+            f"encoder {encoder.name!r} has similarity {encoder.similarity!r}; expected maxsim, dot or cosine"
+        )
+    if encoder.kind == "multi" and encoder.similarity != "maxsim":
+        raise MMEmbedError(f"encoder {encoder.name!r} is multi-vector, so its similarity must be 'maxsim'")
+
+
+def open_index(
+    path: str | os.PathLike[str],
+    encoder: EncoderInfo | None = None,
+    *,
+    create: bool = True,
+    readonly: bool = False,
+    dtype: str = "float16",
+    keep_thumbnails: bool = True,
+) -> LocalIndex:
+    """Open the index in folder ``path``, creating it when missing (needs ``encoder``).
+
+    ``encoder=None`` opens with the stored encoder (for readers such as ``mmembed info``);
+    otherwise the stored one must match it (:class:`EncoderMismatchError`). ``dtype``
+    (``float16``, ``bfloat16``, ``float32``) and ``keep_thumbnails`` only apply when the
+    index is created; an existing index keeps its own.
+    """
+    return LocalIndex(
+        path, encoder, create=create, readonly=readonly, dtype=dtype, keep_thumbnails=keep_thumbnails
+    )

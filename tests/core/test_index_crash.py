@@ -1,0 +1,364 @@
+"""SIGKILL a writing process at random moments (adds, upserts, deletes, compactions) and
+check that the index always reopens holding exactly the batches committed before the kill.
+
+A fork server (one Python process that imports torch once) forks a fresh writer for every
+round, so dozens of kills fit in seconds. Each writer prints ``ACK <op>`` after an op has
+committed; the op after the last ACK is "in flight" and may or may not be in the index,
+but never partly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mmembed.index import LocalIndex, open_index
+from mmembed.scoring import score
+from mmembed.types import EncoderInfo
+
+pytestmark = pytest.mark.slow
+
+DIM = 8
+ENCODER = EncoderInfo(name="crash/test", family="test", kind="multi", dim=DIM, similarity="maxsim")
+
+# Shared by the worker and the checks: the content of every batch and the op schedule.
+SPEC = textwrap.dedent(
+    """
+    import torch
+    from mmembed.index import PageInput
+
+    DIM = 8
+
+    def batch_pages(batch, version):
+        g = torch.Generator().manual_seed(batch * 100003 + version)
+        pages = []
+        for j in range(1 + batch % 4):
+            n = 1 + (batch + j) % 3
+            pages.append(PageInput(
+                embedding=torch.randn(n, DIM, generator=g),
+                source=f"b{batch}.pdf", page=j + 1, content_hash=f"{batch:064x}",
+                metadata={"batch": batch, "version": version}, id=f"b{batch}-{j}",
+            ))
+        return pages
+
+    def op(i):
+        r = i % 10
+        if r in (6, 7):
+            return ("delete", i - 4)   # r=6 by filter, r=7 by ids
+        if r == 8:
+            return ("upsert", i - 5)
+        if r == 9:
+            return ("compact", None)
+        return ("add", i)
+    """
+)
+
+WORKER = textwrap.dedent(
+    """
+    import json, os, signal, sys, traceback
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from spec import batch_pages, op
+    import mmembed.index.local as local_mod
+    import mmembed.index.compact as compact_mod
+    from mmembed.index import LocalIndex
+    from mmembed.types import EncoderInfo
+
+    def say(msg):  # one write(2) per line: server and writer share the pipe
+        os.write(1, (msg.replace("\\n", " | ") + "\\n").encode())
+
+    ENC = EncoderInfo(name="crash/test", family="test", kind="multi", dim=8, similarity="maxsim")
+    PATH = sys.argv[1]
+
+    def die(point):
+        say(f"CRASHPOINT {point}")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def install(point, index):
+        if point in ("mid_delete", "before_delete_commit"):
+            deleting = []
+            def trace(sql):
+                if sql.startswith("DELETE FROM pages"):
+                    deleting.append(sql)
+                    if point == "mid_delete":  # die a few VM steps into the DELETE statement
+                        index._conn.set_progress_handler(lambda: die(point), 20)
+                elif sql == "COMMIT" and deleting:
+                    die(point)
+            index._conn.set_trace_callback(trace)
+        elif point == "after_segment_fsync":
+            original = local_mod.append_rows
+            def append_then_die(*a, **k):
+                original(*a, **k)
+                die(point)
+            local_mod.append_rows = append_then_die
+        elif point == "compact_before_swap":
+            compact_mod._swap = lambda *a, **k: die(point)
+        elif point == "compact_after_swap":
+            original_swap = compact_mod._swap
+            def swap_then_die(*a, **k):
+                original_swap(*a, **k)
+                die(point)
+            compact_mod._swap = swap_then_die
+
+    def work(cmd):
+        index = LocalIndex(PATH, ENC, segment_bytes=4096)
+        index.lock_for_writing()
+        install(cmd.get("crash"), index)
+        say("READY")
+        i, stop = cmd["start"], cmd.get("stop")
+        while stop is None or i < stop:
+            kind, target = op(i)
+            if kind == "add":
+                index.add(batch_pages(target, 0))
+            elif kind == "upsert":
+                index.upsert(batch_pages(target, i))
+            elif kind == "delete" and i % 10 == 6:
+                index.delete(where={"batch": target})
+            elif kind == "delete":
+                index.delete([f"b{target}-{j}" for j in range(4)])
+            else:
+                index.compact()
+            say(f"ACK {i}")
+            i += 1
+
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                work(cmd)
+            except BaseException:
+                say("ERROR " + traceback.format_exc())
+            finally:
+                os._exit(1)
+        say(f"PID {pid}")
+        _, status = os.waitpid(pid, 0)
+        say(f"DEAD {pid} {status}")
+    """
+)
+
+
+class ForkServer:
+    def __init__(self, folder: Path, index_path: Path) -> None:
+        (folder / "spec.py").write_text(SPEC)
+        (folder / "worker.py").write_text(WORKER)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(folder / "worker.py"), str(index_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.child: int | None = None
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+        self.lines.put("EOF")
+
+    def _next(self, timeout: float) -> str:
+        line = self.lines.get(timeout=timeout)
+        if line.startswith("ERROR") or line == "EOF":
+            raise AssertionError(f"writer failed: {line}")
+        return line
+
+    def round(
+        self, start: int, *, delay: float | None = None, crash: str | None = None, stop: int | None = None
+    ) -> tuple[list[int], str | None]:
+        """Run a writer from op ``start``; kill it after ``delay`` s, or let it hit ``crash``,
+        or let it run ops up to ``stop`` and exit. Returns the acknowledged ops and the crash
+        point reached, if any."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"start": start, "crash": crash, "stop": stop}) + "\n")
+        self.proc.stdin.flush()
+        pid = self.child = int(self._next(120).split()[1])
+        assert self._next(60) == "READY"
+        acks: list[int] = []
+        reached = None
+        deadline = time.monotonic() + (delay if delay is not None else 10.0)
+        while True:
+            try:
+                if time.monotonic() >= deadline:
+                    raise queue.Empty
+                line = self._next(deadline - time.monotonic())
+            except queue.Empty:
+                with contextlib.suppress(ProcessLookupError):  # it may have just died by itself
+                    os.kill(pid, signal.SIGKILL)
+                break
+            if line.startswith("ACK"):
+                acks.append(int(line.split()[1]))
+            elif line.startswith("CRASHPOINT"):
+                reached = line.split()[1]
+            elif line.startswith("DEAD"):
+                self.child = None
+                return acks, reached
+        while not (line := self._next(30)).startswith("DEAD"):
+            if line.startswith("ACK"):
+                acks.append(int(line.split()[1]))
+        self.child = None
+        return acks, reached
+
+    def close(self) -> None:
+        if self.child is not None:  # a failed round left a writer running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child, signal.SIGKILL)
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+SPEC_NS: dict[str, Any] = {}
+exec(SPEC, SPEC_NS)  # the same batch contents and op schedule as the worker's
+
+
+def apply(state: dict[int, int], i: int) -> dict[int, int]:
+    """The model: batch -> version after op ``i``."""
+    kind, target = SPEC_NS["op"](i)
+    new = dict(state)
+    if kind == "add":
+        new[target] = 0
+    elif kind == "upsert":
+        new[target] = i
+    elif kind == "delete":
+        new.pop(target, None)
+    return new
+
+
+def observe(path: Path, spec: dict[str, Any]) -> dict[int, int]:
+    """Reopen the index and read back batch -> version, checking every batch is whole
+    and holds exactly its vectors, and that search agrees with brute force."""
+    with open_index(path, readonly=True) as ix:
+        records = list(ix.records())
+        embeddings = ix.get_embeddings([r.id for r in records])
+        by_batch: dict[int, dict[str, Any]] = {}
+        for rec, emb in zip(records, embeddings, strict=True):
+            batch, version = rec.metadata["batch"], rec.metadata["version"]
+            by_batch.setdefault(batch, {})[rec.id] = (version, emb)
+        state: dict[int, int] = {}
+        for batch, pages in by_batch.items():
+            versions = {v for v, _ in pages.values()}
+            assert len(versions) == 1, f"batch {batch} mixes versions {versions}: a torn upsert"
+            version = versions.pop()
+            expected = spec["batch_pages"](batch, version)
+            assert sorted(pages) == sorted(p.id for p in expected), f"batch {batch} is incomplete"
+            for p in expected:
+                assert torch.equal(pages[p.id][1], p.embedding.half().float()), f"{p.id} has wrong vectors"
+            state[batch] = version
+        assert ix.count() == len(records)
+        if records:
+            q = embeddings[len(records) // 2]
+            assert q is not None
+            hits = ix.search([q], k=3)[0]
+            best = score([q], [e for e in embeddings if e is not None], "maxsim")[0].max()
+            assert hits and hits[0].score == pytest.approx(float(best), rel=1e-5)
+    return state
+
+
+CRASH_POINTS = [
+    ("after_segment_fsync", "add"),
+    ("mid_delete", "delete"),
+    ("before_delete_commit", "delete"),
+    ("compact_before_swap", "compact"),
+    ("compact_after_swap", "compact"),
+]
+
+
+def test_sigkill_at_random_moments_keeps_committed_batches(tmp_path: Path) -> None:
+    rng = random.Random(1234)
+    path = tmp_path / "ix"
+    open_index(path, ENCODER).close()
+    spec = SPEC_NS
+    server = ForkServer(tmp_path, path)
+    state: dict[int, int] = {}
+    next_op = 0
+    kinds_in_flight: list[str] = []
+    try:
+        for _ in range(28):
+            acks, _ = server.round(next_op, delay=rng.uniform(0.0, 0.25))
+            assert acks == list(range(next_op, next_op + len(acks))), "acks out of order"
+            for i in acks:
+                state = apply(state, i)
+            in_flight = next_op + len(acks)
+            kinds_in_flight.append(spec["op"](in_flight)[0])
+            observed = observe(path, spec)
+            after = apply(state, in_flight)
+            assert observed in (state, after), f"op {in_flight} left the index in neither state"
+            state = observed
+            next_op = in_flight + 1
+
+        # Deterministic windows: vectors durable but not committed; inside a delete; compaction
+        # either side of its swap.
+        for crash, wanted in CRASH_POINTS:
+            while True:  # run ops up to one of the wanted kind that has something to do
+                target = next(i for i in range(next_op, next_op + 20) if spec["op"](i)[0] == wanted)
+                if target > next_op:
+                    acks, _ = server.round(next_op, stop=target)
+                    assert acks == list(range(next_op, target))
+                    for i in acks:
+                        state = apply(state, i)
+                    next_op = target
+                assert observe(path, spec) == state
+                if apply(state, next_op) != state or (wanted == "compact" and _reclaimable(path)):
+                    break
+                acks, _ = server.round(next_op, stop=next_op + 1)
+                assert acks == [next_op]
+                state = apply(state, next_op)
+                next_op += 1
+            acks, reached = server.round(next_op, crash=crash)
+            assert reached == crash and acks == [], f"writer did not reach {crash}"
+            assert observe(path, spec) == state, f"crash at {crash} changed the content"
+            if wanted != "delete":
+                _check_repair(path, crash)
+            assert observe(path, spec) == state
+            if crash == "compact_after_swap":
+                next_op += 1  # that compaction committed; the others are simply run again
+    finally:
+        server.close()
+    print("random kills landed during:", {k: kinds_in_flight.count(k) for k in sorted(set(kinds_in_flight))})
+    assert "add" in kinds_in_flight
+
+
+def _check_repair(path: Path, crash: str) -> None:
+    """The killed writer left debris; the next writer's lock_for_writing removes it."""
+    seg_dir = path / "segments"
+    row_bytes = DIM * 2
+    with LocalIndex(path, ENCODER) as ix:
+        committed = dict(ix._conn.execute("SELECT file, committed_rows FROM segments").fetchall())
+        on_disk = {f.name: f.stat().st_size for f in seg_dir.iterdir()}
+        assert set(on_disk) >= set(committed)
+        if crash == "after_segment_fsync":  # an uncommitted tail, or a new uncommitted segment
+            assert set(on_disk) > set(committed) or any(
+                on_disk[f] > r * row_bytes for f, r in committed.items()
+            )
+        else:  # new segments (before the swap) or old ones (after it) are unreferenced
+            assert set(on_disk) > set(committed)
+        ix.lock_for_writing()
+        assert {f.name: f.stat().st_size for f in seg_dir.iterdir()} == {
+            f: r * row_bytes for f, r in committed.items()
+        }
+
+
+def _reclaimable(path: Path) -> bool:
+    with open_index(path, readonly=True) as ix:
+        return int(ix.info()["reclaimable_vectors"]) > 0
