@@ -1,0 +1,94 @@
+"""index_documents: batches commit one by one, a re-run resumes, changed files are replaced."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import mmembed
+from mmembed.encoders.base import Encoder
+from mmembed.loaders.sample_pdfs import write_sample_pdfs
+from mmembed.types import EncoderInfo
+
+
+class CountingEncoder(Encoder):
+    """A real encoder wrapped to count calls and fail on demand (simulating a killed run)."""
+
+    def __init__(self, inner: Encoder, fail_after_batches: int | None = None) -> None:
+        self.inner = inner
+        self.info: EncoderInfo = inner.info
+        self.device = inner.device
+        self.dtype = inner.dtype
+        self.batches = 0
+        self.images = 0
+        self.fail_after_batches = fail_after_batches
+
+    def encode_queries(self, queries: Sequence[str], **kw: object) -> list[torch.Tensor]:
+        return self.inner.encode_queries(queries)
+
+    def encode_images(self, images: Sequence[Image.Image], **kw: object) -> list[torch.Tensor]:
+        if self.fail_after_batches is not None and self.batches >= self.fail_after_batches:
+            raise RuntimeError("simulated crash")
+        self.batches += 1
+        self.images += len(images)
+        return self.inner.encode_images(images)
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("docs")
+    write_sample_pdfs(folder)
+    return folder
+
+
+def total_pages(folder: Path) -> int:
+    return sum(1 for _ in mmembed.load_pages(folder, prefetch=0))
+
+
+def test_interrupted_run_resumes_without_duplicates(tmp_path: Path, docs: Path, tiny_colqwen2_5: Path) -> None:
+    inner = mmembed.load_encoder(str(tiny_colqwen2_5))
+    expected = total_pages(docs)
+    with mmembed.open_index(tmp_path / "idx", encoder=inner.info) as index:
+        crashing = CountingEncoder(inner, fail_after_batches=1)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            mmembed.index_documents(docs, index, crashing, batch_size=2, thumbnails=False)
+        assert index.count() == 2  # exactly the committed batch
+
+        resumed = CountingEncoder(inner)
+        report = mmembed.index_documents(docs, index, resumed, batch_size=2)
+        assert index.count() == expected
+        assert len(set(report.ids)) == len(report.ids)
+        # Only files not completely stored are rendered and encoded again...
+        assert resumed.images <= expected
+        # ...and a third run touches nothing.
+        again = CountingEncoder(inner)
+        report = mmembed.index_documents(docs, index, again, batch_size=2)
+        assert again.images == 0 and report.pages_indexed == 0
+        assert len(report.files_unchanged) == len(list(docs.glob("*.pdf")))
+
+
+def test_records_carry_page_facts_and_thumbnails(tmp_path: Path, docs: Path, tiny_colqwen2_5: Path) -> None:
+    encoder = mmembed.load_encoder(str(tiny_colqwen2_5))
+    with mmembed.open_index(tmp_path / "idx", encoder=encoder.info) as index:
+        mmembed.index_documents(docs, index, encoder, metadata={"collection": "samples"})
+        records = list(index.records())
+    assert records
+    for r in records:
+        assert Path(r.source).is_absolute() and r.page >= 1
+        assert r.metadata["collection"] == "samples"
+        assert r.metadata["page_count"] >= r.page
+        assert len(r.content_hash) == 64
+        assert r.thumbnail is not None and r.thumbnail[:2] == b"\xff\xd8"  # JPEG
+        assert r.n_vectors > 0
+    assert len({r.id for r in records}) == len(records)
+
+
+def test_encoder_mismatch_is_refused(tmp_path: Path, docs: Path, tiny_colqwen2_5: Path) -> None:
+    encoder = mmembed.load_encoder(str(tiny_colqwen2_5))
+    other = EncoderInfo(name="someone/else", family="colqwen2_5", kind="multi", dim=128, similarity="maxsim")
+    with mmembed.open_index(tmp_path / "idx", encoder=other) as index, pytest.raises(mmembed.EncoderMismatchError):
+        mmembed.index_documents(docs, index, encoder)
