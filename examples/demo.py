@@ -34,12 +34,11 @@ def load_model(name: str, cache: Path) -> tuple[Encoder, bool]:
         return mmembed.load_encoder(name), False
     except mmembed.MMEmbedError as exc:
         print(
-            f"\nThe weights of {name!r} could not be loaded here ({exc}).\n"
-            "To run the demo with real retrieval quality, download them on a machine with hub access "
-            f"(`huggingface-cli download {name} --local-dir ./weights/{name.split('/')[-1]}` — for an "
-            "adapter checkpoint also its base model) and point the demo at the folder with "
-            f"`--model ./weights/...` or `{MODEL_ENV}=./weights/...`; a GPU is strongly advised "
-            "(a 3B model takes over a minute per page on this CPU).\n"
+            f"\nThe weights of {name!r} could not be loaded here: {exc}\n"
+            "With the weights on disk, point the demo at their folder with `--model DIR` or "
+            f"`{MODEL_ENV}=DIR make demo` (an adapter checkpoint needs its base model too, or "
+            "`base_model=`); a GPU is strongly advised, a 3B model takes over a minute per page on "
+            "a laptop CPU.\n"
             "Running the same pipeline now on a TINY RANDOM checkpoint instead: the ranking below "
             "only shows the plumbing, its SCORES ARE MEANINGLESS.\n",
             flush=True,
