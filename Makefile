@@ -19,6 +19,11 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(PY) -m pip install -q -c constraints.txt -r requirements/dev.txt
 	# Parity reference only (never a runtime dependency): it pins torch<2.14, so no deps.
 	$(PY) -m pip install -q --no-deps colpali-engine==0.3.18
+	# poppler-utils backs the optional pdf2image loader backend and its tests; best effort
+	# (as root with apt), otherwise those tests check the actionable "install poppler" error.
+	command -v pdftoppm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq poppler-utils >/dev/null) || \
+		echo "note: poppler-utils not installed; pdf2image-backend tests will be skipped"; }
 	touch $@
 
 demo: $(STAMP)
@@ -26,6 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

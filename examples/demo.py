@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.summary())
         print(f"index {args.index}: {index.count()} pages\n")
         retriever = mmembed.Retriever(index, encoder)
-        for query, hits in zip(args.queries, retriever.search(args.queries, k=args.k)):
+        for query, hits in zip(args.queries, retriever.search(args.queries, k=args.k), strict=True):
             label = "  (tiny random model: meaningless scores)" if meaningless else ""
             print(f"query: {query!r}{label}")
             for rank, hit in enumerate(hits, 1):

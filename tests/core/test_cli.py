@@ -32,7 +32,10 @@ def built_index(tmp_path: Path, sample_dir: Path, tiny_colqwen2_5: Path, capsys:
     docs = tmp_path / "docs"
     shutil.copytree(sample_dir, docs)
     index = tmp_path / "idx"
-    code, out, _ = run(capsys, "index", str(docs), "--index", str(index), "--model", str(tiny_colqwen2_5), "-q")
+    # Low dpi: these tests check the plumbing, and rendering + encoding dominate their time.
+    code, out, _ = run(
+        capsys, "index", str(docs), "--index", str(index), "--model", str(tiny_colqwen2_5), "-q", "--dpi", "48"
+    )
     assert code == 0, out
     return index
 
@@ -79,7 +82,7 @@ def test_reindex_unchanged_is_noop_and_changed_file_is_replaced(
     docs = tmp_path / "docs"
     _, out, _ = run(capsys, "info", "--index", str(built_index), "--json")
     pages_before = json.loads(out)["pages"]
-    code, out, _ = run(capsys, "index", str(docs), "--index", str(built_index), "-q")
+    code, out, _ = run(capsys, "index", str(docs), "--index", str(built_index), "-q", "--dpi", "48")
     assert code == 0
     assert "indexed 0 page(s)" in out
     assert "3 unchanged file(s)" in out
@@ -93,7 +96,7 @@ def test_reindex_unchanged_is_noop_and_changed_file_is_replaced(
         c.drawString(72, 720, f"replacement page {i + 1}")
         c.showPage()
     c.save()
-    code, out, _ = run(capsys, "index", str(docs), "--index", str(built_index), "-q")
+    code, out, _ = run(capsys, "index", str(docs), "--index", str(built_index), "-q", "--dpi", "48")
     assert code == 0, out
     assert "1 changed file(s) replaced" in out
     _, out, _ = run(capsys, "search", "--index", str(built_index), "q", "-k", "100", "--json")

@@ -52,7 +52,33 @@ _EXPORTS: dict[str, str] = {
     "pool": "mmembed.retrieve",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Candidate",
+    "Encoder",
+    "EncoderInfo",
+    "EncoderMismatchError",
+    "IndexBackend",
+    "IndexReport",
+    "LoadIssue",
+    "LocalIndex",
+    "MMEmbedError",
+    "MaxSimReranker",
+    "Page",
+    "PageInput",
+    "PageRecord",
+    "Ragged",
+    "Retriever",
+    "SearchHit",
+    "index_documents",
+    "list_models",
+    "load_encoder",
+    "load_pages",
+    "maxsim",
+    "open_index",
+    "pool",
+    "render_page",
+    "score",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,7 @@ gets its new pages first and loses its old ones only once the new ones are commi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +74,8 @@ def index_documents(
     dpi: int = 144,
     max_pixels: int | None = None,
     password: str | dict[str, str] | None = None,
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] | None = None,
+    include: str | list[str] | tuple[str, ...] | None = None,
+    exclude: str | list[str] | tuple[str, ...] | None = None,
     strict: bool = False,
     metadata: dict[str, Any] | Callable[[str], dict[str, Any]] | None = None,
     thumbnails: bool = True,
@@ -132,7 +132,7 @@ def index_documents(
                 thumbnail=make_thumbnail(p.image) if thumbnails else None,
                 id=p.id,
             )
-            for p, emb in zip(batch, embeddings)
+            for p, emb in zip(batch, embeddings, strict=True)
         ]
         report.ids += index.upsert(inputs)
         report.pages_indexed += len(inputs)
