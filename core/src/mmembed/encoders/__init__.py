@@ -3,8 +3,15 @@ process-wide cache (``load_encoder``)."""
 
 from __future__ import annotations
 
-from . import colqwen2_5  # noqa: F401 - registers the family
-from . import biqwen2_5  # noqa: F401 - issue-4 families
+from . import (  # noqa: F401 - each family module registers its family
+    biqwen2,
+    biqwen2_5,
+    colidefics3,
+    colpali,
+    colqwen2,
+    colqwen2_5,
+    colqwen3,
+)
 from .base import Encoder
 from .cache import cached_encoders, clear_encoder_cache, load_encoder
 from .checkpoint import CheckpointFacts, CheckpointFormatError, CheckpointNotFoundError, inspect_checkpoint

@@ -13,14 +13,15 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from . import tiny_qwen2_5
-from . import tiny_qwen_vl
+from . import tiny_idefics3, tiny_paligemma, tiny_qwen2_5, tiny_qwen_vl
 
 _Builder = Callable[..., Path]
 
 TINY_BUILDERS: dict[str, _Builder] = {
     "colqwen2_5": tiny_qwen2_5.build,
     **{family: partial(tiny_qwen_vl.build, family) for family in tiny_qwen_vl.SPECS},
+    "colpali": tiny_paligemma.build,
+    "colidefics3": tiny_idefics3.build,
 }
 
 

@@ -1,0 +1,178 @@
+"""ColIdefics3 (ColSmol): Idefics3 / SmolVLM + a 128-d linear head, one vector per token.
+
+Reproduces colpali-engine 0.3.18's ``ColIdefics3`` / ``ColIdefics3Processor``: the page
+prompt ``<|im_start|>User:<image>Describe the image.<end_of_utterance>\\nAssistant:``, ten
+``<end_of_utterance>`` after each query, left padding, and Idefics3's page handling (the
+longest edge resized to the checkpoint's ``size.longest_edge``, then split into square
+tiles plus one global view, ``image_seq_len`` tokens each). ``longest_edge=`` overrides the
+page budget. Every non-padding token is a vector.
+
+Checkpoints: an Idefics3 ``config.json`` with ``architectures: ["ColIdefics3"]`` or a
+top-level ``linear`` head in its weights, or a PEFT LoRA adapter bringing one
+(``vidore/colSmol-256M`` / ``-500M``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..types import EncoderInfo, MMEmbedError
+from .checkpoint import CheckpointFacts
+from .registry import LoadRequest, ModelFamily, register_family
+from .runtime import default_attention
+from .vlm import (
+    DEFAULT_BATCH_SIZE,
+    Prompt,
+    Recipe,
+    VLMEncoder,
+    build_embedder,
+    has_head,
+    head_size,
+    processor_folder,
+)
+
+logger = logging.getLogger(__name__)
+
+FAMILY_ID = "colidefics3"
+IMAGE_TOKEN = "<image>"
+OPTIONS = ("batch_size", "longest_edge", "attn_implementation")
+
+# colpali-engine 0.3.18, ColIdefics3Processor.
+PAGE_PREFIX = f"<|im_start|>User:{IMAGE_TOKEN}"
+PAGE_SUFFIX = "<end_of_utterance>\nAssistant:"
+RECIPE = Recipe(
+    page=Prompt(PAGE_PREFIX, PAGE_SUFFIX, image=True),
+    page_text="Describe the image.",
+    interleaved=Prompt(PAGE_PREFIX, PAGE_SUFFIX, image=True),
+    query=Prompt("", "<end_of_utterance>" * 10, image=False),
+    text_document=Prompt("", "", image=False),
+    image_token=IMAGE_TOKEN,
+)
+
+# colpali's ColIdefics3 keeps the Idefics3Model under ``model.`` (the layout of
+# Idefics3ForConditionalGeneration checkpoints too) and names its head ``linear``.
+_RENAMES = ((re.compile(r"^linear\."), "custom_text_proj."),)
+_UNUSED = re.compile(r"^(lm_head|model\.lm_head)\.")
+
+
+def rename_weight(key: str) -> str | None:
+    """Any known ColIdefics3 / Idefics3 checkpoint key -> :class:`~mmembed.encoders.vlm.Embedder` name."""
+    if _UNUSED.match(key):
+        return None
+    for pattern, target in _RENAMES:
+        if pattern.match(key):
+            return pattern.sub(target, key, count=1)
+    return key
+
+
+class ColIdefics3Encoder(VLMEncoder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.processor.tokenizer.padding_side = "left"
+
+    def text_inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(self.processor(text=texts, return_tensors="pt", padding="longest"))
+
+    def image_inputs(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        # pixel_values: (batch, max_tiles, 3, tile, tile); pixel_attention_mask marks real pixels.
+        return dict(self.processor(text=texts, images=images, return_tensors="pt", padding="longest"))
+
+    def image_cost(self, image: Image.Image) -> int:
+        """Tiles after resizing the longest edge (plus the global view) x tokens per tile."""
+        longest = self.image_processor.size["longest_edge"]
+        tile = self.image_processor.max_image_size["longest_edge"]
+        scale = longest / max(image.width, image.height)
+        tiles = math.ceil(image.height * scale / tile) * math.ceil(image.width * scale / tile)
+        return (tiles + (1 if tiles > 1 else 0)) * int(self.processor.image_seq_len)
+
+
+def _load_processor(facts: CheckpointFacts, config: Any, options: dict[str, Any]) -> Any:
+    from transformers import Idefics3Processor
+
+    vision = config.vision_config
+    # Tokens per tile, from the model itself (colpali's processor defaults to 64 when unset).
+    image_seq_len = int((vision.image_size // vision.patch_size) ** 2 / config.scale_factor**2)
+    processor = Idefics3Processor.from_pretrained(str(processor_folder(facts)), image_seq_len=image_seq_len)
+    if options.get("longest_edge") is not None:
+        longest_edge = int(options["longest_edge"])
+        tile = processor.image_processor.max_image_size["longest_edge"]
+        if longest_edge < tile:
+            raise MMEmbedError(f"longest_edge={longest_edge} is below the model's tile size ({tile} pixels)")
+        processor.image_processor.size = {"longest_edge": longest_edge}
+    return processor
+
+
+def build(request: LoadRequest) -> ColIdefics3Encoder:
+    from transformers import Idefics3Config, Idefics3Model
+    from transformers.initialization import no_init_weights
+
+    facts = request.facts
+    options = dict(request.options)
+    head_dim = head_size(facts, rename_weight)
+    if head_dim is None:
+        raise MMEmbedError(
+            f"{facts.name}: no linear / custom_text_proj head in the checkpoint or its adapter"
+        )
+    attn = options.get("attn_implementation") or default_attention(request.device)
+    config = Idefics3Config.from_pretrained(str(facts.model_path))
+    with no_init_weights():  # every weight is loaded from the checkpoint
+        backbone = Idefics3Model._from_config(config, dtype=request.dtype, attn_implementation=attn)
+    text_config: Any = config.text_config
+    hidden = int(text_config.hidden_size)
+    model = build_embedder(facts, backbone, hidden, head_dim, rename_weight, request.dtype).to(request.device)
+    info = EncoderInfo(request.name, FAMILY_ID, "multi", head_dim, "maxsim", request.revision)
+    logger.info(
+        "loaded %s (%s) on %s as %s, %s attention",
+        request.name,
+        FAMILY_ID,
+        request.device,
+        request.dtype,
+        attn,
+    )
+    return ColIdefics3Encoder(
+        model,
+        _load_processor(facts, config, options),
+        RECIPE,
+        info=info,
+        device=request.device,
+        dtype=request.dtype,
+        batch_size=int(options.get("batch_size") or DEFAULT_BATCH_SIZE),
+    )
+
+
+def _has_top_level_linear(facts: CheckpointFacts) -> bool:
+    names = set(facts.weight_names) | {
+        n.removeprefix("base_model.model.") for n in (facts.adapter.weight_names if facts.adapter else ())
+    }
+    return any(n.startswith("linear.") for n in names)
+
+
+def matches(facts: CheckpointFacts) -> bool:
+    return facts.model_type == "idefics3" and (
+        "ColIdefics3" in facts.architectures or _has_top_level_linear(facts) or has_head(facts)
+    )
+
+
+FAMILY = register_family(
+    ModelFamily(
+        id=FAMILY_ID,
+        kind="multi",
+        similarity="maxsim",
+        dim=128,
+        description="ColIdefics3 / ColSmol: SmolVLM + linear head, late interaction",
+        matches=matches,
+        build=build,
+        known_checkpoints=("vidore/colSmol-256M", "vidore/colSmol-500M"),
+        notes=(
+            "Small enough for CPU use (256M / 500M parameters). Pages are tiled (checkpoint's "
+            "size.longest_edge, override with longest_edge=); LoRA adapters are merged at load time."
+        ),
+        options=OPTIONS,
+    )
+)

@@ -1,0 +1,390 @@
+"""What every vision-language-model retriever shares, whatever its backbone.
+
+ColPali, ColQwen*, BiQwen*, DSE and ColIdefics3 all run a VLM backbone over a prompt (with or
+without an image) and read embeddings off its last hidden states: either one L2-normalised
+projection per token (multi-vector, colpali's ``custom_text_proj``) or the last token's
+L2-normalised state (single-vector). This module holds that common part:
+
+- :class:`Prompt` / :class:`Recipe` — how queries, pages, text and interleaved documents
+  become prompts (each family states its reference's strings);
+- :class:`Embedder` — backbone + head, as an ``nn.Module`` whose weights load strictly;
+- :class:`VLMEncoder` — the :class:`~mmembed.encoders.base.Encoder` API with input checks,
+  size-sorted batching with out-of-memory back-off, unpadding and NaN checks; a family
+  subclass only says how its processor turns prompts into model inputs;
+- :func:`build_embedder` — config -> backbone, weights renamed from any known layout,
+  LoRA adapters merged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..types import EncoderInfo, MMEmbedError
+from .base import Document, Encoder, MultimodalQuery
+from .checkpoint import ADAPTER_WEIGHTS, CheckpointFacts, safetensors_files
+from .runtime import run_batched
+from .weights import Renamer, load_weights, merge_lora, replaced_by_adapter
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 4
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """``prefix + text + suffix``; ``image`` tells whether the prompt holds one image."""
+
+    prefix: str
+    suffix: str
+    image: bool
+
+    def render(self, text: str) -> str:
+        return self.prefix + text + self.suffix
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How inputs become prompts (the "processor" half of a retriever)."""
+
+    page: Prompt
+    """A page image alone; its text is :attr:`page_text`."""
+    page_text: str
+    interleaved: Prompt
+    """An image with its caption / extracted text (the text goes where ``page_text`` goes)."""
+    query: Prompt
+    text_document: Prompt
+    image_token: str
+    """The placeholder a user's text must not contain (it would be taken for an image)."""
+    dummy_image: tuple[int, int] | None = None
+    """Size of the blank image that image-prompted recipes (DSE) pair with text-only inputs."""
+    resize: Callable[[Image.Image, Any], Image.Image] | None = None
+    """Resizes a page before the processor does (DSE resizes with PIL itself)."""
+    pixel_limits: tuple[int, int] | None = None
+    """(min_pixels, max_pixels) the recipe imposes instead of the checkpoint's."""
+
+
+class Embedder(nn.Module):
+    """A VLM backbone (``model``) and its retrieval head.
+
+    ``head_dim`` set: ``custom_text_proj`` then one L2-normalised vector per token,
+    ``(batch, tokens, head_dim)``. ``head_dim=None``: the last token's L2-normalised hidden
+    state (inputs are left-padded, so it is every row's last real token), ``(batch, hidden)``.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, head_dim: int | None) -> None:
+        super().__init__()
+        self.model = backbone
+        self.head_dim = head_dim
+        if head_dim is not None:
+            self.custom_text_proj = nn.Linear(hidden_size, head_dim)
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(
+            **inputs, use_cache=False, return_dict=True
+        ).last_hidden_state  # (batch, tokens, hidden)
+        if self.head_dim is None:
+            pooled = hidden[:, -1].float()  # (batch, hidden)
+            return pooled / pooled.norm(dim=-1, keepdim=True)
+        proj = self.custom_text_proj(hidden).float()  # (batch, tokens, dim)
+        return proj / proj.norm(dim=-1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One model input: a rendered prompt and, if the prompt holds one, its image."""
+
+    text: str
+    image: Image.Image | None
+    what: str
+    """How errors name the input (``image 3``, ``query 0``)."""
+
+
+class VLMEncoder(Encoder):
+    """The :class:`Encoder` API over an :class:`Embedder` and a transformers processor.
+
+    Subclasses implement :meth:`text_inputs` and :meth:`image_inputs` (processor output ->
+    model keyword arguments) and may refine :meth:`image_cost` (sequence length estimate
+    used to sort batches by size).
+    """
+
+    def __init__(
+        self,
+        model: Embedder,
+        processor: Any,
+        recipe: Recipe,
+        *,
+        info: EncoderInfo,
+        device: torch.device,
+        dtype: torch.dtype,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.recipe = recipe
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.info.name!r}, family={self.info.family}, device={self.device}, dtype={self.dtype})"
+
+    @property
+    def image_processor(self) -> Any:
+        return self.processor.image_processor
+
+    # -- public API ------------------------------------------------------------------
+
+    def encode_queries(
+        self, queries: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        if isinstance(queries, str):
+            raise MMEmbedError("encode_queries takes a list of strings; use encode_query() for one query")
+        items = [self._text_item(self.recipe.query, q, f"query {i}") for i, q in enumerate(queries)]
+        return self._run(items, batch_size, progress, "queries")
+
+    def encode_images(
+        self, images: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        recipe = self.recipe
+        items = [
+            self._image_item(recipe.page, recipe.page_text, image, f"image {i}")
+            for i, image in enumerate(images)
+        ]
+        return self._run(items, batch_size, progress, "pages")
+
+    def encode_documents(
+        self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Page images, text-only documents and ``(image, text)`` documents (a page with its
+        caption or extracted text, encoded together as one document)."""
+        items = [self._document_item(doc, f"document {i}") for i, doc in enumerate(documents)]
+        return self._run(items, batch_size, progress, "documents")
+
+    def encode_queries_multimodal(
+        self, queries: Sequence[MultimodalQuery], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Text queries as :meth:`encode_queries`; image and ``(image, text)`` queries are
+        encoded like documents, so that they are compared in the documents' space."""
+        items = [
+            self._text_item(self.recipe.query, q, f"query {i}")
+            if isinstance(q, str)
+            else self._document_item(q, f"query {i}")
+            for i, q in enumerate(queries)
+        ]
+        return self._run(items, batch_size, progress, "queries")
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def text_inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Processor output for text-only prompts (must include ``attention_mask``)."""
+        raise NotImplementedError
+
+    def image_inputs(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """Processor output for prompts with one image each (must include ``attention_mask``)."""
+        raise NotImplementedError
+
+    def image_cost(self, image: Image.Image) -> int:
+        """Roughly how many tokens ``image`` becomes (for size-sorted batching); raises
+        ``ValueError`` for an image the processor cannot take."""
+        return 0
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def _document_item(self, doc: object, what: str) -> Item:
+        if isinstance(doc, str):
+            return self._text_item(self.recipe.text_document, doc, what)
+        if isinstance(doc, Image.Image):
+            return self._image_item(self.recipe.page, self.recipe.page_text, doc, what)
+        if (
+            isinstance(doc, tuple)
+            and len(doc) == 2
+            and isinstance(doc[0], Image.Image)
+            and isinstance(doc[1], str)
+        ):
+            return self._image_item(self.recipe.interleaved, self._checked_text(doc[1], what), doc[0], what)
+        raise MMEmbedError(
+            f"{what} is a {type(doc).__name__}; pass a str (text), a PIL.Image.Image (page) or an "
+            "(image, text) tuple (a page with its caption or extracted text)"
+        )
+
+    def _checked_text(self, text: object, what: str) -> str:
+        if not isinstance(text, str):
+            raise MMEmbedError(f"{what} is a {type(text).__name__}, not a str")
+        if self.recipe.image_token in text:
+            raise MMEmbedError(
+                f"{what} contains the model's image placeholder {self.recipe.image_token!r}; remove it from the text"
+            )
+        return text
+
+    def _text_item(self, prompt: Prompt, text: object, what: str) -> Item:
+        rendered = prompt.render(self._checked_text(text, what))
+        if not prompt.image:
+            return Item(rendered, None, what)
+        if self.recipe.dummy_image is None:
+            raise MMEmbedError(f"{self.info.family}: an image prompt for text needs a dummy image size")
+        return Item(rendered, Image.new("RGB", self.recipe.dummy_image), what)
+
+    def _image_item(self, prompt: Prompt, text: str, image: object, what: str) -> Item:
+        if not isinstance(image, Image.Image):
+            raise MMEmbedError(f"{what} is a {type(image).__name__}, not a PIL.Image.Image")
+        if image.width < 1 or image.height < 1:
+            raise MMEmbedError(f"{what} is empty ({image.width}x{image.height} pixels)")
+        rgb = image.convert("RGB")
+        if self.recipe.resize is not None:
+            rgb = self.recipe.resize(rgb, self.image_processor)
+        return Item(prompt.render(text), rgb, what)
+
+    def _size(self, item: Item) -> int:
+        if item.image is None:
+            return len(item.text)
+        try:
+            return len(item.text) + self.image_cost(item.image)
+        except ValueError as err:  # the processor refuses the image (e.g. a 1-pixel-wide strip)
+            image = item.image
+            raise MMEmbedError(
+                f"{item.what} ({image.width}x{image.height} pixels) cannot be encoded: {err}"
+            ) from err
+
+    # -- running ---------------------------------------------------------------------
+
+    def _run(
+        self, items: list[Item], batch_size: int | None, progress: bool, desc: str
+    ) -> list[torch.Tensor]:
+        """Text-only prompts and image prompts go in separate batches (different inputs)."""
+        results: list[torch.Tensor | None] = [None] * len(items)
+        size = batch_size or self.batch_size
+        for with_image in (True, False):
+            indices = [i for i, item in enumerate(items) if (item.image is not None) == with_image]
+            if not indices:
+                continue
+            group = [items[i] for i in indices]
+            encode = self._encode_with_images if with_image else self._encode_texts
+            outputs = run_batched(
+                group, [self._size(item) for item in group], size, encode, progress=progress, desc=desc
+            )
+            for i, out in zip(indices, outputs, strict=True):
+                results[i] = out
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _encode_texts(self, items: list[Item]) -> list[torch.Tensor]:
+        inputs = self.text_inputs([item.text for item in items])
+        return self._forward(inputs)
+
+    @torch.inference_mode()
+    def _encode_with_images(self, items: list[Item]) -> list[torch.Tensor]:
+        inputs = self.image_inputs(
+            [item.text for item in items], [item.image for item in items if item.image is not None]
+        )
+        return self._forward(inputs)
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        mask = inputs["attention_mask"]
+        moved = {k: v.to(self.device) for k, v in inputs.items()}
+        if "pixel_values" in moved:
+            moved["pixel_values"] = moved["pixel_values"].to(self.dtype)
+        return self._outputs(self.model(**moved), mask)
+
+    def _outputs(self, embeddings: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """Model output -> one float32 CPU ``(n_vectors, dim)`` tensor per input: the real
+        tokens' rows (multi-vector) or the pooled row (single-vector)."""
+        if embeddings.ndim == 2:  # (batch, hidden): single-vector
+            out = [row.unsqueeze(0).float().cpu() for row in embeddings]
+        else:  # (batch, tokens, dim)
+            keep = mask.to(torch.bool)
+            out = [e[k.to(e.device)].float().cpu() for e, k in zip(embeddings, keep, strict=True)]
+        if any(bool(torch.isnan(o).any()) for o in out):
+            raise MMEmbedError(
+                f"the model produced NaN embeddings on {self.device} with {self.dtype}; try "
+                "attn_implementation='eager' or dtype='float32' when loading the encoder."
+            )
+        return out
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def processor_folder(facts: CheckpointFacts) -> Any:
+    """Adapters usually carry their own tokenizer / processor files; else use the base's."""
+    for folder in (facts.path, facts.model_path):
+        has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file()
+        has_images = (folder / "preprocessor_config.json").is_file() or (
+            folder / "processor_config.json"
+        ).is_file()
+        if has_tokenizer and has_images:
+            return folder
+    raise MMEmbedError(
+        f"no tokenizer / image processor files (tokenizer.json, preprocessor_config.json) in {facts.path}"
+        + (f" or {facts.model_path}" if facts.model_path != facts.path else "")
+    )
+
+
+def head_size(facts: CheckpointFacts, rename: Renamer) -> int | None:
+    """Output size of the retrieval head (``custom_text_proj`` after ``rename``), read from
+    safetensors headers (model, then adapter); ``None`` when neither has one."""
+    from safetensors import safe_open
+
+    files = [(file, "") for file in safetensors_files(facts.model_path)]
+    if facts.adapter is not None:
+        files.append((facts.adapter.path / ADAPTER_WEIGHTS, "base_model.model."))
+    for file, prefix in files:
+        if not file.is_file():
+            continue
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                name = rename(key.removeprefix(prefix)) or ""
+                if name == "custom_text_proj.weight" or name.startswith("custom_text_proj.lora_B"):
+                    return int(handle.get_slice(key).get_shape()[0])
+    return None
+
+
+def has_head(facts: CheckpointFacts, module: str = "custom_text_proj") -> bool:
+    """A retrieval head in the weights or brought by the adapter."""
+    return facts.has_module(module)
+
+
+def is_embedding_adapter(facts: CheckpointFacts) -> bool:
+    """A LoRA adapter trained for embeddings (colpali-engine / nomic training saves
+    ``task_type: FEATURE_EXTRACTION``), as opposed to e.g. a chat fine-tune (``CAUSAL_LM``)."""
+    return (
+        facts.adapter is not None and str(facts.adapter.config.get("task_type") or "") == "FEATURE_EXTRACTION"
+    )
+
+
+def build_embedder(
+    facts: CheckpointFacts,
+    backbone: nn.Module,
+    hidden_size: int,
+    head_dim: int | None,
+    rename: Renamer,
+    dtype: torch.dtype,
+) -> Embedder:
+    """``backbone`` (built from ``config.json`` under ``no_init_weights``) with its head,
+    every weight loaded strictly through ``rename``, the adapter merged.
+
+    What an adapter brings whole (PEFT ``modules_to_save``) may be missing from the base: the
+    base of ``nomic-ai/colnomic-embed-multimodal-3b`` is a plain Qwen2.5-VL whose head comes
+    with the adapter."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        model = Embedder(backbone, hidden_size, head_dim).to(dtype)
+    from_adapter = replaced_by_adapter(facts.adapter, rename) if facts.adapter is not None else set()
+    load_weights(
+        model,
+        safetensors_files(facts.model_path),
+        rename,
+        source=str(facts.model_path),
+        provided_elsewhere=from_adapter,
+    )
+    if facts.adapter is not None:
+        merge_lora(model, facts.adapter, rename)
+    return model.eval().requires_grad_(False)
