@@ -1,0 +1,67 @@
+"""Real checkpoints from the Hub: retrieval that means something.
+
+Skipped by default (``-m 'not gpu and not network'`` in the root pytest config): they need
+hub access to download the weights, and the large ones a GPU. Run them with
+``pytest -m network tests/core/test_real_models.py`` (add ``gpu`` for the 3B+ models).
+Each indexes the three sample PDFs and checks that each topic's question finds its document
+first — a check a random model passes by chance only 1 time in 27.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mmembed
+from mmembed.loaders.sample_pdfs import write_sample_pdfs
+
+QUESTIONS = {
+    "How much solar photovoltaic capacity was installed each year?": "solar_energy_report.pdf",
+    "Which ingredients go into the tomato soup?": "mediterranean_cookbook.pdf",
+    "How did quarterly revenue develop?": "quarterly_financial_report.pdf",
+}
+
+SMALL = ["vidore/colSmol-256M", "vidore/colSmol-500M"]
+LARGE = [
+    "vidore/colqwen2.5-v0.2",
+    "nomic-ai/colnomic-embed-multimodal-3b",
+    "nomic-ai/nomic-embed-multimodal-3b",
+    "vidore/colqwen2-v1.0",
+    "vidore/colpali-v1.3",
+    "llamaindex/vdr-2b-multi-v1",
+]
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("samples")
+    write_sample_pdfs(folder)
+    return folder
+
+
+def check_topic_retrieval(model: str, sample_dir: Path, index_dir: Path) -> None:
+    encoder = mmembed.load_encoder(model)
+    with mmembed.open_index(index_dir, encoder=encoder.info) as index:
+        report = mmembed.index_documents(sample_dir, index, encoder, batch_size=2)
+        assert report.pages_indexed == 9 and not report.issues
+        retriever = mmembed.Retriever(index, encoder)
+        hits = retriever.search(list(QUESTIONS), k=1)
+    for (question, expected), top in zip(QUESTIONS.items(), hits, strict=True):
+        assert Path(top[0].source).name == expected, f"{model}: {question!r} -> {top[0].source}"
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("model", SMALL)
+def test_small_real_checkpoints_retrieve_by_topic(model: str, sample_dir: Path, tmp_path: Path) -> None:
+    check_topic_retrieval(model, sample_dir, tmp_path / "idx")
+
+
+@pytest.mark.network
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", LARGE)
+def test_large_real_checkpoints_retrieve_by_topic(model: str, sample_dir: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    check_topic_retrieval(model, sample_dir, tmp_path / "idx")
