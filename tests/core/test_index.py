@@ -66,8 +66,9 @@ def index(tmp_path: Path) -> LocalIndex:
 def brute_force(
     index: LocalIndex, query: torch.Tensor, where: dict[str, Any] | None = None
 ) -> list[tuple[str, float]]:
-    """Reference ranking: every matching record's stored vectors scored one by one."""
-    recs = list(index.records(where))
+    """Reference ranking: every matching record's stored vectors scored one by one (pages
+    stored without vectors are never results)."""
+    recs = [r for r in index.records(where) if r.n_vectors > 0]
     embs = index.get_embeddings([r.id for r in recs])
     scores = score([query], embs, index.encoder.similarity)[0]
     return sorted(((r.id, float(s)) for r, s in zip(recs, scores, strict=True)), key=lambda t: -t[1])
@@ -232,6 +233,80 @@ def test_single_vector_index(tmp_path: Path) -> None:
         ix.add([PageInput(torch.randn(DIM), "flat.pdf", 1, "ef" * 32)])  # (dim,) is one vector
 
 
+# ---------------------------------------------------------------- pages without vectors
+
+
+def empty_page(page: int, **metadata: Any) -> PageInput:
+    return PageInput(torch.zeros(0, DIM), "plain.pdf", page, "ee" * 32, dict(metadata))
+
+
+def test_pages_without_vectors_are_stored_but_never_hits(tmp_path: Path) -> None:
+    path = tmp_path / "ix"
+    pages = make_pages(6)
+    with open_index(path, MULTI) as ix:
+        # Interleaved with pages that have vectors, so that an empty page sits between two
+        # contiguous pages of a segment (where a zero-length document could take a neighbour's score).
+        ix.add([pages[0], empty_page(1, lang="en"), pages[1], pages[2]])
+        ix.add([empty_page(2, lang="fr"), empty_page(3)])  # a batch with no vectors at all
+        ix.add([pages[3], empty_page(4, lang="en"), pages[4], pages[5]])
+        assert ix.count() == 10
+        assert ix.count({"source": "plain.pdf"}) == 4
+        assert ix.count({"lang": "en"}) == 4  # 2 empty + pages 0 and 3
+        empty_ids = [page_id("ee" * 32, p) for p in (1, 2, 3, 4)]
+        records = ix.get(empty_ids)
+        assert [r.n_vectors if r else None for r in records] == [0, 0, 0, 0]
+        assert {r.id for r in ix.records({"source": "plain.pdf"})} == set(empty_ids)
+        assert "plain.pdf" in ix.sources()
+        embeddings = ix.get_embeddings([empty_ids[0], pages[1].resolved_id(), "nope"])
+        assert embeddings[0] is not None and embeddings[0].shape == (0, DIM)
+        assert embeddings[0].dtype == torch.float32
+        assert embeddings[1] is not None and embeddings[1].shape == pages[1].embedding.shape
+        assert embeddings[2] is None
+        # Only the 6 pages with vectors score, and with exactly their own scores.
+        queries = [torch.randn(3, DIM) for _ in range(3)]
+        for q, hits in zip(queries, ix.search(queries, k=20), strict=True):
+            assert len(hits) == 6 and not set(empty_ids) & {h.id for h in hits}
+            reference = brute_force(ix, q)
+            assert [h.id for h in hits] == [i for i, _ in reference]
+            assert [h.score for h in hits] == pytest.approx([s for _, s in reference], rel=1e-5)
+        assert ix.search([queries[0]], k=5, where={"source": "plain.pdf"}) == [[]]
+        en_hits = ix.search([queries[0]], k=5, where={"lang": "en"})[0]
+        assert {h.id for h in en_hits} == {pages[0].resolved_id(), pages[3].resolved_id()}
+        # An upsert can take a page's vectors away (or give them back).
+        ix.upsert([PageInput(torch.zeros(0, DIM), p.source, p.page, p.content_hash) for p in pages[:2]])
+        assert len(ix.search([queries[0]], k=20)[0]) == 4
+        ix.upsert([pages[0]])
+        assert len(ix.search([queries[0]], k=20)[0]) == 5
+        before = ix.search(queries, k=20)
+        assert ix.compact() > 0  # reclaims page 1's vectors; empty pages keep pointing nowhere
+        after = ix.search(queries, k=20)
+        assert [[h.id for h in r] for r in after] == [[h.id for h in r] for r in before]
+    with open_index(path, readonly=True) as ix:  # persisted as such
+        assert ix.count() == 10
+        e = ix.get_embeddings([empty_ids[3], pages[1].resolved_id()])
+        assert all(t is not None and t.shape == (0, DIM) for t in e)
+        assert ix.info()["vectors"] == sum(int(p.embedding.shape[0]) for p in pages if p is not pages[1])
+
+
+def test_batch_without_vectors_writes_no_segment(index: LocalIndex) -> None:
+    index.add([empty_page(1), empty_page(2)])
+    assert list((index.path / "segments").iterdir()) == []
+    assert index.count() == 2 and index.search([torch.randn(2, DIM)], k=3) == [[]]
+    index.delete(where={})
+    assert index.compact() == 0 and index.count() == 0
+
+
+def test_single_vector_index_takes_zero_or_one_vector(tmp_path: Path) -> None:
+    with open_index(tmp_path / "ix", SINGLE) as ix:
+        pages = make_pages(4, single=True)
+        ix.add([pages[0], PageInput(torch.zeros(0, DIM), "plain.pdf", 1, "ee" * 32), *pages[1:]])
+        q = torch.randn(1, DIM)
+        hits = ix.search(q, k=10)[0]
+        assert [h.id for h in hits] == [i for i, _ in brute_force(ix, q)] and len(hits) == 4
+        with pytest.raises(InvalidPageError, match=r"or none, shape \(0, 16\)"):
+            ix.add([PageInput(torch.randn(2, DIM), "two.pdf", 1, "cd" * 32)])
+
+
 def test_wrong_dim_names_the_page(index: LocalIndex) -> None:
     index.add(make_pages(2))
     bad = [*make_pages(2, start=5), PageInput(torch.randn(3, DIM + 1), "scan.pdf", 7, "aa" * 32)]
@@ -246,7 +321,6 @@ def test_wrong_dim_names_the_page(index: LocalIndex) -> None:
         (PageInput(torch.randn(2, DIM), "", 1, "aa"), "source"),
         (PageInput(torch.randn(2, DIM), "a.pdf", 0, "aa"), "1-based"),
         (PageInput(torch.randn(2, DIM), "a.pdf", 1, ""), "content_hash"),
-        (PageInput(torch.randn(0, DIM), "a.pdf", 1, "aa"), "no vectors"),
         (PageInput(torch.full((2, DIM), float("nan")), "a.pdf", 1, "aa"), "NaN"),
         (PageInput(torch.full((2, DIM), 1e6), "a.pdf", 1, "aa"), "float32"),
         (PageInput(torch.randn(2, DIM), "a.pdf", 1, "aa", {"x": object()}), "JSON"),

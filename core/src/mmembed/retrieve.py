@@ -7,10 +7,12 @@ the adapters only translate types.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
 import torch
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .encoders.base import Encoder
+
+_HASH_MEMO = 256
+"""Source files whose hash a reranker remembers (keyed by path, mtime and size)."""
 
 
 def pool(embedding: torch.Tensor) -> torch.Tensor:
@@ -50,12 +55,14 @@ class Retriever:
     """Text queries in, ranked pages out: an encoder plus an index it is compatible with."""
 
     def __init__(self, index: IndexBackend, encoder: Encoder) -> None:
-        index.encoder.check_compatible(encoder.info)
+        index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
         self.index = index
         self.encoder = encoder
 
     @overload
-    def search(self, queries: str, k: int = ..., where: Filter | None = ...) -> list[SearchHit]: ...
+    def search(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
+        self, queries: str, k: int = ..., where: Filter | None = ...
+    ) -> list[SearchHit]: ...
     @overload
     def search(
         self, queries: Sequence[str], k: int = ..., where: Filter | None = ...
@@ -77,12 +84,18 @@ class Retriever:
 @dataclass(frozen=True)
 class Candidate:
     """A page to rerank. Give whatever is known: the index ``id`` (vectors are reused when
-    the page is stored), the ``image``, or ``source`` + ``page`` to render it."""
+    the page is stored), the ``image``, or ``source`` + ``page`` to render it.
+
+    ``content_hash`` (hex sha256 of the source file, as recorded at indexing) guards
+    rendering: when the page must be rendered from ``source``, a file whose bytes no
+    longer have that hash is refused instead of silently scoring a different page.
+    """
 
     id: str | None = None
     image: Image.Image | None = None
     source: str | None = None
     page: int | None = None
+    content_hash: str | None = None
 
     def describe(self) -> str:
         if self.source is not None:
@@ -94,9 +107,10 @@ class MaxSimReranker:
     """Rerank candidate pages for a query by exact late-interaction scores.
 
     Page vectors come, in order of preference, from the ``index`` (when it was built with
-    the same encoder and holds the candidate's id), from an in-memory LRU cache of pages
-    this reranker already encoded, or from encoding the page (its image, or ``source`` +
-    ``page`` rendered by the shared loader). :attr:`pages_encoded` counts the latter.
+    the same encoder and holds the candidate's id with vectors), from an in-memory LRU
+    cache of pages this reranker already encoded, or from encoding the page (its image, or
+    ``source`` + ``page`` rendered by the shared loader at ``dpi``). :attr:`pages_reused`
+    and :attr:`pages_encoded` count the first and the last path.
     """
 
     def __init__(
@@ -105,7 +119,7 @@ class MaxSimReranker:
         index: IndexBackend | None = None,
         *,
         cache_size: int = 1024,
-        dpi: int = 144,
+        dpi: float = 144,
         batch_size: int | None = None,
     ) -> None:
         self.encoder = encoder
@@ -118,7 +132,10 @@ class MaxSimReranker:
             except EncoderMismatchError:
                 # e.g. a dense first-stage index: its vectors are not MaxSim vectors.
                 self._reuse_index = False
-        self.dpi = dpi
+        self.dpi = float(dpi)
+        self._hashes: OrderedDict[tuple[str, int, int], str] = (
+            OrderedDict()
+        )  # (path, mtime_ns, size) -> sha256
         self.batch_size = batch_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
@@ -126,11 +143,18 @@ class MaxSimReranker:
         self.pages_encoded = 0
         self.pages_reused = 0
 
+    @property
+    def reuses_index(self) -> bool:
+        """Whether stored vectors are read from :attr:`index` (it was built with this
+        reranker's encoder); ``False`` without an index or for a mismatched one."""
+        return self._reuse_index
+
     def _cache_key(self, c: Candidate) -> str | None:
         if c.id is not None:
             return f"id:{c.id}"
         if c.source is not None and c.page is not None:
-            return f"src:{c.source}#{c.page}"
+            version = f"@{c.content_hash}" if c.content_hash else ""
+            return f"src:{c.source}{version}#{c.page}"
         if c.image is not None:
             digest = hashlib.sha256(c.image.tobytes()).hexdigest()
             return f"img:{c.image.size}:{digest}"
@@ -144,8 +168,8 @@ class MaxSimReranker:
             positions = [i for i, c in enumerate(candidates) if c.id is not None]
             if positions:
                 stored = self.index.get_embeddings([candidates[i].id for i in positions])  # type: ignore[misc]
-                for i, emb in zip(positions, stored):
-                    if emb is not None:
+                for i, emb in zip(positions, stored, strict=True):
+                    if emb is not None and emb.shape[0] > 0:  # (0, dim): stored without vectors
                         found[i] = emb
                         self.pages_reused += 1
         with self._lock:
@@ -159,7 +183,7 @@ class MaxSimReranker:
             encoded = self.encoder.encode_images(images, batch_size=self.batch_size)
             self.pages_encoded += len(missing)
             with self._lock:
-                for i, emb in zip(missing, encoded):
+                for i, emb in zip(missing, encoded, strict=True):
                     found[i] = emb
                     key = keys[i]
                     if key is not None:
@@ -175,12 +199,41 @@ class MaxSimReranker:
         if c.source is not None:
             from .loaders import render_page
 
+            if c.content_hash:
+                self._check_unchanged(c.source, c.content_hash)
             return render_page(c.source, c.page or 1, dpi=self.dpi)
         raise MMEmbedError(
             f"cannot rerank {c.describe()}: it is not in the index and carries neither an image nor a "
             "source file + page number. Keep the page's file path and page number in the document "
             "metadata, or attach its image."
         )
+
+    def _check_unchanged(self, source: str, content_hash: str) -> None:
+        """Refuse to render ``source`` if its bytes no longer hash to ``content_hash``."""
+        try:
+            stat = os.stat(source)
+        except OSError:
+            return  # not a readable local file: rendering reports it, naming the file
+        key = (os.path.realpath(source), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            current = self._hashes.get(key)
+        if current is None:
+            from .loaders.sources import SourceItem, digest
+
+            try:
+                current = digest(SourceItem(name=source, path=Path(source))).content_hash
+            except OSError:
+                return
+            with self._lock:
+                self._hashes[key] = current
+                while len(self._hashes) > _HASH_MEMO:
+                    self._hashes.popitem(last=False)
+        if current != content_hash:
+            raise MMEmbedError(
+                f"{source} changed since it was indexed (its sha256 is now {current[:12]}…, the index "
+                f"recorded {content_hash[:12]}…), so its pages may no longer be the ones retrieved. "
+                "Re-index it (e.g. `mmembed index <file> --index <folder>`), then search again."
+            )
 
     def rerank(
         self, query: str, candidates: Sequence[Candidate], top_n: int | None = None

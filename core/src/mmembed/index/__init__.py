@@ -4,6 +4,9 @@
 >>> index.add([PageInput(embedding, "a.pdf", 1, sha256)])  # doctest: +SKIP
 >>> index.search(query_embeddings, k=5, where={"source": "a.pdf"})  # doctest: +SKIP
 
+``open_index(path, shared=True)`` hands every user of a folder in one process a handle on
+the same open index (see :mod:`mmembed.index.shared`).
+
 The on-disk format is documented in ``docs/index-format.md``.
 """
 
@@ -23,6 +26,7 @@ from .errors import (
 from .format import FORMAT_VERSION
 from .local import LocalIndex, open_index
 from .protocol import Filter, IndexBackend, PageInput, page_id
+from .shared import SharedIndex
 
 __all__ = [
     "FORMAT_VERSION",
@@ -39,6 +43,7 @@ __all__ = [
     "InvalidPageError",
     "LocalIndex",
     "PageInput",
+    "SharedIndex",
     "open_index",
     "page_id",
 ]

@@ -44,8 +44,8 @@ def compact_segments(
         int(s): (str(f), int(r))
         for s, f, r in conn.execute("SELECT seg_id, file, committed_rows FROM segments")
     }
-    pages = conn.execute(
-        "SELECT row, seg_id, vec_offset, n_vectors FROM pages ORDER BY seg_id, vec_offset"
+    pages = conn.execute(  # pages stored without vectors have no segment and stay as they are
+        "SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE n_vectors > 0 ORDER BY seg_id, vec_offset"
     ).fetchall()
     committed = sum(r for _, r in segments.values())
     live = sum(int(p[3]) for p in pages)

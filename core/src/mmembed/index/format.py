@@ -37,6 +37,9 @@ DATABASE = "index.sqlite"
 SEGMENTS_DIR = "segments"
 LOCK_FILE = "lock"
 
+NO_SEGMENT = 0
+"""``pages.seg_id`` of a page stored without vectors (real segment ids start at 1)."""
+
 # Files an interrupted creation may leave behind: such a folder can be created again.
 OWN_NAMES = {
     MANIFEST,

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import torch
 
@@ -40,6 +40,9 @@ from .pages import EncodedBatch, encode_batch
 from .protocol import PageInput
 from .search import Locations, score_locations, top_k
 from .segments import SegmentViews, append_rows, cut_uncommitted_tail, segment_name
+
+if TYPE_CHECKING:
+    from .shared import SharedIndex
 
 _T = TypeVar("_T")
 
@@ -267,7 +270,7 @@ class LocalIndex:
     def _commit_batch(self, batch: EncodedBatch, *, replace: bool) -> None:
         conn = self._conn
         seg_dir = self.path / fmt.SEGMENTS_DIR
-        data = batch.vectors.data.cast("B")  # raw bytes of the C-contiguous rows
+        has_vectors = batch.vectors.shape[0] > 0  # a batch of vector-less pages touches no segment
         ids_json = json.dumps(batch.ids)
         conn.execute("BEGIN IMMEDIATE")
         seg_path: Path | None = None
@@ -289,12 +292,16 @@ class LocalIndex:
                         f"the index at {self.path} already holds page id(s) {', '.join(map(repr, taken))}; "
                         "use upsert() to replace pages, or delete them first."
                     )
-            seg_id, file, committed_rows, created = self._active_segment()
-            seg_path = seg_dir / file
-            committed_bytes = committed_rows * self._row_bytes
+            seg_id, committed_rows = fmt.NO_SEGMENT, 0
+            if has_vectors:
+                seg_id, file, committed_rows, created = self._active_segment()
+                seg_path = seg_dir / file
+                committed_bytes = committed_rows * self._row_bytes
             first_row = int(conn.execute("SELECT COALESCE(MAX(row), 0) + 1 FROM pages").fetchone()[0])
             records, thumbs, offset = [], [], committed_rows
             for i, r in enumerate(batch.rows):
+                # A page without vectors points nowhere: (NO_SEGMENT, 0, 0).
+                where = (seg_id, offset) if r.n_vectors else (fmt.NO_SEGMENT, 0)
                 records.append(
                     (
                         first_row + i,
@@ -303,8 +310,7 @@ class LocalIndex:
                         r.page,
                         r.content_hash,
                         r.metadata_json,
-                        seg_id,
-                        offset,
+                        *where,
                         r.n_vectors,
                     )
                 )
@@ -317,10 +323,11 @@ class LocalIndex:
                 records,
             )
             conn.executemany("INSERT INTO thumbnails(row, data) VALUES (?, ?)", thumbs)
-            conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (offset, seg_id))
             conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-            # The vectors must be durable before the commit that makes them reachable.
-            append_rows(seg_path, committed_bytes, data)
+            if seg_path is not None:
+                conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (offset, seg_id))
+                # The vectors must be durable before the commit that makes them reachable.
+                append_rows(seg_path, committed_bytes, batch.vectors.data.cast("B"))  # raw row bytes
             committing = True
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -496,7 +503,8 @@ class LocalIndex:
         return [found.get(i) for i in ids]
 
     def get_embeddings(self, ids: Sequence[str]) -> list[torch.Tensor | None]:
-        """Stored vectors ``(n_vectors, dim)`` as float32 for ``ids`` (``None`` if unknown)."""
+        """Stored vectors ``(n_vectors, dim)`` as float32 for ``ids`` (``None`` if unknown,
+        ``(0, dim)`` for a page stored without vectors)."""
         ids_json = json.dumps(list(ids))
 
         def read(conn: sqlite3.Connection) -> dict[str, torch.Tensor]:
@@ -506,6 +514,9 @@ class LocalIndex:
                 "SELECT id, seg_id, vec_offset, n_vectors FROM pages WHERE id IN (SELECT value FROM json_each(?))",
                 (ids_json,),
             ):
+                if int(n) == 0:  # stored without vectors: it has no segment
+                    out[pid] = torch.empty(0, self.encoder.dim)  # (0, dim)
+                    continue
                 segment = self._view(snap, int(seg_id), int(off) + int(n))
                 out[pid] = segment[int(off) : int(off) + int(n)].float()  # (n_vectors, dim), a copy
             return out
@@ -543,7 +554,8 @@ class LocalIndex:
         self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
     ) -> list[list[SearchHit]]:
         """Exact top-``k`` pages for each query, best first, among pages matching ``where``
-        (a pre-filter: ``k`` results whenever ``k`` pages match)."""
+        (a pre-filter: ``k`` results whenever ``k`` pages match). Pages stored without
+        vectors are never results."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
         q = self._queries(queries)
@@ -551,16 +563,20 @@ class LocalIndex:
 
         def run(conn: sqlite3.Connection) -> list[list[SearchHit]]:
             snap = self._current(conn)
+            # Pages stored without vectors are never candidates (Locations drops them too).
             if where is None:
                 if snap.pages is None:
                     snap.pages = Locations.from_rows(
-                        conn.execute("SELECT row, seg_id, vec_offset, n_vectors FROM pages").fetchall()
+                        conn.execute(
+                            "SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE n_vectors > 0"
+                        ).fetchall()
                     )
                 locs = snap.pages
             else:
                 locs = Locations.from_rows(
                     conn.execute(
-                        f"SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE {sql}", params
+                        f"SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE n_vectors > 0 AND ({sql})",
+                        params,
                     ).fetchall()
                 )
             scores = score_locations(
@@ -661,6 +677,41 @@ def _check_encoder(encoder: EncoderInfo) -> None:
         raise MMEmbedError(f"encoder {encoder.name!r} is multi-vector, so its similarity must be 'maxsim'")
 
 
+@overload
+def open_index(
+    path: str | os.PathLike[str],
+    encoder: EncoderInfo | None = ...,
+    *,
+    create: bool = ...,
+    readonly: bool = ...,
+    dtype: str = ...,
+    keep_thumbnails: bool = ...,
+    shared: Literal[False] = ...,
+) -> LocalIndex: ...
+@overload
+def open_index(
+    path: str | os.PathLike[str],
+    encoder: EncoderInfo | None = ...,
+    *,
+    create: bool = ...,
+    readonly: bool = ...,
+    dtype: str = ...,
+    keep_thumbnails: bool = ...,
+    shared: Literal[True],
+) -> SharedIndex: ...
+@overload
+def open_index(
+    path: str | os.PathLike[str],
+    encoder: EncoderInfo | None = ...,
+    *,
+    create: bool = ...,
+    readonly: bool = ...,
+    dtype: str = ...,
+    keep_thumbnails: bool = ...,
+    shared: bool,
+) -> LocalIndex | SharedIndex: ...
+
+
 def open_index(
     path: str | os.PathLike[str],
     encoder: EncoderInfo | None = None,
@@ -669,14 +720,29 @@ def open_index(
     readonly: bool = False,
     dtype: str = "float16",
     keep_thumbnails: bool = True,
-) -> LocalIndex:
+    shared: bool = False,
+) -> LocalIndex | SharedIndex:
     """Open the index in folder ``path``, creating it when missing (needs ``encoder``).
 
     ``encoder=None`` opens with the stored encoder (for readers such as ``mmembed info``);
     otherwise the stored one must match it (:class:`EncoderMismatchError`). ``dtype``
     (``float16``, ``bfloat16``, ``float32``) and ``keep_thumbnails`` only apply when the
     index is created; an existing index keeps its own.
+
+    ``shared=True`` returns a :class:`~mmembed.index.shared.SharedIndex` handle on the one
+    ``LocalIndex`` this process keeps for the folder (keyed by its real path): every
+    component of an application (indexer, retriever, reranker, ...) can open the folder
+    this way and write through the same writer lock. Each handle's ``close()`` only lets
+    go of that handle; the index closes with the last one. A ``readonly=True`` shared
+    handle refuses writes but shares the same index. Don't mix shared and unshared
+    writers of one folder in one process: they conflict on the writer lock.
     """
+    if shared:
+        from .shared import open_shared
+
+        return open_shared(
+            path, encoder, create=create, readonly=readonly, dtype=dtype, keep_thumbnails=keep_thumbnails
+        )
     return LocalIndex(
         path, encoder, create=create, readonly=readonly, dtype=dtype, keep_thumbnails=keep_thumbnails
     )

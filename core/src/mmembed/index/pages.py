@@ -125,12 +125,12 @@ def _shape(page: PageInput, encoder: EncoderInfo, index_path: Path) -> tuple[int
             f"{where}: its vectors have dim {dim} but the index stores dim {encoder.dim} "
             f"(encoder {encoder.name!r}). Embed it with the index's encoder."
         )
-    if n < 1:
-        raise InvalidPageError(f"{where}: the embedding has no vectors")
-    if encoder.kind == "single" and n != 1:
+    # n == 0 is allowed: the page is stored (counted, filterable) but never scored.
+    if encoder.kind == "single" and n > 1:
         raise InvalidPageError(
             f"{where}: it has {n} vectors but the index holds single-vector embeddings "
-            f"(encoder {encoder.name!r}); pass exactly one vector per page."
+            f"(encoder {encoder.name!r}); pass exactly one vector per page (or none, shape "
+            f"(0, {encoder.dim}), to store the page without vectors)."
         )
     if not (emb.is_floating_point()):
         raise InvalidPageError(f"{where}: embedding must be a float tensor, got {emb.dtype}")

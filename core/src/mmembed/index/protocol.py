@@ -36,9 +36,14 @@ __all__ = ["Filter", "IndexBackend", "PageInput", "page_id"]
 
 @dataclass
 class PageInput:
-    """A page to store: its vectors plus what identifies and describes it."""
+    """A page to store: its vectors plus what identifies and describes it.
 
-    embedding: torch.Tensor  # (n_vectors, dim)
+    ``embedding`` may be empty, shape ``(0, dim)``: the page is then stored, counted and
+    filterable like any other, but it is never a search result (e.g. a document a
+    framework stores before, or without, embedding it).
+    """
+
+    embedding: torch.Tensor  # (n_vectors, dim); n_vectors may be 0
     source: str
     page: int
     content_hash: str
@@ -78,7 +83,8 @@ class IndexBackend(Protocol):
         ...
 
     def get_embeddings(self, ids: Sequence[str]) -> list[torch.Tensor | None]:
-        """Stored vectors ``(n_vectors, dim)`` float32 for ``ids`` (``None`` if unknown)."""
+        """Stored vectors ``(n_vectors, dim)`` float32 for ``ids`` (``None`` if unknown;
+        ``(0, dim)`` for a page stored without vectors)."""
         ...
 
     def records(self, where: Filter | None = None) -> Iterator[PageRecord]: ...
@@ -90,7 +96,8 @@ class IndexBackend(Protocol):
     def search(
         self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
     ) -> list[list[SearchHit]]:
-        """Exact top-``k`` for each query, best first, over pages matching ``where``."""
+        """Exact top-``k`` for each query, best first, over pages matching ``where``
+        (pages stored without vectors are never results)."""
         ...
 
     def close(self) -> None: ...

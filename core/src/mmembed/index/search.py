@@ -34,8 +34,11 @@ class Locations:
 
     @classmethod
     def from_rows(cls, rows: list[tuple[int, int, int, int]]) -> Locations:
-        """From ``(row, seg_id, vec_offset, n_vectors)`` tuples (sorted here)."""
+        """From ``(row, seg_id, vec_offset, n_vectors)`` tuples (sorted here). Pages without
+        vectors are dropped: a zero-length document would share its bounds with its
+        neighbour in a contiguous range and take that page's score."""
         arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
+        arr = arr[arr[:, 3] > 0]
         arr = arr[np.lexsort((arr[:, 2], arr[:, 1]))]
         return cls(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy())
 

@@ -44,13 +44,22 @@ def check_index_argument(value: Any, owner: str) -> Any:
 def open_index(
     index: str | os.PathLike[str] | IndexBackend, encoder: EncoderInfo, *, create: bool = True
 ) -> IndexBackend:
-    """An open index: ``index`` itself if it already is one, else the local index at that path
-    (created when missing if ``create``; otherwise core raises ``IndexNotFoundError``)."""
+    """An open index: ``index`` itself if it already is one, else a handle on the local index
+    at that path (created when missing if ``create``; otherwise core raises
+    ``IndexNotFoundError``). Handles are shared process-wide, so retrievers, rerankers and
+    indexers on one folder use one open index and its writer lock."""
     if is_index_object(index):
         return index  # type: ignore[return-value]
     import mmembed
 
-    return mmembed.open_index(_folder(index), encoder=encoder, create=create)
+    return mmembed.open_index(_folder(index), encoder=encoder, create=create, shared=True)
+
+
+def open_index_readonly(index: str | os.PathLike[str]) -> IndexBackend:
+    """A read-only handle on the local index at ``index`` (shared process-wide)."""
+    import mmembed
+
+    return mmembed.open_index(_folder(index), readonly=True, shared=True)
 
 
 def stored_encoder_name(index: str | os.PathLike[str] | IndexBackend) -> tuple[str, str | None]:
@@ -60,7 +69,7 @@ def stored_encoder_name(index: str | os.PathLike[str] | IndexBackend) -> tuple[s
         return info.name, info.revision
     import mmembed
 
-    stored = mmembed.open_index(_folder(index), readonly=True)
+    stored = mmembed.open_index(_folder(index), readonly=True, shared=True)
     try:
         return stored.encoder.name, stored.encoder.revision
     finally:

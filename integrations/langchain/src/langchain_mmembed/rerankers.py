@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,13 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from ._core import check_index_argument, is_index_object, load_encoder, stored_encoder_name
+from ._core import (
+    check_index_argument,
+    is_index_object,
+    load_encoder,
+    open_index_readonly,
+    stored_encoder_name,
+)
 from .images import document_image
 
 if TYPE_CHECKING:
@@ -61,7 +68,7 @@ class MMEmbedMaxSimReranker(BaseDocumentCompressor):
     dtype: str | None = None
     top_n: int | None = Field(default=3, ge=1)
     """Documents to keep (``None``: all, reordered)."""
-    dpi: int = 144
+    dpi: float = 144
     """Resolution for pages rendered from their source file."""
     zero_based_pages: bool = False
     """Read ``metadata["page"]`` as 0-based."""
@@ -105,11 +112,9 @@ class MMEmbedMaxSimReranker(BaseDocumentCompressor):
             return None
         if is_index_object(self.index):
             return self.index  # type: ignore[no-any-return]
-        import mmembed
-
         # Read-only and without the encoder check: core's reranker itself decides whether the
         # stored vectors are comparable (a dense first-stage index is simply not reused).
-        return mmembed.open_index(Path(self.index), readonly=True)
+        return open_index_readonly(Path(self.index))
 
     @property
     def pages_encoded(self) -> int:
@@ -155,4 +160,17 @@ class MMEmbedMaxSimReranker(BaseDocumentCompressor):
             image=document_image(doc, lazy=True),
             source=str(source) if source is not None else None,
             page=page if isinstance(page, int) else None,
+            content_hash=_file_hash(meta, source),
         )
+
+
+def _file_hash(meta: dict[str, Any], source: Any) -> str | None:
+    """The file's content hash recorded in ``meta``, which lets core refuse to render a file
+    changed since indexing. ``MMEmbedRetriever.add_documents`` names pages that had no hash
+    by the hash of their source *name*: that one says nothing about the file's bytes."""
+    content_hash = meta.get("content_hash")
+    if not isinstance(content_hash, str) or not content_hash:
+        return None
+    if isinstance(source, str) and content_hash == hashlib.sha256(source.encode()).hexdigest():
+        return None
+    return content_hash

@@ -14,25 +14,23 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 
-from mmembed.index import DuplicatePageError, LocalIndex
+import mmembed
+from mmembed.index import DuplicatePageError, IndexNotFoundError, SharedIndex
 from mmembed.index import FilterError as CoreFilterError
 from mmembed.types import EncoderInfo
 
-from ._shared import shared_index
 from .documents import (
-    NO_VECTORS_KEY,
     InvalidDocumentError,
     has_vectors,
     read_attached_embedding,
     to_document,
     to_page_input,
 )
-from .filters import CoreFilter, translate_filters
+from .filters import translate_filters
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 256
-_HAS_VECTORS: CoreFilter = {"metadata." + NO_VECTORS_KEY: {"$exists": False}}
 
 
 class MMEmbedDocumentStore:
@@ -66,7 +64,7 @@ class MMEmbedDocumentStore:
         """
         self.path = str(path)
         self.dtype = dtype
-        self._index: LocalIndex | None = None
+        self._index: SharedIndex | None = None
 
     # ------------------------------------------------------------------ serialisation
 
@@ -81,11 +79,23 @@ class MMEmbedDocumentStore:
 
     # ------------------------------------------------------------------ the index
 
-    def core_index(self, *, create_with: EncoderInfo | None = None) -> LocalIndex | None:
-        """The mmembed index behind the store (shared by every store on the same folder in
-        this process), or ``None`` while none exists and ``create_with`` is not given."""
+    def core_index(self, *, create_with: EncoderInfo | None = None) -> SharedIndex | None:
+        """The mmembed index behind the store (a handle on the one index this process keeps
+        for the folder, so stores, retrievers and rankers on one folder share its writer
+        lock), or ``None`` while none exists and ``create_with`` is not given."""
         if self._index is None:
-            self._index = shared_index(self.path, create_with=create_with, dtype=self.dtype)
+            try:
+                self._index = mmembed.open_index(
+                    self.path,
+                    create_with,
+                    create=create_with is not None,
+                    dtype=self.dtype,
+                    shared=True,
+                )
+            except IndexNotFoundError:
+                if create_with is not None:
+                    raise
+                return None
         elif create_with is not None:
             self._index.encoder.check_compatible(create_with, index_path=str(self._index.path))
         return self._index
@@ -97,8 +107,10 @@ class MMEmbedDocumentStore:
         return index.encoder if index is not None else None
 
     def close(self) -> None:
-        """Let go of the index (it closes once no store in the process uses it)."""
-        self._index = None
+        """Let go of the index (it closes once nothing else in the process uses it)."""
+        index, self._index = self._index, None
+        if index is not None:
+            index.close()
 
     # ------------------------------------------------------------------ protocol
 
@@ -195,9 +207,8 @@ class MMEmbedDocumentStore:
                 document = to_document(record)
                 document = replace(document, meta={**document.meta, **meta})
                 page = to_page_input(document, index.encoder, str(index.path))  # validates the new meta
-                if has_vectors(record) and stored is not None:
-                    page.embedding = stored  # (n_vectors, dim): keep the vectors, not a placeholder
-                    page.metadata.pop(NO_VECTORS_KEY, None)
+                if stored is not None:
+                    page.embedding = stored  # (n_vectors, dim), n_vectors = 0 without an embedding
                 page.thumbnail = record.thumbnail
                 pages.append(page)
             index.upsert(pages)
@@ -259,7 +270,6 @@ class MMEmbedDocumentStore:
         index = self.core_index()
         if index is None or top_k <= 0:
             return []
-        where = _HAS_VECTORS if where is None else {"$and": [_HAS_VECTORS, where]}
         hits = self._call(index.search, [query_embedding], k=top_k, where=where)[0]
         vectors = index.get_embeddings([h.id for h in hits]) if return_embedding else [None] * len(hits)
         return [to_document(h.record, embedding=v, score=h.score) for h, v in zip(hits, vectors, strict=True)]
@@ -290,7 +300,7 @@ class MMEmbedDocumentStore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _index_for(self, documents: list[Document]) -> LocalIndex:
+    def _index_for(self, documents: list[Document]) -> SharedIndex:
         index = self.core_index()
         if index is not None:
             return index

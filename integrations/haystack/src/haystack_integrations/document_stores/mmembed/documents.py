@@ -50,8 +50,6 @@ EMBEDDING_META_KEY = "_mmembed_embedding"
 
 BLOB_KEY = "haystack.blob"
 MARKER_KEY = "haystack.document"
-NO_VECTORS_KEY = "haystack.no_embedding"
-"""Marks a stored document that has no embedding (see :func:`to_page_input`)."""
 RESERVED_PREFIX = "haystack."
 PSEUDO_SOURCE_PREFIX = "haystack:"
 """Source of a stored document that names no file (``haystack:<document id>``)."""
@@ -134,11 +132,8 @@ def to_page_input(document: Any, encoder: EncoderInfo, index_path: str) -> PageI
             "mime_type": document.blob.mime_type,
             "meta": document.blob.meta,
         }
-    if vectors is None:
-        # mmembed's index refuses pages without vectors: store one zero vector and mark the
-        # page so that searches skip it and it reads back without an embedding.
-        vectors = torch.zeros(1, encoder.dim)
-        metadata[NO_VECTORS_KEY] = True
+    if vectors is None:  # stored without vectors: counted and filterable, never a search hit
+        vectors = torch.zeros(0, encoder.dim)  # (0, dim)
     file_path, page_number, content_hash = meta.get(FILE_PATH), meta.get(PAGE_NUMBER), meta.get(CONTENT_HASH)
     has_page = isinstance(page_number, int) and not isinstance(page_number, bool) and page_number >= 1
     return PageInput(
@@ -183,8 +178,7 @@ def to_document(
 ) -> Document:
     """The Haystack document stored as ``record`` (``embedding``: its stored vectors)."""
     metadata = dict(record.metadata)
-    placeholder = metadata.pop(NO_VECTORS_KEY, False)
-    flat = None if embedding is None or placeholder else pool(embedding).tolist()
+    flat = None if embedding is None or embedding.shape[0] == 0 else pool(embedding).tolist()
     if metadata.pop(MARKER_KEY, False):
         content = metadata.pop(CONTENT_KEY, None)
         blob = _blob(metadata.pop(BLOB_KEY, None))
@@ -201,8 +195,8 @@ def to_document(
 
 
 def has_vectors(record: PageRecord) -> bool:
-    """Whether the page's stored vectors are real (not the placeholder of an unembedded document)."""
-    return not record.metadata.get(NO_VECTORS_KEY, False)
+    """Whether the page was stored with vectors (a document without an embedding has none)."""
+    return record.n_vectors > 0
 
 
 def _blob(stored: Mapping[str, Any] | None) -> ByteStream | None:

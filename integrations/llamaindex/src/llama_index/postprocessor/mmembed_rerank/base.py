@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING, Any
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
-from llama_index.readers.mmembed.pages import FILE_PATH, open_image, page_id_of, page_number_of
+from llama_index.readers.mmembed.pages import (
+    CONTENT_HASH,
+    FILE_PATH,
+    open_image,
+    page_id_of,
+    page_number_of,
+)
 
-from mmembed.types import EncoderMismatchError, MMEmbedError
+from mmembed.types import MMEmbedError
 
 if TYPE_CHECKING:
     from mmembed.index.protocol import IndexBackend
@@ -44,14 +50,13 @@ class MMEmbedRerank(BaseNodePostprocessor):
     dtype: str | None = Field(default=None, description="Torch dtype name (None: model default).")
     top_n: int = Field(default=5, ge=1, description="How many nodes to keep.")
     index_path: str | None = Field(default=None, description="mmembed index whose stored vectors to reuse.")
-    dpi: int = Field(default=144, gt=0, description="Rendering resolution for pages that must be encoded.")
+    dpi: float = Field(default=144, gt=0, description="Rendering resolution for pages that must be encoded.")
     batch_size: int | None = Field(default=None, description="Encoder batch size for unseen pages.")
     cache_size: int = Field(default=1024, ge=0, description="Encoded pages kept in memory for later queries.")
 
     _index: IndexBackend | None = PrivateAttr(default=None)
     _owns_index: bool = PrivateAttr(default=False)
     _reranker: MaxSimReranker | None = PrivateAttr(default=None)
-    _reuse_index: bool = PrivateAttr(default=False)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(
@@ -92,7 +97,9 @@ class MMEmbedRerank(BaseNodePostprocessor):
         import mmembed
 
         if self._index is None and self.index_path is not None:
-            self._index = mmembed.open_index(self.index_path, readonly=True)  # only reads vectors
+            # Only reads vectors; shared so an indexer or retriever on the folder in this
+            # process keeps working alongside.
+            self._index = mmembed.open_index(self.index_path, readonly=True, shared=True)
             self._owns_index = True
         if self.model_name is None:
             assert self._index is not None
@@ -106,12 +113,7 @@ class MMEmbedRerank(BaseNodePostprocessor):
                 f"MMEmbedRerank scores by MaxSim and needs a multi-vector model; {encoder.info.name} is "
                 f"{encoder.info.kind}-vector. Use a late-interaction checkpoint (ColQwen2.5, ColPali, ...)."
             )
-        if self._index is not None:
-            try:
-                self._index.encoder.check_compatible(encoder.info)
-                self._reuse_index = True
-            except EncoderMismatchError:
-                self._reuse_index = False  # e.g. a dense first-stage index: not MaxSim vectors
+        # The core reranker decides whether the index's vectors are reusable (see reuses_index).
         return mmembed.MaxSimReranker(
             encoder, index=self._index, cache_size=self.cache_size, dpi=self.dpi, batch_size=self.batch_size
         )
@@ -141,19 +143,19 @@ class MMEmbedRerank(BaseNodePostprocessor):
         if not nodes:
             return []
         reranker = self.reranker  # loads first: candidates depend on whether the index is reusable
-        candidates = self._candidates([n.node for n in nodes])
+        candidates = self._candidates([n.node for n in nodes], reranker.reuses_index)
         ranked = reranker.rerank(query_bundle.query_str, candidates, top_n=self.top_n)
         return [NodeWithScore(node=nodes[position].node, score=score) for position, score in ranked]
 
-    def _candidates(self, nodes: list[BaseNode]) -> list[Candidate]:
+    def _candidates(self, nodes: list[BaseNode], reuse_index: bool) -> list[Candidate]:
         implied = [page_id_of(node.metadata) for node in nodes]
-        if self._index is None or not self._reuse_index:
+        if self._index is None or not reuse_index:
             # Content-addressed ids where possible, so the in-memory cache recognises a page
             # whichever first stage returned it.
             ids = [page_id or node.node_id for node, page_id in zip(nodes, implied, strict=True)]
             return [self._candidate(node, node_id, False) for node, node_id in zip(nodes, ids, strict=True)]
         ids = [node.node_id for node in nodes]
-        stored = [record is not None for record in self._index.get(ids)]
+        stored = [record is not None and record.n_vectors > 0 for record in self._index.get(ids)]
         # Nodes re-created by a node parser or a vector store lose the page id; their
         # content hash + page number still imply it.
         retry = {
@@ -164,7 +166,7 @@ class MMEmbedRerank(BaseNodePostprocessor):
                 retry.items(), self._index.get(list(retry.values())), strict=True
             ):
                 # Stored or not, the content-addressed id is the better cache key.
-                ids[i], stored[i] = page_id, record is not None
+                ids[i], stored[i] = page_id, record is not None and record.n_vectors > 0
         return [
             self._candidate(node, node_id, is_stored)
             for node, node_id, is_stored in zip(nodes, ids, stored, strict=True)
@@ -175,16 +177,19 @@ class MMEmbedRerank(BaseNodePostprocessor):
 
         source = node.metadata.get(FILE_PATH)
         page = page_number_of(node.metadata)
+        content_hash = node.metadata.get(CONTENT_HASH)
+        # Core refuses to render a file whose bytes no longer match the indexed hash.
+        known_hash = content_hash if isinstance(content_hash, str) and content_hash else None
         if is_stored or (isinstance(source, str) and os.path.isfile(source)):
-            return Candidate(id=node_id, source=source, page=page)
+            return Candidate(id=node_id, source=source, page=page, content_hash=known_hash)
         resolve = getattr(node, "resolve_image", None)
         if resolve is not None:
             try:
                 return Candidate(id=node_id, image=open_image(resolve()), source=source, page=page)
             except ValueError:  # LlamaIndex: "No image found in node."
                 pass
-        if isinstance(source, str):
-            return Candidate(id=node_id, source=source, page=page)  # core names the missing file
+        if isinstance(source, str):  # core names the missing file
+            return Candidate(id=node_id, source=source, page=page, content_hash=known_hash)
         raise MMEmbedError(
             f"cannot rerank node {node.node_id}: it is not in the index and has neither an image nor "
             f"{FILE_PATH!r} + page number metadata. Use PDFPageImageReader / MMEmbedRetriever nodes, or keep "

@@ -143,8 +143,10 @@ class MMEmbedRetriever(BaseRetriever):
             import mmembed
 
             info = encoder.info if encoder is not None else None
+            # Shared: a reranker or an indexer on the same folder in this process uses the
+            # same open index (and writer lock).
             self._index = mmembed.open_index(
-                self._require_path(), encoder=info, create=create and info is not None
+                self._require_path(), encoder=info, create=create and info is not None, shared=True
             )
         return self._index
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
 from haystack_integrations.document_stores.mmembed.documents import (
+    CONTENT_HASH,
     InvalidDocumentError,
     blob_image,
     page_location,
@@ -18,7 +19,7 @@ from mmembed.retrieve import Candidate, MaxSimReranker
 
 if TYPE_CHECKING:
     from mmembed.encoders.base import Encoder
-    from mmembed.index import LocalIndex
+    from mmembed.index import SharedIndex
 
 
 @component
@@ -79,7 +80,7 @@ class MMEmbedMaxSimRanker:
         self.batch_size = batch_size
         self._encoder: Encoder | None = None
         self._reranker: MaxSimReranker | None = None
-        self._reranker_index: LocalIndex | None = None
+        self._reranker_index: SharedIndex | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (the store by its folder)."""
@@ -158,9 +159,9 @@ class MMEmbedMaxSimRanker:
         assert self._encoder is not None
         index = self.document_store.core_index() if self.document_store is not None else None
         if self._reranker is None or index is not self._reranker_index:
-            # core annotates dpi as int, but only hands it to render_page, which takes a float
-            dpi: Any = self.dpi
-            self._reranker = MaxSimReranker(self._encoder, index=index, dpi=dpi, batch_size=self.batch_size)
+            self._reranker = MaxSimReranker(
+                self._encoder, index=index, dpi=self.dpi, batch_size=self.batch_size
+            )
             self._reranker_index = index
         return self._reranker
 
@@ -182,4 +183,11 @@ class MMEmbedMaxSimRanker:
                 "or attach its image."
             )
         use_id = document.id if self.document_store is None or stored else None
-        return Candidate(id=use_id, image=image, source=file_path, page=page_number)
+        content_hash = document.meta.get(CONTENT_HASH)  # guards rendering against a changed file
+        return Candidate(
+            id=use_id,
+            image=image,
+            source=file_path,
+            page=page_number,
+            content_hash=content_hash if isinstance(content_hash, str) and content_hash else None,
+        )

@@ -1,0 +1,292 @@
+"""One open :class:`LocalIndex` per index folder per process, shared by reference-counted handles.
+
+The writer lock of an index belongs to one open ``LocalIndex``, so two independently opened
+handles on one folder in one process conflict as soon as both write. Applications often hold
+several users of one folder (an indexer, a retriever and a reranker; a framework that
+deserialises its own copy of a store for each pipeline component). ``open_index(path,
+shared=True)`` gives each of them a :class:`SharedIndex` handle on the single ``LocalIndex``
+this process keeps for the folder (keyed by its real path), so they all read and write
+through it. The ``LocalIndex`` is closed, and its writer lock released, when the last handle
+is closed (or garbage-collected).
+
+Other *processes* still get :class:`~mmembed.index.IndexLockedError` when they try to write
+while this one holds the lock. A child created by ``fork`` starts with an empty registry, so
+it never writes through the parent's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..scoring import EmbeddingsLike
+from ..types import EncoderInfo, PageRecord, SearchHit
+from . import format as fmt
+from .errors import IndexClosedError, IndexReadOnlyError
+from .filters import Filter
+from .local import LocalIndex
+from .protocol import PageInput
+
+__all__ = ["SharedIndex", "open_shared", "shared_handles"]
+
+
+@dataclass
+class _Entry:
+    """The process's open index for one folder and how many handles use it."""
+
+    key: str
+    index: LocalIndex
+    handles: int = 0
+
+
+_registry_lock = threading.Lock()
+_registry: dict[str, _Entry] = {}
+_owner: int | None = None  # thread inside a registry critical section
+_deferred: list[_Entry] = []  # releases from __del__ run while the registry was mid-change
+
+
+def _forget_after_fork() -> None:
+    """In a forked child, the parent's open indexes (and its writer lock) are not ours."""
+    global _registry_lock, _registry, _owner, _deferred
+    _registry_lock, _registry, _owner, _deferred = threading.Lock(), {}, None, []
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    global _owner
+    with _registry_lock:
+        _owner = threading.get_ident()
+        try:
+            yield
+        finally:
+            while _deferred:  # the registry is consistent again: finish deferred releases
+                with contextlib.suppress(Exception):
+                    _drop(_deferred.pop())
+            _owner = None
+
+
+def folder_key(path: str | os.PathLike[str]) -> str:
+    """Registry key of an index folder: its real absolute path (symlinks resolved)."""
+    return os.path.realpath(Path(path).expanduser())
+
+
+def open_shared(
+    path: str | os.PathLike[str],
+    encoder: EncoderInfo | None = None,
+    *,
+    create: bool = True,
+    readonly: bool = False,
+    dtype: str = "float16",
+    keep_thumbnails: bool = True,
+) -> SharedIndex:
+    """A new handle on the process's ``LocalIndex`` for ``path`` (opened, or created when
+    ``create`` and not ``readonly``, if no handle on that folder is open yet).
+
+    ``encoder``, when given, must match the stored encoder (``EncoderMismatchError``).
+    ``dtype`` and ``keep_thumbnails`` only apply when the index is created. The shared
+    ``LocalIndex`` is always opened writer-capable (opening takes no lock); a ``readonly``
+    handle refuses writes itself, so readers and writers of one folder share one index.
+    """
+    key = folder_key(path)
+    with _locked():
+        entry = _registry.get(key)
+        if entry is None:
+            index = LocalIndex(
+                key,
+                encoder,
+                create=create and not readonly,
+                dtype=dtype,
+                keep_thumbnails=keep_thumbnails,
+            )
+            entry = _registry[key] = _Entry(key, index)
+        elif encoder is not None:
+            entry.index.encoder.check_compatible(encoder, index_path=key)
+        entry.handles += 1
+        return SharedIndex(entry, readonly=readonly)
+
+
+def shared_handles(path: str | os.PathLike[str]) -> int:
+    """How many open handles share this process's index for ``path`` (0: none is open)."""
+    with _locked():
+        entry = _registry.get(folder_key(path))
+        return entry.handles if entry is not None else 0
+
+
+def _drop(entry: _Entry) -> None:
+    """One handle of ``entry`` let go; the caller holds the registry lock."""
+    entry.handles -= 1
+    if entry.handles > 0:
+        return
+    if _registry.get(entry.key) is entry:
+        del _registry[entry.key]
+    # Closed under the registry lock: a new opener of this folder must not open a second
+    # LocalIndex while this one still holds the writer lock.
+    entry.index.close()
+
+
+def _release(handle: SharedIndex, *, from_gc: bool = False) -> None:
+    if from_gc and _owner == threading.get_ident():
+        # The garbage collector ran inside this thread's own registry critical section:
+        # taking the lock would deadlock, so the release runs when that section ends.
+        entry, handle._entry = handle._entry, None
+        if entry is not None:
+            _deferred.append(entry)
+        return
+    with _locked():
+        entry, handle._entry = handle._entry, None
+        if entry is not None:
+            _drop(entry)
+
+
+class SharedIndex:
+    """A handle on the one :class:`LocalIndex` this process keeps open for a folder.
+
+    Made by ``open_index(path, shared=True)``. It implements
+    :class:`~mmembed.index.IndexBackend` (plus ``compact``, ``info`` and
+    ``lock_for_writing``) by calling the shared index, which serialises concurrent calls
+    from several threads. :meth:`close` closes this handle only; the index itself closes
+    when its last handle does. A ``readonly`` handle raises
+    :class:`~mmembed.index.IndexReadOnlyError` on writes.
+    """
+
+    def __init__(self, entry: _Entry, *, readonly: bool) -> None:
+        # Private: use open_index(path, shared=True), which counts the handle.
+        self._entry: _Entry | None = entry
+        self.readonly = readonly
+        self.path: Path = entry.index.path
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def closed(self) -> bool:
+        return self._entry is None
+
+    def _index(self) -> LocalIndex:
+        entry = self._entry
+        if entry is None:
+            raise IndexClosedError(
+                f"this handle on the index at {self.path} was closed; open it again with open_index()."
+            )
+        return entry.index
+
+    def _writable(self) -> LocalIndex:
+        index = self._index()
+        if self.readonly:
+            raise IndexReadOnlyError(
+                f"this handle on the index at {self.path} was opened with readonly=True; open one "
+                "without readonly to add, delete or compact pages."
+            )
+        return index
+
+    def close(self) -> None:
+        """Close this handle (idempotent); the shared index closes with its last handle."""
+        _release(self)
+
+    def __enter__(self) -> SharedIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            _release(self, from_gc=True)
+
+    def __copy__(self) -> SharedIndex:
+        """Another handle on the same index (frameworks deep-copy components)."""
+        with _locked():
+            entry = self._entry
+            if entry is None:
+                return SharedIndex._closed_copy(self)
+            entry.handles += 1
+            return SharedIndex(entry, readonly=self.readonly)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedIndex:
+        return self.__copy__()
+
+    @staticmethod
+    def _closed_copy(handle: SharedIndex) -> SharedIndex:
+        copy = object.__new__(SharedIndex)
+        copy._entry, copy.readonly, copy.path = None, handle.readonly, handle.path
+        return copy
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"an open index handle ({self.path}) cannot be pickled or sent to another process; "
+            "pass the folder path and open it there with open_index()."
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "readonly" if self.readonly else "read-write"
+        return f"SharedIndex({str(self.path)!r}, {state})"
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def encoder(self) -> EncoderInfo:
+        return self._index().encoder
+
+    @property
+    def manifest(self) -> fmt.Manifest:
+        return self._index().manifest
+
+    @property
+    def dtype(self) -> str:
+        return self._index().dtype
+
+    @property
+    def keep_thumbnails(self) -> bool:
+        return self._index().keep_thumbnails
+
+    def info(self) -> dict[str, Any]:
+        return self._index().info()
+
+    # ------------------------------------------------------------------ writing
+
+    def lock_for_writing(self) -> None:
+        """Take the folder's writer lock for the shared index (held until its last handle closes)."""
+        self._writable().lock_for_writing()
+
+    def add(self, pages: Sequence[PageInput]) -> list[str]:
+        return self._writable().add(pages)
+
+    def upsert(self, pages: Sequence[PageInput]) -> list[str]:
+        return self._writable().upsert(pages)
+
+    def delete(self, ids: Sequence[str] | None = None, *, where: Filter | None = None) -> int:
+        return self._writable().delete(ids, where=where)
+
+    def compact(self) -> int:
+        return self._writable().compact()
+
+    # ------------------------------------------------------------------ reading
+
+    def count(self, where: Filter | None = None) -> int:
+        return self._index().count(where)
+
+    def get(self, ids: Sequence[str]) -> list[PageRecord | None]:
+        return self._index().get(ids)
+
+    def get_embeddings(self, ids: Sequence[str]) -> list[torch.Tensor | None]:
+        return self._index().get_embeddings(ids)
+
+    def records(self, where: Filter | None = None) -> Iterator[PageRecord]:
+        return self._index().records(where)
+
+    def sources(self) -> dict[str, str]:
+        return self._index().sources()
+
+    def search(
+        self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        return self._index().search(queries, k=k, where=where)
