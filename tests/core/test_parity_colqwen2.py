@@ -1,9 +1,8 @@
-"""Qwen2-VL retrievers against their references, on tiny checkpoints (float32, CPU, eager).
+"""DSE-Qwen2 (``llamaindex/vdr-2b-multi-v1``) against the published inference recipe (model
+card / MTEB wrapper) run on transformers' ``Qwen2VLForConditionalGeneration``, on a tiny
+checkpoint (float32, CPU, eager).
 
-- ColQwen2 and BiQwen2 vs colpali-engine 0.3.18's models + processors, merged and
-  LoRA-over-base (the layout of ``vidore/colqwen2-v1.0``).
-- DSE-Qwen2 (``llamaindex/vdr-2b-multi-v1``) vs the published inference recipe (model card /
-  MTEB wrapper) run on transformers' ``Qwen2VLForConditionalGeneration``.
+ColQwen2 and BiQwen2 are checked against colpali-engine in test_parity_colpali_engine.py.
 """
 
 from __future__ import annotations
@@ -16,48 +15,7 @@ import torch
 from PIL import Image
 
 from mmembed.encoders import Encoder, load_encoder
-from mmembed.encoders.qwen_vl import COLPALI_PAGE_PREFIX, COLPALI_PAGE_SUFFIX
 from mmembed_testing import parity
-
-pytest.importorskip(
-    "colpali_engine.models", reason="reference only: pip install --no-deps colpali-engine==0.3.18"
-)
-from mmembed_testing import colpali_reference as ref
-
-CASES = [("colqwen2", False), ("colqwen2", True), ("biqwen2", False), ("biqwen2", True)]
-
-
-@pytest.fixture(
-    scope="module", params=CASES, ids=[f"{f}-{'lora' if lora else 'merged'}" for f, lora in CASES]
-)
-def case(request: pytest.FixtureRequest, tiny_checkpoint) -> tuple[str, Encoder, ref.Reference]:
-    family, lora = request.param
-    path = tiny_checkpoint(family, lora=lora)
-    return family, load_encoder(path, device="cpu", dtype="float32"), ref.Reference(family, path)
-
-
-def test_family_and_kind(case: tuple[str, Encoder, ref.Reference]) -> None:
-    family, encoder, _ = case
-    assert encoder.info.family == family
-    assert (encoder.info.kind, encoder.info.dim) == (
-        ("multi", 128) if family == "colqwen2" else ("single", 128)
-    )
-
-
-def test_queries_match(case: tuple[str, Encoder, ref.Reference]) -> None:
-    ref.check_queries(case[1], case[2])
-
-
-def test_pages_and_scores_match(case: tuple[str, Encoder, ref.Reference]) -> None:
-    ref.check_pages_and_scores(case[1], case[2])
-
-
-def test_documents_match(case: tuple[str, Encoder, ref.Reference]) -> None:
-    prompts = [COLPALI_PAGE_PREFIX + caption + COLPALI_PAGE_SUFFIX for caption in parity.CAPTIONS]
-    ref.check_documents(case[1], case[2], prompts)
-
-
-# -- DSE (vdr-2b-multi-v1) ------------------------------------------------------------------
 
 DSE_DOCUMENT = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .index.protocol import IndexBackend, PageInput
 from .loaders import LoadIssue, Page, load_pages, make_thumbnail
+from .types import MMEmbedError
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
@@ -122,6 +123,13 @@ def index_documents(
         if not batch:
             return
         embeddings = encoder.encode_images([p.image for p in batch])
+        for p, emb in zip(batch, embeddings, strict=True):
+            if emb.ndim != 2 or emb.shape[0] == 0:
+                # A page stored without vectors would silently never be found.
+                raise MMEmbedError(
+                    f"{p.source} page {p.page}: the encoder returned an embedding of shape "
+                    f"{tuple(emb.shape)}; nothing was stored for this batch. Check the model."
+                )
         inputs = [
             PageInput(
                 embedding=emb,

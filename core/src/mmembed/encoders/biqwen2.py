@@ -21,18 +21,14 @@ from __future__ import annotations
 
 from .checkpoint import CheckpointFacts
 from .qwen_vl import (
-    COLPALI_RECIPE,
-    OPTIONS,
     Prompt,
-    QwenVLEncoder,
     Recipe,
-    build_encoder,
     dse_resize,
     has_head,
     is_embedding_adapter,
     is_generation,
+    register_qwen_vl_family,
 )
-from .registry import LoadRequest, ModelFamily, register_family
 
 FAMILY_ID = "biqwen2"
 DSE_FAMILY_ID = "dse_qwen2"
@@ -78,46 +74,25 @@ def matches_dse(facts: CheckpointFacts) -> bool:
     )
 
 
-def build(request: LoadRequest) -> QwenVLEncoder:
-    return build_encoder(
-        request, family_id=FAMILY_ID, generation="qwen2", kind="single", recipe=COLPALI_RECIPE
-    )
-
-
-def build_dse(request: LoadRequest) -> QwenVLEncoder:
-    return build_encoder(
-        request, family_id=DSE_FAMILY_ID, generation="qwen2", kind="single", recipe=DSE_RECIPE
-    )
-
-
-FAMILY = register_family(
-    ModelFamily(
-        id=FAMILY_ID,
-        kind="single",
-        similarity="dot",
-        dim=None,
-        description="BiQwen2: Qwen2-VL, last-token dense vector (colpali-engine)",
-        matches=matches,
-        build=build,
-        notes="dim = the backbone's hidden size (1536 for 2B). L2-normalised, so dot = cosine.",
-        options=OPTIONS,
-    )
+FAMILY = register_qwen_vl_family(
+    FAMILY_ID,
+    generation="qwen2",
+    kind="single",
+    description="BiQwen2: Qwen2-VL, last-token dense vector (colpali-engine)",
+    matches=matches,
+    notes="dim = the backbone's hidden size (1536 for 2B). L2-normalised, so dot = cosine.",
 )
 
-DSE_FAMILY = register_family(
-    ModelFamily(
-        id=DSE_FAMILY_ID,
-        kind="single",
-        similarity="dot",
-        dim=None,
-        description="DSE on Qwen2-VL (vdr-2b): last-token dense vector, DSE prompts",
-        matches=matches_dse,
-        build=build_dse,
-        known_checkpoints=("llamaindex/vdr-2b-multi-v1", "llamaindex/vdr-2b-v1"),
-        notes=(
-            "1536-d (Matryoshka-trained), L2-normalised. Pages resized to at most 768 visual tokens "
-            "(the model card's setting; max_pixels / max_num_visual_tokens override it)."
-        ),
-        options=OPTIONS,
-    )
+DSE_FAMILY = register_qwen_vl_family(
+    DSE_FAMILY_ID,
+    generation="qwen2",
+    kind="single",
+    recipe=DSE_RECIPE,
+    description="DSE on Qwen2-VL (vdr-2b): last-token dense vector, DSE prompts",
+    matches=matches_dse,
+    known_checkpoints=("llamaindex/vdr-2b-multi-v1", "llamaindex/vdr-2b-v1"),
+    notes=(
+        "1536-d (Matryoshka-trained), L2-normalised. Pages resized to at most 768 visual tokens "
+        "(the model card's setting; max_pixels / max_num_visual_tokens override it)."
+    ),
 )

@@ -15,16 +15,7 @@ checkpoint declares ``architectures: ["BiQwen2_5"]``. A Qwen2.5-VL checkpoint wi
 from __future__ import annotations
 
 from .checkpoint import CheckpointFacts
-from .qwen_vl import (
-    COLPALI_RECIPE,
-    OPTIONS,
-    QwenVLEncoder,
-    build_encoder,
-    has_head,
-    is_embedding_adapter,
-    is_generation,
-)
-from .registry import LoadRequest, ModelFamily, register_family
+from .qwen_vl import has_head, is_embedding_adapter, is_generation, register_qwen_vl_family
 
 FAMILY_ID = "biqwen2_5"
 
@@ -35,27 +26,16 @@ def matches(facts: CheckpointFacts) -> bool:
     return "BiQwen2_5" in facts.architectures or is_embedding_adapter(facts)
 
 
-def build(request: LoadRequest) -> QwenVLEncoder:
-    return build_encoder(
-        request, family_id=FAMILY_ID, generation="qwen2_5", kind="single", recipe=COLPALI_RECIPE
-    )
-
-
-FAMILY = register_family(
-    ModelFamily(
-        id=FAMILY_ID,
-        kind="single",
-        similarity="dot",
-        dim=None,
-        description="BiQwen2.5 / Nomic Embed Multimodal: Qwen2.5-VL, last-token dense vector",
-        matches=matches,
-        build=build,
-        known_checkpoints=("nomic-ai/nomic-embed-multimodal-3b", "nomic-ai/nomic-embed-multimodal-7b"),
-        notes=(
-            "dim = the backbone's hidden size (2048 for 3B, 3584 for 7B); L2-normalised, so dot = cosine. "
-            "Takes page images, text documents and (image, text) documents. LoRA adapters over "
-            "Qwen2.5-VL-*-Instruct; the base must be a local folder or reachable on the Hub (or pass base_model=...)."
-        ),
-        options=OPTIONS,
-    )
+FAMILY = register_qwen_vl_family(
+    FAMILY_ID,
+    generation="qwen2_5",
+    kind="single",
+    description="BiQwen2.5 / Nomic Embed Multimodal: Qwen2.5-VL, last-token dense vector",
+    matches=matches,
+    known_checkpoints=("nomic-ai/nomic-embed-multimodal-3b", "nomic-ai/nomic-embed-multimodal-7b"),
+    notes=(
+        "dim = the backbone's hidden size (2048 for 3B, 3584 for 7B); L2-normalised, so dot = cosine. "
+        "Takes page images, text documents and (image, text) documents. LoRA adapters over "
+        "Qwen2.5-VL-*-Instruct; the base must be a local folder or reachable on the Hub (or pass base_model=...)."
+    ),
 )

@@ -14,7 +14,6 @@ top-level ``linear`` head in its weights, or a PEFT LoRA adapter bringing one
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from typing import Any
@@ -22,22 +21,18 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..types import EncoderInfo, MMEmbedError
+from ..types import MMEmbedError
 from .checkpoint import CheckpointFacts
 from .registry import LoadRequest, ModelFamily, register_family
-from .runtime import default_attention
 from .vlm import (
-    DEFAULT_BATCH_SIZE,
     Prompt,
     Recipe,
     VLMEncoder,
-    build_embedder,
+    build_vlm_encoder,
     has_head,
-    head_size,
     processor_folder,
+    rename_key,
 )
-
-logger = logging.getLogger(__name__)
 
 FAMILY_ID = "colidefics3"
 IMAGE_TOKEN = "<image>"
@@ -63,12 +58,7 @@ _UNUSED = re.compile(r"^(lm_head|model\.lm_head)\.")
 
 def rename_weight(key: str) -> str | None:
     """Any known ColIdefics3 / Idefics3 checkpoint key -> :class:`~mmembed.encoders.vlm.Embedder` name."""
-    if _UNUSED.match(key):
-        return None
-    for pattern, target in _RENAMES:
-        if pattern.match(key):
-            return pattern.sub(target, key, count=1)
-    return key
+    return rename_key(key, _RENAMES, _UNUSED)
 
 
 class ColIdefics3Encoder(VLMEncoder):
@@ -110,39 +100,18 @@ def _load_processor(facts: CheckpointFacts, config: Any, options: dict[str, Any]
 
 def build(request: LoadRequest) -> ColIdefics3Encoder:
     from transformers import Idefics3Config, Idefics3Model
-    from transformers.initialization import no_init_weights
 
-    facts = request.facts
     options = dict(request.options)
-    head_dim = head_size(facts, rename_weight)
-    if head_dim is None:
-        raise MMEmbedError(
-            f"{facts.name}: no linear / custom_text_proj head in the checkpoint or its adapter"
-        )
-    attn = options.get("attn_implementation") or default_attention(request.device)
-    config = Idefics3Config.from_pretrained(str(facts.model_path))
-    with no_init_weights():  # every weight is loaded from the checkpoint
-        backbone = Idefics3Model._from_config(config, dtype=request.dtype, attn_implementation=attn)
-    text_config: Any = config.text_config
-    hidden = int(text_config.hidden_size)
-    model = build_embedder(facts, backbone, hidden, head_dim, rename_weight, request.dtype).to(request.device)
-    info = EncoderInfo(request.name, FAMILY_ID, "multi", head_dim, "maxsim", request.revision)
-    logger.info(
-        "loaded %s (%s) on %s as %s, %s attention",
-        request.name,
-        FAMILY_ID,
-        request.device,
-        request.dtype,
-        attn,
-    )
-    return ColIdefics3Encoder(
-        model,
-        _load_processor(facts, config, options),
-        RECIPE,
-        info=info,
-        device=request.device,
-        dtype=request.dtype,
-        batch_size=int(options.get("batch_size") or DEFAULT_BATCH_SIZE),
+    return build_vlm_encoder(
+        request,
+        family_id=FAMILY_ID,
+        kind="multi",
+        classes=(Idefics3Config, Idefics3Model),
+        rename=rename_weight,
+        load_processor=lambda config: _load_processor(request.facts, config, options),
+        recipe=RECIPE,
+        encoder_class=ColIdefics3Encoder,
+        head="linear / custom_text_proj head",
     )
 
 

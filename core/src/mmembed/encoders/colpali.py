@@ -14,29 +14,24 @@ Checkpoints: a PaliGemma ``config.json`` with ``architectures: ["ColPali"]`` or 
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
 import torch
 from PIL import Image
 
-from ..types import EncoderInfo, MMEmbedError
+from ..types import MMEmbedError
 from .checkpoint import CheckpointFacts
 from .registry import LoadRequest, ModelFamily, register_family
-from .runtime import default_attention
 from .vlm import (
-    DEFAULT_BATCH_SIZE,
     Prompt,
     Recipe,
     VLMEncoder,
-    build_embedder,
+    build_vlm_encoder,
     has_head,
-    head_size,
     processor_folder,
+    rename_key,
 )
-
-logger = logging.getLogger(__name__)
 
 FAMILY_ID = "colpali"
 IMAGE_TOKEN = "<image>"
@@ -69,12 +64,7 @@ _UNUSED = re.compile(r"^(lm_head|model\.lm_head|model\.language_model\.lm_head|l
 
 def rename_weight(key: str) -> str | None:
     """Any known ColPali / PaliGemma checkpoint key -> :class:`~mmembed.encoders.vlm.Embedder` name."""
-    if _UNUSED.match(key):
-        return None
-    for pattern, target in _RENAMES:
-        if pattern.match(key):
-            return pattern.sub(target, key, count=1)
-    return key
+    return rename_key(key, _RENAMES, _UNUSED)
 
 
 class ColPaliEncoder(VLMEncoder):
@@ -127,38 +117,16 @@ def _recipe_for(processor: Any) -> Recipe:
 
 def build(request: LoadRequest) -> ColPaliEncoder:
     from transformers import PaliGemmaConfig, PaliGemmaModel
-    from transformers.initialization import no_init_weights
 
-    facts = request.facts
-    options = dict(request.options)
-    head_dim = head_size(facts, rename_weight)
-    if head_dim is None:
-        raise MMEmbedError(f"{facts.name}: no custom_text_proj weights in the checkpoint or its adapter")
-    attn = options.get("attn_implementation") or default_attention(request.device)
-    config = PaliGemmaConfig.from_pretrained(str(facts.model_path))
-    with no_init_weights():  # every weight is loaded from the checkpoint
-        backbone = PaliGemmaModel._from_config(config, dtype=request.dtype, attn_implementation=attn)
-    text_config: Any = config.text_config
-    hidden = int(text_config.hidden_size)
-    model = build_embedder(facts, backbone, hidden, head_dim, rename_weight, request.dtype).to(request.device)
-    processor = _load_processor(facts)
-    info = EncoderInfo(request.name, FAMILY_ID, "multi", head_dim, "maxsim", request.revision)
-    logger.info(
-        "loaded %s (%s) on %s as %s, %s attention",
-        request.name,
-        FAMILY_ID,
-        request.device,
-        request.dtype,
-        attn,
-    )
-    return ColPaliEncoder(
-        model,
-        processor,
-        _recipe_for(processor),
-        info=info,
-        device=request.device,
-        dtype=request.dtype,
-        batch_size=int(options.get("batch_size") or DEFAULT_BATCH_SIZE),
+    return build_vlm_encoder(
+        request,
+        family_id=FAMILY_ID,
+        kind="multi",
+        classes=(PaliGemmaConfig, PaliGemmaModel),
+        rename=rename_weight,
+        load_processor=lambda _config: _load_processor(request.facts),
+        recipe=_recipe_for,
+        encoder_class=ColPaliEncoder,
     )
 
 

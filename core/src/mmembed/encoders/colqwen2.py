@@ -13,8 +13,7 @@ Checkpoints: a Qwen2-VL ``config.json`` whose weights or LoRA adapter carry
 from __future__ import annotations
 
 from .checkpoint import CheckpointFacts
-from .qwen_vl import COLPALI_RECIPE, OPTIONS, QwenVLEncoder, build_encoder, has_head, is_generation
-from .registry import LoadRequest, ModelFamily, register_family
+from .qwen_vl import has_head, is_generation, register_qwen_vl_family
 
 FAMILY_ID = "colqwen2"
 
@@ -23,26 +22,16 @@ def matches(facts: CheckpointFacts) -> bool:
     return is_generation(facts, "qwen2") and ("ColQwen2" in facts.architectures or has_head(facts))
 
 
-def build(request: LoadRequest) -> QwenVLEncoder:
-    return build_encoder(
-        request, family_id=FAMILY_ID, generation="qwen2", kind="multi", recipe=COLPALI_RECIPE
-    )
-
-
-FAMILY = register_family(
-    ModelFamily(
-        id=FAMILY_ID,
-        kind="multi",
-        similarity="maxsim",
-        dim=128,
-        description="ColQwen2: Qwen2-VL + custom_text_proj, late interaction",
-        matches=matches,
-        build=build,
-        known_checkpoints=("vidore/colqwen2-v1.0", "vidore/colqwen2-v0.1"),
-        notes=(
-            "2B: ~4.4 GB in bfloat16. Pages up to 768 visual tokens by default (the checkpoint's "
-            "preprocessor_config). LoRA adapters are merged at load time."
-        ),
-        options=OPTIONS,
-    )
+FAMILY = register_qwen_vl_family(
+    FAMILY_ID,
+    generation="qwen2",
+    kind="multi",
+    dim=128,
+    description="ColQwen2: Qwen2-VL + custom_text_proj, late interaction",
+    matches=matches,
+    known_checkpoints=("vidore/colqwen2-v1.0", "vidore/colqwen2-v0.1"),
+    notes=(
+        "2B: ~4.4 GB in bfloat16. Pages up to 768 visual tokens by default (the checkpoint's "
+        "preprocessor_config). LoRA adapters are merged at load time."
+    ),
 )

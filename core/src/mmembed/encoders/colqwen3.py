@@ -13,8 +13,7 @@ and ``-8b`` (the ColQwen3 checkpoints colpali-engine 0.3.18 lists).
 from __future__ import annotations
 
 from .checkpoint import CheckpointFacts
-from .qwen_vl import COLPALI_RECIPE, OPTIONS, QwenVLEncoder, build_encoder, has_head, is_generation
-from .registry import LoadRequest, ModelFamily, register_family
+from .qwen_vl import has_head, is_generation, register_qwen_vl_family
 
 FAMILY_ID = "colqwen3"
 
@@ -23,23 +22,12 @@ def matches(facts: CheckpointFacts) -> bool:
     return is_generation(facts, "qwen3") and ("ColQwen3" in facts.architectures or has_head(facts))
 
 
-def build(request: LoadRequest) -> QwenVLEncoder:
-    return build_encoder(
-        request, family_id=FAMILY_ID, generation="qwen3", kind="multi", recipe=COLPALI_RECIPE
-    )
-
-
-FAMILY = register_family(
-    ModelFamily(
-        id=FAMILY_ID,
-        kind="multi",
-        similarity="maxsim",
-        dim=None,
-        description="ColQwen3: Qwen3-VL + custom_text_proj, late interaction",
-        matches=matches,
-        build=build,
-        known_checkpoints=("TomoroAI/tomoro-colqwen3-embed-4b", "TomoroAI/tomoro-colqwen3-embed-8b"),
-        notes="dim from the checkpoint's head (320 for the Tomoro models). 4B: ~8.5 GB in bfloat16, needs a GPU.",
-        options=OPTIONS,
-    )
+FAMILY = register_qwen_vl_family(
+    FAMILY_ID,
+    generation="qwen3",
+    kind="multi",
+    description="ColQwen3: Qwen3-VL + custom_text_proj, late interaction",
+    matches=matches,
+    known_checkpoints=("TomoroAI/tomoro-colqwen3-embed-4b", "TomoroAI/tomoro-colqwen3-embed-8b"),
+    notes="dim from the checkpoint's head (320 for the Tomoro models). 4B: ~8.5 GB in bfloat16, needs a GPU.",
 )

@@ -10,7 +10,6 @@ image-processor limits unless ``max_pixels`` / ``max_num_visual_tokens`` is give
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Callable
@@ -19,20 +18,18 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from ..types import EncoderInfo, Kind, MMEmbedError
+from ..types import Kind, MMEmbedError
 from .checkpoint import CheckpointFacts
-from .registry import LoadRequest
-from .runtime import default_attention
+from .registry import LoadRequest, ModelFamily, register_family
 from .vlm import (
-    DEFAULT_BATCH_SIZE,
     Prompt,
     Recipe,
     VLMEncoder,
-    build_embedder,
+    build_vlm_encoder,
     has_head,
-    head_size,
     is_embedding_adapter,
     processor_folder,
+    rename_key,
 )
 
 __all__ = [
@@ -49,10 +46,9 @@ __all__ = [
     "has_head",
     "is_embedding_adapter",
     "is_generation",
+    "register_qwen_vl_family",
     "rename_weight",
 ]
-
-logger = logging.getLogger(__name__)
 
 Generation = Literal["qwen2", "qwen2_5", "qwen3"]
 
@@ -87,12 +83,7 @@ _UNUSED = re.compile(r"^(lm_head|model\.lm_head)\.")
 
 def rename_weight(key: str) -> str | None:
     """Any known Qwen-VL retriever checkpoint key -> :class:`~mmembed.encoders.vlm.Embedder` name."""
-    if _UNUSED.match(key):
-        return None
-    for pattern, target in _RENAMES:
-        if pattern.match(key):
-            return pattern.sub(target, key, count=1)
-    return key
+    return rename_key(key, _RENAMES, _UNUSED)
 
 
 def text_positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -160,22 +151,15 @@ def load_processor(
     return processor
 
 
-def _backbone(
-    facts: CheckpointFacts, generation: Generation, dtype: torch.dtype, attn: str
-) -> tuple[Any, int]:
+def _backbone_classes(generation: Generation) -> tuple[Any, Any]:
     import transformers
-    from transformers.initialization import no_init_weights
 
     classes: dict[str, tuple[Any, Any]] = {
         "qwen2": (transformers.Qwen2VLConfig, transformers.Qwen2VLModel),
         "qwen2_5": (transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLModel),
         "qwen3": (transformers.Qwen3VLConfig, transformers.Qwen3VLModel),
     }
-    config_class, model_class = classes[generation]
-    config = config_class.from_pretrained(str(facts.model_path))
-    with no_init_weights():  # every weight is loaded from the checkpoint
-        backbone = model_class._from_config(config, dtype=dtype, attn_implementation=attn)
-    return backbone, int(config.text_config.hidden_size)
+    return classes[generation]
 
 
 def build_encoder(
@@ -189,39 +173,49 @@ def build_encoder(
 ) -> QwenVLEncoder:
     """Everything a Qwen-VL family's ``build`` does; the family passes its constants."""
     options = dict(request.options)
-    facts = request.facts
-    head_dim: int | None = None
-    if kind == "multi":
-        head_dim = head_size(facts, rename_weight)
-        if head_dim is None:
-            raise MMEmbedError(f"{facts.name}: no custom_text_proj weights in the checkpoint or its adapter")
-    attn = options.get("attn_implementation") or default_attention(request.device)
-    backbone, hidden = _backbone(facts, generation, request.dtype, attn)
-    model = build_embedder(facts, backbone, hidden, head_dim, rename_weight, request.dtype).to(request.device)
-    info = EncoderInfo(
-        name=request.name,
-        family=family_id,
+    return build_vlm_encoder(
+        request,
+        family_id=family_id,
         kind=kind,
-        dim=head_dim if head_dim is not None else hidden,
-        similarity="maxsim" if kind == "multi" else "dot",
-        revision=request.revision,
+        classes=_backbone_classes(generation),
+        rename=rename_weight,
+        load_processor=lambda _config: load_processor(request.facts, generation, recipe, options),
+        recipe=recipe,
+        encoder_class=encoder_class,
     )
-    logger.info(
-        "loaded %s (%s) on %s as %s, %s attention",
-        request.name,
-        family_id,
-        request.device,
-        request.dtype,
-        attn,
-    )
-    return encoder_class(
-        model,
-        load_processor(facts, generation, recipe, options),
-        recipe,
-        info=info,
-        device=request.device,
-        dtype=request.dtype,
-        batch_size=int(options.get("batch_size") or DEFAULT_BATCH_SIZE),
+
+
+def register_qwen_vl_family(
+    family_id: str,
+    *,
+    generation: Generation,
+    kind: Kind,
+    matches: Callable[[CheckpointFacts], bool],
+    description: str,
+    dim: int | None = None,
+    recipe: Recipe = COLPALI_RECIPE,
+    known_checkpoints: tuple[str, ...] = (),
+    notes: str = "",
+) -> ModelFamily:
+    """Register a Qwen-VL family built by :func:`build_encoder` (multi-vector families score
+    with MaxSim, single-vector ones with dot products of L2-normalised vectors)."""
+
+    def build(request: LoadRequest) -> QwenVLEncoder:
+        return build_encoder(request, family_id=family_id, generation=generation, kind=kind, recipe=recipe)
+
+    return register_family(
+        ModelFamily(
+            id=family_id,
+            kind=kind,
+            similarity="maxsim" if kind == "multi" else "dot",
+            dim=dim,
+            description=description,
+            matches=matches,
+            build=build,
+            known_checkpoints=known_checkpoints,
+            notes=notes,
+            options=OPTIONS,
+        )
     )
 
 

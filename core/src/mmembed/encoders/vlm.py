@@ -18,18 +18,20 @@ L2-normalised state (single-vector). This module holds that common part:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
 from torch import nn
 
-from ..types import EncoderInfo, MMEmbedError
+from ..types import EncoderInfo, Kind, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery
 from .checkpoint import ADAPTER_WEIGHTS, CheckpointFacts, safetensors_files
-from .runtime import run_batched
+from .registry import LoadRequest
+from .runtime import default_attention, run_batched
 from .weights import Renamer, load_weights, merge_lora, replaced_by_adapter
 
 logger = logging.getLogger(__name__)
@@ -388,3 +390,80 @@ def build_embedder(
     if facts.adapter is not None:
         merge_lora(model, facts.adapter, rename)
     return model.eval().requires_grad_(False)
+
+
+def rename_key(
+    key: str, renames: Sequence[tuple[re.Pattern[str], str]], unused: re.Pattern[str]
+) -> str | None:
+    """A checkpoint key -> :class:`Embedder` name: ``None`` for weights the embedder does not
+    use (``unused``), else the first matching ``(pattern, replacement)`` of ``renames`` applied."""
+    if unused.match(key):
+        return None
+    for pattern, target in renames:
+        if pattern.match(key):
+            return pattern.sub(target, key, count=1)
+    return key
+
+
+EncoderT = TypeVar("EncoderT", bound=VLMEncoder)
+
+
+def build_vlm_encoder(
+    request: LoadRequest,
+    *,
+    family_id: str,
+    kind: Kind,
+    classes: tuple[Any, Any],
+    rename: Renamer,
+    load_processor: Callable[[Any], Any],
+    recipe: Recipe | Callable[[Any], Recipe],
+    encoder_class: type[EncoderT],
+    head: str = "custom_text_proj weights",
+) -> EncoderT:
+    """Everything a VLM family's ``build`` does, from its parts.
+
+    ``classes`` are the transformers (config, backbone model) classes; ``load_processor``
+    takes the loaded config; ``recipe`` may depend on the processor; ``head`` names the
+    retrieval head in the error raised when a multi-vector checkpoint lacks one."""
+    from transformers.initialization import no_init_weights
+
+    facts = request.facts
+    options = dict(request.options)
+    head_dim: int | None = None
+    if kind == "multi":
+        head_dim = head_size(facts, rename)
+        if head_dim is None:
+            raise MMEmbedError(f"{facts.name}: no {head} in the checkpoint or its adapter")
+    attn = options.get("attn_implementation") or default_attention(request.device)
+    config_class, model_class = classes
+    config = config_class.from_pretrained(str(facts.model_path))
+    with no_init_weights():  # every weight is loaded from the checkpoint
+        backbone = model_class._from_config(config, dtype=request.dtype, attn_implementation=attn)
+    hidden = int(config.text_config.hidden_size)
+    model = build_embedder(facts, backbone, hidden, head_dim, rename, request.dtype).to(request.device)
+    processor = load_processor(config)
+    info = EncoderInfo(
+        name=request.name,
+        family=family_id,
+        kind=kind,
+        dim=head_dim if head_dim is not None else hidden,
+        similarity="maxsim" if kind == "multi" else "dot",
+        revision=request.revision,
+    )
+    logger.info(
+        "loaded %s (%s) on %s as %s, %s attention",
+        request.name,
+        family_id,
+        request.device,
+        request.dtype,
+        attn,
+    )
+    return encoder_class(
+        model,
+        processor,
+        recipe if isinstance(recipe, Recipe) else recipe(processor),
+        info=info,
+        device=request.device,
+        dtype=request.dtype,
+        batch_size=int(options.get("batch_size") or DEFAULT_BATCH_SIZE),
+    )

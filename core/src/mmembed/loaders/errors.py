@@ -42,3 +42,13 @@ class LoadError(MMEmbedError):
 def issue_error(source: str, reason: str, hint: str, *, code: str, page: int | None = None) -> LoadError:
     """Shorthand for a :class:`LoadError` carrying a new :class:`LoadIssue`."""
     return LoadError(LoadIssue(source=source, page=page, reason=reason, hint=hint, code=code))
+
+
+def unreadable_error(source: str, exc: OSError) -> LoadError:
+    """The error for a file the OS refuses to read (missing, a directory, an I/O error)."""
+    return issue_error(
+        source,
+        f"cannot be read ({exc.strerror or exc})",
+        "Check that the file exists and is readable",
+        code="unreadable",
+    )

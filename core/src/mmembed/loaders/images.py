@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import issue_error
+from .errors import issue_error, unreadable_error
 
 WHITE = (255, 255, 255)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -135,12 +135,7 @@ class ImageHandle:
                 code="corrupt_image",
             ) from exc
         except OSError as exc:
-            raise issue_error(
-                self.source,
-                f"cannot be read ({exc.strerror or exc})",
-                "Check that the file exists and is readable",
-                code="unreadable",
-            ) from exc
+            raise unreadable_error(self.source, exc) from exc
 
     def probe(self) -> list[tuple[int, int]]:
         """Size of every page as displayed (after EXIF rotation), read from the headers

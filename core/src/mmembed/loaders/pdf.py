@@ -18,7 +18,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 from PIL import Image
 
-from .errors import LoadError, issue_error
+from .errors import LoadError, issue_error, unreadable_error
 
 PDFIUM_LOCK = threading.RLock()
 
@@ -173,12 +173,7 @@ class PdfHandle:
                     return doc
             raise self._open_error(code, password) from exc
         except OSError as exc:
-            raise issue_error(
-                self.source,
-                f"cannot be read ({exc.strerror or exc})",
-                "Check that the file exists and is readable",
-                code="unreadable",
-            ) from exc
+            raise unreadable_error(self.source, exc) from exc
 
     def _no_pages(self) -> LoadError:
         return issue_error(

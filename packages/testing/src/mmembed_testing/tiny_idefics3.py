@@ -18,7 +18,8 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
-from .tiny_qwen_vl import write_lora_adapter
+from .tiny_qwen_vl import set_processor_class, write_lora_adapter
+from .tiny_tokenizers import train_bpe
 
 Layout = Literal["legacy", "transformers"]
 
@@ -59,11 +60,9 @@ def make_smollm_tokenizer(vocab_size: int = 400) -> Any:
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    trainer_tok.train_from_iterator(list(_CORPUS) * 4, trainer)
-    model = json.loads(trainer_tok.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    vocab, merges = train_bpe(trainer_tok, trainer, _CORPUS)
     tokenizer = GPT2Tokenizer(
-        vocab=dict(model["vocab"]),
+        vocab=vocab,
         merges=merges,  # type: ignore[arg-type]  # (left, right) pairs, which the backend takes too
         unk_token="<|endoftext|>",
         bos_token="<|im_start|>",
@@ -131,10 +130,7 @@ def _save_processor_files(folder: Path) -> None:
     processor.tokenizer.save_pretrained(folder)
     settings = {"image_seq_len": IMAGE_SEQ_LEN, "processor_class": "ColIdefics3Processor"}
     (folder / "processor_config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-    for name in ("preprocessor_config.json", "tokenizer_config.json"):
-        data = json.loads((folder / name).read_text())
-        data["processor_class"] = "ColIdefics3Processor"
-        (folder / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    set_processor_class(folder, "ColIdefics3Processor")
 
 
 def write_model(folder: Path, *, seed: int, layout: Layout = "legacy") -> Path:

@@ -12,7 +12,6 @@ model of ~0.3 M parameters: 112-pixel pages, 64 image tokens.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,8 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
-from .tiny_qwen_vl import write_lora_adapter
+from .tiny_qwen_vl import set_processor_class, write_lora_adapter
+from .tiny_tokenizers import train_bpe
 
 Layout = Literal["legacy", "transformers"]
 
@@ -52,10 +52,8 @@ def make_gemma_tokenizer(vocab_size: int = 500) -> Any:
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=specials + byte_tokens, show_progress=False
     )
-    trainer_tok.train_from_iterator(list(_CORPUS) * 4, trainer)
-    model = json.loads(trainer_tok.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    tokenizer = GemmaTokenizer(vocab=dict(model["vocab"]), merges=merges)  # type: ignore[arg-type]  # pairs
+    vocab, merges = train_bpe(trainer_tok, trainer, _CORPUS)
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=merges)  # type: ignore[arg-type]  # (left, right) pairs
     tokenizer.padding_side = "right"  # as the real PaliGemma tokenizer
     return tokenizer
 
@@ -142,10 +140,7 @@ def _save_processor_files(folder: Path) -> None:
     processor = _processor()
     processor.image_processor.save_pretrained(folder)
     processor.tokenizer.save_pretrained(folder)
-    for name in ("preprocessor_config.json", "tokenizer_config.json"):
-        data = json.loads((folder / name).read_text())
-        data["processor_class"] = "ColPaliProcessor"
-        (folder / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    set_processor_class(folder, "ColPaliProcessor")
 
 
 def build(path: Path, *, seed: int, lora: bool, layout: Layout = "legacy") -> Path:

@@ -13,28 +13,20 @@ The builders below write exactly those files, only with a model of ~0.6 M parame
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from .tiny_qwen_vl import LORA_TARGETS_WITH_HEAD, MAX_PIXELS, MIN_PIXELS, Layout, set_processor_class
+from .tiny_qwen_vl import write_lora_adapter as write_qwen_vl_lora_adapter
 from .tiny_tokenizers import make_qwen2_tokenizer
-
-Layout = Literal["legacy", "transformers"]
 
 EMBEDDING_DIM = 128
 # The regex vidore's ColQwen2 / ColQwen2.5 adapters use for LoRA targets.
-LORA_TARGET_MODULES = (
-    r"(.*(model).*(down_proj|gate_proj|up_proj|k_proj|q_proj|v_proj|o_proj).*$|.*(custom_text_proj).*$)"
-)
-LORA_RANK = 4
-LORA_ALPHA = 8
-# Small enough for speed, large enough that a page is several merged patches wide.
-MAX_PIXELS = 448 * 448
-MIN_PIXELS = 56 * 56
+LORA_TARGET_MODULES = LORA_TARGETS_WITH_HEAD
 
 
 def _tiny_config(tokenizer: Any) -> Any:
@@ -107,11 +99,7 @@ def _save_processor_files(folder: Path, tokenizer: Any) -> None:
     image_processor = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     image_processor.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    # The published checkpoints name colpali-engine's processor class here; loaders must cope.
-    for name in ("preprocessor_config.json", "tokenizer_config.json"):
-        data = json.loads((folder / name).read_text())
-        data["processor_class"] = "ColQwen2_5_Processor"
-        (folder / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    set_processor_class(folder, "ColQwen2_5_Processor")
 
 
 def write_model(folder: Path, *, seed: int, layout: Layout = "legacy") -> Path:
@@ -127,46 +115,16 @@ def write_model(folder: Path, *, seed: int, layout: Layout = "legacy") -> Path:
     return folder
 
 
-def _lora_targets(weights: dict[str, torch.Tensor]) -> list[str]:
-    """Module names (legacy layout, as PEFT saw them when the real adapters were trained)
-    that the vidore target regex selects."""
-    pattern = re.compile(LORA_TARGET_MODULES)
-    modules = sorted({k.removesuffix(".weight") for k in weights if k.endswith(".weight")})
-    return [m for m in modules if pattern.fullmatch(m) and weights[f"{m}.weight"].ndim == 2]
-
-
 def write_lora_adapter(folder: Path, base: Path, *, seed: int) -> Path:
     """A PEFT LoRA folder over ``base``, like ``vidore/colqwen2.5-v0.2`` over
-    ``vidore/colqwen2.5-base``. ``lora_B`` is random (not PEFT's zeros) so that the
-    adapter really changes the embeddings."""
-    from peft import LoraConfig
-    from safetensors.torch import load_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    base_weights = load_file(str(base / "model.safetensors"))
-    generator = torch.Generator().manual_seed(seed)
-    adapter: dict[str, torch.Tensor] = {}
-    for module in _lora_targets(base_weights):
-        out_features, in_features = base_weights[f"{module}.weight"].shape
-        lora_a = torch.randn(LORA_RANK, in_features, generator=generator) / in_features**0.5
-        lora_b = torch.randn(out_features, LORA_RANK, generator=generator) * 0.1
-        adapter[f"base_model.model.{module}.lora_A.weight"] = lora_a
-        adapter[f"base_model.model.{module}.lora_B.weight"] = lora_b
-    save_file(
-        dict(sorted(adapter.items())), str(folder / "adapter_model.safetensors"), metadata={"format": "pt"}
-    )
-    LoraConfig(
-        r=LORA_RANK,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=0.1,
+    ``vidore/colqwen2.5-base``."""
+    return write_qwen_vl_lora_adapter(
+        folder,
+        base,
+        seed=seed,
         target_modules=LORA_TARGET_MODULES,
-        init_lora_weights="gaussian",
-        task_type="FEATURE_EXTRACTION",
-        inference_mode=True,
-        base_model_name_or_path=str(base.resolve()),
-    ).save_pretrained(str(folder))
-    _save_processor_files(folder, make_qwen2_tokenizer())
-    return folder
+        save_processor=lambda adapter: _save_processor_files(adapter, make_qwen2_tokenizer()),
+    )
 
 
 def build(path: Path, *, seed: int, lora: bool, layout: Layout = "legacy") -> Path:

@@ -233,6 +233,12 @@ def save_processor_files(folder: Path, generation: Generation, processor_class: 
         image_processor = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     image_processor.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    set_processor_class(folder, processor_class)
+
+
+def set_processor_class(folder: Path, processor_class: str) -> None:
+    """Name ``processor_class`` in the saved image-processor and tokenizer configs, as the
+    published checkpoints do (colpali-engine's class, which loaders must cope with)."""
     for name in ("preprocessor_config.json", "tokenizer_config.json"):
         data = json.loads((folder / name).read_text())
         data["processor_class"] = processor_class

@@ -39,6 +39,17 @@ QWEN_SPECIAL_TOKENS = (
 )
 
 
+def train_bpe(
+    tokenizer: Any, trainer: Any, corpus: tuple[str, ...]
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Train ``tokenizer`` (a ``tokenizers.Tokenizer``) on ``corpus`` (x4) and return its
+    vocabulary and merges as ``(left, right)`` pairs, ready for a transformers tokenizer."""
+    tokenizer.train_from_iterator(list(corpus) * 4, trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return dict(model["vocab"]), merges
+
+
 def _byte_level_bpe(vocab_size: int) -> tuple[dict[str, int], Any]:
     """Train a byte-level BPE on the fixed corpus with Qwen2's pre-tokenizer."""
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -57,9 +68,7 @@ def _byte_level_bpe(vocab_size: int) -> tuple[dict[str, int], Any]:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(list(_CORPUS) * 4, trainer)
-    model = json.loads(tok.to_str())["model"]
-    return dict(model["vocab"]), [tuple(m) for m in model["merges"]]
+    return train_bpe(tok, trainer, _CORPUS)
 
 
 def make_qwen2_tokenizer(vocab_size: int = 400):  # -> transformers.Qwen2Tokenizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
+from haystack_integrations.document_stores.mmembed._component import EncoderComponentMixin
 from haystack_integrations.document_stores.mmembed.documents import (
     InvalidDocumentError,
     attach_embedding,
@@ -17,11 +18,9 @@ import mmembed
 if TYPE_CHECKING:
     from PIL import Image
 
-    from mmembed.encoders.base import Encoder
-
 
 @component
-class MMEmbedDocumentImageEmbedder:
+class MMEmbedDocumentImageEmbedder(EncoderComponentMixin):
     """Embeds page images with a visual-document retrieval model (ColQwen2.5, ColPali, ...).
 
     The page image is the document's ``image/*`` blob if it has one, else the page
@@ -68,23 +67,16 @@ class MMEmbedDocumentImageEmbedder:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
+        self._init_model(model, revision, device, dtype)
         self.batch_size = batch_size
         self.dpi = dpi
         self.progress_bar = progress_bar
-        self._encoder: Encoder | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component."""
         return default_to_dict(
             self,
-            model=self.model,
-            revision=self.revision,
-            device=self.device,
-            dtype=self.dtype,
+            **self._model_params(),
             batch_size=self.batch_size,
             dpi=self.dpi,
             progress_bar=self.progress_bar,
@@ -94,13 +86,6 @@ class MMEmbedDocumentImageEmbedder:
     def from_dict(cls, data: dict[str, Any]) -> MMEmbedDocumentImageEmbedder:
         """Deserialise the component."""
         return default_from_dict(cls, data)
-
-    def warm_up(self) -> None:
-        """Load the model (shared with every component using the same model in this process)."""
-        if self._encoder is None:
-            self._encoder = mmembed.load_encoder(
-                self.model, revision=self.revision, device=self.device, dtype=self.dtype
-            )
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict[str, list[Document]]:
@@ -115,16 +100,13 @@ class MMEmbedDocumentImageEmbedder:
             raise TypeError(
                 "MMEmbedDocumentImageEmbedder expects a list of Documents; to embed a query use MMEmbedTextEmbedder"
             )
-        self.warm_up()
-        assert self._encoder is not None
+        encoder = self._loaded_encoder()
         embedded: list[Document] = []
         for start in range(0, len(documents), self.batch_size):
             batch = documents[start : start + self.batch_size]
             images = [self._image(d) for d in batch]
-            vectors = self._encoder.encode_images(images, progress=self.progress_bar)  # each (n_vectors, dim)
-            embedded += [
-                attach_embedding(d, v, self._encoder.info) for d, v in zip(batch, vectors, strict=True)
-            ]
+            vectors = encoder.encode_images(images, progress=self.progress_bar)  # each (n_vectors, dim)
+            embedded += [attach_embedding(d, v, encoder.info) for d, v in zip(batch, vectors, strict=True)]
         return {"documents": embedded}
 
     def _image(self, document: Document) -> Image.Image:

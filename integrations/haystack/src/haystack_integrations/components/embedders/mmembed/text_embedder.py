@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from haystack import component, default_from_dict, default_to_dict
+from haystack_integrations.document_stores.mmembed._component import EncoderComponentMixin
 
-import mmembed
 from mmembed.retrieve import pool
-
-if TYPE_CHECKING:
-    from mmembed.encoders.base import Encoder
 
 
 @component
-class MMEmbedTextEmbedder:
+class MMEmbedTextEmbedder(EncoderComponentMixin):
     """Embeds a query with the model that embedded the pages.
 
     Outputs both views of the query:
@@ -49,29 +46,16 @@ class MMEmbedTextEmbedder:
         :param device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
         :param dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: chosen for the device.
         """
-        self.model = model
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
-        self._encoder: Encoder | None = None
+        self._init_model(model, revision, device, dtype)
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component."""
-        return default_to_dict(
-            self, model=self.model, revision=self.revision, device=self.device, dtype=self.dtype
-        )
+        return default_to_dict(self, **self._model_params())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MMEmbedTextEmbedder:
         """Deserialise the component."""
         return default_from_dict(cls, data)
-
-    def warm_up(self) -> None:
-        """Load the model (shared with every component using the same model in this process)."""
-        if self._encoder is None:
-            self._encoder = mmembed.load_encoder(
-                self.model, revision=self.revision, device=self.device, dtype=self.dtype
-            )
 
     @component.output_types(embedding=list[float], multi_embedding=list[list[float]])
     def run(self, text: str) -> dict[str, Any]:
@@ -86,7 +70,5 @@ class MMEmbedTextEmbedder:
                 "MMEmbedTextEmbedder expects a string as input; to embed page documents use "
                 "MMEmbedDocumentImageEmbedder"
             )
-        self.warm_up()
-        assert self._encoder is not None
-        vectors = self._encoder.encode_queries([text])[0]  # (n_vectors, dim)
+        vectors = self._loaded_encoder().encode_queries([text])[0]  # (n_vectors, dim)
         return {"embedding": pool(vectors).tolist(), "multi_embedding": vectors.tolist()}

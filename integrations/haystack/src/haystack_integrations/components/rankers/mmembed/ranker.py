@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+from haystack_integrations.document_stores.mmembed._component import EncoderComponentMixin
 from haystack_integrations.document_stores.mmembed.documents import (
     CONTENT_HASH,
     InvalidDocumentError,
@@ -14,16 +15,14 @@ from haystack_integrations.document_stores.mmembed.documents import (
     page_location,
 )
 
-import mmembed
 from mmembed.retrieve import Candidate, MaxSimReranker
 
 if TYPE_CHECKING:
-    from mmembed.encoders.base import Encoder
     from mmembed.index import SharedIndex
 
 
 @component
-class MMEmbedMaxSimRanker:
+class MMEmbedMaxSimRanker(EncoderComponentMixin):
     """Reorders page documents by their exact MaxSim score for the query.
 
     Works after any retriever (BM25 over OCR text, a dense first stage, ...). Each page's
@@ -69,16 +68,12 @@ class MMEmbedMaxSimRanker:
         """
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, got {top_k}")
-        self.model = model
-        self.revision = revision
-        self.device = device
-        self.dtype = dtype
+        self._init_model(model, revision, device, dtype)
         self.document_store = document_store
         self.top_k = top_k
         self.score_threshold = score_threshold
         self.dpi = dpi
         self.batch_size = batch_size
-        self._encoder: Encoder | None = None
         self._reranker: MaxSimReranker | None = None
         self._reranker_index: SharedIndex | None = None
 
@@ -86,10 +81,7 @@ class MMEmbedMaxSimRanker:
         """Serialise the component (the store by its folder)."""
         return default_to_dict(
             self,
-            model=self.model,
-            revision=self.revision,
-            device=self.device,
-            dtype=self.dtype,
+            **self._model_params(),
             document_store=self.document_store,
             top_k=self.top_k,
             score_threshold=self.score_threshold,
@@ -101,13 +93,6 @@ class MMEmbedMaxSimRanker:
     def from_dict(cls, data: dict[str, Any]) -> MMEmbedMaxSimRanker:
         """Deserialise the component."""
         return default_from_dict(cls, data)
-
-    def warm_up(self) -> None:
-        """Load the model (shared with every component using the same model in this process)."""
-        if self._encoder is None:
-            self._encoder = mmembed.load_encoder(
-                self.model, revision=self.revision, device=self.device, dtype=self.dtype
-            )
 
     @property
     def pages_encoded(self) -> int:
@@ -155,13 +140,10 @@ class MMEmbedMaxSimRanker:
 
     def _current_reranker(self) -> MaxSimReranker:
         """The core reranker, rebuilt once the store's index exists (it may be created after warm-up)."""
-        self.warm_up()
-        assert self._encoder is not None
+        encoder = self._loaded_encoder()
         index = self.document_store.core_index() if self.document_store is not None else None
         if self._reranker is None or index is not self._reranker_index:
-            self._reranker = MaxSimReranker(
-                self._encoder, index=index, dpi=self.dpi, batch_size=self.batch_size
-            )
+            self._reranker = MaxSimReranker(encoder, index=index, dpi=self.dpi, batch_size=self.batch_size)
             self._reranker_index = index
         return self._reranker
 
