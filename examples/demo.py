@@ -52,7 +52,9 @@ def load_model(name: str, cache: Path) -> tuple[Encoder, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=os.environ.get(MODEL_ENV, DEFAULT_MODEL))
     parser.add_argument("--data", type=Path, default=ROOT / "examples" / "data")
     parser.add_argument("--index", type=Path, default=ROOT / "demo_index")
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(written)} sample PDFs to {args.data}")
 
     encoder, meaningless = load_model(args.model, args.cache)
-    print(f"encoder: {encoder.info.name} ({encoder.info.family}, {encoder.info.kind}-vector, dim {encoder.info.dim})")
+    print(
+        f"encoder: {encoder.info.name} ({encoder.info.family}, {encoder.info.kind}-vector, dim {encoder.info.dim})"
+    )
 
     if args.index.exists():
         existing = mmembed.open_index(args.index, create=False, readonly=True)

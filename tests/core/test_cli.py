@@ -28,19 +28,32 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture()
-def built_index(tmp_path: Path, sample_dir: Path, tiny_colqwen2_5: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+def built_index(
+    tmp_path: Path, sample_dir: Path, tiny_colqwen2_5: Path, capsys: pytest.CaptureFixture[str]
+) -> Path:
     docs = tmp_path / "docs"
     shutil.copytree(sample_dir, docs)
     index = tmp_path / "idx"
     # Low dpi: these tests check the plumbing, and rendering + encoding dominate their time.
     code, out, _ = run(
-        capsys, "index", str(docs), "--index", str(index), "--model", str(tiny_colqwen2_5), "-q", "--dpi", "48"
+        capsys,
+        "index",
+        str(docs),
+        "--index",
+        str(index),
+        "--model",
+        str(tiny_colqwen2_5),
+        "-q",
+        "--dpi",
+        "48",
     )
     assert code == 0, out
     return index
 
 
-def test_index_info_search_json(built_index: Path, capsys: pytest.CaptureFixture[str], tiny_colqwen2_5: Path) -> None:
+def test_index_info_search_json(
+    built_index: Path, capsys: pytest.CaptureFixture[str], tiny_colqwen2_5: Path
+) -> None:
     code, out, _ = run(capsys, "info", "--index", str(built_index), "--json")
     assert code == 0
     info = json.loads(out)
@@ -64,13 +77,31 @@ def test_search_filter_restricts_to_one_source(built_index: Path, capsys: pytest
     sources = sorted({h["source"] for h in json.loads(out)})
     assert len(sources) >= 3
     code, out, _ = run(
-        capsys, "search", "--index", str(built_index), "anything", "-k", "50", "--json", "--filter", f"source={sources[0]}"
+        capsys,
+        "search",
+        "--index",
+        str(built_index),
+        "anything",
+        "-k",
+        "50",
+        "--json",
+        "--filter",
+        f"source={sources[0]}",
     )
     assert code == 0
     hits = json.loads(out)
     assert hits and {h["source"] for h in hits} == {sources[0]}
     code, out, _ = run(
-        capsys, "search", "--index", str(built_index), "x", "-k", "50", "--json", "--where", '{"page": {"$lte": 1}}'
+        capsys,
+        "search",
+        "--index",
+        str(built_index),
+        "x",
+        "-k",
+        "50",
+        "--json",
+        "--where",
+        '{"page": {"$lte": 1}}',
     )
     assert code == 0
     assert {h["page"] for h in json.loads(out)} == {1}
@@ -129,18 +160,35 @@ def test_bad_files_are_reported_and_good_ones_kept(
     shutil.copy(good, docs / "good.pdf")
     (docs / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not really a pdf")
     index = tmp_path / "idx"
-    code, out, _ = run(capsys, "index", str(docs), "--index", str(index), "--model", str(tiny_colqwen2_5), "-q")
+    code, out, _ = run(
+        capsys, "index", str(docs), "--index", str(index), "--model", str(tiny_colqwen2_5), "-q"
+    )
     assert code == 0
     assert "broken.pdf" in out and "skipped" in out
     assert "1 problem(s)" in out
 
     code, _, err = run(
-        capsys, "index", str(docs / "broken.pdf"), "--index", str(tmp_path / "idx2"), "--model", str(tiny_colqwen2_5), "-q"
+        capsys,
+        "index",
+        str(docs / "broken.pdf"),
+        "--index",
+        str(tmp_path / "idx2"),
+        "--model",
+        str(tiny_colqwen2_5),
+        "-q",
     )
     assert code == 1 and "nothing could be indexed" in err
 
     code, _, err = run(
-        capsys, "index", str(docs), "--index", str(tmp_path / "idx3"), "--model", str(tiny_colqwen2_5), "-q", "--strict"
+        capsys,
+        "index",
+        str(docs),
+        "--index",
+        str(tmp_path / "idx3"),
+        "--model",
+        str(tiny_colqwen2_5),
+        "-q",
+        "--strict",
     )
     assert code == 1
     assert "broken.pdf" in err and len(err.strip().splitlines()) == 1
@@ -153,7 +201,9 @@ def test_errors_have_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     capsys.readouterr()
     code, _, err = run(capsys, "search", "--index", str(tmp_path / "missing"), "q")
     assert code == 1 and "no index at" in err
-    code, _, err = run(capsys, "index", str(tmp_path), "--index", str(tmp_path / "i"), "--model", str(tmp_path / "nope"))
+    code, _, err = run(
+        capsys, "index", str(tmp_path), "--index", str(tmp_path / "i"), "--model", str(tmp_path / "nope")
+    )
     assert code == 1 and err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
@@ -166,6 +216,8 @@ def test_models_lists_colqwen2_5(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_console_script_runs(built_index: Path) -> None:
     exe = Path(sys.executable).with_name("mmembed")
-    result = subprocess.run([str(exe), "info", "--index", str(built_index)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(exe), "info", "--index", str(built_index)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "pages" in result.stdout

@@ -49,7 +49,9 @@ def total_pages(folder: Path) -> int:
     return sum(1 for _ in mmembed.load_pages(folder, prefetch=0))
 
 
-def test_interrupted_run_resumes_without_duplicates(tmp_path: Path, docs: Path, tiny_colqwen2_5: Path) -> None:
+def test_interrupted_run_resumes_without_duplicates(
+    tmp_path: Path, docs: Path, tiny_colqwen2_5: Path
+) -> None:
     inner = mmembed.load_encoder(str(tiny_colqwen2_5))
     expected = total_pages(docs)
     with mmembed.open_index(tmp_path / "idx", encoder=inner.info) as index:
@@ -90,5 +92,8 @@ def test_records_carry_page_facts_and_thumbnails(tmp_path: Path, docs: Path, tin
 def test_encoder_mismatch_is_refused(tmp_path: Path, docs: Path, tiny_colqwen2_5: Path) -> None:
     encoder = mmembed.load_encoder(str(tiny_colqwen2_5))
     other = EncoderInfo(name="someone/else", family="colqwen2_5", kind="multi", dim=128, similarity="maxsim")
-    with mmembed.open_index(tmp_path / "idx", encoder=other) as index, pytest.raises(mmembed.EncoderMismatchError):
+    with (
+        mmembed.open_index(tmp_path / "idx", encoder=other) as index,
+        pytest.raises(mmembed.EncoderMismatchError),
+    ):
         mmembed.index_documents(docs, index, encoder)

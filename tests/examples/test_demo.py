@@ -25,7 +25,14 @@ def test_demo_indexes_and_searches_with_a_given_model(
     tmp_path: Path, tiny_colqwen2_5: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     demo = load_demo()
-    args = ["--model", str(tiny_colqwen2_5), "--data", str(tmp_path / "data"), "--index", str(tmp_path / "idx")]
+    args = [
+        "--model",
+        str(tiny_colqwen2_5),
+        "--data",
+        str(tmp_path / "data"),
+        "--index",
+        str(tmp_path / "idx"),
+    ]
     assert demo.main([*args, "-k", "2", "solar capacity"]) == 0
     out = capsys.readouterr().out
     assert "wrote 3 sample PDFs" in out

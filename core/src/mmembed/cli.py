@@ -65,7 +65,9 @@ def _parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, An
         try:
             clauses.append(json.loads(where_json))
         except json.JSONDecodeError as exc:
-            raise CLIError(f"--where is not valid JSON ({exc}); e.g. --where '{{\"page\": {{\"$lte\": 3}}}}'") from exc
+            raise CLIError(
+                f'--where is not valid JSON ({exc}); e.g. --where \'{{"page": {{"$lte": 3}}}}\''
+            ) from exc
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
@@ -192,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help=f"checkpoint id or local folder (default: ${MODEL_ENV} or {DEFAULT_MODEL})")
+        p.add_argument(
+            "--model", help=f"checkpoint id or local folder (default: ${MODEL_ENV} or {DEFAULT_MODEL})"
+        )
         p.add_argument("--revision", help="checkpoint revision (git tag / commit) on the hub")
         p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
 

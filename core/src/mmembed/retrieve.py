@@ -37,6 +37,10 @@ def pool(embedding: torch.Tensor) -> torch.Tensor:
     similarity between pooled vectors then approximates the average token-level
     similarity. It lets any single-vector store serve as a first stage before an exact
     MaxSim rerank. A single-vector embedding ``(1, dim)`` is returned unchanged as ``(dim,)``.
+
+    >>> import torch
+    >>> pool(torch.tensor([[3.0, 0.0], [0.0, 2.0]]))  # (2 vectors, dim 2) -> (2,)
+    tensor([0.7071, 0.7071])
     """
     if embedding.ndim != 2 or embedding.shape[0] == 0:
         raise MMEmbedError(f"expected a non-empty (n_vectors, dim) embedding, got {tuple(embedding.shape)}")

@@ -157,6 +157,13 @@ def maxsim(
     place (a read-only memory map is fine), one chunk at a time. Runs on
     ``torch.get_num_threads()`` threads. Raises :class:`MMEmbedError` on a dimension
     mismatch, a non-float dtype or NaN / inf in the queries.
+
+    >>> import torch
+    >>> query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # (2 tokens, dim 2)
+    >>> page_a = torch.tensor([[1.0, 0.0]])  # matches the first token only
+    >>> page_b = torch.tensor([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]])  # both tokens, any length
+    >>> maxsim([query], [page_a, page_b])
+    tensor([[1., 2.]])
     """
     q, d = as_ragged(queries), as_ragged(documents)
     _check_pair(q.values, d.values)
