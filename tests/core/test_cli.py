@@ -72,7 +72,9 @@ def test_index_info_search_json(
     assert all(h["page"] >= 1 for h in hits)
 
 
-def test_search_filter_restricts_to_one_source(built_index: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_filter_restricts_to_one_source(
+    built_index: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, out, _ = run(capsys, "search", "--index", str(built_index), "anything", "-k", "50", "--json")
     sources = sorted({h["source"] for h in json.loads(out)})
     assert len(sources) >= 3
@@ -91,6 +93,21 @@ def test_search_filter_restricts_to_one_source(built_index: Path, capsys: pytest
     assert code == 0
     hits = json.loads(out)
     assert hits and {h["source"] for h in hits} == {sources[0]}
+    # A relative path names the same file.
+    monkeypatch.chdir(Path(sources[0]).parent)
+    code, out, _ = run(
+        capsys,
+        "search",
+        "--index",
+        str(built_index),
+        "x",
+        "-k",
+        "50",
+        "--json",
+        "--filter",
+        f"source={Path(sources[0]).name}",
+    )
+    assert code == 0 and {h["source"] for h in json.loads(out)} == {sources[0]}
     code, out, _ = run(
         capsys,
         "search",

@@ -60,6 +60,8 @@ def _parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, An
             value = json.loads(raw)  # numbers, booleans, lists
         except json.JSONDecodeError:
             value = raw
+        if key == "source" and isinstance(value, str) and Path(value).exists():
+            value = str(Path(value).resolve())  # sources are stored as absolute paths
         clauses.append({key: value})
     if where_json:
         try:
