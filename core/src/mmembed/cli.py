@@ -183,7 +183,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps(models, indent=2, default=str))
         return 0
     for m in models:
-        print(f"{m['family']:<14} {m['kind']:<7} dim {m['dim']!s:<5} {m.get('notes', '')}")
+        print(f"{m['family']:<14} {m['kind']:<7} dim {m['dim'] or 'varies'!s:<7} {m.get('notes', '')}")
         for ckpt in m.get("checkpoints", []):
             print(f"    {ckpt}")
     return 0
