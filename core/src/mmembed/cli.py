@@ -80,13 +80,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .index import open_index
     from .pipeline import index_documents
 
-    stored_model = None
-    if Path(args.index).exists():
-        stored_model = _open_existing(args.index, readonly=True)
-        stored_name = stored_model.encoder.name
-        stored_model.close()
-        stored_model = stored_name
-    encoder = load_encoder(_model_name(args, stored_model), **_encoder_options(args))
+    stored_name = None
+    if Path(args.index).exists():  # an existing index names its model unless --model says otherwise
+        with open_index(args.index, create=False, readonly=True) as existing:
+            stored_name = existing.encoder.name
+    encoder = load_encoder(_model_name(args, stored_name), **_encoder_options(args))
     with open_index(args.index, encoder=encoder.info) as index:
         report = index_documents(
             args.paths,

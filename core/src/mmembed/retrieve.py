@@ -134,12 +134,10 @@ class MaxSimReranker:
                 index.encoder.check_compatible(encoder.info)
                 self._reuse_index = True
             except EncoderMismatchError:
-                # e.g. a dense first-stage index: its vectors are not MaxSim vectors.
-                self._reuse_index = False
+                pass  # e.g. a dense first-stage index: its vectors are not MaxSim vectors
         self.dpi = float(dpi)
-        self._hashes: OrderedDict[tuple[str, int, int], str] = (
-            OrderedDict()
-        )  # (path, mtime_ns, size) -> sha256
+        # (real path, mtime_ns, size) -> sha256, so an unchanged file is hashed once.
+        self._hashes: OrderedDict[tuple[str, int, int], str] = OrderedDict()
         self.batch_size = batch_size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
