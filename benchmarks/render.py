@@ -50,7 +50,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(method: str, pdf: str, dpi: float) -> dict[str, float | int | str | bool]:
+def child(method: str, pdf: str, dpi: int) -> dict[str, float | int | str | bool]:
     """Run one method in this (fresh) process and report pages, seconds and memory."""
     if method == "pdf2image":
         import pdf2image
@@ -88,7 +88,7 @@ def child(method: str, pdf: str, dpi: float) -> dict[str, float | int | str | bo
     }
 
 
-def run_child(method: str, pdf: Path, dpi: float) -> dict[str, float | int | str | bool]:
+def run_child(method: str, pdf: Path, dpi: int) -> dict[str, float | int | str | bool]:
     command = [sys.executable, __file__, "--child", method, "--pdf", str(pdf), "--dpi", str(dpi)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--pages", type=int, default=200)
-    parser.add_argument("--dpi", type=float, default=144)
+    parser.add_argument("--dpi", type=int, default=144)
     parser.add_argument(
         "--with-poppler-backend", action="store_true", help="also time the loader's pdf2image backend"
     )

@@ -324,3 +324,37 @@ def test_out_of_memory_halves_the_batch() -> None:
     out = run_batched(items, [1] * 8, 8, encode)
     assert [int(t) for t in out] == items
     assert calls[:3] == [8, 4, 2]
+
+
+def test_weight_init_is_skipped_one_thread_at_a_time() -> None:
+    """transformers' no_init_weights swaps torch's init functions process-wide; two loads
+    overlapping in different threads could leave them swapped for good."""
+    from mmembed.encoders.vlm import skipped_weight_init
+
+    original = torch.nn.init.normal_
+    inside, release = threading.Event(), threading.Event()
+    entered: list[str] = []
+
+    def first() -> None:
+        with skipped_weight_init():
+            entered.append("first")
+            inside.set()
+            release.wait(10)
+
+    def second() -> None:
+        with skipped_weight_init():
+            entered.append("second")
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert inside.wait(10)
+    assert torch.nn.init.normal_ is not original  # skipped inside
+    t2 = threading.Thread(target=second)
+    t2.start()
+    t2.join(0.3)
+    assert entered == ["first"]  # the second load waits for the first to finish
+    release.set()
+    t1.join(10)
+    t2.join(10)
+    assert entered == ["first", "second"]
+    assert torch.nn.init.normal_ is original  # and nothing stays swapped

@@ -147,7 +147,7 @@ def test_many_queries_of_different_lengths(gen: torch.Generator) -> None:
         assert close(maxsim([queries[i]], docs)[0], scores[i], 1e-6)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("max_chunk_bytes", [500, 1_000, 5_000, 40_000, 10**9])
 def test_chunk_size_never_changes_scores(
     gen: torch.Generator, dtype: torch.dtype, max_chunk_bytes: int
@@ -161,6 +161,19 @@ def test_chunk_size_never_changes_scores(
     scores = maxsim(queries, docs, max_chunk_bytes=max_chunk_bytes)
     assert close(scores, reference_maxsim(queries, docs))
     assert close(scores, maxsim(queries, docs), 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_conversion_slices_never_change_scores(
+    gen: torch.Generator, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half-precision pages are converted a few rows at a time (here 3, so most slices end
+    mid-page and the last one of a chunk is short); scores stay those of the float64 loop."""
+    monkeypatch.setattr(scoring, "_CONVERT_BYTES", 3 * 4 * DIM)
+    queries = random_ragged(gen, 4, 1, 12)
+    docs = [d.to(dtype) for d in random_ragged(gen, 25, 0, 20)]
+    for max_chunk_bytes in (2_000, 10**9):
+        assert close(maxsim(queries, docs, max_chunk_bytes=max_chunk_bytes), reference_maxsim(queries, docs))
 
 
 def test_equal_length_pages_take_the_reshape_path(gen: torch.Generator) -> None:

@@ -11,8 +11,8 @@ query_tokens)`` gives every document-token/query-token similarity; a max over ea
 rows (one reshape + ``amax`` per run of equal-length pages) gives the best match of every
 query token; a tiny product with a 0/1 matrix sums those per query. Storage may be
 float32, float16 or bfloat16 (for instance ``torch.from_numpy`` over a read-only memory
-map): compute is always float32, converted chunk by chunk into a reused buffer, never the
-whole store at once.
+map): compute is always float32, each chunk converted a slice at a time into a small reused
+buffer and multiplied while the slice is still in cache, never the whole store at once.
 
 Threads: as many as torch's intra-op setting (``torch.get_num_threads()``, all cores by
 default), but each takes whole chunks in turn and runs them with single-threaded ops (a
@@ -43,10 +43,16 @@ DEFAULT_MAX_CHUNK_BYTES = 128 * 2**20
 document chunks, per-page maxima; shared by all threads). Scores never depend on it."""
 
 _CACHE_BYTES = 4 * 2**20
-"""Preferred working set of one step of one thread: the float32 copy of the chunk and its
-similarity block are read back (by the GEMM, by the max) while still in cache. Of 2, 4, 8
-and 16 MB, 4 MB measured best on a 2-core Xeon (L2 1 MB per core, L3 36 MB shared); a page
-bigger than this is a chunk alone."""
+"""Preferred similarity block of one step of one thread (chunk tokens x query tokens,
+float32), read back by the max while still in cache. Of 1, 2, 4 and 16 MB, 4 and 16 MB
+measured best on a 2-core Xeon (L2 1 MB per core, L3 36 MB shared); a page bigger than
+this is a chunk alone."""
+
+_CONVERT_BYTES = 2 * 2**20
+"""Float32 copy of document rows stored in another dtype, per thread: converted a slice
+at a time, each slice multiplied right away. With 4 MB similarity blocks, 2 MB slices
+measured ~10% faster than converting a whole block before its product (2-core Xeon,
+float16 storage, one 32-token query)."""
 
 _GROUP_TOKENS = 1024
 """Query tokens per matrix product: plenty for full GEMM speed, while a page's similarity
@@ -200,65 +206,82 @@ class _Group:
     max_chunk_bytes: int
 
     @property
-    def bytes_per_token(self) -> int:  # similarity row + float32 copy of the document row
-        return _F32_BYTES * (self.queries.shape[0] + self.convert_dim)
+    def bytes_per_token(self) -> int:  # one similarity row
+        return _F32_BYTES * self.queries.shape[0]
 
     @property
     def bytes_per_doc(self) -> int:  # one row of per-page maxima
         return _F32_BYTES * self.queries.shape[0]
 
+    @property
+    def copy_rows(self) -> int:
+        """Rows of a thread's float32 copy buffer, 0 for float32 storage. Other dtypes are
+        converted a slice at a time and each slice multiplied right away, while still in
+        cache; the rest of the budget (at least one similarity row and two rows of maxima,
+        see :func:`_group_tokens`) is for the similarity block."""
+        if not self.convert_dim:
+            return 0
+        spare = self.max_chunk_bytes - 3 * self.bytes_per_token
+        return max(1, min(_CONVERT_BYTES, spare) // (_F32_BYTES * self.convert_dim))
+
     def run(self, values: torch.Tensor, lengths: np.ndarray, out: torch.Tensor, workers: int) -> None:
         m = self.queries.shape[0]
-        bpt, bpd = self.bytes_per_token, self.bytes_per_doc
-        chunks = list(_plan_chunks(lengths, bpt, bpd, self.max_chunk_bytes))
+        bpt, bpd, copy_rows = self.bytes_per_token, self.bytes_per_doc, self.copy_rows
+        sim_bytes = self.max_chunk_bytes - copy_rows * self.convert_dim * _F32_BYTES
+        chunks = list(_plan_chunks(lengths, bpt, bpd, sim_bytes))
         starts = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])
         run_end = _run_ends(lengths)
-        piece_rows = (self.max_chunk_bytes - 2 * bpd) // bpt  # rows of a page split in pieces
+        piece_rows = (sim_bytes - 2 * bpd) // bpt  # rows of a page split in pieces
         # One arena per thread for all its chunks' buffers, so they never add up past the cap.
-        arena_floats = max(
+        arena_floats = copy_rows * self.convert_dim + max(
             (int(starts[b] - starts[a]) * bpt + (b - a) * bpd) // _F32_BYTES
             if b > a + 1 or lengths[a] <= piece_rows
             else (piece_rows * bpt + 2 * bpd) // _F32_BYTES
             for a, b in chunks
         )
-        query_t = self.queries.t()  # (dim, m): GEMM reads it transposed, no copy
         sum_t = self.token_to_query.t()  # (group_queries, m)
         next_chunk = _Counter(len(chunks))
 
         def work() -> None:  # run by each thread: chunks in turn until none are left
-            arena = torch.empty(arena_floats + 4 * _ALIGN, dtype=_F32, device=values.device)
+            arena = torch.empty(arena_floats + 5 * _ALIGN, dtype=_F32, device=values.device)
+            (copy,) = _carve(arena, (copy_rows, self.convert_dim))
+            rest = arena[-(-copy.numel() // _ALIGN) * _ALIGN :]
             while (c := next_chunk()) is not None:
                 a, b = chunks[c]
                 r0, r1 = int(starts[a]), int(starts[b])
                 if b == a + 1 and r1 - r0 > piece_rows:
-                    self._long_document(values[r0:r1], piece_rows, arena, out[:, a])
+                    self._long_document(values[r0:r1], piece_rows, rest, copy, out[:, a])
                     continue
-                sim, best, copy = _carve(arena, (r1 - r0, m), (b - a, m), (r1 - r0, self.convert_dim))
-                block = self._float32(values[r0:r1], copy)  # (rows, dim)
-                torch.mm(block, query_t, out=sim)  # (rows, m): every doc-token x query-token product
+                sim, best = _carve(rest, (r1 - r0, m), (b - a, m))
+                self._similarities(values[r0:r1], copy, sim)
                 _max_per_document(sim, lengths, run_end, a, b, best)
                 out[:, a:b].addmm_(sum_t, best.t())  # (group_queries, docs) += per-query sums
 
         _run_on_workers(work, min(workers, len(chunks)))
 
-    def _float32(self, rows: torch.Tensor, copy: torch.Tensor) -> torch.Tensor:
+    def _similarities(self, rows: torch.Tensor, copy: torch.Tensor, sim: torch.Tensor) -> None:
+        """``sim = rows @ queries.T``: every document-token x query-token product, (rows, m)."""
+        query_t = self.queries.t()  # (dim, m): the GEMM reads it transposed, no copy
         if not self.convert_dim:
-            return rows
-        copy.copy_(rows)  # storage dtype -> float32, this chunk only
-        return copy
+            torch.mm(rows, query_t, out=sim)
+            return
+        step = copy.shape[0]
+        for s0 in range(0, rows.shape[0], step):  # storage dtype -> float32, one slice at a time
+            part = copy[: min(step, rows.shape[0] - s0)].copy_(rows[s0 : s0 + step])
+            torch.mm(part, query_t, out=sim[s0 : s0 + part.shape[0]])
 
     def _long_document(
-        self, rows: torch.Tensor, piece_rows: int, arena: torch.Tensor, out: torch.Tensor
+        self, rows: torch.Tensor, piece_rows: int, arena: torch.Tensor, copy: torch.Tensor, out: torch.Tensor
     ) -> None:
         """A page bigger than the memory cap: running max over slices of its rows."""
         m = self.queries.shape[0]
         for p0 in range(0, rows.shape[0], piece_rows):
             n = min(piece_rows, rows.shape[0] - p0)
-            best, piece_best, sim, copy = _carve(arena, (m,), (m,), (n, m), (n, self.convert_dim))
+            best, piece_best, sim = _carve(arena, (m,), (m,), (n, m))
             if p0 == 0:
                 best.fill_(-torch.inf)
-            torch.mm(self._float32(rows[p0 : p0 + n], copy), self.queries.t(), out=sim)
+            self._similarities(rows[p0 : p0 + n], copy, sim)
             torch.amax(sim, 0, out=piece_best)
             torch.maximum(best, piece_best, out=best)
         out.add_(self.token_to_query.t() @ best)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -361,6 +363,22 @@ def is_embedding_adapter(facts: CheckpointFacts) -> bool:
     )
 
 
+_weight_init_lock = threading.Lock()
+
+
+@contextmanager
+def skipped_weight_init() -> Iterator[None]:
+    """transformers' ``no_init_weights``, one thread at a time.
+
+    It swaps torch's init functions process-wide and, on exit, puts back what it found: two
+    overlapping uses in different threads (two encoders loading at once) can leave them
+    swapped for good, and every model built afterwards in the process uninitialised."""
+    from transformers.initialization import no_init_weights
+
+    with _weight_init_lock, no_init_weights():
+        yield
+
+
 def build_embedder(
     facts: CheckpointFacts,
     backbone: nn.Module,
@@ -375,9 +393,7 @@ def build_embedder(
     What an adapter brings whole (PEFT ``modules_to_save``) may be missing from the base: the
     base of ``nomic-ai/colnomic-embed-multimodal-3b`` is a plain Qwen2.5-VL whose head comes
     with the adapter."""
-    from transformers.initialization import no_init_weights
-
-    with no_init_weights():
+    with skipped_weight_init():
         model = Embedder(backbone, hidden_size, head_dim).to(dtype)
     from_adapter = replaced_by_adapter(facts.adapter, rename) if facts.adapter is not None else set()
     load_weights(
@@ -425,8 +441,6 @@ def build_vlm_encoder(
     ``classes`` are the transformers (config, backbone model) classes; ``load_processor``
     takes the loaded config; ``recipe`` may depend on the processor; ``head`` names the
     retrieval head in the error raised when a multi-vector checkpoint lacks one."""
-    from transformers.initialization import no_init_weights
-
     facts = request.facts
     options = dict(request.options)
     head_dim: int | None = None
@@ -437,7 +451,7 @@ def build_vlm_encoder(
     attn = options.get("attn_implementation") or default_attention(request.device)
     config_class, model_class = classes
     config = config_class.from_pretrained(str(facts.model_path))
-    with no_init_weights():  # every weight is loaded from the checkpoint
+    with skipped_weight_init():  # every weight is loaded from the checkpoint
         backbone = model_class._from_config(config, dtype=request.dtype, attn_implementation=attn)
     hidden = int(config.text_config.hidden_size)
     model = build_embedder(facts, backbone, hidden, head_dim, rename, request.dtype).to(request.device)

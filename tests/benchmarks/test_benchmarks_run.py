@@ -1,0 +1,53 @@
+"""The benchmark scripts run end to end on tiny sizes and print their ratios.
+
+Their numbers are meaningless at these sizes (and speed is never asserted in tests); this
+only keeps the scripts working as the code they measure changes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_maxsim_benchmark_prints_every_ratio() -> None:
+    out = run(
+        "maxsim.py",
+        *("--pages", "40", "--page-tokens", "24", "--queries", "1,3", "--repeats", "2"),
+        *("--case-seconds", "0", "--reference-seconds", "0.01", "--no-parity"),
+    )
+    last = out.strip().splitlines()[-1]
+    ratios = dict(re.findall(r"(\w+)=([0-9.]+)x", last))
+    expected = {
+        f"{kind}_{dtype}_q{q}"
+        for kind in ("speedup", "floor_ratio")
+        for dtype in ("fp32", "fp16")
+        for q in (1, 3)
+    }
+    assert set(ratios) == expected, last
+    assert all(float(v) > 0 for v in ratios.values())
+    # mmembed and the reference agree on every case (float16 storage: to its rounding)
+    diffs = [float(d) for d in re.findall(r"max \|mmembed - reference\| ([0-9.e+-]+)", out)]
+    assert len(diffs) == 4 and max(diffs) < 1e-2, out
+
+
+def test_render_benchmark_reports_memory() -> None:
+    out = run("render.py", "--pages", "3", "--dpi", "36") if shutil.which("pdftoppm") else None
+    if out is None:
+        pytest.skip("the render benchmark compares against pdf2image, which needs poppler")
+    assert re.search(r"mmembed peak RSS: \d+ MB", out), out
+    assert re.search(r"^mmembed\s+3\s", out, re.MULTILINE), out
