@@ -30,6 +30,8 @@ LARGE = [
     "vidore/colqwen2-v1.0",
     "vidore/colpali-v1.3",
     "llamaindex/vdr-2b-multi-v1",
+    "vidore/colqwen2-v1.0-hf",
+    "vidore/colpali-v1.3-hf",
 ]
 
 

@@ -11,6 +11,7 @@ from . import (  # noqa: F401 - each family module registers its family
     colqwen2,
     colqwen2_5,
     colqwen3,
+    hf_retrieval,
 )
 from .base import Encoder
 from .cache import cached_encoders, clear_encoder_cache, load_encoder

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -41,6 +41,7 @@ __all__ = [
     "Prompt",
     "QwenVLEncoder",
     "Recipe",
+    "apply_page_budget",
     "build_encoder",
     "dse_resize",
     "has_head",
@@ -140,15 +141,20 @@ def load_processor(
         transformers.Qwen3VLProcessor if generation == "qwen3" else transformers.Qwen2VLProcessor
     )
     processor = processor_class.from_pretrained(str(processor_folder(facts)))
-    image_processor = processor.image_processor
     if recipe.pixel_limits is not None:
-        _set_pixel_limits(image_processor, *recipe.pixel_limits)
+        _set_pixel_limits(processor.image_processor, *recipe.pixel_limits)
+    apply_page_budget(processor.image_processor, options)
+    return processor
+
+
+def apply_page_budget(image_processor: Any, options: Mapping[str, Any]) -> None:
+    """``max_pixels`` or ``max_num_visual_tokens`` (visual tokens after merging), if given,
+    replace the image processor's own upper limit."""
     max_pixels = options.get("max_pixels")
     if options.get("max_num_visual_tokens") is not None:
         side = image_processor.patch_size * image_processor.merge_size
         max_pixels = int(options["max_num_visual_tokens"]) * side * side
     _set_pixel_limits(image_processor, None, max_pixels)
-    return processor
 
 
 def _backbone_classes(generation: Generation) -> tuple[Any, Any]:

@@ -120,7 +120,7 @@ class VLMEncoder(Encoder):
 
     def __init__(
         self,
-        model: Embedder,
+        model: nn.Module,
         processor: Any,
         recipe: Recipe,
         *,

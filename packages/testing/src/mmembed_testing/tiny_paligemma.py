@@ -58,7 +58,7 @@ def make_gemma_tokenizer(vocab_size: int = 500) -> Any:
     return tokenizer
 
 
-def _image_processor() -> Any:
+def siglip_image_processor() -> Any:
     from transformers import SiglipImageProcessor
 
     return SiglipImageProcessor(
@@ -69,10 +69,10 @@ def _image_processor() -> Any:
 def _processor() -> Any:
     from transformers import PaliGemmaProcessor
 
-    return PaliGemmaProcessor(image_processor=_image_processor(), tokenizer=make_gemma_tokenizer())
+    return PaliGemmaProcessor(image_processor=siglip_image_processor(), tokenizer=make_gemma_tokenizer())
 
 
-def _config(tokenizer: Any) -> Any:
+def paligemma_config(tokenizer: Any) -> Any:
     from transformers import PaliGemmaConfig
 
     config = PaliGemmaConfig(
@@ -119,7 +119,7 @@ def write_model(folder: Path, *, seed: int, layout: Layout = "legacy") -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     processor = _processor()
-    config = _config(processor.tokenizer)
+    config = paligemma_config(processor.tokenizer)
     config.save_pretrained(folder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

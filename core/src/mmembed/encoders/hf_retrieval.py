@@ -1,0 +1,181 @@
+"""transformers' own ColPali and ColQwen2 retrievers: the ``*-hf`` checkpoints.
+
+transformers ships ``ColPaliForRetrieval`` / ``ColQwen2ForRetrieval`` with their processors,
+and vidore publishes its checkpoints converted for them (``vidore/colpali-v1.3-hf``,
+``vidore/colqwen2-v1.0-hf``): a ``config.json`` with ``model_type: colpali`` / ``colqwen2``
+wrapping the VLM's config (``vlm_config``), merged weights (``vlm.*`` and the
+``embedding_proj_layer`` head) and the processor files. For these checkpoints transformers
+*is* the reference, so they run through those classes and processors unchanged: queries are
+the processor's (``"Question: "`` for ColPali, ``"Query: "`` for ColQwen2, then the query and
+ten augmentation tokens), pages its fixed visual prompt, every non-padding token one
+L2-normalised vector. Text documents take the processor's text path (the query prompt); a
+page with its own text has no prompt in these processors and is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..types import EncoderInfo, MMEmbedError
+from .checkpoint import CheckpointFacts
+from .qwen_vl import apply_page_budget
+from .registry import LoadRequest, ModelFamily, register_family
+from .runtime import default_attention
+from .vlm import DEFAULT_BATCH_SIZE, Item, Prompt, Recipe, VLMEncoder, processor_folder, skipped_weight_init
+
+logger = logging.getLogger(__name__)
+
+_PLAIN = Prompt("", "", image=False)
+
+
+class RetrievalModel(nn.Module):
+    """A ``*ForRetrieval`` model as :class:`~mmembed.encoders.vlm.VLMEncoder` runs it: inputs
+    in, ``(batch, tokens, dim)`` L2-normalised embeddings out (padding rows are zero)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**inputs).embeddings
+
+
+class HFRetrievalEncoder(VLMEncoder):
+    """The processor's ``process_queries`` / ``process_images`` in, embeddings out."""
+
+    def text_inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return _model_inputs(self.processor.process_queries(texts, return_tensors="pt"))
+
+    def image_inputs(self, texts: list[str], images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        return _model_inputs(self.processor.process_images(images, return_tensors="pt"))
+
+    def image_cost(self, image: Image.Image) -> int:
+        image_processor = self.image_processor
+        if hasattr(image_processor, "merge_size"):  # Qwen2-VL: dynamic resolution
+            patches = int(image_processor.get_number_of_image_patches(image.height, image.width))
+            return patches // image_processor.merge_size**2
+        return int(self.processor.image_seq_length)  # PaliGemma: one fixed square
+
+    def _document_item(self, doc: object, what: str) -> Item:
+        if isinstance(doc, tuple):
+            raise MMEmbedError(
+                f"{what} is an (image, text) pair, but {self.info.family} checkpoints have no prompt for "
+                "a page with its own text (transformers' processor encodes a page image alone); "
+                "pass the image alone, or the text alone"
+            )
+        return super()._document_item(doc, what)
+
+
+def _model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}  # labels are for training
+
+
+def _build(request: LoadRequest, *, family_id: str, model_class: str, processor_class: str) -> VLMEncoder:
+    import transformers
+
+    facts = request.facts
+    logger.info("loading %s as %s through transformers' %s", request.name, family_id, model_class)
+    if facts.adapter is not None:
+        raise MMEmbedError(
+            f"{facts.name}: a LoRA adapter over a transformers-native {family_id} checkpoint is not "
+            "supported; merge it first (peft's merge_and_unload(), then save_pretrained) and load that"
+        )
+    attn = request.options.get("attn_implementation") or default_attention(request.device)
+    with skipped_weight_init():  # from_pretrained also swaps torch's init functions
+        model, loading = getattr(transformers, model_class).from_pretrained(
+            str(facts.model_path), dtype=request.dtype, attn_implementation=attn, output_loading_info=True
+        )
+    missing = sorted(loading.get("missing_keys") or ())
+    if missing:
+        raise MMEmbedError(
+            f"{facts.name}: the checkpoint lacks {len(missing)} weight(s) of {model_class}, e.g. "
+            f"{', '.join(missing[:3])}; it is incomplete or not a {family_id} checkpoint"
+        )
+    processor = getattr(transformers, processor_class).from_pretrained(str(processor_folder(facts)))
+    _apply_page_budget(processor, request.options)
+    recipe = Recipe(
+        page=Prompt("", "", image=True),
+        page_text="",
+        interleaved=Prompt("", "", image=True),
+        query=_PLAIN,
+        text_document=_PLAIN,
+        image_token=processor.image_token,
+    )
+    info = EncoderInfo(
+        name=request.name,
+        family=family_id,
+        kind="multi",
+        dim=int(model.config.embedding_dim),
+        similarity="maxsim",
+        revision=request.revision,
+    )
+    return HFRetrievalEncoder(
+        RetrievalModel(model.eval().requires_grad_(False)).to(request.device),
+        processor,
+        recipe,
+        info=info,
+        device=request.device,
+        dtype=request.dtype,
+        batch_size=int(request.options.get("batch_size") or DEFAULT_BATCH_SIZE),
+    )
+
+
+def _apply_page_budget(processor: Any, options: Mapping[str, Any]) -> None:
+    """ColQwen2 pages have a pixel budget (``max_pixels`` / ``max_num_visual_tokens``);
+    ColPali pages are always the same square."""
+    if hasattr(processor.image_processor, "merge_size"):
+        apply_page_budget(processor.image_processor, options)
+
+
+def _matches(model_type: str) -> Callable[[CheckpointFacts], bool]:
+    def matches(facts: CheckpointFacts) -> bool:
+        return facts.model_type == model_type
+
+    return matches
+
+
+COLPALI_HF = register_family(
+    ModelFamily(
+        id="colpali_hf",
+        kind="multi",
+        similarity="maxsim",
+        dim=128,
+        description="ColPali, transformers-native (ColPaliForRetrieval), late interaction",
+        matches=_matches("colpali"),
+        build=lambda request: _build(
+            request,
+            family_id="colpali_hf",
+            model_class="ColPaliForRetrieval",
+            processor_class="ColPaliProcessor",
+        ),
+        known_checkpoints=("vidore/colpali-v1.3-hf", "vidore/colpali-v1.2-hf"),
+        notes="Pages resized to 448x448 (1024 image tokens); merged weights, ~6 GB in bfloat16.",
+        options=("batch_size", "attn_implementation"),
+    )
+)
+
+COLQWEN2_HF = register_family(
+    ModelFamily(
+        id="colqwen2_hf",
+        kind="multi",
+        similarity="maxsim",
+        dim=128,
+        description="ColQwen2, transformers-native (ColQwen2ForRetrieval), late interaction",
+        matches=_matches("colqwen2"),
+        build=lambda request: _build(
+            request,
+            family_id="colqwen2_hf",
+            model_class="ColQwen2ForRetrieval",
+            processor_class="ColQwen2Processor",
+        ),
+        known_checkpoints=("vidore/colqwen2-v1.0-hf",),
+        notes="2B: ~4.4 GB in bfloat16; page budget from the checkpoint's processor, overridable.",
+        options=("batch_size", "max_pixels", "max_num_visual_tokens", "attn_implementation"),
+    )
+)
