@@ -1,0 +1,49 @@
+"""The shared IndexBackend contract (``mmembed_testing.backend_contract``), run against the
+embedded index and against the per-process shared handle on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmembed.index import IndexBackend, open_index
+from mmembed.types import EncoderInfo
+from mmembed_testing.backend_contract import IndexBackendContract
+
+
+class TestLocalIndex(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        return open_index(path, encoder)
+
+
+class TestLocalIndexFloat32(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        return open_index(path, encoder, dtype="float32")
+
+
+class TestSharedIndex(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        return open_index(path, encoder, shared=True)
+
+
+class _IgnoresFilters:
+    """A broken backend: searches everything, whatever the filter."""
+
+    def __init__(self, inner: IndexBackend) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def search(self, queries, k=10, where=None):  # type: ignore[no-untyped-def]
+        return self._inner.search(queries, k)
+
+
+def test_the_contract_fails_a_backend_that_ignores_filters(tmp_path: Path) -> None:
+    import pytest
+
+    from mmembed_testing.backend_contract import MULTI
+
+    broken = _IgnoresFilters(open_index(tmp_path / "ix", MULTI))
+    with pytest.raises(AssertionError):
+        TestLocalIndex().test_filters_select_what_the_syntax_says(broken, {"lang": "fr"})  # type: ignore[arg-type]
+    broken.close()  # type: ignore[attr-defined]
