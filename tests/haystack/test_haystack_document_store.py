@@ -215,6 +215,9 @@ def test_invalid_documents_are_refused_with_a_reason(tmp_path: Path) -> None:
         ({"field": "content", "operator": "==", "value": "text of newer"}, {"newer"}),
         ({"field": "meta.page", "operator": "==", "value": "3"}, {"old"}),
         ({"field": "meta.date", "operator": "<", "value": "2021-06-01"}, {"old", "new"}),
+        # Points in time, not text: "new" is 2020-05-05 10:00+02:00 = 08:00 UTC.
+        ({"field": "meta.date", "operator": ">", "value": "2020-05-05T09:00:00Z"}, {"newer"}),
+        ({"field": "meta.date", "operator": "<=", "value": "2020-05-05T03:00:00-05:00"}, {"old", "new"}),
         (
             {
                 "operator": "OR",
@@ -242,7 +245,7 @@ def test_filter_translation(tmp_path: Path, filters: dict, expected: set[str]) -
             Document(
                 id="new",
                 content="text of new",
-                meta={"year": 2020, "lang": "en", "date": "2020-05-05T10:00:00"},
+                meta={"year": 2020, "lang": "en", "date": "2020-05-05T10:00:00+02:00"},
             ),
             Document(
                 id="newer", content="text of newer", meta={"year": 2023, "lang": "fr", "date": "2023-01-01"}

@@ -1,7 +1,9 @@
 """Compile the metadata filter syntax of :mod:`mmembed.index.protocol` to a SQL ``WHERE`` clause.
 
 Values are always bound as parameters (never pasted into SQL). Comparisons are type-strict:
-``{"year": 2020}`` does not match the string ``"2020"``, ``True`` does not match ``1``.
+``{"year": 2020}`` does not match the string ``"2020"``, ``True`` does not match ``1``. A
+``datetime`` / ``date`` value compares stored ISO 8601 strings as points in time (SQLite's
+``julianday``: offsets honoured, a time without one is UTC); other values never match it.
 Negations (``$ne``, ``$nin``) also match pages that lack the key, as in MongoDB.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import date, datetime, timezone
 from typing import Any
 
 from .errors import FilterError
@@ -112,6 +115,8 @@ def _operator(target: _Target, op: str, value: Any, whole: Filter) -> Sql:
     if op == "$ne":
         sql, params = target.equals(value)
         return f"NOT {sql}", params
+    if isinstance(value, date) and isinstance(target, _MetadataKey):
+        return target.compare_time(RANGE_OPS[op], value)
     if isinstance(value, bool) or value is None:
         raise _fail(whole, f"{op} on {target.name!r} needs a number or a string, got {_show(value)}")
     return target.compare(RANGE_OPS[op], value)
@@ -128,9 +133,10 @@ def _check_scalar(target: _Target, value: Any, whole: Filter) -> None:
             raise _fail(
                 whole, f"{target.name!r} is {'an integer' if kind is int else 'a string'}, got {_show(value)}"
             )
-    elif value is not None and not isinstance(value, str | int | float | bool):
+    elif value is not None and not isinstance(value, str | int | float | bool | date):
         raise _fail(
-            whole, f"metadata values compare with a string, number, boolean or null, got {_show(value)}"
+            whole,
+            f"metadata values compare with a string, number, boolean, null or datetime, got {_show(value)}",
         )
 
 
@@ -172,6 +178,8 @@ class _MetadataKey:
 
     def equals(self, value: Any) -> Sql:
         p = self.path
+        if isinstance(value, date):
+            return self.compare_time("=", value)
         if value is None:
             return self._typed("json_type(metadata, ?) = 'null'", [p])
         if isinstance(value, bool):
@@ -189,6 +197,15 @@ class _MetadataKey:
         types = "('text')" if isinstance(value, str) else NUMBER_TYPES
         return self._typed(
             f"(json_type(metadata, ?) IN {types} AND json_extract(metadata, ?) {op} ?)", [p, p, value]
+        )
+
+    def compare_time(self, op: str, value: date) -> Sql:
+        """A stored ISO 8601 string against a point in time (``julianday`` is NULL, so no
+        match, for a string that is not a date)."""
+        p = self.path
+        return self._typed(
+            f"(json_type(metadata, ?) = 'text' AND julianday(json_extract(metadata, ?)) {op} julianday(?))",
+            [p, p, _iso_utc(value)],
         )
 
     def member(self, values: list[Any]) -> Sql:
@@ -211,10 +228,18 @@ class _MetadataKey:
                 )
             )
         parts.extend(
-            self.equals(v) for v in dict.fromkeys(v for v in values if v is None or isinstance(v, bool))
+            self.equals(v)
+            for v in dict.fromkeys(v for v in values if v is None or isinstance(v, bool | date))
         )
         sql, params = _join(parts, " OR ", empty=FALSE)
         return self._typed(sql, params)
+
+
+def _iso_utc(value: date) -> str:
+    """``value`` as the ISO 8601 text SQLite's ``julianday`` reads; aware times in UTC."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat()
 
 
 _Target = _RecordField | _MetadataKey

@@ -11,6 +11,9 @@ A filter is a JSON-like dict, applied *before* scoring (a pre-filter):
 - ``{"source": "report.pdf"}`` — equality (``$eq``);
 - ``{"page": {"$in": [1, 2]}}`` / ``{"$nin": [...]}``;
 - ``{"year": {"$gte": 2020, "$lt": 2024}}`` — numeric range (``$gt``, ``$gte``, ``$lt``, ``$lte``);
+- ``{"published": {"$gte": datetime(2024, 1, 1)}}`` — a ``datetime`` / ``date`` value compares
+  stored ISO 8601 strings as points in time (offsets honoured; a time without one is UTC);
+  strings that are not dates never match it;
 - ``{"lang": {"$ne": "fr"}}``, ``{"title": {"$exists": True}}``;
 - ``{"$and": [f1, f2]}``, ``{"$or": [f1, f2]}``; several keys in one dict are AND-ed.
 

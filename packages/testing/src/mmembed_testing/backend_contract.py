@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,61 @@ FILTERS: list[dict[str, Any]] = [
     {"id": {"$in": [page_id(HASHES[0], 1), page_id(HASHES[1], 2), page_id(HASHES[1], 1)]}},
 ]
 
+# ISO 8601 strings in several forms and offsets (and values that are not dates at all).
+PUBLISHED: list[Any] = [
+    "2024-01-01T10:00:00+02:00",  # 08:00 UTC
+    "2024-01-01T09:00:00Z",
+    "2024-01-01T08:30:00",  # no offset: UTC
+    "2024-01-01",  # midnight UTC
+    "2023-12-31T23:30:00-01:00",  # 2024-01-01 00:30 UTC
+    "2024-01-01T08:00:00.250+00:00",
+    "not a date",
+    20240101,
+    None,  # key absent
+]
+NOON = datetime(2024, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=3)))  # 09:00 UTC
+DATE_FILTERS: list[dict[str, Any]] = [
+    {"published": {"$gte": datetime(2024, 1, 1, 8, 0)}},
+    {"published": {"$gt": datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc)}},
+    {"published": {"$lt": NOON}},
+    {"published": {"$lte": NOON}},
+    {"published": {"$gte": date(2024, 1, 1), "$lt": datetime(2024, 1, 1, 8, 30)}},
+    {"published": NOON},
+    {"published": {"$ne": NOON}},
+    {"published": {"$in": [NOON, date(2024, 1, 1)]}},
+]
+
+
+def matches_time(stored: Any, condition: Any) -> bool:
+    """Reference for a date filter: ``stored`` parsed as ISO 8601 (no offset: UTC)."""
+    try:
+        when = datetime.fromisoformat(stored) if isinstance(stored, str) else None
+    except ValueError:
+        when = None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    ops = condition if isinstance(condition, dict) else {"$eq": condition}
+    return all(_time_op(when, op, arg) for op, arg in ops.items())
+
+
+def _time_op(when: datetime | None, op: str, arg: Any) -> bool:
+    if op == "$ne":
+        return not _time_op(when, "$eq", arg)
+    if op == "$in":
+        return any(_time_op(when, "$eq", a) for a in arg)
+    if when is None:
+        return False
+    point = arg if isinstance(arg, datetime) else datetime(arg.year, arg.month, arg.day)
+    point = point if point.tzinfo is not None else point.replace(tzinfo=timezone.utc)
+    return {
+        "$eq": when == point,
+        "$gt": when > point,
+        "$gte": when >= point,
+        "$lt": when < point,
+        "$lte": when <= point,
+    }[op]
+
+
 INVALID_FILTERS: list[Any] = [
     {"$not": {"a": 1}},
     {"a": {"$regex": "x"}},
@@ -296,6 +352,19 @@ class IndexBackendContract:
         assert {h.id for h in hits} == expected  # a pre-filter: every match is ranked
         assert backend.delete(where=flt) == len(expected)
         assert backend.count() == 12 - len(expected)
+
+    @pytest.mark.parametrize("flt", DATE_FILTERS, ids=[repr(f) for f in DATE_FILTERS])
+    def test_dates_compare_as_points_in_time(self, backend: IndexBackend, flt: dict[str, Any]) -> None:
+        pages = make_pages(len(PUBLISHED))
+        for page, published in zip(pages, PUBLISHED, strict=True):
+            if published is not None:
+                page.metadata["published"] = published
+        backend.add(pages)
+        expected = {
+            p.resolved_id() for p in pages if matches_time(p.metadata.get("published"), flt["published"])
+        }
+        assert {r.id for r in backend.records(flt)} == expected
+        assert {h.id for h in backend.search([torch.randn(2, DIM)], k=50, where=flt)[0]} == expected
 
     @pytest.mark.parametrize("flt", INVALID_FILTERS, ids=[repr(f) for f in INVALID_FILTERS])
     def test_invalid_filters_are_refused(self, backend: IndexBackend, flt: Any) -> None:

@@ -11,7 +11,9 @@ never match a missing or null field.
 Fields: ``meta.<key>`` (top-level metadata keys; a bare ``<key>`` is read as ``meta.<key>``
 like Haystack's legacy filters), ``id`` and ``content``. Values compare strictly by type
 (``2020`` does not match ``"2020"``); strings can be ordered only when they are ISO 8601
-dates, compared as text — exact for dates written in one format and time zone.
+dates, and are then compared as points in time (the filter's date becomes a ``datetime``,
+which mmembed's index compares chronologically with stored date strings, time zones
+honoured; a date without one counts as UTC).
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def _ordering(key: str, operator: str, value: Any, *, negate: bool) -> CoreFilte
         )
     if isinstance(value, str):
         try:
-            datetime.fromisoformat(value)
+            value = datetime.fromisoformat(value)
         except ValueError:
             raise FilterError(
                 f"cannot order by the string {value!r} with {operator!r}: strings are only comparable "
