@@ -68,7 +68,15 @@ def build(family: str, path: Path, *, seed: int, lora: bool, layout: str = "tran
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(config)
-    model.save_pretrained(path)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a few-MB checkpoint needs no "Writing model shards" bar
+    try:
+        model.save_pretrained(path)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     processor.save_pretrained(path)
     return path
 
