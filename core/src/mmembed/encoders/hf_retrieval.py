@@ -15,8 +15,7 @@ page with its own text has no prompt in these processors and is refused.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 from PIL import Image
@@ -98,7 +97,9 @@ def _build(request: LoadRequest, *, family_id: str, model_class: str, processor_
             f"{', '.join(missing[:3])}; it is incomplete or not a {family_id} checkpoint"
         )
     processor = getattr(transformers, processor_class).from_pretrained(str(processor_folder(facts)))
-    _apply_page_budget(processor, request.options)
+    # max_pixels / max_num_visual_tokens: only ColQwen2 accepts them (the registry refuses
+    # options a family does not list), so for ColPali this changes nothing.
+    apply_page_budget(processor.image_processor, request.options)
     recipe = Recipe(
         page=Prompt("", "", image=True),
         page_text="",
@@ -126,56 +127,58 @@ def _build(request: LoadRequest, *, family_id: str, model_class: str, processor_
     )
 
 
-def _apply_page_budget(processor: Any, options: Mapping[str, Any]) -> None:
-    """ColQwen2 pages have a pixel budget (``max_pixels`` / ``max_num_visual_tokens``);
-    ColPali pages are always the same square."""
-    if hasattr(processor.image_processor, "merge_size"):
-        apply_page_budget(processor.image_processor, options)
+def _register(
+    family_id: str,
+    *,
+    model_type: str,
+    name: str,
+    known_checkpoints: tuple[str, ...],
+    notes: str,
+    options: tuple[str, ...],
+) -> ModelFamily:
+    """A family for ``model_type`` checkpoints run by transformers' ``{name}ForRetrieval`` /
+    ``{name}Processor``."""
 
-
-def _matches(model_type: str) -> Callable[[CheckpointFacts], bool]:
     def matches(facts: CheckpointFacts) -> bool:
         return facts.model_type == model_type
 
-    return matches
-
-
-COLPALI_HF = register_family(
-    ModelFamily(
-        id="colpali_hf",
-        kind="multi",
-        similarity="maxsim",
-        dim=128,
-        description="ColPali, transformers-native (ColPaliForRetrieval), late interaction",
-        matches=_matches("colpali"),
-        build=lambda request: _build(
+    def build(request: LoadRequest) -> VLMEncoder:
+        return _build(
             request,
-            family_id="colpali_hf",
-            model_class="ColPaliForRetrieval",
-            processor_class="ColPaliProcessor",
-        ),
-        known_checkpoints=("vidore/colpali-v1.3-hf", "vidore/colpali-v1.2-hf"),
-        notes="Pages resized to 448x448 (1024 image tokens); merged weights, ~6 GB in bfloat16.",
-        options=("batch_size", "attn_implementation"),
+            family_id=family_id,
+            model_class=f"{name}ForRetrieval",
+            processor_class=f"{name}Processor",
+        )
+
+    return register_family(
+        ModelFamily(
+            id=family_id,
+            kind="multi",
+            similarity="maxsim",
+            dim=128,
+            description=f"{name}, transformers-native ({name}ForRetrieval), late interaction",
+            matches=matches,
+            build=build,
+            known_checkpoints=known_checkpoints,
+            notes=notes,
+            options=options,
+        )
     )
+
+
+COLPALI_HF = _register(
+    "colpali_hf",
+    model_type="colpali",
+    name="ColPali",
+    known_checkpoints=("vidore/colpali-v1.3-hf", "vidore/colpali-v1.2-hf"),
+    notes="Pages resized to 448x448 (1024 image tokens); merged weights, ~6 GB in bfloat16.",
+    options=("batch_size", "attn_implementation"),
 )
-
-COLQWEN2_HF = register_family(
-    ModelFamily(
-        id="colqwen2_hf",
-        kind="multi",
-        similarity="maxsim",
-        dim=128,
-        description="ColQwen2, transformers-native (ColQwen2ForRetrieval), late interaction",
-        matches=_matches("colqwen2"),
-        build=lambda request: _build(
-            request,
-            family_id="colqwen2_hf",
-            model_class="ColQwen2ForRetrieval",
-            processor_class="ColQwen2Processor",
-        ),
-        known_checkpoints=("vidore/colqwen2-v1.0-hf",),
-        notes="2B: ~4.4 GB in bfloat16; page budget from the checkpoint's processor, overridable.",
-        options=("batch_size", "max_pixels", "max_num_visual_tokens", "attn_implementation"),
-    )
+COLQWEN2_HF = _register(
+    "colqwen2_hf",
+    model_type="colqwen2",
+    name="ColQwen2",
+    known_checkpoints=("vidore/colqwen2-v1.0-hf",),
+    notes="2B: ~4.4 GB in bfloat16; page budget from the checkpoint's processor, overridable.",
+    options=("batch_size", "max_pixels", "max_num_visual_tokens", "attn_implementation"),
 )
