@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "score": "mmembed.scoring",
     # encoders
     "Encoder": "mmembed.encoders",
+    "MediaClip": "mmembed.encoders",
     "load_encoder": "mmembed.encoders",
     "list_models": "mmembed.encoders",
     # index
@@ -63,6 +64,7 @@ __all__ = [
     "LocalIndex",
     "MMEmbedError",
     "MaxSimReranker",
+    "MediaClip",
     "Page",
     "PageInput",
     "PageRecord",
@@ -95,7 +97,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .encoders import Encoder, list_models, load_encoder
+    from .encoders import Encoder, MediaClip, list_models, load_encoder
     from .index import IndexBackend, LocalIndex, PageInput, open_index
     from .loaders import LoadIssue, Page, load_pages, render_page
     from .pipeline import IndexReport, index_documents

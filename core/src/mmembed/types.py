@@ -39,9 +39,15 @@ class EncoderInfo:
     dim: int
     similarity: Similarity
     revision: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict, compare=True, hash=False)
+    """Encoder options that change the vectors (e.g. a Matryoshka size, a fusion mode), as
+    JSON-ready values. Two encoders with different settings make incomparable vectors."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.settings:  # indexes written before settings existed stay byte-identical
+            del data["settings"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderInfo:
@@ -52,13 +58,14 @@ class EncoderInfo:
             dim=int(data["dim"]),
             similarity=data["similarity"],
             revision=data.get("revision"),
+            settings=dict(data.get("settings") or {}),
         )
 
     def check_compatible(self, other: EncoderInfo, *, index_path: str = "") -> None:
         """Raise :class:`EncoderMismatchError` when ``other``'s vectors cannot be
         searched against vectors made by ``self``."""
         where = f" at {index_path}" if index_path else ""
-        for attr in ("kind", "dim", "similarity", "family", "name", "revision"):
+        for attr in ("kind", "dim", "similarity", "family", "name", "revision", "settings"):
             mine, theirs = getattr(self, attr), getattr(other, attr)
             if mine != theirs:
                 raise EncoderMismatchError(

@@ -13,7 +13,7 @@ from . import (  # noqa: F401 - each family module registers its family
     colqwen3,
     hf_retrieval,
 )
-from .base import Encoder
+from .base import Encoder, MediaClip
 from .cache import cached_encoders, clear_encoder_cache, load_encoder
 from .checkpoint import CheckpointFacts, CheckpointFormatError, CheckpointNotFoundError, inspect_checkpoint
 from .registry import (
@@ -34,6 +34,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "Encoder",
     "LoadRequest",
+    "MediaClip",
     "ModelFamily",
     "ModelListing",
     "UnknownModelError",

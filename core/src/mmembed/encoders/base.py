@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -15,6 +17,31 @@ Document = str | Image.Image | tuple[Image.Image, str]
 encoded together as one (interleaved) document."""
 MultimodalQuery = str | Image.Image | tuple[Image.Image, str]
 """A text query, an image query, or an image with text."""
+
+
+@dataclass(frozen=True, eq=False)
+class MediaClip:
+    """A decoded stretch of a recording: what audio / video encoders take.
+
+    ``audio`` is ``(samples,)`` float32 mono in [-1, 1] at ``sample_rate`` Hz, or ``None`` for
+    video without sound; ``frames`` are RGB frames sampled at ``fps`` (empty for audio only);
+    ``start`` / ``end`` are seconds inside the source recording.
+    """
+
+    audio: np.ndarray | None = None
+    sample_rate: int = 16_000
+    frames: tuple[Image.Image, ...] = ()
+    fps: float = 0.0
+    start: float = 0.0
+    end: float = 0.0
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None and self.audio.size > 0
+
+    @property
+    def has_video(self) -> bool:
+        return len(self.frames) > 0
 
 
 class Encoder(ABC):
@@ -53,6 +80,15 @@ class Encoder(ABC):
         raise MMEmbedError(
             f"the {self.info.family} encoder cannot encode text or interleaved documents; "
             "use encode_images() for page images"
+        )
+
+    def encode_media(
+        self, clips: Sequence[MediaClip], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Embed audio / video clips (one embedding per clip)."""
+        raise MMEmbedError(
+            f"the {self.info.family} encoder cannot encode audio or video; index recordings with an "
+            "audio/video model such as nvidia/omni-embed-nemotron-3b"
         )
 
     def encode_queries_multimodal(
