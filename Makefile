@@ -9,7 +9,7 @@ INSTALL_INPUTS := constraints.txt requirements/dev.txt $(wildcard core/pyproject
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint typecheck bench venv clean
+.PHONY: demo test test-compat release-check lint typecheck bench venv clean
 
 venv: $(STAMP)
 
@@ -32,8 +32,28 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m mypy benchmarks examples
+	$(PY) -m mypy benchmarks examples tools compat
+	$(PY) tools/release.py versions
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every distribution at the lowest versions it declares for its key dependencies (compat/lowest.txt),
+# installed from source as a user's pip would (not editable), then compat/smoke.py runs each
+# adapter's README path. A fresh venv each time, so nothing of .venv leaks in.
+COMPAT_VENV := .venv-compat
+test-compat:
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install -q -c compat/lowest.txt ./core ./packages/testing \
+		./integrations/llamaindex './integrations/langchain[classic]' ./integrations/haystack
+	$(COMPAT_VENV)/bin/python compat/smoke.py
+
+# Builds every sdist, a wheel from each sdist and a wheel from the tree, then checks them:
+# twine's metadata check, py.typed, no tests, licence, long description, same file lists.
+release-check: $(STAMP)
+	$(PY) tools/release.py build dist
+	$(PY) -m twine check --strict dist/*/*.whl dist/*/*.tar.gz
+	$(PY) tools/release.py check-dists dist
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -41,11 +61,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
-	$(PY) -m mypy benchmarks examples
+	$(PY) -m mypy benchmarks examples tools compat
 
 bench: $(STAMP)
 	$(PY) benchmarks/maxsim.py
 	$(PY) benchmarks/render.py
 
 clean:
-	rm -rf $(VENV) demo_index
+	rm -rf $(VENV) $(COMPAT_VENV) dist demo_index

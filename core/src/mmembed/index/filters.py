@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from .errors import FilterError
@@ -235,10 +235,22 @@ class _MetadataKey:
         return self._typed(sql, params)
 
 
+def parse_iso_datetime(text: str) -> datetime:
+    """ISO 8601 text as a :class:`datetime`; a trailing ``Z`` (UTC) is read the same on every
+    Python version (``datetime.fromisoformat`` only accepts it from 3.11).
+
+    >>> parse_iso_datetime("2024-01-01T08:30:00Z").isoformat()
+    '2024-01-01T08:30:00+00:00'
+    """
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
 def _iso_utc(value: date) -> str:
     """``value`` as the ISO 8601 text SQLite's ``julianday`` reads; aware times in UTC."""
     if isinstance(value, datetime) and value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat()
 
 

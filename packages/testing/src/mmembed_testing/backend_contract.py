@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from mmembed.index import FilterError, IndexBackend, PageInput, page_id
+from mmembed.index.filters import parse_iso_datetime
 from mmembed.scoring import score
 from mmembed.types import EncoderInfo, MMEmbedError
 
@@ -190,7 +191,7 @@ PUBLISHED: list[Any] = [
 NOON = datetime(2024, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=3)))  # 09:00 UTC
 DATE_FILTERS: list[dict[str, Any]] = [
     {"published": {"$gte": datetime(2024, 1, 1, 8, 0)}},
-    {"published": {"$gt": datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc)}},
+    {"published": {"$gt": datetime(2024, 1, 1, 8, 0, tzinfo=UTC)}},
     {"published": {"$lt": NOON}},
     {"published": {"$lte": NOON}},
     {"published": {"$gte": date(2024, 1, 1), "$lt": datetime(2024, 1, 1, 8, 30)}},
@@ -203,11 +204,11 @@ DATE_FILTERS: list[dict[str, Any]] = [
 def matches_time(stored: Any, condition: Any) -> bool:
     """Reference for a date filter: ``stored`` parsed as ISO 8601 (no offset: UTC)."""
     try:
-        when = datetime.fromisoformat(stored) if isinstance(stored, str) else None
+        when = parse_iso_datetime(stored) if isinstance(stored, str) else None
     except ValueError:
         when = None
     if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     ops = condition if isinstance(condition, dict) else {"$eq": condition}
     return all(_time_op(when, op, arg) for op, arg in ops.items())
 
@@ -220,7 +221,7 @@ def _time_op(when: datetime | None, op: str, arg: Any) -> bool:
     if when is None:
         return False
     point = arg if isinstance(arg, datetime) else datetime(arg.year, arg.month, arg.day)
-    point = point if point.tzinfo is not None else point.replace(tzinfo=timezone.utc)
+    point = point if point.tzinfo is not None else point.replace(tzinfo=UTC)
     return {
         "$eq": when == point,
         "$gt": when > point,

@@ -19,11 +19,12 @@ honoured; a date without one counts as UTC).
 from __future__ import annotations
 
 from dataclasses import fields as dataclass_fields
-from datetime import datetime
 from typing import Any
 
 from haystack import Document
 from haystack.errors import FilterError
+
+from mmembed.index.filters import parse_iso_datetime
 
 CONTENT_KEY = "haystack.content"
 """Metadata key of the index under which a document's ``content`` is stored."""
@@ -166,7 +167,7 @@ def _ordering(key: str, operator: str, value: Any, *, negate: bool) -> CoreFilte
         )
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value)
+            value = parse_iso_datetime(value)
         except ValueError:
             raise FilterError(
                 f"cannot order by the string {value!r} with {operator!r}: strings are only comparable "
