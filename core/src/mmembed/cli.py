@@ -173,6 +173,44 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .encoders import load_encoder
+    from .evaluate import DEFAULT_METRICS, evaluate, format_table, load_qrels, load_queries
+    from .retrieve import Retriever
+
+    queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
+    if args.corpus:  # index the corpus first (a no-op for files the index already holds)
+        indexing = build_parser().parse_args(["index", *args.corpus, "--index", args.index, "--quiet"])
+        indexing.model, indexing.revision, indexing.device = args.model, args.revision, args.device
+        code = cmd_index(indexing)
+        if code:
+            return code
+    reports = []
+    for path in [args.index, *(args.compare or [])]:
+        index = _open_existing(path, readonly=True)
+        try:
+            stored = index.encoder.name
+            encoder = load_encoder(args.model if path == args.index and args.model else stored)
+            reports.append(
+                evaluate(
+                    Retriever(index, encoder),
+                    queries,
+                    qrels,
+                    k=args.k,
+                    doc_ids=args.doc_ids,
+                    metrics=args.metrics or DEFAULT_METRICS,
+                    name=f"{Path(path).name} ({Path(stored).name})",
+                )
+            )
+        finally:
+            index.close()
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        print(format_table(reports))
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .encoders import list_models
 
@@ -235,6 +273,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="measure retrieval quality (nDCG, recall, MRR) against qrels")
+    p.add_argument("--index", required=True, help="the index to evaluate (its pages are the corpus)")
+    p.add_argument("--queries", required=True, help="BEIR queries.jsonl ({_id, text}) or id<TAB>text")
+    p.add_argument(
+        "--qrels", required=True, help="BEIR qrels TSV (query-id, corpus-id, score), TREC or JSONL"
+    )
+    p.add_argument("--corpus", nargs="+", help="files / folders to index into --index first")
+    p.add_argument("-k", type=int, default=100, help="pages retrieved per query (default 100)")
+    p.add_argument(
+        "--doc-ids",
+        choices=["auto", "id", "source#page", "path#page"],
+        default="auto",
+        help="how the qrels name pages: mmembed page id, file name#page or full path#page (default: guess)",
+    )
+    p.add_argument("--metrics", nargs="+", help="ir-measures names (default nDCG@1,5,10 R@1,5,10,100 RR@10)")
+    p.add_argument(
+        "--compare", nargs="+", metavar="INDEX", help="other indexes (e.g. another model) side by side"
+    )
+    p.add_argument("--json", action="store_true")
+    model_args(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("models", help="supported model families and known checkpoints")
     p.add_argument("--json", action="store_true")

@@ -1,0 +1,246 @@
+"""Measure retrieval quality on your own documents: BEIR-style queries + qrels against an index.
+
+    >>> from mmembed.evaluate import Qrels, measure
+    >>> qrels: Qrels = {"q1": {"report.pdf#3": 1}}
+    >>> measure({"q1": {"report.pdf#3": 0.9, "report.pdf#1": 0.2}}, qrels)["nDCG@10"]
+    1.0
+
+Metrics come from ``ir-measures`` (which runs ``pytrec_eval``), never from hand-written
+formulas: ``pip install 'mmembed-core[eval]'``. Documents are named either by mmembed page id
+or as ``source#page`` (the file's name, or its full path when the qrels use paths).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .types import MMEmbedError, PageRecord
+
+if TYPE_CHECKING:
+    from .index.protocol import Filter
+    from .retrieve import Retriever
+
+Qrels = dict[str, dict[str, int]]
+"""query id -> document id -> relevance grade (0 = not relevant)."""
+Run = dict[str, dict[str, float]]
+"""query id -> document id -> score."""
+DocIds = Literal["auto", "id", "source#page", "path#page"]
+
+DEFAULT_METRICS = ("nDCG@1", "nDCG@5", "nDCG@10", "R@1", "R@5", "R@10", "R@100", "RR@10")
+
+
+class EvalError(MMEmbedError):
+    """Unreadable queries / qrels, or qrels that name nothing in the index."""
+
+
+@dataclass
+class EvalReport:
+    """What :func:`evaluate` measured: the mean of each metric, and each query's values."""
+
+    name: str
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]] = field(default_factory=dict)
+    queries: int = 0
+    unjudged_queries: list[str] = field(default_factory=list)
+    """Queries without any relevant document in the qrels (left out of the means)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "queries": self.queries,
+            "metrics": self.metrics,
+            "unjudged_queries": self.unjudged_queries,
+        }
+
+
+def _ir_measures() -> Any:
+    try:
+        import ir_measures
+    except ImportError as exc:
+        raise EvalError(
+            "evaluation uses the ir-measures library, which is not installed: pip install 'mmembed-core[eval]'"
+        ) from exc
+    return ir_measures
+
+
+def measure(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
+    """Mean of each metric over the judged queries (ir-measures' aggregate)."""
+    return measure_per_query(run, qrels, metrics)[0]
+
+
+def measure_per_query(
+    run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(mean per metric, per-query values) for the queries with at least one relevant document."""
+    ir = _ir_measures()
+    try:
+        parsed = [ir.parse_measure(m) for m in metrics]
+    except (ValueError, NameError, SyntaxError) as exc:
+        raise EvalError(
+            f"unknown metric in {list(metrics)} ({exc}); e.g. nDCG@10, R@100, RR@10, P@5"
+        ) from exc
+    judged = {q: docs for q, docs in qrels.items() if any(grade > 0 for grade in docs.values())}
+    # A judged query with no retrieved page still counts (as zero), so pass every judged id.
+    full_run = {q: dict(run.get(q, {})) for q in judged}
+    aggregate = ir.calc_aggregate(parsed, judged, full_run)
+    per_query: dict[str, dict[str, float]] = {q: {} for q in judged}
+    for row in ir.iter_calc(parsed, judged, full_run):
+        per_query[row.query_id][str(row.measure)] = float(row.value)
+    means = {name: float(aggregate.get(m, 0.0)) for name, m in zip(metrics, parsed, strict=True)}
+    return means, per_query
+
+
+def load_queries(path: str | Path) -> dict[str, str]:
+    """BEIR ``queries.jsonl`` (``{"_id", "text"}``; ``id`` / ``query_id`` and ``query`` also read)
+    or a two-column TSV ``id<TAB>text``."""
+    path = Path(path)
+    queries: dict[str, str] = {}
+    for line_no, row in _rows(path):
+        qid = row.get("_id", row.get("id", row.get("query_id", row.get("query-id"))))
+        text = row.get("text", row.get("query"))
+        if qid is None or not isinstance(text, str) or not text.strip():
+            raise EvalError(f"{path}:{line_no}: a query needs an id (_id) and a non-empty text")
+        queries[str(qid)] = text
+    if not queries:
+        raise EvalError(f"{path}: no queries")
+    return queries
+
+
+def load_qrels(path: str | Path) -> Qrels:
+    """BEIR ``qrels/*.tsv`` (``query-id<TAB>corpus-id<TAB>score`` with a header line), TREC qrels
+    (``qid 0 docid grade``) or JSONL (``{"query-id", "corpus-id", "score"}``)."""
+    path = Path(path)
+    qrels: Qrels = {}
+    for line_no, row in _rows(path):
+        qid = row.get("query-id", row.get("query_id", row.get("qid")))
+        doc = row.get("corpus-id", row.get("corpus_id", row.get("doc_id", row.get("docid"))))
+        grade = row.get("score", row.get("relevance", 1))
+        try:
+            grade = int(grade)
+        except (TypeError, ValueError):
+            raise EvalError(f"{path}:{line_no}: relevance {grade!r} is not an integer") from None
+        if qid is None or doc is None:
+            raise EvalError(f"{path}:{line_no}: a judgement needs a query id and a corpus id")
+        qrels.setdefault(str(qid), {})[str(doc)] = grade
+    if not qrels:
+        raise EvalError(f"{path}: no judgements")
+    return qrels
+
+
+def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise EvalError(f"no file at {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".jsonl", ".json"):
+        rows = []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((line_no, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise EvalError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
+        return rows
+    lines = [line for line in text.splitlines() if line.strip()]
+    delimiter = "\t" if lines and "\t" in lines[0] else " "
+    cells = [[c for c in row if c != ""] for row in csv.reader(lines, delimiter=delimiter)]
+    if cells and cells[0] and cells[0][0] in ("query-id", "query_id", "qid", "_id", "id"):
+        header, body = cells[0], cells[1:]
+        return [(n, dict(zip(header, row, strict=False))) for n, row in enumerate(body, 2)]
+    if cells and all(len(row) == 4 for row in cells):  # TREC: qid iteration docid grade
+        return [(n, {"qid": r[0], "docid": r[2], "score": r[3]}) for n, r in enumerate(cells, 1)]
+    if cells and all(len(row) == 3 for row in cells):
+        return [(n, {"qid": r[0], "docid": r[1], "score": r[2]}) for n, r in enumerate(cells, 1)]
+    if cells and all(len(row) >= 2 for row in cells):  # queries: id, text
+        return [(n, {"id": r[0], "text": delimiter.join(r[1:])}) for n, r in enumerate(cells, 1)]
+    raise EvalError(f"{path}: cannot tell the columns apart; use BEIR's TSV with a header, or JSONL")
+
+
+def doc_id(record: PageRecord, scheme: DocIds) -> str:
+    """The name a qrels file gives a page under ``scheme``."""
+    if scheme == "id":
+        return record.id
+    source = record.source if scheme == "path#page" else Path(record.source).name
+    return f"{source}#{record.page}"
+
+
+def guess_doc_ids(qrels: Qrels, records: Sequence[PageRecord]) -> DocIds:
+    """The scheme under which most of the qrels' documents name pages of the index."""
+    judged = {doc for docs in qrels.values() for doc in docs}
+    best: tuple[int, DocIds] = (0, "id")
+    for scheme in ("id", "source#page", "path#page"):
+        names = {doc_id(r, scheme) for r in records}  # type: ignore[arg-type]
+        hits = len(judged & names)
+        if hits > best[0]:
+            best = (hits, scheme)  # type: ignore[assignment]
+    if best[0] == 0:
+        example = next(iter(judged))
+        shown = ", ".join(sorted({doc_id(r, "source#page") for r in records[:3]}))
+        raise EvalError(
+            f"none of the qrels' documents (e.g. {example!r}) is a page of the index: name pages by their "
+            f"mmembed id or as source#page (e.g. {shown}), and check that the corpus was indexed"
+        )
+    return best[1]
+
+
+def evaluate(
+    retriever: Retriever,
+    queries: Mapping[str, str],
+    qrels: Qrels,
+    *,
+    k: int = 100,
+    doc_ids: DocIds = "auto",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    where: Filter | None = None,
+    batch_size: int = 16,
+    name: str = "",
+) -> EvalReport:
+    """Search every judged query (top ``k``) and measure the run against ``qrels``."""
+    if k < 1:
+        raise EvalError(f"k must be at least 1, got {k}")
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        raise EvalError(
+            f"the qrels judge {len(missing)} query id(s) the queries file lacks, e.g. {missing[0]!r}"
+        )
+    scheme = doc_ids
+    if scheme == "auto":
+        scheme = guess_doc_ids(qrels, list(retriever.index.records()))
+    judged = [q for q in qrels if any(g > 0 for g in qrels[q].values())]
+    run: Run = {}
+    for start in range(0, len(judged), batch_size):
+        ids = judged[start : start + batch_size]
+        for qid, hits in zip(ids, retriever.search([queries[q] for q in ids], k=k, where=where), strict=True):
+            run[qid] = {}
+            for hit in hits:  # several pages may share a name (same file name in two folders): keep the best
+                run[qid].setdefault(doc_id(hit.record, scheme), hit.score)
+    means, per_query = measure_per_query(run, qrels, metrics)
+    return EvalReport(
+        name=name or retriever.index.encoder.name,
+        metrics=means,
+        per_query=per_query,
+        queries=len(judged),
+        unjudged_queries=[q for q in qrels if q not in judged],
+    )
+
+
+def format_table(reports: Sequence[EvalReport]) -> str:
+    """Metrics as rows, runs as columns (with the difference to the first run when comparing)."""
+    names = list(reports[0].metrics)
+    header = ["metric", *(r.name for r in reports)] + (["Δ"] if len(reports) == 2 else [])
+    rows = [header]
+    for metric in names:
+        values = [r.metrics[metric] for r in reports]
+        row = [metric, *(f"{v:.4f}" for v in values)]
+        if len(reports) == 2:
+            row.append(f"{values[1] - values[0]:+.4f}")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"({reports[0].queries} judged queries)")
+    return "\n".join(lines)
