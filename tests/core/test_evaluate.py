@@ -85,7 +85,9 @@ def text_index(minilm: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with mmembed.open_index(path, encoder=encoder.info) as index:
         index.add(
             [
-                mmembed.PageInput(embedding=v, source=f"/corpus/{name}", page=1, content_hash=f"{i + 1:x}" * 64)
+                mmembed.PageInput(
+                    embedding=v, source=f"/corpus/{name}", page=1, content_hash=f"{i + 1:x}" * 64
+                )
                 for i, (name, v) in enumerate(
                     zip(TOPICS, encoder.encode_queries(list(TOPICS.values())), strict=True)
                 )
