@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 
 from .tiny_qwen_vl import TinySpec, random_weights, save_processor_files, tiny_config
@@ -69,6 +70,13 @@ def build(
     config.save_pretrained(path)
     _update_json(path / "config.json", model_type=MODEL_TYPE, auto_map=AUTO_MAP, pooling="colbert")
     weights = random_weights(config, "qwen3", seed=seed, head_dim=None, layout="transformers")
+    # Freshly initialised RMSNorm weights are all ones, and a norm with uniform weights is
+    # undone by the per-token L2 normalisation: trained-looking ones make skipping the final
+    # norm (what the reference does) visible in the embeddings.
+    generator = torch.Generator().manual_seed(seed + 1)
+    for name in sorted(weights):
+        if "norm" in name and name.endswith(".weight"):
+            weights[name] = 1.0 + 0.5 * torch.randn(weights[name].shape, generator=generator)
     save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
     save_processor_files(path, "qwen3", PROCESSOR_CLASS)
     processor_map = {"AutoProcessor": f"{PROCESSING_MODULE}.{PROCESSOR_CLASS}"}
