@@ -208,13 +208,13 @@ def test_document_text_beyond_the_budget_is_refused(encoder: NemotronColEmbedEnc
         MMEmbedError, match=r"document 0: its text and prompt are \d+ tokens but only \d+ fit"
     ):
         encoder.encode_documents([(page, "revenue " * 5000)])
-    with pytest.raises(MMEmbedError, match="document 0 is .* at most 4096"):
+    with pytest.raises(MMEmbedError, match=r"document 0 is .* at most 4096"):
         encoder.encode_documents(["revenue " * 5000])
 
 
 def test_page_too_large_for_the_document_budget_names_the_fix() -> None:
     big = load_encoder(CHECKPOINT, device="cpu", dtype="float32", max_num_visual_tokens=8192)
-    with pytest.raises(MMEmbedError, match="image 0 .* smaller max_pixels or max_num_visual_tokens"):
+    with pytest.raises(MMEmbedError, match=r"image 0 .* smaller max_pixels or max_num_visual_tokens"):
         big.encode_images([Image.new("RGB", (2400, 2400), "white")])
 
 
@@ -235,5 +235,5 @@ def test_index_of_another_width_is_refused(tmp_path: Path, encoder: NemotronColE
     )
     assert index.manifest.dtype == "float16"  # the default storage: 2 bytes per value
     index.close()
-    with pytest.raises(EncoderMismatchError, match="dim: 128 != 64.*re-index"):
+    with pytest.raises(EncoderMismatchError, match=r"dim: 128 != 64.*re-index"):
         mmembed.open_index(tmp_path / "index", encoder=narrow.info)
