@@ -70,7 +70,7 @@ class BidirectionalEmbedder(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.model = backbone
-        text = backbone.language_model
+        text: Any = backbone.language_model  # Qwen3VLTextModel
         # transformers' mask factory builds a padding-only mask for a non-causal config;
         # the layer flags matter where no mask is materialised (SDPA / flash attention).
         text.config.is_causal = False
@@ -80,7 +80,8 @@ class BidirectionalEmbedder(nn.Module):
     def skip_final_norm(self) -> None:
         """The reference reads the last layer's output before the final RMSNorm, whose
         weight the checkpoint still carries (so it is loaded first, then bypassed)."""
-        self.model.language_model.norm = nn.Identity()
+        text: Any = self.model.language_model
+        text.norm = nn.Identity()
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         hidden = self.model(
@@ -188,7 +189,7 @@ def build(request: LoadRequest) -> NemotronColEmbedEncoder:
         str(processor_folder(facts)), trust_remote_code=False
     )
     apply_page_budget(processor.image_processor, options)
-    hidden = int(config.text_config.hidden_size)
+    hidden = int(config.get_text_config().hidden_size)
     info = EncoderInfo(
         name=request.name,
         family=FAMILY_ID,
