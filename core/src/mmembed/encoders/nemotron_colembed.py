@@ -56,10 +56,9 @@ _MARK = "\x00mmembed-text\x00"
 
 
 def matches(facts: CheckpointFacts) -> bool:
-    auto_map = facts.config.get("auto_map") or {}
-    declared = (
-        [*facts.architectures, *(str(v) for v in auto_map.values())] if isinstance(auto_map, dict) else []
-    )
+    auto_map = facts.config.get("auto_map")
+    remote_classes = [str(v) for v in auto_map.values()] if isinstance(auto_map, dict) else []
+    declared = [*facts.architectures, *remote_classes]
     return facts.model_type == MODEL_TYPE or any(REFERENCE_CLASS_PREFIX in name for name in declared)
 
 
