@@ -91,3 +91,23 @@ def minilm() -> Iterator[str]:
             yield str(gt.get_model_path())
     finally:
         unregister_family(MINILM_FAMILY)
+
+
+@pytest.fixture(scope="session")
+def tiny_nemotron_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(index folder, model folder): the sample PDFs indexed at low resolution with the
+    committed tiny Nemotron ColEmbed V2 checkpoint (``tests/fixtures/nemotron_colembed``)."""
+    import mmembed
+    from mmembed.loaders.sample_pdfs import write_sample_pdfs
+
+    model = str(Path(__file__).resolve().parent / "fixtures" / "nemotron_colembed" / "checkpoint")
+    pdfs = sorted(write_sample_pdfs(tmp_path_factory.mktemp("nemotron_pdfs")))
+    encoder = mmembed.load_encoder(model)
+    path = tmp_path_factory.mktemp("nemotron_index") / "index"
+    index = mmembed.open_index(path, encoder=encoder.info)
+    try:
+        report = mmembed.index_documents(pdfs, index, encoder, dpi=24)
+        assert report.pages_indexed >= 4 and not report.issues
+    finally:
+        index.close()
+    return path, model

@@ -32,6 +32,13 @@ LARGE = [
     "llamaindex/vdr-2b-multi-v1",
     "vidore/colqwen2-v1.0-hf",
     "vidore/colpali-v1.3-hf",
+    "nvidia/nemotron-colembed-vl-4b-v2",
+    "nvidia/nemotron-colembed-vl-8b-v2",
+]
+REMOTE_CODE = [
+    "nvidia/llama-nemotron-colembed-vl-3b-v2",
+    "nvidia/llama-nemoretriever-colembed-3b-v1",
+    "nvidia/llama-nemoretriever-colembed-1b-v1",
 ]
 
 
@@ -67,3 +74,32 @@ def test_large_real_checkpoints_retrieve_by_topic(model: str, sample_dir: Path, 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     check_topic_retrieval(model, sample_dir, tmp_path / "idx")
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("model", REMOTE_CODE)
+def test_remote_code_checkpoints_are_refused_without_the_opt_in(model: str) -> None:
+    """Only their config is downloaded: the refusal comes before any weight or code."""
+    from mmembed.encoders.remote_code import RemoteCodeError
+
+    with pytest.raises(RemoteCodeError, match="trust_remote_code=True"):
+        mmembed.load_encoder(model)
+
+
+@pytest.mark.network
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", REMOTE_CODE)
+def test_remote_code_checkpoints_retrieve_by_topic_on_opt_in(
+    model: str, sample_dir: Path, tmp_path: Path
+) -> None:
+    """Needs the environment their code was written for (transformers 4.49 + flash-attn, a GPU)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    if not torch.cuda.is_available() or int(transformers.__version__.split(".")[0]) >= 5:
+        pytest.skip("needs a CUDA GPU and the transformers 4.49 environment of the checkpoint's code")
+    encoder = mmembed.load_encoder(model, trust_remote_code=True)
+    with mmembed.open_index(tmp_path / "idx", encoder=encoder.info) as index:
+        mmembed.index_documents(sample_dir, index, encoder, batch_size=2)
+        hits = mmembed.Retriever(index, encoder).search(list(QUESTIONS), k=1)
+    for (question, expected), top in zip(QUESTIONS.items(), hits, strict=True):
+        assert Path(top[0].source).name == expected, f"{model}: {question!r} -> {top[0].source}"

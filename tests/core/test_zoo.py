@@ -35,6 +35,7 @@ ISSUE_CHECKPOINTS = {
     "colpali": ["vidore/colpali-v1.3", "vidore/colpali-v1.2"],
     "colidefics3": ["vidore/colSmol-256M", "vidore/colSmol-500M"],
     "colqwen3": ["TomoroAI/tomoro-colqwen3-embed-4b"],
+    "nemotron_colembed": ["nvidia/nemotron-colembed-vl-4b-v2", "nvidia/nemotron-colembed-vl-8b-v2"],
 }
 TINY = [
     ("biqwen2_5", False),
@@ -49,6 +50,7 @@ TINY = [
     ("colidefics3", False),
     ("colidefics3", True),
     ("colqwen3", False),
+    ("nemotron_colembed", False),
 ]
 
 

@@ -38,6 +38,8 @@ def _encoder_options(args: argparse.Namespace) -> dict[str, Any]:
         options["device"] = args.device
     if getattr(args, "revision", None):
         options["revision"] = args.revision
+    if getattr(args, "trust_remote_code", False):
+        options["trust_remote_code"] = True
     return options
 
 
@@ -237,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--revision", help="checkpoint revision (git tag / commit) on the hub")
         p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+        p.add_argument(
+            "--trust-remote-code",
+            action="store_true",
+            help="run the checkpoint's own Python code (auto_map) when no native family matches it",
+        )
 
     p = sub.add_parser("index", help="add PDFs, images and folders to an index")
     p.add_argument("paths", nargs="+", help="files or folders (recursive)")

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from ..types import MMEmbedError
+from . import remote_code
 from .base import Encoder
 from .checkpoint import inspect_checkpoint
-from .registry import LoadRequest, match_family
+from .registry import LoadRequest, UnknownModelError, match_family
 from .runtime import resolve_device, resolve_dtype
 
 _CacheKey = tuple[Hashable, ...]
@@ -58,7 +59,9 @@ def load_encoder(
     :mod:`mmembed.encoders.registry`). ``device``: ``"cuda"``, ``"mps"``, ``"cpu"`` or
     ``None`` / ``"auto"`` (CUDA > MPS > CPU). ``dtype``: ``None`` / ``"auto"`` (bfloat16 on
     GPU, float32 on CPU) or e.g. ``"float32"``. ``base_model``: the base folder of a PEFT
-    adapter, overriding its ``base_model_name_or_path``. Family options (e.g. ``batch_size``,
+    adapter, overriding its ``base_model_name_or_path``. ``trust_remote_code=True``: a
+    checkpoint no native family matches may run its own code (see
+    :mod:`mmembed.encoders.remote_code`); without it such checkpoints are refused. Family options (e.g. ``batch_size``,
     ``max_pixels``, ``attn_implementation`` for ColQwen2.5; see ``list_models()``) are part of
     the cache key.
     """
@@ -98,8 +101,17 @@ def _load(
     dtype: torch.dtype,
     options: dict[str, Any],
 ) -> Encoder:
+    options = dict(options)
+    trust_remote_code = bool(options.pop(remote_code.OPTION, False))
     facts = inspect_checkpoint(name_or_path, revision, base_model=base_model)
-    family = match_family(facts)
+    try:
+        family = match_family(facts)
+    except UnknownModelError:
+        if not (trust_remote_code or remote_code.auto_map(facts)):
+            raise
+        if not trust_remote_code:
+            raise remote_code.refusal(facts) from None
+        family = remote_code.FAMILY
     unknown = sorted(set(options) - set(family.options))
     if unknown:
         raise MMEmbedError(

@@ -1,0 +1,235 @@
+"""Nemotron ColEmbed V2 (4B / 8B): a bidirectional Qwen3-VL, one vector per token, no head.
+
+Reproduces NVIDIA's published reference (``Qwen3VLNemotronEmbedModel`` /
+``Qwen3VLNemotronEmbedProcessor``, the remote code shipped with
+``nvidia/nemotron-colembed-vl-4b-v2`` and ``-8b-v2``) on transformers' own Qwen3-VL classes:
+
+- every decoder layer attends **bidirectionally** (the mask holds padding only), deepstack
+  visual injection kept;
+- the embedding is the last decoder layer's output **before** the final RMSNorm (the
+  reference skips the norm on purpose), times the attention mask, L2-normalised per token:
+  the width is the hidden size (2560 for 4B, 4096 for 8B);
+- prompts go through the checkpoint's chat template with the generation prompt: a query is
+  one user message ``"Query: query: {q}"``, a document is user content ``[image, "passage:
+  {text}"]`` (``text`` empty for a page alone). Queries may take up to 512 tokens, documents
+  4096 with at least 100 left beside the image's tokens; longer inputs are refused (the
+  reference truncates silently);
+- pages are resized by Qwen3-VL's smart resize within the checkpoint's pixel limits.
+
+Checkpoints are recognised from ``config.json`` only: ``model_type:
+"qwen3_vl_nemotron_embed"`` or the ``Qwen3VLNemotronEmbed*`` classes in ``architectures`` /
+``auto_map``. NVIDIA's code never runs. Scoring differs from the reference's ``get_scores``
+in one corner: it pads shorter documents with zero vectors that take part in the max, so a
+query token whose similarities to a document are all negative scores 0 there; mmembed's
+exact MaxSim ignores padding and keeps the (negative) best real similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..types import EncoderInfo, MMEmbedError
+from .checkpoint import CheckpointFacts, safetensors_files
+from .qwen_vl import IMAGE_TOKEN, OPTIONS, QwenVLEncoder, apply_page_budget, rename_weight
+from .registry import LoadRequest, ModelFamily, register_family
+from .runtime import default_attention
+from .vlm import DEFAULT_BATCH_SIZE, Item, Prompt, Recipe, processor_folder, skipped_weight_init
+from .weights import load_weights
+
+logger = logging.getLogger(__name__)
+
+FAMILY_ID = "nemotron_colembed"
+MODEL_TYPE = "qwen3_vl_nemotron_embed"
+REFERENCE_CLASS_PREFIX = "Qwen3VLNemotronEmbed"
+QUERY_PREFIX = "Query: query: "
+PASSAGE_PREFIX = "passage: "
+MAX_QUERY_TOKENS = 512
+MAX_DOCUMENT_TOKENS = 4096
+RESERVED_TEXT_TOKENS = 100
+"""Tokens kept free beside a page's image tokens (the reference's ``reserve_tokens_for_images``)."""
+_MARK = "\x00mmembed-text\x00"
+
+
+def matches(facts: CheckpointFacts) -> bool:
+    auto_map = facts.config.get("auto_map")
+    remote_classes = [str(v) for v in auto_map.values()] if isinstance(auto_map, dict) else []
+    declared = [*facts.architectures, *remote_classes]
+    return facts.model_type == MODEL_TYPE or any(REFERENCE_CLASS_PREFIX in name for name in declared)
+
+
+class BidirectionalEmbedder(nn.Module):
+    """A Qwen3-VL backbone whose text layers attend both ways; ``(batch, tokens, hidden)``
+    L2-normalised pre-norm states out, zero rows at padding."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.model = backbone
+        text: Any = backbone.language_model  # Qwen3VLTextModel
+        # transformers' mask factory builds a padding-only mask for a non-causal config;
+        # the layer flags matter where no mask is materialised (SDPA / flash attention).
+        text.config.is_causal = False
+        for layer in text.layers:
+            layer.self_attn.is_causal = False
+
+    def skip_final_norm(self) -> None:
+        """The reference reads the last layer's output before the final RMSNorm, whose
+        weight the checkpoint still carries (so it is loaded first, then bypassed)."""
+        text: Any = self.model.language_model
+        text.norm = nn.Identity()
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(
+            **inputs, use_cache=False, return_dict=True
+        ).last_hidden_state  # (batch, tokens, hidden)
+        masked = hidden.float() * inputs["attention_mask"].unsqueeze(-1).to(torch.float32)
+        return F.normalize(masked, dim=-1)  # (batch, tokens, hidden)
+
+
+def chat_recipe(processor: Any) -> Recipe:
+    """The reference's prompts, rendered by the checkpoint's own chat template."""
+
+    def prompt(content: list[dict[str, str]], image: bool) -> Prompt:
+        messages = [{"role": "user", "content": content}]
+        try:
+            rendered = processor.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except ValueError as err:  # no chat template in the checkpoint
+            raise MMEmbedError(
+                f"{FAMILY_ID}: the checkpoint's tokenizer has no chat template ({err}); copy the "
+                "published checkpoint's chat_template.jinja / chat_template.json into its folder"
+            ) from err
+        prefix, _, suffix = str(rendered).partition(_MARK)
+        return Prompt(prefix, suffix, image=image)
+
+    def text(value: str) -> dict[str, str]:
+        return {"type": "text", "text": value}
+
+    page = prompt([{"type": "image"}, text(PASSAGE_PREFIX + _MARK)], image=True)
+    return Recipe(
+        page=page,
+        page_text="",
+        interleaved=page,
+        query=prompt([text(QUERY_PREFIX + _MARK)], image=False),
+        text_document=prompt([text(PASSAGE_PREFIX + _MARK)], image=False),
+        image_token=IMAGE_TOKEN,
+    )
+
+
+class NemotronColEmbedEncoder(QwenVLEncoder):
+    """Qwen-VL inputs, plus the reference's token budgets as clear errors."""
+
+    def _token_count(self, text: str) -> int:
+        return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _text_item(self, prompt: Prompt, text: object, what: str) -> Item:
+        item = super()._text_item(prompt, text, what)
+        limit = MAX_QUERY_TOKENS if prompt is self.recipe.query else MAX_DOCUMENT_TOKENS
+        tokens = self._token_count(item.text)
+        if tokens > limit:
+            raise MMEmbedError(
+                f"{what} is {tokens} tokens long with its prompt; {self.info.family} takes at most "
+                f"{limit}. Shorten it (or split it into several inputs)."
+            )
+        return item
+
+    def _image_item(self, prompt: Prompt, text: str, image: object, what: str) -> Item:
+        item = super()._image_item(prompt, text, image, what)
+        assert item.image is not None
+        image_tokens = self._size(item) - len(item.text)  # _size: characters + visual tokens
+        text_tokens = self._token_count(item.text) - 1  # the image placeholder is counted above
+        budget = MAX_DOCUMENT_TOKENS - image_tokens
+        if budget < RESERVED_TEXT_TOKENS:
+            raise MMEmbedError(
+                f"{what} ({item.image.width}x{item.image.height} pixels) becomes {image_tokens} visual "
+                f"tokens, leaving fewer than {RESERVED_TEXT_TOKENS} of the {MAX_DOCUMENT_TOKENS}-token "
+                "document budget for text; load the encoder with a smaller max_pixels or "
+                "max_num_visual_tokens."
+            )
+        if text_tokens > budget:
+            raise MMEmbedError(
+                f"{what}: its text and prompt are {text_tokens} tokens but only {budget} fit beside the "
+                f"page's {image_tokens} visual tokens ({MAX_DOCUMENT_TOKENS} in all); shorten the text."
+            )
+        return item
+
+
+def build(request: LoadRequest) -> NemotronColEmbedEncoder:
+    import transformers
+
+    facts = request.facts
+    options = dict(request.options)
+    attn = options.get("attn_implementation") or default_attention(request.device)
+    # NVIDIA's config class is a Qwen3VLConfig that only adds ``pooling``; read it as one.
+    config_dict, _ = transformers.Qwen3VLConfig.get_config_dict(str(facts.model_path))
+    config_dict = {k: v for k, v in config_dict.items() if k != "auto_map"} | {"model_type": "qwen3_vl"}
+    config = transformers.Qwen3VLConfig.from_dict(config_dict)
+    pooling = getattr(config, "pooling", "colbert")
+    if pooling != "colbert":
+        raise MMEmbedError(
+            f"{facts.name}: pooling={pooling!r} in config.json; {FAMILY_ID} runs 'colbert' only"
+        )
+    with skipped_weight_init():  # every weight is loaded from the checkpoint
+        backbone = transformers.Qwen3VLModel._from_config(
+            config, dtype=request.dtype, attn_implementation=attn
+        )
+        model = BidirectionalEmbedder(backbone).to(request.dtype)
+    load_weights(model, safetensors_files(facts.model_path), rename_weight, source=str(facts.model_path))
+    model.skip_final_norm()
+    model = model.eval().requires_grad_(False).to(request.device)
+    # The processor configs' auto_map names NVIDIA's processor class: refuse its code (the
+    # stock Qwen3-VL processor does the work) rather than let transformers ask on stdin.
+    processor = transformers.Qwen3VLProcessor.from_pretrained(
+        str(processor_folder(facts)), trust_remote_code=False
+    )
+    apply_page_budget(processor.image_processor, options)
+    hidden = int(config.get_text_config().hidden_size)
+    info = EncoderInfo(
+        name=request.name,
+        family=FAMILY_ID,
+        kind="multi",
+        dim=hidden,
+        similarity="maxsim",
+        revision=request.revision,
+    )
+    logger.info(
+        "loaded %s (%s) on %s as %s, %s attention",
+        request.name,
+        FAMILY_ID,
+        request.device,
+        request.dtype,
+        attn,
+    )
+    return NemotronColEmbedEncoder(
+        model,
+        processor,
+        chat_recipe(processor),
+        info=info,
+        device=request.device,
+        dtype=request.dtype,
+        batch_size=int(options.get("batch_size") or DEFAULT_BATCH_SIZE),
+    )
+
+
+FAMILY = register_family(
+    ModelFamily(
+        id=FAMILY_ID,
+        kind="multi",
+        similarity="maxsim",
+        dim=None,
+        description="Nemotron ColEmbed V2: bidirectional Qwen3-VL, one pre-norm hidden state per token",
+        matches=matches,
+        build=build,
+        known_checkpoints=("nvidia/nemotron-colembed-vl-4b-v2", "nvidia/nemotron-colembed-vl-8b-v2"),
+        notes=(
+            "dim = hidden size: 2560 (4B), 4096 (8B), 20-32x ColQwen's 128 per token; indexes store "
+            "float16 by default. 4B: ~9 GB in bfloat16, 8B: ~17 GB, need a GPU."
+        ),
+        options=OPTIONS,
+    )
+)
