@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery
-from .checkpoint import CheckpointFacts, safetensors_files
+from .checkpoint import CheckpointFacts, CheckpointNotFoundError, inspect_checkpoint, safetensors_files
 from .nomic_text import MATRYOSHKA_DIMS, NomicText, is_text_checkpoint, load_text
 from .nomic_vision import ClipPreprocessing, NomicVisionModel, VisionConfig, rotary_table
 from .registry import LoadRequest, ModelFamily, register_family
@@ -85,12 +85,18 @@ class NomicVision:
     ) -> list[torch.Tensor]:
         """One L2-normalised ``(hidden,)`` float32 CPU vector per image."""
         return run_batched(
-            list(images), [1] * len(images), batch_size or self.batch_size, self._forward,
-            progress=progress, desc="encoding images",
+            list(images),
+            [1] * len(images),
+            batch_size or self.batch_size,
+            self._forward,
+            progress=progress,
+            desc="encoding images",
         )
 
 
-def load_vision(facts: CheckpointFacts, *, device: torch.device, dtype: torch.dtype, batch_size: int) -> NomicVision:
+def load_vision(
+    facts: CheckpointFacts, *, device: torch.device, dtype: torch.dtype, batch_size: int
+) -> NomicVision:
     config = VisionConfig.from_dict(dict(facts.config), str(facts.model_path / "config.json"))
     with torch.device("meta"):
         model = NomicVisionModel(config)
@@ -104,7 +110,9 @@ def load_vision(facts: CheckpointFacts, *, device: torch.device, dtype: torch.dt
             f"{facts.model_path / 'preprocessor_config.json'}: images come out {crop[0]}x{crop[1]} but the "
             f"model takes {config.image_size}x{config.image_size} (config.json img_size)"
         )
-    return NomicVision(model.to(dtype).eval().requires_grad_(False).to(device), preprocess, device, batch_size)
+    return NomicVision(
+        model.to(dtype).eval().requires_grad_(False).to(device), preprocess, device, batch_size
+    )
 
 
 class NomicEncoder(Encoder):
@@ -125,7 +133,12 @@ class NomicEncoder(Encoder):
         self.device, self.dtype = text.device, dtype
 
     def encode_texts(
-        self, texts: Sequence[str], *, task: str = "search_query", batch_size: int | None = None, progress: bool = False
+        self,
+        texts: Sequence[str],
+        *,
+        task: str = "search_query",
+        batch_size: int | None = None,
+        progress: bool = False,
     ) -> list[torch.Tensor]:
         """Embed texts for a Nomic task: ``search_query``, ``search_document``,
         ``classification`` or ``clustering`` (its prefix is added here)."""
@@ -190,7 +203,9 @@ class NomicEncoder(Encoder):
             encoded = self.encode_texts(list(texts.values()), task="search_document", batch_size=batch_size)
             out.update(zip(texts, encoded, strict=True))
         if images:
-            out.update(zip(images, self.encode_images(list(images.values()), batch_size=batch_size), strict=True))
+            out.update(
+                zip(images, self.encode_images(list(images.values()), batch_size=batch_size), strict=True)
+            )
         return [out[i] for i in range(len(documents))]
 
     def encode_queries_multimodal(
@@ -203,7 +218,9 @@ class NomicEncoder(Encoder):
         if len(texts) + len(images) != len(queries):
             raise MMEmbedError("Nomic Embed v1.5 queries are a text or an image, not an (image, text) pair")
         if texts:
-            for (i, _), vector in zip(texts, self.encode_queries([q for _, q in texts], batch_size=batch_size), strict=True):
+            for (i, _), vector in zip(
+                texts, self.encode_queries([q for _, q in texts], batch_size=batch_size), strict=True
+            ):
                 out[i] = vector
         if images:
             encoded = self._vision().encode([q.convert("RGB") for _, q in images], batch_size=batch_size)
@@ -221,7 +238,9 @@ def _matryoshka_dim(request: LoadRequest, hidden: int) -> int:
         raise MMEmbedError(f"matryoshka_dim={value!r} must be between 1 and the model's {hidden} dimensions")
     if hidden == MATRYOSHKA_DIMS[0] and dim not in MATRYOSHKA_DIMS:
         logger.warning(
-            "matryoshka_dim=%d: nomic-embed-text-v1.5 was trained for %s only", dim, "/".join(map(str, MATRYOSHKA_DIMS))
+            "matryoshka_dim=%d: nomic-embed-text-v1.5 was trained for %s only",
+            dim,
+            "/".join(map(str, MATRYOSHKA_DIMS)),
         )
     return dim
 
@@ -241,7 +260,9 @@ def build(request: LoadRequest) -> NomicEncoder:
     if is_text_checkpoint(facts):
         for option in ("text_model", "tiles"):
             if request.options.get(option) not in (None, 1 if option == "tiles" else None):
-                raise MMEmbedError(f"{option}= applies to the vision checkpoint; {facts.name} is the text model")
+                raise MMEmbedError(
+                    f"{option}= applies to the vision checkpoint; {facts.name} is the text model"
+                )
         text = load_text(
             facts,
             device=request.device,
@@ -251,23 +272,37 @@ def build(request: LoadRequest) -> NomicEncoder:
         )
         dim = _matryoshka_dim(request, text.hidden_size)
         info = EncoderInfo(
-            name=request.name, family=FAMILY_ID, kind="single", dim=dim, similarity="dot",
-            revision=request.revision, settings={"matryoshka_dim": dim},
+            name=request.name,
+            family=FAMILY_ID,
+            kind="single",
+            dim=dim,
+            similarity="dot",
+            revision=request.revision,
+            settings={"matryoshka_dim": dim},
         )
         return NomicEncoder(text, None, info=info, matryoshka_dim=dim, tiles=1, dtype=request.dtype)
 
     text_name = str(request.options.get("text_model") or DEFAULT_TEXT_MODEL)
+    try:
+        partner_facts = inspect_checkpoint(text_name)
+    except CheckpointNotFoundError as err:
+        raise CheckpointNotFoundError(
+            f"the vision model {facts.name} needs its text partner to embed queries: {err} "
+            "Then pass text_model=<that folder>."
+        ) from err
+    if not is_text_checkpoint(partner_facts):
+        raise MMEmbedError(
+            f"text_model={text_name!r} is not a Nomic Embed Text checkpoint ({partner_facts.describe()}); "
+            f"the vision model {facts.name} shares nomic-embed-text-v1.5's space, pass that checkpoint's "
+            "folder or id"
+        )
     partner = load_encoder(
         text_name,
         device=request.device,
         dtype=request.dtype,
         **{k: request.options[k] for k in ("batch_size", "max_length") if request.options.get(k) is not None},
     )
-    if not isinstance(partner, NomicEncoder) or partner.vision is not None:
-        raise MMEmbedError(
-            f"text_model={text_name!r} is not a Nomic Embed Text checkpoint ({partner.info.family}); the vision "
-            f"model {facts.name} shares nomic-embed-text-v1.5's space, pass that checkpoint's folder or id"
-        )
+    assert isinstance(partner, NomicEncoder) and partner.vision is None  # a text checkpoint, checked above
     vision = load_vision(facts, device=request.device, dtype=request.dtype, batch_size=batch_size)
     hidden = vision.model.config.hidden_size
     if hidden != partner.text.hidden_size:

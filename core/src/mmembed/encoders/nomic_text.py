@@ -83,7 +83,10 @@ def native_config(config: dict[str, Any], where: str) -> Any:  # -> transformers
             type_vocab_size=int(config.get("type_vocab_size", 2)),
             layer_norm_eps=float(config.get("layer_norm_epsilon", 1e-12)),
             pad_token_id=int(config.get("pad_token_id") or 0),
-            rope_parameters={"rope_type": "default", "rope_theta": float(config.get("rotary_emb_base", 1000))},
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": float(config.get("rotary_emb_base", 1000)),
+            },
         )
     except KeyError as err:
         raise MMEmbedError(f"{where} lacks {err.args[0]!r}; it is not a Nomic BERT config") from err
@@ -105,7 +108,13 @@ class NomicText:
         return int(self.model.config.hidden_size)
 
     def encode(
-        self, texts: Sequence[str], task: str, dim: int, *, batch_size: int | None = None, progress: bool = False
+        self,
+        texts: Sequence[str],
+        task: str,
+        dim: int,
+        *,
+        batch_size: int | None = None,
+        progress: bool = False,
     ) -> list[torch.Tensor]:
         """``(1, dim)`` float32 CPU per text, with the task's prefix."""
         prefix = TASK_PREFIXES[task]
@@ -147,19 +156,34 @@ class NomicText:
 
 
 def load_text(
-    facts: CheckpointFacts, *, device: torch.device, dtype: torch.dtype, batch_size: int, max_length: int | None
+    facts: CheckpointFacts,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch_size: int,
+    max_length: int | None,
 ) -> NomicText:
     from transformers import AutoTokenizer, NomicBertModel
 
     where = str(facts.model_path / "config.json")
     config = native_config(dict(facts.config), where)
     with skipped_weight_init():
-        model, loading = NomicBertModel.from_pretrained(
-            str(facts.model_path), config=config, dtype=dtype, attn_implementation=default_attention(device), output_loading_info=True
+        loaded: Any = NomicBertModel.from_pretrained(
+            str(facts.model_path),
+            config=config,
+            dtype=dtype,
+            attn_implementation=default_attention(device),
+            output_loading_info=True,
         )
-    problems = {kind: sorted(loading.get(kind) or ()) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    model, loading = loaded
+    problems = {
+        kind: sorted(loading.get(kind) or ())
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
     if any(problems.values()):
-        detail = "; ".join(f"{kind}: {', '.join(map(str, keys[:3]))}" for kind, keys in problems.items() if keys)
+        detail = "; ".join(
+            f"{kind}: {', '.join(map(str, keys[:3]))}" for kind, keys in problems.items() if keys
+        )
         raise MMEmbedError(
             f"{facts.name}: its weights do not fit nomic-embed-text-v1.5's layout ({detail}); the checkpoint "
             "is incomplete or of another architecture"

@@ -23,7 +23,6 @@ last hidden state, L2-normalised. Images are prepared like the checkpoint's
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +94,9 @@ class VisionConfig:
         hidden = int(config["n_embd"])
         heads = int(config["n_head"])
         if hidden % heads or (hidden // heads) % 4:
-            raise MMEmbedError(f"{where}: n_embd={hidden} must split into n_head={heads} heads of a multiple of 4")
+            raise MMEmbedError(
+                f"{where}: n_embd={hidden} must split into n_head={heads} heads of a multiple of 4"
+            )
         inner = config.get("n_inner")
         width = int(inner) if inner is not None else int(8 * hidden / 3)
         width = -(-width // _SWIGLU_MULTIPLE) * _SWIGLU_MULTIPLE
@@ -204,7 +205,9 @@ class PoolingAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, hidden = x.shape
-        q = self.Wq(self.latent).reshape(1, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (1, heads, 1, d)
+        q = (
+            self.Wq(self.latent).reshape(1, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        )  # (1, heads, 1, d)
         kv = self.Wkv(x).reshape(batch, tokens, 2, self.num_heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, tokens, head_dim)
         out = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1), k, v)  # (batch, heads, 1, d)
@@ -236,7 +239,9 @@ class Embeddings(nn.Module):
         batch, channels, height, width = pixels.shape  # (batch, 3, size, size)
         p = self.patch_size
         patches = pixels.reshape(batch, channels, height // p, p, width // p, p)
-        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, -1, channels * p * p)  # (batch, patches, c*p*p)
+        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(
+            batch, -1, channels * p * p
+        )  # (batch, patches, c*p*p)
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), self.proj(patches)], dim=1)
         return tokens + self.pos_embed  # (batch, 1 + patches, hidden)
 
@@ -287,7 +292,9 @@ class ClipPreprocessing:
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise MMEmbedError(f"cannot read {where}: {err}; the vision checkpoint needs its preprocessor_config.json") from err
+            raise MMEmbedError(
+                f"cannot read {where}: {err}; the vision checkpoint needs its preprocessor_config.json"
+            ) from err
         size = config.get("size", {"shortest_edge": 224})
         if isinstance(size, dict) and "shortest_edge" in size:
             shortest = int(size["shortest_edge"])
@@ -297,7 +304,9 @@ class ClipPreprocessing:
             raise MMEmbedError(f"{where}: size={size!r}; mmembed expects CLIP's {{'shortest_edge': N}}")
         return cls(
             shortest_edge=shortest if config.get("do_resize", True) else None,
-            crop=_pair(config.get("crop_size", shortest), where, "crop_size") if config.get("do_center_crop", True) else None,
+            crop=_pair(config.get("crop_size", shortest), where, "crop_size")
+            if config.get("do_center_crop", True)
+            else None,
             resample=int(config.get("resample", Image.Resampling.BICUBIC)),
             rescale=float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else None,
             mean=tuple(config["image_mean"]) if config.get("do_normalize", True) else None,
@@ -313,7 +322,7 @@ class ClipPreprocessing:
             new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
             size = (new_short, new_long) if width <= height else (new_long, new_short)
             image = image.resize(size, resample=Image.Resampling(self.resample))
-        array = np.asarray(image, dtype=np.float32)  # (height, width, 3)
+        array: np.ndarray = np.asarray(image, dtype=np.float32)  # (height, width, 3)
         if self.crop is not None:
             array = _centre_crop(array, self.crop)
         if self.rescale is not None:
@@ -334,7 +343,3 @@ def _centre_crop(array: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
         array, height, width = padded, padded.shape[0], padded.shape[1]
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     return array[top : top + crop_h, left : left + crop_w]
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters())

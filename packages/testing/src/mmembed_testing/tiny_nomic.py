@@ -49,16 +49,21 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def make_bert_tokenizer() -> Any:  # -> transformers.BertTokenizer
     """A lower-casing WordPiece ``BertTokenizer`` (bert-base-uncased's pipeline and special
-    tokens) with a few hundred entries. Deterministic."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    tokens) whose vocabulary is the corpus' words, then single characters and ``##``
+    continuations (so any lower-case ASCII word tokenizes). Deterministic: the vocabulary is
+    written out, not trained (the WordPiece trainer's order varies between runs)."""
+    import re
+    import string
+
     from transformers import BertTokenizer
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=list(_SPECIAL), show_progress=False)
-    tok.train_from_iterator(list(_CORPUS) * 4, trainer)
-    vocab = dict(sorted(tok.get_vocab().items(), key=lambda item: item[1]))
+    words = sorted({w for text in _CORPUS for w in re.findall(r"[a-z0-9]+", text.lower())})
+    chars = sorted(
+        set(string.ascii_lowercase + string.digits + string.punctuation) | {c for w in words for c in w}
+    )
+    tokens = list(_SPECIAL) + chars + [f"##{c}" for c in chars if c.isalnum()]
+    tokens += [w for w in words if w not in tokens]
+    vocab = {token: i for i, token in enumerate(tokens)}
     return BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=MAX_POSITIONS)
 
 
@@ -202,7 +207,9 @@ def published_text_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
             continue
         if ".self_attn.q_proj." in name:
             parts = [state[name.replace("q_proj", which)] for which in ("q_proj", "k_proj", "v_proj")]
-            out[name.replace("layers.", "encoder.layers.").replace("self_attn.q_proj", "attn.Wqkv")] = torch.cat(parts)
+            out[name.replace("layers.", "encoder.layers.").replace("self_attn.q_proj", "attn.Wqkv")] = (
+                torch.cat(parts)
+            )
             continue
         for ours, theirs in (
             ("embeddings.LayerNorm", "emb_ln"),
@@ -253,7 +260,9 @@ def build_text(path: Path, *, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         model = NomicBertModel(config)
         _randomise(model)
-    state = {k: v for k, v in model.state_dict().items() if "position_ids" not in k and "token_type_ids" not in k}
+    state = {
+        k: v for k, v in model.state_dict().items() if "position_ids" not in k and "token_type_ids" not in k
+    }
     save_file(published_text_names(state), str(path / "model.safetensors"), metadata={"format": "pt"})
     _write_json(path / "config.json", text_config(vocab_size))
     tokenizer.save_pretrained(path)
