@@ -180,13 +180,20 @@ def test_vision_weights_load_strictly(tiny_nomic: tuple[Path, Path], tmp_path: P
 
 
 def test_tiles_make_a_multi_vector_page(tiny_nomic: tuple[Path, Path]) -> None:
+    # Square tiles (CLIP centre-crops a square), overlapping where the grid's cells are not square.
     assert tile_boxes(1224, 1584, 4) == [
-        (0, 0, 612, 792),
-        (612, 0, 1224, 792),
-        (0, 792, 612, 1584),
-        (612, 792, 1224, 1584),
+        (0, 0, 792, 792),
+        (432, 0, 1224, 792),
+        (0, 792, 792, 1584),
+        (432, 792, 1224, 1584),
     ]
-    assert tile_boxes(1224, 1584, 3) == [(0, 0, 1224, 528), (0, 528, 1224, 1056), (0, 1056, 1224, 1584)]
+    assert tile_boxes(1224, 1584, 2) == [(0, 0, 1224, 1224), (0, 360, 1224, 1584)]
+    for width, height, tiles in ((1224, 1584, 6), (1584, 1224, 3), (300, 200, 5)):
+        covered = np.zeros((height, width), dtype=bool)
+        for left, top, right, bottom in tile_boxes(width, height, tiles):
+            assert right - left == bottom - top and 0 <= left < right <= width and 0 <= top < bottom <= height
+            covered[top:bottom, left:right] = True
+        assert covered.all()
     page = Image.fromarray(np.random.default_rng(3).integers(0, 256, (300, 200, 3), dtype=np.uint8))
     tiled = _encoder(tiny_nomic, tiles=4, matryoshka_dim=256)
     assert (tiled.info.kind, tiled.info.similarity, tiled.info.settings["tiles"]) == ("multi", "maxsim", 4)

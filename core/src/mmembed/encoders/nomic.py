@@ -58,13 +58,22 @@ def matches(facts: CheckpointFacts) -> bool:
 
 
 def tile_boxes(width: int, height: int, tiles: int) -> list[tuple[int, int, int, int]]:
-    """``tiles`` crop boxes ``(left, top, right, bottom)`` covering the page in a grid whose
-    cells are as close to square as ``rows * columns == tiles`` allows (row-major)."""
+    """``tiles`` square crop boxes ``(left, top, right, bottom)`` covering the page, row-major.
+
+    The page is cut into a ``rows x columns == tiles`` grid whose cells are as close to square as
+    possible; each cell is then widened to a square (overlapping its neighbours, kept inside the
+    page) because CLIP's preprocessing centre-crops a square and would cut a non-square cell."""
     grids = [(rows, tiles // rows) for rows in range(1, tiles + 1) if tiles % rows == 0]
     rows, cols = min(grids, key=lambda rc: abs(math.log((width / rc[1]) / (height / rc[0]))))
-    xs = [round(width * c / cols) for c in range(cols + 1)]
-    ys = [round(height * r / rows) for r in range(rows + 1)]
-    return [(xs[c], ys[r], xs[c + 1], ys[r + 1]) for r in range(rows) for c in range(cols)]
+    side = min(max(-(-width // cols), -(-height // rows)), width, height)
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            centre_x, centre_y = (2 * c + 1) * width / (2 * cols), (2 * r + 1) * height / (2 * rows)
+            left = min(max(round(centre_x - side / 2), 0), width - side)
+            top = min(max(round(centre_y - side / 2), 0), height - side)
+            boxes.append((left, top, left + side, top + side))
+    return boxes
 
 
 class NomicVision:
