@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from mmembed.cli import main
-from mmembed.encoders import inspect_checkpoint, load_encoder, match_family
+from mmembed.encoders import inspect_checkpoint, list_models, load_encoder, match_family
 from mmembed.encoders.nomic import NomicEncoder, tile_boxes
 from mmembed.encoders.nomic_vision import ClipPreprocessing
 from mmembed.index import open_index
@@ -110,6 +110,9 @@ def test_checkpoints_are_recognised_from_their_files(tiny_nomic: tuple[Path, Pat
     shutil.copytree(vision, renamed)
     for folder in (text, vision, renamed):
         assert match_family(inspect_checkpoint(folder)).id == "nomic_v1_5"
+    listing = next(m for m in list_models() if m["family"] == "nomic_v1_5")  # what `mmembed models` prints
+    assert {"text_model", "matryoshka_dim", "tiles"} <= set(listing["options"])
+    assert "nomic-ai/nomic-embed-vision-v1.5" in listing["checkpoints"]
     config = json.loads((vision / "config.json").read_text())
     assert config["model_type"] == "nomic_bert" and "AutoModel" in config["auto_map"]
     assert "encoder.layers.0.attn.Wqkv.weight" in load_file(str(text / "model.safetensors"))
