@@ -49,7 +49,7 @@ def is_vision_checkpoint(facts: CheckpointFacts) -> bool:
     return (
         facts.model_type == "nomic_bert"
         and "NomicVisionModel" in facts.architectures
-        and "selector.attn.latent" in facts.weight_names
+        and (not facts.weight_names or "selector.attn.latent" in facts.weight_names)
     )
 
 

@@ -44,7 +44,8 @@ def is_text_checkpoint(facts: CheckpointFacts) -> bool:
     return (
         facts.model_type == "nomic_bert"
         and "NomicBertModel" in facts.architectures
-        and "encoder.layers.0.attn.Wqkv.weight" in facts.weight_names
+        # Weight names are only known once the weights are on disk (a Hub id is matched on its config).
+        and (not facts.weight_names or "encoder.layers.0.attn.Wqkv.weight" in facts.weight_names)
     )
 
 
