@@ -274,3 +274,15 @@ def test_text_to_image_search_end_to_end_through_the_cli(
         main(["search", "x", "--index", str(index), "--device", "cpu", "--option", "matryoshka_dim=256"]) == 1
     )
     assert "dim: 512 != 256" in capsys.readouterr().err
+
+
+def test_text_weights_load_strictly(tiny_nomic: tuple[Path, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "text"
+    shutil.copytree(tiny_nomic[0], broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    del weights["encoder.layers.1.mlp.fc12.weight"]
+    save_file(weights, str(broken / "model.safetensors"))
+    with pytest.raises(
+        MMEmbedError, match=r"do not fit nomic-embed-text-v1.5's layout \(missing_keys: layers\.1"
+    ):
+        load_encoder(broken, device="cpu")

@@ -177,10 +177,10 @@ def load_text(
             output_loading_info=True,
         )
     model, loading = loaded
-    problems = {
-        kind: sorted(loading.get(kind) or ())
-        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-    }
+    unused = sorted(loading.get("unexpected_keys") or ())
+    if unused:  # like the vision loader: extra tensors (e.g. a pre-training head) are not an error
+        logger.warning("%s: ignored %d unused weights, e.g. %s", facts.name, len(unused), unused[:3])
+    problems = {kind: sorted(loading.get(kind) or ()) for kind in ("missing_keys", "mismatched_keys")}
     if any(problems.values()):
         detail = "; ".join(
             f"{kind}: {', '.join(map(str, keys[:3]))}" for kind, keys in problems.items() if keys
