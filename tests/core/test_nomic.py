@@ -286,3 +286,29 @@ def test_text_weights_load_strictly(tiny_nomic: tuple[Path, Path], tmp_path: Pat
         MMEmbedError, match=r"do not fit nomic-embed-text-v1.5's layout \(missing_keys: layers\.1"
     ):
         load_encoder(broken, device="cpu")
+
+
+def test_cli_indexes_pdf_pages_with_the_vision_model(
+    tiny_nomic: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmembed import render_page
+    from mmembed.loaders.sample_pdfs import write_sample_pdfs
+
+    text, vision = tiny_nomic
+    pdf = write_sample_pdfs(tmp_path / "pdfs")[0]
+    index = tmp_path / "idx"
+    argv = ["index", str(pdf), "--index", str(index), "-q", "--dpi", "48", "--model", str(vision)]
+    assert main([*argv, "--device", "cpu", "--option", f"text_model={text}", "--option", "tiles=2"]) == 0
+    with open_index(index, create=False, readonly=True) as opened:
+        records = sorted(opened.records(), key=lambda r: r.page)
+        stored = opened.get_embeddings([records[0].id])[0]
+        assert opened.encoder.settings["tiles"] == 2 and opened.encoder.kind == "multi"
+    assert [r.page for r in records] == [1, 2, 3]
+    encoder = _encoder(tiny_nomic, tiles=2)
+    assert stored is not None and stored.shape == (3, 768)  # whole view + 2 tiles
+    torch.testing.assert_close(
+        stored, encoder.encode_images([render_page(pdf, 1, dpi=48)])[0], atol=1e-4, rtol=0
+    )
+    capsys.readouterr()
+    assert main(["search", "revenue", "--index", str(index), "--device", "cpu", "-k", "3"]) == 0
+    assert capsys.readouterr().out.count(str(pdf.resolve())) == 3
