@@ -111,3 +111,16 @@ def tiny_nemotron_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     finally:
         index.close()
     return path, model
+
+
+@pytest.fixture(scope="session")
+def tiny_nomic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(text, vision)``: tiny nomic-embed-text-v1.5 and nomic-embed-vision-v1.5 folders (published
+    layout, width 768, random weights). Load the vision one with ``text_model=str(text)``."""
+    from mmembed_testing import make_tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny_nomic")
+    return (
+        make_tiny_checkpoint("nomic_text_v1_5", folder / "text", seed=0),
+        make_tiny_checkpoint("nomic_v1_5", folder / "vision", seed=0),
+    )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .types import MMEmbedError
+from .types import EncoderInfo, MMEmbedError
 
 DEFAULT_MODEL = "vidore/colqwen2.5-v0.2"
 MODEL_ENV = "MMEMBED_MODEL"
@@ -32,7 +32,9 @@ def _model_name(args: argparse.Namespace, stored: str | None = None) -> str:
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
-def _encoder_options(args: argparse.Namespace) -> dict[str, Any]:
+def _encoder_options(args: argparse.Namespace, stored: EncoderInfo | None = None) -> dict[str, Any]:
+    """``load_encoder`` keywords: ``--device``, ``--revision``, the family options an existing
+    index recorded (when ``--model`` does not name another model) and ``--option KEY=VALUE``."""
     options: dict[str, Any] = {}
     if getattr(args, "device", None):
         options["device"] = args.device
@@ -40,6 +42,22 @@ def _encoder_options(args: argparse.Namespace) -> dict[str, Any]:
         options["revision"] = args.revision
     if getattr(args, "trust_remote_code", False):
         options["trust_remote_code"] = True
+    if stored is not None and stored.settings and not getattr(args, "model", None):
+        from .encoders import UnknownModelError, get_family
+
+        try:
+            accepted = set(get_family(stored.family).options)
+        except UnknownModelError:
+            accepted = set()
+        options.update({k: v for k, v in stored.settings.items() if k in accepted})
+    for pair in getattr(args, "option", None) or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--option {pair!r} is not KEY=VALUE (e.g. --option matryoshka_dim=256)")
+        try:
+            options[key] = json.loads(raw)  # numbers, booleans
+        except json.JSONDecodeError:
+            options[key] = raw
     return options
 
 
@@ -82,11 +100,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .index import open_index
     from .pipeline import index_documents
 
-    stored_name = None
+    stored: EncoderInfo | None = None
     if Path(args.index).exists():  # an existing index names its model unless --model says otherwise
         with open_index(args.index, create=False, readonly=True) as existing:
-            stored_name = existing.encoder.name
-    encoder = load_encoder(_model_name(args, stored_name), **_encoder_options(args))
+            stored = existing.encoder
+    encoder = load_encoder(
+        _model_name(args, stored.name if stored else None), **_encoder_options(args, stored)
+    )
     with open_index(args.index, encoder=encoder.info) as index:
         report = index_documents(
             args.paths,
@@ -117,7 +137,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     where = _parse_filters(args.filter or [], args.where)
     index = _open_existing(args.index, readonly=True)
     try:
-        encoder = load_encoder(_model_name(args, index.encoder.name), **_encoder_options(args))
+        encoder = load_encoder(_model_name(args, index.encoder.name), **_encoder_options(args, index.encoder))
         hits = Retriever(index, encoder).search(args.query, k=args.k, where=where)
     finally:
         index.close()
@@ -243,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--trust-remote-code",
             action="store_true",
             help="run the checkpoint's own Python code (auto_map) when no native family matches it",
+        )
+        p.add_argument(
+            "--option",
+            action="append",
+            metavar="KEY=VALUE",
+            help="model family option, e.g. text_model=./nomic-embed-text-v1.5 or matryoshka_dim=256 "
+            "(repeatable; see `mmembed models`; an existing index reuses the options it was built with)",
         )
 
     p = sub.add_parser("index", help="add PDFs, images and folders to an index")

@@ -13,6 +13,7 @@ from . import (  # noqa: F401 - each family module registers its family
     colqwen3,
     hf_retrieval,
     nemotron_colembed,
+    nomic,
     remote_code,
 )
 from .base import Encoder, MediaClip

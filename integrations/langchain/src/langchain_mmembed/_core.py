@@ -18,12 +18,18 @@ if TYPE_CHECKING:
 
 
 def load_encoder(
-    model: str, *, revision: str | None = None, device: str | None = None, dtype: str | None = None
+    model: str,
+    *,
+    revision: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    **options: Any,
 ) -> Encoder:
-    """The shared core encoder for ``model`` (loaded once per process and arguments)."""
+    """The shared core encoder for ``model`` (loaded once per process and arguments);
+    ``options`` are the model family's (e.g. Nomic's ``text_model``)."""
     import mmembed
 
-    return mmembed.load_encoder(model, revision=revision, device=device, dtype=dtype)
+    return mmembed.load_encoder(model, revision=revision, device=device, dtype=dtype, **options)
 
 
 def is_index_object(value: Any) -> bool:

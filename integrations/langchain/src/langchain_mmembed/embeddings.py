@@ -56,6 +56,9 @@ class MMEmbedEmbeddings(BaseModel, Embeddings):
     """Torch dtype name (``"bfloat16"``, ``"float32"``...); default: the encoder's choice."""
     batch_size: int | None = None
     """Inputs per forward pass; default: the encoder's choice."""
+    model_kwargs: dict[str, Any] = {}
+    """Options of the model family (see ``mmembed models``), e.g. Nomic Embed Vision's
+    ``{"text_model": "nomic-ai/nomic-embed-text-v1.5", "matryoshka_dim": 256}``."""
 
     _encoder: Encoder | None = PrivateAttr(default=None)
 
@@ -64,7 +67,7 @@ class MMEmbedEmbeddings(BaseModel, Embeddings):
         """The core encoder (loaded on first access, shared process-wide)."""
         if self._encoder is None:
             self._encoder = load_encoder(
-                self.model, revision=self.revision, device=self.device, dtype=self.dtype
+                self.model, revision=self.revision, device=self.device, dtype=self.dtype, **self.model_kwargs
             )
         return self._encoder
 

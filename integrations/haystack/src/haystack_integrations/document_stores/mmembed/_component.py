@@ -17,24 +17,45 @@ class EncoderComponentMixin:
     revision: str | None
     device: str | None
     dtype: str | None
+    model_kwargs: dict[str, Any] | None
     _encoder: Encoder | None
 
-    def _init_model(self, model: str, revision: str | None, device: str | None, dtype: str | None) -> None:
+    def _init_model(
+        self,
+        model: str,
+        revision: str | None,
+        device: str | None,
+        dtype: str | None,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.model = model
         self.revision = revision
         self.device = device
         self.dtype = dtype
+        self.model_kwargs = dict(model_kwargs) if model_kwargs else None
         self._encoder = None
 
     def _model_params(self) -> dict[str, Any]:
         """The model settings, as ``to_dict`` serialises them."""
-        return {"model": self.model, "revision": self.revision, "device": self.device, "dtype": self.dtype}
+        params: dict[str, Any] = {
+            "model": self.model,
+            "revision": self.revision,
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+        if self.model_kwargs:  # family options (e.g. Nomic's text_model); absent when unused
+            params["model_kwargs"] = self.model_kwargs
+        return params
 
     def warm_up(self) -> None:
         """Load the model (shared with every component using the same model in this process)."""
         if self._encoder is None:
             self._encoder = mmembed.load_encoder(
-                self.model, revision=self.revision, device=self.device, dtype=self.dtype
+                self.model,
+                revision=self.revision,
+                device=self.device,
+                dtype=self.dtype,
+                **(self.model_kwargs or {}),
             )
 
     def _loaded_encoder(self) -> Encoder:

@@ -48,6 +48,11 @@ class MMEmbedEmbedding(MultiModalEmbedding):
     dtype: str | None = Field(
         default=None, description="Torch dtype name, e.g. 'bfloat16' (None: model default)."
     )
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the model family (see `mmembed models`), e.g. Nomic Embed Vision's "
+        "{'text_model': 'nomic-ai/nomic-embed-text-v1.5', 'matryoshka_dim': 256}.",
+    )
     multi_vector: Literal["pool", "error"] = Field(
         default="pool",
         description="With a multi-vector model: return the pooled single vector, or raise.",
@@ -69,7 +74,11 @@ class MMEmbedEmbedding(MultiModalEmbedding):
             import mmembed
 
             self._encoder = mmembed.load_encoder(
-                self.model_name, revision=self.revision, device=self.device, dtype=self.dtype
+                self.model_name,
+                revision=self.revision,
+                device=self.device,
+                dtype=self.dtype,
+                **self.model_kwargs,
             )
         return self._encoder
 

@@ -52,6 +52,7 @@ class MMEmbedDocumentImageEmbedder(EncoderComponentMixin):
         revision: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
         batch_size: int = 8,
         dpi: float = 144,
         progress_bar: bool = False,
@@ -61,13 +62,15 @@ class MMEmbedDocumentImageEmbedder(EncoderComponentMixin):
         :param revision: Model revision (commit, branch or tag) to pin.
         :param device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
         :param dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: chosen for the device.
+        :param model_kwargs: Options of the model family (see ``mmembed models``), e.g.
+            ``{"text_model": "nomic-ai/nomic-embed-text-v1.5", "matryoshka_dim": 256}``.
         :param batch_size: Pages rendered and encoded together.
         :param dpi: Resolution pages are rendered at when they carry no image.
         :param progress_bar: Show a progress bar while encoding.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self._init_model(model, revision, device, dtype)
+        self._init_model(model, revision, device, dtype, model_kwargs)
         self.batch_size = batch_size
         self.dpi = dpi
         self.progress_bar = progress_bar

@@ -39,14 +39,17 @@ class MMEmbedTextEmbedder(EncoderComponentMixin):
         revision: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """
         :param model: Hugging Face model id or local checkpoint folder (the one the pages were embedded with).
         :param revision: Model revision (commit, branch or tag) to pin.
         :param device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
         :param dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: chosen for the device.
+        :param model_kwargs: Options of the model family (see ``mmembed models``), e.g.
+            ``{"text_model": "nomic-ai/nomic-embed-text-v1.5", "matryoshka_dim": 256}``.
         """
-        self._init_model(model, revision, device, dtype)
+        self._init_model(model, revision, device, dtype, model_kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component."""
