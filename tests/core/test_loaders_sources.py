@@ -184,6 +184,52 @@ def test_symlink_loops_and_broken_links(tmp_path):
     assert list(stream) == [] and stream.issues[0].code == "symlink_loop"
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs a Linux /proc")
+def test_a_walk_never_enters_proc_like_trees(tmp_path):
+    make_pdf(tmp_path / "a.pdf")
+    (tmp_path / "kernel").symlink_to("/proc", target_is_directory=True)
+    (tmp_path / "devices").symlink_to("/dev", target_is_directory=True)
+    stream = load_pages(tmp_path, dpi=18)
+    assert [Path(p.source).name for p in stream] == ["a.pdf"]
+    assert sorted((Path(i.source).name, i.code) for i in stream.issues) == [
+        ("devices", "system_folder"),
+        ("kernel", "system_folder"),
+    ]
+
+
+def test_entries_that_vanish_during_the_walk_are_issues_not_crashes(tmp_path, monkeypatch):
+    make_pdf(tmp_path / "a.pdf")
+    make_pdf(tmp_path / "b.pdf")
+    make_pdf(tmp_path / "gone" / "c.pdf")
+    real_scandir = os.scandir
+
+    class ListThenDelete:
+        """Lists the folder, then b.pdf and gone/ are removed (another process cleaning up)."""
+
+        def __init__(self, path):
+            self.entries = list(real_scandir(path))
+            (tmp_path / "b.pdf").unlink()
+            (tmp_path / "gone" / "c.pdf").unlink()
+            (tmp_path / "gone").rmdir()
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    def scandir(path):
+        return ListThenDelete(path) if path == tmp_path else real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    stream = load_pages(tmp_path, dpi=18)
+    assert [Path(p.source).name for p in stream] == ["a.pdf"]
+    assert sorted((Path(i.source).name, i.code) for i in stream.issues) == [
+        ("b.pdf", "unreadable"),
+        ("gone", "unreadable"),
+    ]
+
+
 def test_unreadable_folder_listing(tmp_path, monkeypatch):
     make_pdf(tmp_path / "z.pdf")
     locked = tmp_path / "locked"
