@@ -86,7 +86,7 @@ def test_demo_says_which_model_first(tmp_path: Path, capsys: pytest.CaptureFixtu
     demo = load_demo()
     monkeypatch.delenv("MMEMBED_MODEL", raising=False)
     monkeypatch.setattr(demo, "load_model", lambda name, cache: (_ for _ in ()).throw(SystemExit(name)))
-    with pytest.raises(SystemExit, match="colSmol-256M|colnomic"):
+    with pytest.raises(SystemExit, match=r"colSmol-256M|colnomic"):
         demo.main(["--data", str(tmp_path / "data"), "--index", str(tmp_path / "idx")])
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("model: ") and "--model picks another" in first
