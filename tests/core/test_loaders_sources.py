@@ -313,6 +313,58 @@ def test_office_conversion_through_soffice(tmp_path, monkeypatch):
     assert stream.issues[0].code == "office_failed" and "could not be loaded" in str(stream.issues[0])
 
 
+def write_office_files(folder: Path) -> dict[str, int]:
+    """Real Office files made by python-docx / python-pptx / openpyxl: name -> expected pages."""
+    import docx
+    import openpyxl
+    import pptx
+    from docx.enum.text import WD_BREAK
+
+    folder.mkdir(parents=True, exist_ok=True)
+    document = docx.Document()
+    document.add_heading("Minutes", level=1)
+    document.add_paragraph("First page of the minutes.")
+    document.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
+    document.add_paragraph("Second page: decisions.")
+    document.save(str(folder / "minutes.docx"))
+    deck = pptx.Presentation()
+    for title in ("Solar capacity", "Revenue"):
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+    deck.save(str(folder / "slides.pptx"))
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["year", "capacity (GW)"])
+    for year, gw in ((2021, 12.5), (2022, 15.0), (2023, 19.25)):
+        sheet.append([year, gw])
+    book.save(str(folder / "capacity.xlsx"))
+    return {"capacity.xlsx": 1, "minutes.docx": 2, "slides.pptx": 2}
+
+
+@pytest.mark.skipif(
+    shutil.which("soffice") is None,
+    reason="LibreOffice (soffice) not installed: `make venv` installs it as root with apt",
+)
+def test_office_files_convert_with_real_libreoffice(tmp_path):
+    import hashlib
+
+    expected = write_office_files(tmp_path / "office")
+    stream = load_pages(tmp_path / "office", dpi=24)
+    pages = list(stream)
+    assert stream.issues == []
+    counts: dict[str, int] = {}
+    for page in pages:
+        name = Path(page.source).name
+        counts[name] = counts.get(name, 0) + 1
+        assert page.page_count == expected[name] and page.image.mode == "RGB"
+        assert page.render["converted_with"] == "libreoffice"
+        assert page.content_hash == hashlib.sha256(Path(page.source).read_bytes()).hexdigest()
+    assert counts == expected
+    # the slides really carry their text: two different pages, not blank ones
+    slides = [p.image for p in pages if Path(p.source).name == "slides.pptx"]
+    assert slides[0].tobytes() != slides[1].tobytes() and slides[0].getextrema() != ((255, 255),) * 3
+
+
 @pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice not installed")
 def test_office_conversion_with_real_libreoffice(tmp_path):
     rtf = tmp_path / "note.rtf"
