@@ -204,3 +204,20 @@ def test_search_help_names_the_model_search_really_uses(capsys: pytest.CaptureFi
         main(["search", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "the model the index was built with" in text and "MMEMBED_MODEL" not in text
+
+
+def test_a_search_on_an_index_created_empty_by_a_typo_says_so(
+    tmp_path: Path, tiny_colqwen2_5: Path, pdf: Path
+) -> None:
+    from mmembed.index import IndexNotFoundError
+
+    encoder = mmembed.load_encoder(str(tiny_colqwen2_5), device="cpu")
+    with mmembed.open_index(tmp_path / "my_indx", encoder=encoder.info) as typo:
+        with pytest.raises(IndexNotFoundError, match="mistyped"):
+            mmembed.Retriever(typo, encoder).search("solar")
+    with pytest.raises(IndexNotFoundError, match="no mmembed index"):
+        mmembed.open_index(tmp_path / "other", encoder=encoder.info, create=False)
+    # the README's flow: create, fill, search in one open
+    with mmembed.open_index(tmp_path / "fresh", encoder=encoder.info) as fresh:
+        mmembed.index_documents([pdf], fresh, encoder, dpi=DPI)
+        assert len(mmembed.Retriever(fresh, encoder).search("solar", k=2)) == 2

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
+from .index.errors import IndexNotFoundError
 from .index.protocol import Filter, IndexBackend
 from .scoring import score
 from .types import EncoderMismatchError, MMEmbedError, SearchHit
@@ -86,10 +87,24 @@ def check_query(query: str) -> None:
 class Retriever:
     """Text queries in, ranked pages out: an encoder plus an index it is compatible with."""
 
-    def __init__(self, index: IndexBackend, encoder: Encoder) -> None:
+    def __init__(self, index: IndexBackend, encoder: Encoder, *, allow_empty: bool = False) -> None:
+        """``allow_empty``: the caller created the index on purpose, so an index that
+        ``open_index`` has just created empty is searched (no hits) instead of refused as a
+        probable typo in the path."""
         index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
         self.index = index
         self.encoder = encoder
+        self.allow_empty = allow_empty
+
+    def _check_not_a_typo(self) -> None:
+        if not self.allow_empty and getattr(self.index, "created_now", False) and self.index.count() == 0:
+            path = getattr(self.index, "path", "")
+            raise IndexNotFoundError(
+                f"the index at {path} was created empty when it was opened, so there is nothing to "
+                "search: is the path mistyped? Build it first (`mmembed index <files> --index "
+                f"{path}` or mmembed.index_documents), or open an existing index with "
+                "open_index(path, create=False), which refuses a missing one."
+            )
 
     @overload
     def search(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
@@ -108,6 +123,7 @@ class Retriever:
         :raises ValueError: ``k`` is below 1, or a query is empty or blank.
         """
         check_k(k)
+        self._check_not_a_typo()
         single = isinstance(queries, str)
         texts = [queries] if isinstance(queries, str) else list(queries)
         for text in texts:

@@ -191,6 +191,12 @@ class SharedIndex:
         return self._entry is None
 
     @property
+    def created_now(self) -> bool:
+        """The folder became an index when this process opened it (see ``LocalIndex.created_now``)."""
+        entry = self._entry
+        return entry is not None and entry.index.created_now
+
+    @property
     def replaced(self) -> bool:
         """The folder was deleted or replaced since this handle's index was opened: reopen it."""
         entry = self._entry

@@ -136,7 +136,8 @@ class MMEmbedRetriever(BaseRetriever):
             index = open_index(self.index, encoder.info, create=create)
             from mmembed.retrieve import Retriever
 
-            self._searcher = Retriever(index, encoder)  # checks the encoder fits the index
+            # checks the encoder fits the index; an index created here on purpose may be empty
+            self._searcher = Retriever(index, encoder, allow_empty=create)
             self._index, self._encoder = index, encoder
 
     # -- retrieval --------------------------------------------------------------------
