@@ -212,9 +212,9 @@ def test_a_search_on_an_index_created_empty_by_a_typo_says_so(
     from mmembed.index import IndexNotFoundError
 
     encoder = mmembed.load_encoder(str(tiny_colqwen2_5), device="cpu")
-    with mmembed.open_index(tmp_path / "my_indx", encoder=encoder.info) as typo:
-        with pytest.raises(IndexNotFoundError, match="mistyped"):
-            mmembed.Retriever(typo, encoder).search("solar")
+    typo = mmembed.open_index(tmp_path / "my_indx", encoder=encoder.info)
+    with typo, pytest.raises(IndexNotFoundError, match="mistyped"):
+        mmembed.Retriever(typo, encoder).search("solar")
     with pytest.raises(IndexNotFoundError, match="no mmembed index"):
         mmembed.open_index(tmp_path / "other", encoder=encoder.info, create=False)
     # the README's flow: create, fill, search in one open
