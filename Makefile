@@ -24,6 +24,13 @@ $(STAMP): $(INSTALL_INPUTS)
 	command -v pdftoppm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && apt-get install -y -qq poppler-utils >/dev/null) || \
 		echo "note: poppler-utils not installed; pdf2image-backend tests will be skipped"; }
+	# LibreOffice (headless) converts .docx/.pptx/.xlsx for the Office loader and its tests; best
+	# effort like poppler, otherwise those tests are skipped with the reason.
+	command -v soffice >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			libreoffice-core-nogui libreoffice-writer-nogui libreoffice-calc-nogui \
+			libreoffice-impress-nogui >/dev/null) || \
+		echo "note: LibreOffice not installed; the real-Office conversion tests will be skipped"; }
 	touch $@
 
 demo: $(STAMP)

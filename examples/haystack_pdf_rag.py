@@ -87,6 +87,7 @@ def query_pipeline(store: MMEmbedDocumentStore, model: str, generator: Any, top_
     )
     pipeline.add_component("llm", generator)
     pipeline.connect("query_embedder.multi_embedding", "retriever.query_multi_embedding")
+    pipeline.connect("query_embedder.encoder", "retriever.query_encoder")
     pipeline.connect("retriever.documents", "ranker.documents")
     pipeline.connect("ranker.documents", "page_images.documents")
     pipeline.connect("page_images.image_contents", "prompt.images")

@@ -78,7 +78,7 @@ def test_left_padded_queries_have_no_nan_and_do_not_depend_on_the_batch(encoder:
     for a, b in zip(together, alone, strict=True):
         assert not torch.isnan(a).any()
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
-    assert torch.equal(encoder.encode_query(QUERIES[2]), alone[2])
+    torch.testing.assert_close(encoder.encode_query(QUERIES[2]), alone[2])
 
 
 def test_pages_do_not_depend_on_the_batch(
@@ -129,7 +129,7 @@ def test_max_pixels_options_limit_the_visual_tokens(tiny_colqwen2_5: Path, pages
     by_tokens = load_encoder(tiny_colqwen2_5, device="cpu", max_num_visual_tokens=16).encode_images([page])[0]
     by_pixels = load_encoder(tiny_colqwen2_5, device="cpu", max_pixels=16 * 28 * 28).encode_images([page])[0]
     assert by_tokens.shape == by_pixels.shape and by_tokens.shape[0] < full.shape[0]
-    assert torch.equal(by_tokens, by_pixels)
+    torch.testing.assert_close(by_tokens, by_pixels)
     with pytest.raises(MMEmbedError, match="min_pixels"):
         load_encoder(tiny_colqwen2_5, device="cpu", max_pixels=10)
 
@@ -142,7 +142,7 @@ def test_transformers_key_layout_loads_the_same_model(
     assert any(k.startswith("model.language_model.") for k in load_file(str(other / "model.safetensors")))
     got = load_encoder(other, device="cpu", dtype="float32").encode_queries(QUERIES[:2])
     for a, b in zip(got, encoder.encode_queries(QUERIES[:2]), strict=True):
-        assert torch.equal(a, b)
+        torch.testing.assert_close(a, b)
 
 
 def test_missing_weight_is_an_error_naming_it(tiny_colqwen2_5: Path, tmp_path: Path) -> None:

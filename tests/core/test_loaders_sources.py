@@ -184,6 +184,52 @@ def test_symlink_loops_and_broken_links(tmp_path):
     assert list(stream) == [] and stream.issues[0].code == "symlink_loop"
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs a Linux /proc")
+def test_a_walk_never_enters_proc_like_trees(tmp_path):
+    make_pdf(tmp_path / "a.pdf")
+    (tmp_path / "kernel").symlink_to("/proc", target_is_directory=True)
+    (tmp_path / "devices").symlink_to("/dev", target_is_directory=True)
+    stream = load_pages(tmp_path, dpi=18)
+    assert [Path(p.source).name for p in stream] == ["a.pdf"]
+    assert sorted((Path(i.source).name, i.code) for i in stream.issues) == [
+        ("devices", "system_folder"),
+        ("kernel", "system_folder"),
+    ]
+
+
+def test_entries_that_vanish_during_the_walk_are_issues_not_crashes(tmp_path, monkeypatch):
+    make_pdf(tmp_path / "a.pdf")
+    make_pdf(tmp_path / "b.pdf")
+    make_pdf(tmp_path / "gone" / "c.pdf")
+    real_scandir = os.scandir
+
+    class ListThenDelete:
+        """Lists the folder, then b.pdf and gone/ are removed (another process cleaning up)."""
+
+        def __init__(self, path):
+            self.entries = list(real_scandir(path))
+            (tmp_path / "b.pdf").unlink()
+            (tmp_path / "gone" / "c.pdf").unlink()
+            (tmp_path / "gone").rmdir()
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    def scandir(path):
+        return ListThenDelete(path) if path == tmp_path else real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    stream = load_pages(tmp_path, dpi=18)
+    assert [Path(p.source).name for p in stream] == ["a.pdf"]
+    assert sorted((Path(i.source).name, i.code) for i in stream.issues) == [
+        ("b.pdf", "unreadable"),
+        ("gone", "unreadable"),
+    ]
+
+
 def test_unreadable_folder_listing(tmp_path, monkeypatch):
     make_pdf(tmp_path / "z.pdf")
     locked = tmp_path / "locked"
@@ -265,6 +311,58 @@ def test_office_conversion_through_soffice(tmp_path, monkeypatch):
     stream = load_pages(docx, dpi=18)
     assert list(stream) == []
     assert stream.issues[0].code == "office_failed" and "could not be loaded" in str(stream.issues[0])
+
+
+def write_office_files(folder: Path) -> dict[str, int]:
+    """Real Office files made by python-docx / python-pptx / openpyxl: name -> expected pages."""
+    import docx
+    import openpyxl
+    import pptx
+    from docx.enum.text import WD_BREAK
+
+    folder.mkdir(parents=True, exist_ok=True)
+    document = docx.Document()
+    document.add_heading("Minutes", level=1)
+    document.add_paragraph("First page of the minutes.")
+    document.add_paragraph().add_run().add_break(WD_BREAK.PAGE)
+    document.add_paragraph("Second page: decisions.")
+    document.save(str(folder / "minutes.docx"))
+    deck = pptx.Presentation()
+    for title in ("Solar capacity", "Revenue"):
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+    deck.save(str(folder / "slides.pptx"))
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["year", "capacity (GW)"])
+    for year, gw in ((2021, 12.5), (2022, 15.0), (2023, 19.25)):
+        sheet.append([year, gw])
+    book.save(str(folder / "capacity.xlsx"))
+    return {"capacity.xlsx": 1, "minutes.docx": 2, "slides.pptx": 2}
+
+
+@pytest.mark.skipif(
+    shutil.which("soffice") is None,
+    reason="LibreOffice (soffice) not installed: `make venv` installs it as root with apt",
+)
+def test_office_files_convert_with_real_libreoffice(tmp_path):
+    import hashlib
+
+    expected = write_office_files(tmp_path / "office")
+    stream = load_pages(tmp_path / "office", dpi=24)
+    pages = list(stream)
+    assert stream.issues == []
+    counts: dict[str, int] = {}
+    for page in pages:
+        name = Path(page.source).name
+        counts[name] = counts.get(name, 0) + 1
+        assert page.page_count == expected[name] and page.image.mode == "RGB"
+        assert page.render["converted_with"] == "libreoffice"
+        assert page.content_hash == hashlib.sha256(Path(page.source).read_bytes()).hexdigest()
+    assert counts == expected
+    # the slides really carry their text: two different pages, not blank ones
+    slides = [p.image for p in pages if Path(p.source).name == "slides.pptx"]
+    assert slides[0].tobytes() != slides[1].tobytes() and slides[0].getextrema() != ((255, 255),) * 3
 
 
 @pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice not installed")

@@ -163,9 +163,10 @@ def test_single_vector_outputs_are_one_unit_row(dense: Encoder) -> None:
 def test_multimodal_queries_live_in_the_document_space(dense: Encoder) -> None:
     page = _pages(1)[0]
     text, image, both = dense.encode_queries_multimodal(["revenue", page, (page, "Figure 3")])
-    assert torch.equal(text, dense.encode_queries(["revenue"])[0])
-    assert torch.equal(image, dense.encode_images([page])[0])
-    assert torch.equal(both, dense.encode_documents([(page, "Figure 3")])[0])
+    # a mixed batch and a batch of one take different kernel paths: equal within float tolerance
+    torch.testing.assert_close(text, dense.encode_queries(["revenue"])[0])
+    torch.testing.assert_close(image, dense.encode_images([page])[0])
+    torch.testing.assert_close(both, dense.encode_documents([(page, "Figure 3")])[0])
     assert not torch.allclose(image, both)  # the caption is really encoded with the page
 
 
@@ -236,7 +237,7 @@ def test_transformers_key_layout_loads_the_same_model(tiny_checkpoint, tmp_path:
         legacy.encode_queries(list(parity.QUERIES[:2])),
         strict=True,
     ):
-        assert torch.equal(a, b)
+        torch.testing.assert_close(a, b)
 
 
 # -- the tiny checkpoints themselves --------------------------------------------------------

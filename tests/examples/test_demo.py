@@ -68,3 +68,25 @@ def test_demo_falls_back_to_a_tiny_checkpoint_when_weights_are_missing(
     assert "SCORES ARE MEANINGLESS" in out
     assert "(tiny random model: meaningless scores)" in out
     assert (tmp_path / "cache" / "tiny-colqwen2_5" / "config.json").exists()
+
+
+def test_demo_default_model_fits_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = load_demo()
+    monkeypatch.delenv("MMEMBED_MODEL", raising=False)
+    assert demo.choose_model(None, False)[0] == "vidore/colSmol-256M"
+    assert "no GPU" in demo.choose_model(None, False)[1]
+    assert demo.choose_model(None, True)[0] == "nomic-ai/colnomic-embed-multimodal-3b"
+    assert demo.choose_model("my/model", True) == ("my/model", "given with --model")  # --model wins
+    monkeypatch.setenv("MMEMBED_MODEL", "env/model")
+    assert demo.choose_model(None, True)[0] == "env/model"
+    assert demo.choose_model("my/model", False)[0] == "my/model"
+
+
+def test_demo_says_which_model_first(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    demo = load_demo()
+    monkeypatch.delenv("MMEMBED_MODEL", raising=False)
+    monkeypatch.setattr(demo, "load_model", lambda name, cache: (_ for _ in ()).throw(SystemExit(name)))
+    with pytest.raises(SystemExit, match=r"colSmol-256M|colnomic"):
+        demo.main(["--data", str(tmp_path / "data"), "--index", str(tmp_path / "idx")])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("model: ") and "--model picks another" in first

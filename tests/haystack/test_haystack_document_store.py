@@ -46,8 +46,8 @@ MULTI_8 = EncoderInfo(name="tiny-multi", family="test", kind="multi", dim=8, sim
 
 
 def _dense_store(folder: Path) -> MMEmbedDocumentStore:
-    mmembed.open_index(folder, encoder=DENSE_768, dtype="float32").close()
-    return MMEmbedDocumentStore(path=str(folder))
+    """A fresh store for embeddings computed outside mmembed: the documented way, ``encoder=``."""
+    return MMEmbedDocumentStore(path=str(folder), encoder=DENSE_768, dtype="float32")
 
 
 def _same_documents(received: list[Document], expected: list[Document]) -> None:
@@ -128,16 +128,20 @@ def test_to_dict_round_trip(tmp_path: Path) -> None:
     data = store.to_dict()
     assert data == {
         "type": "haystack_integrations.document_stores.mmembed.document_store.MMEmbedDocumentStore",
-        "init_parameters": {"path": str(tmp_path / "x"), "dtype": "float32"},
+        "init_parameters": {"path": str(tmp_path / "x"), "dtype": "float32", "encoder": None},
     }
     assert MMEmbedDocumentStore.from_dict(data).to_dict() == data
+    declared = MMEmbedDocumentStore(path=str(tmp_path / "y"), encoder=DENSE_768).to_dict()
+    assert MMEmbedDocumentStore.from_dict(declared).declared_encoder == DENSE_768
 
 
-def test_empty_folder_reads_as_empty_and_plain_write_explains(tmp_path: Path) -> None:
+def test_missing_folder_is_not_read_as_empty_and_plain_write_explains(tmp_path: Path) -> None:
     store = MMEmbedDocumentStore(path=str(tmp_path / "nothing"))
-    assert store.count_documents() == 0
-    assert store.filter_documents() == []
-    store.delete_documents(["x"])
+    with pytest.raises(mmembed.index.IndexNotFoundError, match="nothing"):
+        store.count_documents()
+    with pytest.raises(mmembed.index.IndexNotFoundError, match="encoder="):
+        store.filter_documents()
+    store.delete_documents(["x"])  # nothing to delete
     with pytest.raises(InvalidDocumentError, match="MMEmbedDocumentImageEmbedder"):
         store.write_documents([Document(content="no encoder known")])
     assert not (tmp_path / "nothing").exists()

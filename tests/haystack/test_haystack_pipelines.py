@@ -28,7 +28,7 @@ from haystack_integrations.document_stores.mmembed import InvalidDocumentError, 
 from PIL import Image
 
 import mmembed
-from mmembed.index import page_id
+from mmembed.index import IndexNotFoundError, page_id
 from mmembed.loaders.sample_pdfs import write_sample_pdfs
 from mmembed.types import EncoderInfo
 
@@ -193,7 +193,8 @@ def test_indexing_pipeline_after_dumps_loads_stores_the_same_vectors(
     original, reloaded = indexed["store"].core_index(), again.core_index()
     assert original is not None and reloaded is not None
     for a, b in zip(original.get_embeddings(ids), reloaded.get_embeddings(ids), strict=True):
-        assert a is not None and b is not None and torch.equal(a, b)
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize(
@@ -285,9 +286,10 @@ def test_retriever_on_a_dense_store_takes_a_flat_query_embedding(tmp_path: Path)
     top = retriever.run(query_embedding=[0.0, 0.0, 3.0, 1.0])["documents"]
     assert [(d.id, d.score) for d in top] == [("2", pytest.approx(3.0)), ("3", pytest.approx(1.0))]
     assert top[0].embedding == [0.0, 0.0, 1.0, 0.0] and top[0].content == "doc 2"
-    assert MMEmbedRetriever(document_store=MMEmbedDocumentStore(path=str(tmp_path / "none"))).run(
-        query_embedding=[1.0, 0, 0, 0]
-    ) == {"documents": []}
+    with pytest.raises(IndexNotFoundError, match="none"):  # a mistyped path is not an empty store
+        MMEmbedRetriever(document_store=MMEmbedDocumentStore(path=str(tmp_path / "none"))).run(
+            query_embedding=[1.0, 0, 0, 0]
+        )
 
 
 def test_ranker_without_store_encodes_once_and_never_mutates_input(model: str, pdfs: list[Path]) -> None:

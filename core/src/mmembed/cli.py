@@ -253,10 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--model", help=f"checkpoint id or local folder (default: ${MODEL_ENV} or {DEFAULT_MODEL})"
-        )
+    def model_args(p: argparse.ArgumentParser, default: str = f"${MODEL_ENV} or {DEFAULT_MODEL}") -> None:
+        p.add_argument("--model", help=f"checkpoint id or local folder (default: {default})")
         p.add_argument("--revision", help="checkpoint revision (git tag / commit) on the hub")
         p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
         p.add_argument(
@@ -293,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="metadata equality (repeatable)")
     p.add_argument("--where", help='a JSON filter, e.g. \'{"page": {"$lte": 3}}\'')
     p.add_argument("--json", action="store_true")
-    model_args(p)
+    model_args(p, default="the model the index was built with")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("delete", help="remove pages by id or by source file")
@@ -339,8 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "batch_size", 1) < 1 or getattr(args, "k", 1) < 1:
-        parser.error("--batch-size and -k must be at least 1")
+    if getattr(args, "batch_size", 1) < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if getattr(args, "k", 1) < 1:
+        parser.error(f"-k must be at least 1, got {args.k}")
     try:
         return int(args.func(args))
     except MMEmbedError as exc:

@@ -10,13 +10,14 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
+from .index.errors import IndexNotFoundError
 from .index.protocol import Filter, IndexBackend
 from .scoring import score
 from .types import EncoderMismatchError, MMEmbedError, SearchHit
@@ -55,13 +56,55 @@ def as_single_vectors(embeddings: Sequence[torch.Tensor]) -> list[list[float]]:
     return [pool(e).tolist() for e in embeddings]
 
 
+PRIVATE_METADATA_PREFIXES = ("haystack.",)
+"""Metadata keys an adapter keeps for itself in a shared index (Haystack's document marker,
+content and blob): other adapters leave them out of what they show."""
+
+
+def shared_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A page record's metadata without adapter-private keys (see :data:`PRIVATE_METADATA_PREFIXES`)."""
+    return {k: v for k, v in metadata.items() if not k.startswith(PRIVATE_METADATA_PREFIXES)}
+
+
+class InvalidQueryError(MMEmbedError, ValueError):
+    """A search or rerank request that cannot mean anything (empty query, k below 1)."""
+
+
+def check_k(k: int, name: str = "k") -> None:
+    """The one rule for how many results a search returns, in core and every adapter: at least 1."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidQueryError(f"{name} must be an integer of at least 1, got {k!r}")
+
+
+def check_query(query: str) -> None:
+    """Refuse an empty or blank query: it would rank pages by nothing and look like an answer."""
+    if not isinstance(query, str):
+        raise TypeError(f"a query is a string, got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidQueryError(f"the query is empty ({query!r}): give the text to search for")
+
+
 class Retriever:
     """Text queries in, ranked pages out: an encoder plus an index it is compatible with."""
 
-    def __init__(self, index: IndexBackend, encoder: Encoder) -> None:
+    def __init__(self, index: IndexBackend, encoder: Encoder, *, allow_empty: bool = False) -> None:
+        """``allow_empty``: the caller created the index on purpose, so an index that
+        ``open_index`` has just created empty is searched (no hits) instead of refused as a
+        probable typo in the path."""
         index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
         self.index = index
         self.encoder = encoder
+        self.allow_empty = allow_empty
+
+    def _check_not_a_typo(self) -> None:
+        if not self.allow_empty and getattr(self.index, "created_now", False) and self.index.count() == 0:
+            path = getattr(self.index, "path", "")
+            raise IndexNotFoundError(
+                f"the index at {path} was created empty when it was opened, so there is nothing to "
+                "search: is the path mistyped? Build it first (`mmembed index <files> --index "
+                f"{path}` or mmembed.index_documents), or open an existing index with "
+                "open_index(path, create=False), which refuses a missing one."
+            )
 
     @overload
     def search(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
@@ -75,9 +118,16 @@ class Retriever:
     def search(
         self, queries: str | Sequence[str], k: int = 10, where: Filter | None = None
     ) -> list[SearchHit] | list[list[SearchHit]]:
-        """Top-``k`` pages for one query (a list of hits) or several (a list per query)."""
+        """Top-``k`` pages for one query (a list of hits) or several (a list per query).
+
+        :raises ValueError: ``k`` is below 1, or a query is empty or blank.
+        """
+        check_k(k)
+        self._check_not_a_typo()
         single = isinstance(queries, str)
         texts = [queries] if isinstance(queries, str) else list(queries)
+        for text in texts:
+            check_query(text)
         if not texts:
             return []
         embeddings = self.encoder.encode_queries(texts)
@@ -240,7 +290,13 @@ class MaxSimReranker:
     def rerank(
         self, query: str, candidates: Sequence[Candidate], top_n: int | None = None
     ) -> list[tuple[int, float]]:
-        """``(candidate position, score)`` pairs, best first, at most ``top_n`` of them."""
+        """``(candidate position, score)`` pairs, best first, at most ``top_n`` of them.
+
+        :raises ValueError: the query is empty or blank, or ``top_n`` is below 1.
+        """
+        check_query(query)
+        if top_n is not None:
+            check_k(top_n, "top_n")
         if not candidates:
             return []
         query_embedding = self.encoder.encode_queries([query])

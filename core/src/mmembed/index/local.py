@@ -85,6 +85,7 @@ class LocalIndex:
         self.segment_bytes = int(segment_bytes)
         self._mutex = threading.RLock()
         self._closed = True
+        self.created_now = False  # this open made the folder an index (a reader's typo shows here)
         if self.path.exists() and not self.path.is_dir():
             raise IndexFormatError(
                 f"{self.path} is a file, not an index folder; give the folder the index lives in."
@@ -101,6 +102,7 @@ class LocalIndex:
                     "encoder that embeds the pages."
                 )
             self._create(encoder, dtype, keep_thumbnails)
+            self.created_now = True
         self.manifest = fmt.Manifest.read(self.path)
         if encoder is not None:
             self.manifest.encoder.check_compatible(encoder, index_path=str(self.path))
@@ -723,6 +725,10 @@ def open_index(
     shared: bool = False,
 ) -> LocalIndex | SharedIndex:
     """Open the index in folder ``path``, creating it when missing (needs ``encoder``).
+
+    To read an index that must already exist, pass ``create=False`` (or ``readonly=True``): a
+    mistyped path then raises :class:`IndexNotFoundError` instead of becoming a new empty index.
+    A :class:`~mmembed.Retriever` also refuses to search an index this very open created empty.
 
     ``encoder=None`` opens with the stored encoder (for readers such as ``mmembed info``);
     otherwise the stored one must match it (:class:`EncoderMismatchError`). ``dtype``

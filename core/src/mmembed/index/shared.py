@@ -44,6 +44,11 @@ class _Entry:
     key: str
     index: LocalIndex
     handles: int = 0
+    identity: tuple[int, int] | None = None  # (device, inode) of the folder when it was opened
+
+    def replaced(self) -> bool:
+        """The folder was deleted (and maybe recreated) since it was opened: this index is a ghost."""
+        return self.identity is not None and folder_identity(self.key) != self.identity
 
 
 _registry_lock = threading.Lock()
@@ -75,6 +80,15 @@ def _locked() -> Iterator[None]:
             _owner = None
 
 
+def folder_identity(key: str) -> tuple[int, int] | None:
+    """``(device, inode)`` of a folder, ``None`` when it does not exist."""
+    try:
+        stat = os.stat(key)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def folder_key(path: str | os.PathLike[str]) -> str:
     """Registry key of an index folder: its real absolute path (symlinks resolved)."""
     return os.path.realpath(Path(path).expanduser())
@@ -100,6 +114,11 @@ def open_shared(
     key = folder_key(path)
     with _locked():
         entry = _registry.get(key)
+        if entry is not None and entry.replaced():
+            # Deleted or replaced on disk: its handles keep the ghost until they let go; new ones
+            # open the folder as it is now.
+            del _registry[key]
+            entry = None
         if entry is None:
             index = LocalIndex(
                 key,
@@ -108,7 +127,7 @@ def open_shared(
                 dtype=dtype,
                 keep_thumbnails=keep_thumbnails,
             )
-            entry = _registry[key] = _Entry(key, index)
+            entry = _registry[key] = _Entry(key, index, identity=folder_identity(key))
         elif encoder is not None:
             entry.index.encoder.check_compatible(encoder, index_path=key)
         entry.handles += 1
@@ -170,6 +189,18 @@ class SharedIndex:
     @property
     def closed(self) -> bool:
         return self._entry is None
+
+    @property
+    def created_now(self) -> bool:
+        """The folder became an index when this process opened it (see ``LocalIndex.created_now``)."""
+        entry = self._entry
+        return entry is not None and entry.index.created_now
+
+    @property
+    def replaced(self) -> bool:
+        """The folder was deleted or replaced since this handle's index was opened: reopen it."""
+        entry = self._entry
+        return entry is not None and entry.replaced()
 
     def _index(self) -> LocalIndex:
         entry = self._entry

@@ -1,12 +1,15 @@
 """What the caller gave → a flat stream of files: paths, folders (walked), bytes, streams.
 
 Folder walks follow symlinks but never loop: a symlink back to one of its own parent
-folders is reported (``symlink_loop``) and not followed.
+folders is reported (``symlink_loop``) and not followed. They never enter the kernel's
+virtual file systems (``/proc``, ``/sys``, ``/dev``, ...: ``system_folder``), and an entry
+that vanishes while the walk runs is reported, not fatal.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import itertools
 import os
@@ -205,6 +208,47 @@ def _matches(rel: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
+# Kernel-provided trees: their "files" are process state and devices (reading some blocks forever).
+_VIRTUAL_FILESYSTEMS = frozenset(
+    {
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "debugfs",
+        "tracefs",
+        "securityfs",
+        "cgroup",
+        "cgroup2",
+        "pstore",
+        "bpf",
+        "configfs",
+        "fusectl",
+        "mqueue",
+        "hugetlbfs",
+        "binfmt_misc",
+        "autofs",
+        "efivarfs",
+    }
+)
+_VIRTUAL_ROOTS = frozenset({"/proc", "/sys", "/dev"})
+
+
+@functools.lru_cache(maxsize=1)
+def virtual_mount_points() -> frozenset[str]:
+    """Mount points of virtual file systems (from ``/proc/self/mounts`` where there is one)."""
+    found = set(_VIRTUAL_ROOTS)
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2] in _VIRTUAL_FILESYSTEMS:
+                    found.add(fields[1].replace("\\040", " "))
+    except OSError:
+        pass  # not Linux: the usual roots only
+    return frozenset(found)
+
+
 def walk_folder(root: Path, options: LoaderOptions) -> Iterator[SourceItem | LoadIssue]:
     """Every file under ``root`` (sorted, recursive) kept by ``include`` / ``exclude``.
 
@@ -245,6 +289,15 @@ def walk_folder(root: Path, options: LoaderOptions) -> Iterator[SourceItem | Loa
                 real = os.path.realpath(full)
                 if options.exclude_globs and _matches(rel, options.exclude_globs):
                     continue
+                if real in virtual_mount_points():
+                    yield LoadIssue(
+                        str(full),
+                        None,
+                        f"is a system folder ({real}: kernel state and devices, not documents)",
+                        "Not walked; point at a folder of documents",
+                        code="system_folder",
+                    )
+                    continue
                 if real in ancestors:
                     yield LoadIssue(
                         str(full),
@@ -255,7 +308,7 @@ def walk_folder(root: Path, options: LoaderOptions) -> Iterator[SourceItem | Loa
                     )
                     continue
                 subfolders.append((full, rel + "/", ancestors | {real}))
-            elif entry.is_file():
+            elif _is_file(entry):
                 if (options.include_globs and not _matches(rel, options.include_globs)) or (
                     options.exclude_globs and _matches(rel, options.exclude_globs)
                 ):
@@ -273,3 +326,10 @@ def walk_folder(root: Path, options: LoaderOptions) -> Iterator[SourceItem | Loa
             f"Point at a folder with {SUPPORTED}, or check include/exclude",
             code="empty_folder",
         )
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # vanished since the folder was listed: reported when it is read
+        return True

@@ -136,7 +136,8 @@ class MMEmbedRetriever(BaseRetriever):
             index = open_index(self.index, encoder.info, create=create)
             from mmembed.retrieve import Retriever
 
-            self._searcher = Retriever(index, encoder)  # checks the encoder fits the index
+            # checks the encoder fits the index; an index created here on purpose may be empty
+            self._searcher = Retriever(index, encoder, allow_empty=create)
             self._index, self._encoder = index, encoder
 
     # -- retrieval --------------------------------------------------------------------
@@ -170,8 +171,10 @@ class MMEmbedRetriever(BaseRetriever):
         return [self._to_document(hit) for hit in hits]
 
     def _to_document(self, hit: SearchHit) -> Document:
+        from mmembed.retrieve import shared_metadata
+
         record = hit.record
-        stored = dict(record.metadata)
+        stored = shared_metadata(record.metadata)
         text = stored.pop(PAGE_CONTENT_KEY, "")
         total_pages = stored.pop("page_count", None)
         meta = {
@@ -248,8 +251,10 @@ class MMEmbedRetriever(BaseRetriever):
     def from_documents(
         cls, documents: Iterable[Document], *, index: Any, model: str | None = None, **kwargs: Any
     ) -> MMEmbedRetriever:
-        """A retriever over ``index`` (created if missing) after adding ``documents`` to it."""
+        """A retriever over ``index`` (created if missing, with the encoder recorded, even when
+        ``documents`` is empty) after adding ``documents`` to it."""
         retriever = cls(index=index, model=model, **kwargs)
+        retriever._ensure_open(create=True)
         retriever.add_documents(documents)
         return retriever
 

@@ -43,9 +43,12 @@ class MMEmbedDocumentStore:
 
     The index is created by the first write of documents embedded by
     ``MMEmbedDocumentImageEmbedder`` (they carry the encoder's description, see
-    :mod:`haystack_integrations.document_stores.mmembed.documents`), or can be an existing
+    :mod:`haystack_integrations.document_stores.mmembed.documents`), by the first use of a
+    store given ``encoder=`` (for embeddings computed elsewhere), or can be an existing
     index built by mmembed (``mmembed index ... --index <path>``). Documents without an
-    embedding are stored too, but are never search results.
+    embedding are stored too, but are never search results. Reading a store whose folder
+    holds no index raises :class:`mmembed.index.IndexNotFoundError` (a mistyped path is not
+    an empty store); only writing creates it.
 
     ```python
     from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
@@ -56,21 +59,30 @@ class MMEmbedDocumentStore:
     ```
     """
 
-    def __init__(self, path: str, *, dtype: str = "float16") -> None:
+    def __init__(
+        self, path: str, *, dtype: str = "float16", encoder: EncoderInfo | dict[str, Any] | None = None
+    ) -> None:
         """
         :param path: Folder of the index (created on the first write if missing).
         :param dtype: How vectors are stored when this store creates the index:
             ``"float16"`` (default), ``"bfloat16"`` or ``"float32"``. An existing index keeps its own.
+        :param encoder: Which encoder made the embeddings written here, for documents whose
+            ``embedding`` was computed outside mmembed (e.g. ``EncoderInfo(name="my-model",
+            family="external", kind="single", dim=768, similarity="cosine")``). With it the
+            index is created on first use and an existing one must match it; without it the
+            first write of ``MMEmbedDocumentImageEmbedder`` output creates the index.
         """
         self.path = str(path)
         self.dtype = dtype
+        self.declared_encoder = EncoderInfo.from_dict(encoder) if isinstance(encoder, dict) else encoder
         self._index: SharedIndex | None = None
 
     # ------------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the store (its folder and settings, not its contents)."""
-        return default_to_dict(self, path=self.path, dtype=self.dtype)
+        encoder = self.declared_encoder.to_dict() if self.declared_encoder is not None else None
+        return default_to_dict(self, path=self.path, dtype=self.dtype, encoder=encoder)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MMEmbedDocumentStore:
@@ -83,6 +95,10 @@ class MMEmbedDocumentStore:
         """The mmembed index behind the store (a handle on the one index this process keeps
         for the folder, so stores, retrievers and rankers on one folder share its writer
         lock), or ``None`` while none exists and ``create_with`` is not given."""
+        create_with = create_with or self.declared_encoder
+        if self._index is not None and (self._index.closed or self._index.replaced):
+            self.close()  # the folder was deleted or recreated: follow it, not the ghost
+
         if self._index is None:
             try:
                 self._index = mmembed.open_index(
@@ -96,9 +112,22 @@ class MMEmbedDocumentStore:
                 if create_with is not None:
                     raise
                 return None
+            if self.declared_encoder is not None:
+                self._index.encoder.check_compatible(self.declared_encoder, index_path=str(self._index.path))
         elif create_with is not None:
             self._index.encoder.check_compatible(create_with, index_path=str(self._index.path))
         return self._index
+
+    def index_for_reading(self) -> SharedIndex:
+        """The index, for reading: a folder without one is an error, not an empty store."""
+        index = self.core_index()
+        if index is None:
+            raise IndexNotFoundError(
+                f"no mmembed index at {self.path}: check the path, build one with "
+                f"`mmembed index <files> --index {self.path}`, write documents embedded by "
+                "MMEmbedDocumentImageEmbedder, or pass encoder= to create an empty store"
+            )
+        return index
 
     @property
     def encoder(self) -> EncoderInfo | None:
@@ -116,22 +145,18 @@ class MMEmbedDocumentStore:
 
     def count_documents(self) -> int:
         """Number of stored documents."""
-        index = self.core_index()
-        return 0 if index is None else index.count()
+        return self.index_for_reading().count()
 
     def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
         """Number of stored documents matching Haystack ``filters``."""
         where = translate_filters(filters)
-        index = self.core_index()
-        return 0 if index is None else self._call(index.count, where)
+        return int(self._call(self.index_for_reading().count, where))
 
     def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
         """Documents matching Haystack ``filters`` (all of them without), in insertion order,
         each with its ``embedding`` (the pooled vector for multi-vector indexes)."""
         where = translate_filters(filters)
-        index = self.core_index()
-        if index is None:
-            return []
+        index = self.index_for_reading()
         documents: list[Document] = []
         for batch in _batches(self._call(index.records, where)):
             vectors = index.get_embeddings([r.id for r in batch])
@@ -267,8 +292,8 @@ class MMEmbedDocumentStore:
         scored by the index's similarity (MaxSim for multi-vector indexes, dot/cosine for
         single-vector ones), among documents matching ``filters``; best first."""
         where = translate_filters(filters)
-        index = self.core_index()
-        if index is None or top_k <= 0:
+        index = self.index_for_reading()
+        if top_k <= 0:
             return []
         hits = self._call(index.search, [query_embedding], k=top_k, where=where)[0]
         vectors = index.get_embeddings([h.id for h in hits]) if return_embedding else [None] * len(hits)

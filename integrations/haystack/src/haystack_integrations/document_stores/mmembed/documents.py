@@ -40,7 +40,7 @@ from mmembed.index import PageInput
 from mmembed.retrieve import pool
 from mmembed.types import EncoderInfo, MMEmbedError, PageRecord
 
-from .filters import CONTENT_KEY
+from .filters import CONTENT_KEY, MARKER_KEY
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -49,7 +49,6 @@ EMBEDDING_META_KEY = "_mmembed_embedding"
 """``meta`` key carrying a document's exact (multi-)vectors from the embedder to the store."""
 
 BLOB_KEY = "haystack.blob"
-MARKER_KEY = "haystack.document"
 RESERVED_PREFIX = "haystack."
 PSEUDO_SOURCE_PREFIX = "haystack:"
 """Source of a stored document that names no file (``haystack:<document id>``)."""

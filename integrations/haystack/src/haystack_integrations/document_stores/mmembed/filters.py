@@ -9,7 +9,10 @@ meaning for missing fields: ``!=`` and ``not in`` match documents that lack the 
 never match a missing or null field.
 
 Fields: ``meta.<key>`` (top-level metadata keys; a bare ``<key>`` is read as ``meta.<key>``
-like Haystack's legacy filters), ``id`` and ``content``. Values compare strictly by type
+like Haystack's legacy filters), ``id`` and ``content``. A page's own fields
+``meta.file_path`` / ``meta.page_number`` / ``meta.content_hash`` are filtered the way the store
+returns them: on the index's ``source`` / ``page`` / ``content_hash`` columns for pages indexed by
+mmembed itself (the CLI, another adapter), on the stored meta for documents Haystack wrote. Values compare strictly by type
 (``2020`` does not match ``"2020"``); strings can be ordered only when they are ISO 8601
 dates, and are then compared as points in time (the filter's date becomes a ``datetime``,
 which mmembed's index compares chronologically with stored date strings, time zones
@@ -18,6 +21,7 @@ honoured; a date without one counts as UTC).
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
@@ -29,6 +33,9 @@ from mmembed.index.filters import parse_iso_datetime
 CONTENT_KEY = "haystack.content"
 """Metadata key of the index under which a document's ``content`` is stored."""
 
+MARKER_KEY = "haystack.document"
+"""Metadata key marking a page written by this store (its ``meta`` is stored verbatim)."""
+
 CoreFilter = dict[str, Any]
 
 _MATCH_ALL: CoreFilter = {"$and": []}
@@ -39,6 +46,9 @@ _ORDERING_NEGATION = {">": "<=", ">=": "<", "<": ">=", "<=": ">"}
 _COMPARISONS = {"==", "!=", "in", "not in", *_ORDERING}
 _LOGICAL = {"AND", "OR", "NOT"}
 _UNFILTERABLE_FIELDS = {f.name for f in dataclass_fields(Document)} - {"id", "content", "meta"}
+# meta keys a page indexed by mmembed gets from the index's own columns (see documents.to_document)
+_PAGE_COLUMNS = {"file_path": "source", "page_number": "page", "content_hash": "content_hash"}
+_COLUMNS = {"id", *_PAGE_COLUMNS.values()}
 
 
 def translate_filters(filters: dict[str, Any] | None) -> CoreFilter | None:
@@ -90,10 +100,58 @@ def _comparison(node: dict[str, Any], *, negate: bool) -> CoreFilter:
     if operator in ("!=", "not in"):  # the positive twin, negated
         operator, negate = ("==" if operator == "!=" else "in"), not negate
     if operator == "==":
-        return _equal(key, _scalar(value, operator), negate=negate)
+        value = _scalar(value, operator)
+    elif operator == "in":
+        value = _list(value, operator)
+    else:
+        value = _orderable(value, operator)
+    column = _PAGE_COLUMNS.get(key.removeprefix("metadata."))
+    on_key = _compare(key, operator, value, negate=negate)
+    if column is None:
+        return on_key
+    # Haystack's own documents keep these keys in their meta; pages indexed elsewhere have them as columns.
+    written_here = {"metadata." + MARKER_KEY: True}
+    indexed_elsewhere = {"metadata." + MARKER_KEY: {"$exists": False}}
+    on_column = _compare_column(column, operator, value, negate=negate)
+    return {"$or": [{"$and": [written_here, on_key]}, {"$and": [indexed_elsewhere, on_column]}]}
+
+
+def _compare(key: str, operator: str, value: Any, *, negate: bool) -> CoreFilter:
+    if operator == "==":
+        return _equal(key, value, negate=negate)
     if operator == "in":
-        return _member(key, _list(value, operator), negate=negate)
+        return _member(key, value, negate=negate)
     return _ordering(key, operator, value, negate=negate)
+
+
+def _compare_column(column: str, operator: str, value: Any, *, negate: bool) -> CoreFilter:
+    """A comparison on a record column: never missing or null, of one type (int ``page``, else str);
+    a value of another type matches nothing (everything when negated), as it would in Haystack."""
+    kind: type = int if column == "page" else str
+
+    def fits(v: Any) -> bool:
+        return isinstance(v, kind) and not isinstance(v, bool)
+
+    if operator == "in":
+        return _member(column, [v for v in value if fits(v)], negate=negate)
+    if operator not in _ORDERING and not fits(value):
+        return _MATCH_ALL if negate else _MATCH_NONE
+    if operator in _ORDERING:
+        if kind is int and isinstance(value, float) and not isinstance(value, bool):
+            # pages are whole numbers: page > 2.5 is page >= 3, page <= 2.5 is page <= 2
+            operator, value = _whole_bound(operator, value)
+        if not fits(value):  # a date against a file path or hash, a string against a page number
+            return _MATCH_ALL if negate else _MATCH_NONE
+        if negate:
+            operator = _ORDERING_NEGATION[operator]
+        return {column: {_ORDERING[operator]: value}}
+    return _equal(column, value, negate=negate)
+
+
+def _whole_bound(operator: str, value: float) -> tuple[str, int]:
+    if operator in (">", "<="):
+        return operator, math.floor(value)
+    return operator, math.ceil(value)  # ">=" and "<"
 
 
 def _key(field: Any) -> str:
@@ -132,14 +190,14 @@ def _list(value: Any, operator: str) -> list[Any]:
 
 
 def _missing_or_null(key: str) -> CoreFilter:
-    if key == "id":  # a column: never missing, never null
+    if key in _COLUMNS:  # a column: never missing, never null
         return _MATCH_NONE
     return {"$or": [{key: {"$exists": False}}, {key: None}]}
 
 
 def _equal(key: str, value: Any, *, negate: bool) -> CoreFilter:
     if value is None:
-        if key == "id":
+        if key in _COLUMNS:
             return _MATCH_ALL if negate else _MATCH_NONE
         return {key: {"$exists": True, "$ne": None}} if negate else _missing_or_null(key)
     # The index's $ne, like Haystack's !=, also matches documents without the key.
@@ -147,7 +205,7 @@ def _equal(key: str, value: Any, *, negate: bool) -> CoreFilter:
 
 
 def _member(key: str, values: list[Any], *, negate: bool) -> CoreFilter:
-    if key == "id":  # ids are never None
+    if key in _COLUMNS:  # columns are never None
         values = [v for v in values if v is not None]
     if negate:  # not in: a missing key matches unless None is one of the values
         if None in values:
@@ -158,21 +216,28 @@ def _member(key: str, values: list[Any], *, negate: bool) -> CoreFilter:
     return {key: {"$in": values}}
 
 
-def _ordering(key: str, operator: str, value: Any, *, negate: bool) -> CoreFilter:
-    if value is None:  # Haystack: nothing is ordered against None
-        return _MATCH_ALL if negate else _MATCH_NONE
+def _orderable(value: Any, operator: str) -> Any:
+    """An ordering comparison's value: ``None``, a number, or an ISO 8601 date as a ``datetime``."""
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise FilterError(
             f"operator {operator!r} compares with a number or an ISO 8601 date string, got {value!r}"
         )
     if isinstance(value, str):
         try:
-            value = parse_iso_datetime(value)
+            return parse_iso_datetime(value)
         except ValueError:
             raise FilterError(
                 f"cannot order by the string {value!r} with {operator!r}: strings are only comparable "
                 "when they are ISO 8601 dates"
             ) from None
+    return value
+
+
+def _ordering(key: str, operator: str, value: Any, *, negate: bool) -> CoreFilter:
+    if value is None:  # Haystack: nothing is ordered against None
+        return _MATCH_ALL if negate else _MATCH_NONE
     if not negate:
         return {key: {_ORDERING[operator]: value}}
     flipped = _ORDERING[_ORDERING_NEGATION[operator]]

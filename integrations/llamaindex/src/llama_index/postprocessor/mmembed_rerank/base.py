@@ -108,12 +108,8 @@ class MMEmbedRerank(BaseNodePostprocessor):
         encoder = mmembed.load_encoder(
             self.model_name, revision=self.revision, device=self.device, dtype=self.dtype
         )
-        if encoder.info.kind != "multi":
-            raise MMEmbedError(
-                f"MMEmbedRerank scores by MaxSim and needs a multi-vector model; {encoder.info.name} is "
-                f"{encoder.info.kind}-vector. Use a late-interaction checkpoint (ColQwen2.5, ColPali, ...)."
-            )
-        # The core reranker decides whether the index's vectors are reusable (see reuses_index).
+        # The core reranker decides whether the index's vectors are reusable (see reuses_index);
+        # a single-vector model reranks by its own similarity (dot/cosine), as in every adapter.
         return mmembed.MaxSimReranker(
             encoder, index=self._index, cache_size=self.cache_size, dpi=self.dpi, batch_size=self.batch_size
         )

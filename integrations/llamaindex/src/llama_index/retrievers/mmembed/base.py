@@ -186,13 +186,15 @@ class MMEmbedRetriever(BaseRetriever):
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
     def _node(self, hit: SearchHit) -> ImageNode:
+        from mmembed.retrieve import shared_metadata
+
         record = hit.record
         metadata = page_metadata(
             record.source,
             record.page,
             record.content_hash,
             page_count=record.metadata.get(PAGE_COUNT),
-            extra=record.metadata,
+            extra=shared_metadata(record.metadata),
         )
         return ImageNode(
             id_=hit.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -95,17 +96,20 @@ class PDFToPageImageDocuments:
     @component.output_types(documents=list[Document], issues=list[dict[str, Any]])
     def run(
         self,
-        sources: list[str | Path | ByteStream],
+        sources: list[str | Path | ByteStream] | str | Path | ByteStream,
         meta: dict[str, Any] | list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Convert ``sources`` into page documents.
 
-        :param sources: File paths, folders (walked recursively) or ``ByteStream`` objects.
+        :param sources: File paths, folders (walked recursively) or ``ByteStream`` objects; a
+            single one is accepted too (``run(sources="report.pdf")``).
         :param meta: Metadata for every page: one dict for all sources, or one per source.
         :returns: ``documents`` (one per page, in order) and ``issues`` (one dict per file or
             page that could not be loaded: ``source``, ``page``, ``reason``, ``hint``, ``code``
             and a one-line ``message``).
         """
+        if isinstance(sources, str | os.PathLike | ByteStream):
+            sources = [sources]  # one source, not a sequence of characters
         metas = normalize_metadata(meta, sources_count=len(sources))
         password = self.password.resolve_value() if self.password is not None else None
         documents: list[Document] = []
@@ -145,7 +149,10 @@ class PDFToPageImageDocuments:
 def _loadable(source: str | Path | ByteStream) -> tuple[Any, bool, dict[str, Any]]:
     """``(what load_pages takes, whether the image must be attached, the source's own meta)``."""
     if isinstance(source, ByteStream):
-        name = source.meta.get(FILE_PATH) or source.meta.get("file_name") or "document"
+        name = str(source.meta.get(FILE_PATH) or source.meta.get("file_name") or "document")
+        extension = mimetypes.guess_extension(source.mime_type or "") if source.mime_type else None
+        if extension and not Path(name).suffix:  # the type comes from the name: give it the declared one
+            name += extension
         # No file on disk to render from later: the page image travels with the document.
         return BytesSource(str(name), source.data), True, dict(source.meta)
     if isinstance(source, str | os.PathLike):

@@ -7,7 +7,7 @@ from typing import Any
 from haystack import component, default_from_dict, default_to_dict
 from haystack_integrations.document_stores.mmembed._component import EncoderComponentMixin
 
-from mmembed.retrieve import pool
+from mmembed.retrieve import check_query, pool
 
 
 @component
@@ -21,6 +21,8 @@ class MMEmbedTextEmbedder(EncoderComponentMixin):
       this works for every model kind.
     - ``embedding``: one vector (the model's, or the pooled vector of a multi-vector
       model), for components that take Haystack's flat ``list[float]``.
+    - ``encoder``: the model's description (``EncoderInfo.to_dict()``); connect it to
+      ``MMEmbedRetriever.query_encoder`` so a query from another model is refused.
 
     ```python
     from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
@@ -60,12 +62,14 @@ class MMEmbedTextEmbedder(EncoderComponentMixin):
         """Deserialise the component."""
         return default_from_dict(cls, data)
 
-    @component.output_types(embedding=list[float], multi_embedding=list[list[float]])
+    @component.output_types(embedding=list[float], multi_embedding=list[list[float]], encoder=dict[str, Any])
     def run(self, text: str) -> dict[str, Any]:
         """Embed one query.
 
         :param text: The query.
-        :returns: ``embedding`` (one vector) and ``multi_embedding`` (all query vectors).
+        :returns: ``embedding`` (one vector), ``multi_embedding`` (all query vectors) and
+            ``encoder`` (which model made them).
+        :raises ValueError: ``text`` is empty or blank.
         :raises TypeError: ``text`` is not a string (to embed pages use MMEmbedDocumentImageEmbedder).
         """
         if not isinstance(text, str):
@@ -73,5 +77,11 @@ class MMEmbedTextEmbedder(EncoderComponentMixin):
                 "MMEmbedTextEmbedder expects a string as input; to embed page documents use "
                 "MMEmbedDocumentImageEmbedder"
             )
-        vectors = self._loaded_encoder().encode_queries([text])[0]  # (n_vectors, dim)
-        return {"embedding": pool(vectors).tolist(), "multi_embedding": vectors.tolist()}
+        check_query(text)
+        encoder = self._loaded_encoder()
+        vectors = encoder.encode_queries([text])[0]  # (n_vectors, dim)
+        return {
+            "embedding": pool(vectors).tolist(),
+            "multi_embedding": vectors.tolist(),
+            "encoder": encoder.info.to_dict(),
+        }

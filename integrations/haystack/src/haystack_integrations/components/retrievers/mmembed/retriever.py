@@ -10,6 +10,8 @@ from haystack.document_stores.types import FilterPolicy
 from haystack.document_stores.types.filter_policy import apply_filter_policy
 from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
 
+from mmembed.types import EncoderInfo, EncoderMismatchError
+
 
 @component
 class MMEmbedRetriever:
@@ -30,6 +32,7 @@ class MMEmbedRetriever:
     pipeline.add_component("embedder", MMEmbedTextEmbedder(model="vidore/colqwen2.5-v0.2"))
     pipeline.add_component("retriever", MMEmbedRetriever(document_store=MMEmbedDocumentStore(path="./pages")))
     pipeline.connect("embedder.multi_embedding", "retriever.query_multi_embedding")
+    pipeline.connect("embedder.encoder", "retriever.query_encoder")  # refuses another model's query
     pipeline.run({"embedder": {"text": "solar capacity in 2023"}, "retriever": {"top_k": 3}})
     ```
     """
@@ -86,6 +89,7 @@ class MMEmbedRetriever:
         filters: dict[str, Any] | None = None,
         top_k: int | None = None,
         return_embedding: bool | None = None,
+        query_encoder: dict[str, Any] | None = None,
     ) -> dict[str, list[Document]]:
         """Retrieve the best-matching documents, best first, each with its ``score``.
 
@@ -94,12 +98,13 @@ class MMEmbedRetriever:
         :param filters: Haystack filters; combined with the init filters by ``filter_policy``.
         :param top_k: Number of documents to return (overrides the init value).
         :param return_embedding: Overrides the init value.
+        :param query_encoder: Which encoder made the query (``MMEmbedTextEmbedder.encoder``); a query
+            from another model than the store's is refused with ``EncoderMismatchError``.
+        :raises IndexNotFoundError: the store's folder holds no index.
         """
         query, k, where, with_embedding = self._prepare(
-            query_multi_embedding, query_embedding, filters, top_k, return_embedding
+            query_multi_embedding, query_embedding, filters, top_k, return_embedding, query_encoder
         )
-        if query is None:
-            return {"documents": []}
         documents = self.document_store.embedding_retrieval(
             query, filters=where, top_k=k, return_embedding=with_embedding
         )
@@ -113,13 +118,12 @@ class MMEmbedRetriever:
         filters: dict[str, Any] | None = None,
         top_k: int | None = None,
         return_embedding: bool | None = None,
+        query_encoder: dict[str, Any] | None = None,
     ) -> dict[str, list[Document]]:
         """:meth:`run` without blocking the event loop (the search runs in a worker thread)."""
         query, k, where, with_embedding = self._prepare(
-            query_multi_embedding, query_embedding, filters, top_k, return_embedding
+            query_multi_embedding, query_embedding, filters, top_k, return_embedding, query_encoder
         )
-        if query is None:
-            return {"documents": []}
         documents = await self.document_store.embedding_retrieval_async(
             query, filters=where, top_k=k, return_embedding=with_embedding
         )
@@ -132,15 +136,17 @@ class MMEmbedRetriever:
         filters: dict[str, Any] | None,
         top_k: int | None,
         return_embedding: bool | None,
-    ) -> tuple[torch.Tensor | None, int, dict[str, Any] | None, bool]:
+        query_encoder: dict[str, Any] | None,
+    ) -> tuple[torch.Tensor, int, dict[str, Any] | None, bool]:
         k = self.top_k if top_k is None else top_k
         if k <= 0:
             raise ValueError(f"top_k must be greater than 0, got {k}")
         where = apply_filter_policy(self.filter_policy, self.filters, filters)
         with_embedding = self.return_embedding if return_embedding is None else return_embedding
-        encoder = self.document_store.encoder
-        if encoder is None:  # nothing indexed yet
-            return None, k, where, with_embedding
+        index = self.document_store.index_for_reading()
+        encoder = index.encoder
+        if query_encoder is not None:
+            encoder.check_compatible(EncoderInfo.from_dict(query_encoder), index_path=str(index.path))
         if query_multi_embedding is not None:
             query = torch.tensor(query_multi_embedding, dtype=torch.float32)  # (n_vectors, dim)
         elif query_embedding is not None:
@@ -158,5 +164,11 @@ class MMEmbedRetriever:
         if query.ndim != 2 or query.shape[0] == 0:
             raise ValueError(
                 f"the query embedding must be a non-empty list of vectors, got shape {tuple(query.shape)}"
+            )
+        if encoder.kind == "single" and query.shape[0] != 1:
+            raise EncoderMismatchError(
+                f"the store at {self.document_store.path} holds single-vector embeddings of {encoder.name}, "
+                f"but the query has {query.shape[0]} vectors (a multi-vector model's query): embed the query "
+                f"with {encoder.name}"
             )
         return query, k, where, with_embedding
