@@ -12,6 +12,7 @@ from . import (  # noqa: F401 - each family module registers its family
     colqwen2_5,
     colqwen3,
     hf_retrieval,
+    omni_embed,
 )
 from .base import Encoder, MediaClip
 from .cache import cached_encoders, clear_encoder_cache, load_encoder

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from . import tiny_hf_retrieval, tiny_idefics3, tiny_paligemma, tiny_qwen2_5, tiny_qwen_vl
+from . import tiny_hf_retrieval, tiny_idefics3, tiny_omni_embed, tiny_paligemma, tiny_qwen2_5, tiny_qwen_vl
 
 _Builder = Callable[..., Path]
 
@@ -23,6 +23,7 @@ TINY_BUILDERS: dict[str, _Builder] = {
     "colpali": tiny_paligemma.build,
     "colidefics3": tiny_idefics3.build,
     **{family: partial(tiny_hf_retrieval.build, family) for family in ("colpali_hf", "colqwen2_hf")},
+    "omni_embed_nemotron": tiny_omni_embed.build,
 }
 
 
