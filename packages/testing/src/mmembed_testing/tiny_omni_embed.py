@@ -162,6 +162,10 @@ def _config_json(config: Any, tokenizer: Any) -> dict[str, Any]:
     """The published config.json: a Thinker config under NVIDIA's model type and auto_map."""
     data = config.to_dict()
     data.update(_token_ids(tokenizer))
+    # Published with transformers 4.5x: rope settings as rope_scaling + rope_theta.
+    rope = dict(data["text_config"].pop("rope_parameters"))
+    data["text_config"]["rope_theta"] = rope.pop("rope_theta")
+    data["text_config"]["rope_scaling"] = {**rope, "type": rope["rope_type"]}
     data["model_type"] = "nvomniembed"
     data["architectures"] = ["NVOmniEmbedModel"]
     data["auto_map"] = AUTO_MAP
