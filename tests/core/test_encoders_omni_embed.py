@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmembed.encoders import MediaClip, inspect_checkpoint, load_encoder, match_family
+from mmembed.encoders import MediaClip, inspect_checkpoint, list_models, load_encoder, match_family
 from mmembed.encoders.omni_embed import MissingStreamError, OmniEmbedEncoder
 from mmembed.types import EncoderMismatchError, MMEmbedError
 from mmembed_testing import parity
@@ -71,6 +71,11 @@ def test_published_layout_dispatches_on_the_config(folder: Path) -> None:
         facts.weight_names
     )
     assert match_family(facts).id == FAMILY
+    files = {p.name for p in folder.iterdir()}
+    assert {"preprocessor_config.json", "chat_template.json", "tokenizer.json", "model.safetensors"} <= files
+    assert "modeling_nv_omni_embed.py" not in files  # mmembed never needs the remote code
+    [listing] = [m for m in list_models() if m["family"] == FAMILY]
+    assert listing["checkpoints"] == ["nvidia/omni-embed-nemotron-3b"] and "fusion" in listing["options"]
 
 
 def test_text_and_image_parity_with_the_reference(folder: Path, reference: dict[str, np.ndarray]) -> None:

@@ -194,27 +194,40 @@ def _random_weights(config: Any, seed: int, layout: Layout) -> dict[str, torch.T
 
 
 def _save_processor_files(folder: Path, tokenizer: Any) -> None:
-    from transformers import Qwen2_5OmniProcessor, WhisperFeatureExtractor
+    """Qwen2.5-Omni's processor files as published: one ``preprocessor_config.json`` holding the
+    ``WhisperFeatureExtractor`` and ``Qwen2VLImageProcessor`` settings (videos use the same
+    limits), ``chat_template.json`` and the tokenizer files."""
+    from transformers import WhisperFeatureExtractor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    # Qwen2.5-Omni's feature extractor settings (128 mel bins, 30 s chunks padded per call).
+    # Qwen2.5-Omni's feature extractor settings (128 mel bins, 16 kHz, 300 s chunks).
     feature_extractor = WhisperFeatureExtractor(
         feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=300, n_fft=400
     )
-    processor = Qwen2_5OmniProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
-        video_processor=Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
-        feature_extractor=feature_extractor,
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
-    )
-    processor.save_pretrained(folder)
+    image_processor = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    preprocessor = {
+        **feature_extractor.to_dict(),
+        **image_processor.to_dict(),
+        "feature_extractor_type": "WhisperFeatureExtractor",
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "min_pixels": MIN_PIXELS,
+        "max_pixels": MAX_PIXELS,
+        "processor_class": "Qwen2_5OmniProcessor",
+    }
+    _write_json(folder / "preprocessor_config.json", preprocessor)
+    _write_json(folder / "chat_template.json", {"chat_template": CHAT_TEMPLATE})
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)  # the template lives in chat_template.json
     config_path = folder / "tokenizer_config.json"
     tokenizer_config = json.loads(config_path.read_text(encoding="utf-8"))
+    tokenizer_config.pop("chat_template", None)
     tokenizer_config["extra_special_tokens"] = EXTRA_SPECIAL_TOKENS
     tokenizer_config["processor_class"] = "Qwen2_5OmniProcessor"
-    config_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_json(config_path, tokenizer_config)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_model(folder: Path, *, seed: int, layout: Layout = "legacy") -> Path:
