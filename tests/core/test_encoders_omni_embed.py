@@ -208,3 +208,35 @@ def test_frames_are_sampled_at_video_fps_and_capped(folder: Path) -> None:
     # Every 5th frame (2 fps) gives 4; spread over 3 frames, at 1.5 frames per second.
     assert sampled is not None and sampled.shape[0] == 3 and fps == pytest.approx(1.5)
     assert enc.info.settings["max_frames"] == 3
+
+
+def test_an_index_stores_late_fused_clips_and_refuses_another_fusion(
+    folder: Path, reference: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    from mmembed import open_index
+    from mmembed.index.protocol import PageInput
+
+    late = encoder(folder)
+    clips = [clip(reference), clip(reference, video=False), clip(reference, audio=False)]
+    vectors = late.encode_media(clips)
+    with open_index(tmp_path / "talks", encoder=late.info) as index:
+        index.add(
+            [
+                PageInput(
+                    v,
+                    source=f"talk{i}.mp4",
+                    page=1,
+                    content_hash=f"{i + 1:x}" * 64,
+                    metadata={"start": 0.0, "end": 2.5},
+                )
+                for i, v in enumerate(vectors)
+            ]
+        )
+        query = late.encode_queries(["a tone"])[0]  # (1, dim)
+        [hits] = index.search(query, k=3)
+        expected = (torch.cat(vectors) @ query.T).squeeze(1)  # (3,): stored vectors as they are
+        for hit in hits:
+            i = int(hit.source.removeprefix("talk").removesuffix(".mp4"))
+            assert hit.score == pytest.approx(float(expected[i]), abs=1e-3)  # float16 storage
+    with pytest.raises(EncoderMismatchError, match="fusion"):
+        open_index(tmp_path / "talks", encoder=encoder(folder, fusion="sequence").info)
