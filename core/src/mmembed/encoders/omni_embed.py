@@ -63,6 +63,9 @@ PASSAGE_PREFIX = "passage: "
 SAMPLE_RATE = 16_000
 MAX_AUDIO_SAMPLES = 2_048_000  # the paper's limit (128 s at 16 kHz)
 MIN_AUDIO_SAMPLES = 1_600  # 0.1 s: shorter tracks give no audio token and count as silent
+_AUDIO_PAD_MARGIN = (
+    1_600  # > one STFT window (400): the last real frames see zero padding, as in the reference
+)
 VIDEO_MIN_PIXELS = 32 * 14 * 14
 VIDEO_MAX_PIXELS = 64 * 28 * 28
 DEFAULT_VIDEO_FPS = 2.0
@@ -430,15 +433,19 @@ class OmniEmbedEncoder(Encoder):
         if first.frames is not None:
             kwargs["videos"] = [item.frames for item in items]
             kwargs["videos_kwargs"] = {
-                "min_pixels": VIDEO_MIN_PIXELS,
-                "max_pixels": VIDEO_MAX_PIXELS,
+                "size": {"shortest_edge": VIDEO_MIN_PIXELS, "longest_edge": VIDEO_MAX_PIXELS},
                 "do_sample_frames": False,  # frames were sampled at video_fps already
                 "cap_pixels_per_frame": False,  # the per-frame limits above are the whole budget
                 "fps": first.fps,
             }
         if first.audio is not None:
             kwargs["audio"] = [item.audio for item in items]
-            kwargs["audio_kwargs"] = {"max_length": MAX_AUDIO_SAMPLES, "sampling_rate": SAMPLE_RATE}
+            # The processor pads every track to max_length before the log-mel; the reference's
+            # 2,048,000 samples cost 128 s of features per clip. Padding a little past the longest
+            # track gives the same features on the real frames (the padding is masked out).
+            longest = max(item.audio.shape[0] for item in items if item.audio is not None)
+            max_length = min(MAX_AUDIO_SAMPLES, longest + _AUDIO_PAD_MARGIN)
+            kwargs["audio_kwargs"] = {"max_length": max_length, "sampling_rate": SAMPLE_RATE}
         if first.interleave:
             kwargs["load_audio_from_video"] = True
             kwargs["audio_from_video_indices"] = list(range(len(items)))
