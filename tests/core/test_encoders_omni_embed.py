@@ -240,3 +240,10 @@ def test_an_index_stores_late_fused_clips_and_refuses_another_fusion(
             assert hit.score == pytest.approx(float(expected[i]), abs=1e-3)  # float16 storage
     with pytest.raises(EncoderMismatchError, match="fusion"):
         open_index(tmp_path / "talks", encoder=encoder(folder, fusion="sequence").info)
+
+
+def test_sdpa_attention_keeps_the_padding_only_mask(folder: Path, reference: dict[str, np.ndarray]) -> None:
+    """SDPA (the GPU default) must get the bidirectional mask too, never its causal fallback."""
+    queries = [str(q).removeprefix("query: ") for q in reference["text_queries"]]
+    sdpa = encoder(folder, attn_implementation="sdpa")
+    assert_close(sdpa.encode_queries(queries, batch_size=2), reference["queries"])
