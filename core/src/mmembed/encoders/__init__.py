@@ -14,6 +14,7 @@ from . import (  # noqa: F401 - each family module registers its family
     hf_retrieval,
     nemotron_colembed,
     nomic,
+    omni_embed,
     remote_code,
 )
 from .base import Encoder, MediaClip

@@ -18,6 +18,7 @@ from . import (
     tiny_idefics3,
     tiny_nemotron_colembed,
     tiny_nomic,
+    tiny_omni_embed,
     tiny_paligemma,
     tiny_qwen2_5,
     tiny_qwen_vl,
@@ -33,6 +34,7 @@ TINY_BUILDERS: dict[str, _Builder] = {
     **{family: partial(tiny_hf_retrieval.build, family) for family in ("colpali_hf", "colqwen2_hf")},
     "nemotron_colembed": tiny_nemotron_colembed.build,
     **{family: partial(tiny_nomic.build, family) for family in ("nomic_v1_5", "nomic_text_v1_5")},
+    "omni_embed_nemotron": tiny_omni_embed.build,
 }
 
 
