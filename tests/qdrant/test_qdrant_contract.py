@@ -1,5 +1,5 @@
 """mmembed's IndexBackend contract, unchanged, against the Qdrant backend: Qdrant's local
-mode in memory and on disk (the code path a server uses), and a real server when
+mode (the code path a server uses), and a real server when
 ``QDRANT_URL`` is set (``-m qdrant_server``)."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ class TestQdrantInMemory(IndexBackendContract):
         return QdrantIndex.connect("pages", encoder)
 
 
-class TestQdrantLocalExactSearch(IndexBackendContract):
+class TestQdrantExactSearch(IndexBackendContract):
     def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
-        return QdrantIndex.connect("pages", encoder, path=path, exact=True)
+        return QdrantIndex.connect("pages", encoder, exact=True)
 
 
 @pytest.mark.qdrant_server

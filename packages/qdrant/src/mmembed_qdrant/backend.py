@@ -34,7 +34,6 @@ from mmembed.index import (
     DuplicatePageError,
     Filter,
     IndexFormatError,
-    IndexLockedError,
     IndexNotFoundError,
     IndexReadOnlyError,
     PageInput,
@@ -121,7 +120,9 @@ class QdrantIndex:
         from .clients import acquire_client
 
         client, location, release = acquire_client(url=url, api_key=api_key, path=path, timeout=timeout)
-        return cls(client, collection, encoder, location=f"{location}/{collection}", release=release, **options)
+        return cls(
+            client, collection, encoder, location=f"{location}/{collection}", release=release, **options
+        )
 
     def _call(self, action: str, fn: Callable[[], _T]) -> _T:
         with translate_errors(action, self.location):
@@ -171,7 +172,9 @@ class QdrantIndex:
         else:
             distance = qm.Distance.COSINE if encoder.similarity == "cosine" else qm.Distance.DOT
             vectors = {DENSE: qm.VectorParams(size=encoder.dim, distance=distance)}
-        metadata = {"mmembed": {"format": FORMAT, "encoder": encoder.to_dict(), "keep_thumbnails": keep_thumbnails}}
+        metadata = {
+            "mmembed": {"format": FORMAT, "encoder": encoder.to_dict(), "keep_thumbnails": keep_thumbnails}
+        }
         self._call(
             "create the collection",
             lambda: self._client.create_collection(
@@ -283,7 +286,9 @@ class QdrantIndex:
         found = self._retrieve(ids, with_payload=["id"])
         return [str((p.payload or {})["id"]) for p in found]
 
-    def _retrieve(self, ids: Sequence[str], *, with_payload: Any = True, with_vectors: bool = False) -> list[Any]:
+    def _retrieve(
+        self, ids: Sequence[str], *, with_payload: Any = True, with_vectors: bool = False
+    ) -> list[Any]:
         out: list[Any] = []
         for start in range(0, len(ids), SCROLL_PAGE):
             chunk = [point_id(i) for i in ids[start : start + SCROLL_PAGE]]
@@ -495,7 +500,7 @@ def native_prefilter(where: Filter) -> qm.Filter | None:
         ops = cond if isinstance(cond, dict) else {"$eq": cond}
         if "$eq" in ops:
             must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=ops["$eq"])))
-        if "$in" in ops and ops["$in"]:
+        if ops.get("$in"):
             must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=list(ops["$in"]))))
         if key == "page":
             bounds = {op[1:]: ops[op] for op in ("$gt", "$gte", "$lt", "$lte") if op in ops}

@@ -35,7 +35,8 @@ def acquire_client(
         raise ValueError("pass url= (a Qdrant server) or path= (a local store), not both")
     if url is not None:
         with translate_errors("connect", url):
-            client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
+            # Version checks cost a request and only warn; failures surface as our errors below.
+            client = QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
         return client, url.rstrip("/"), client.close
     if path is None:
         client = QdrantClient(":memory:")
