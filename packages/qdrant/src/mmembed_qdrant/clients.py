@@ -7,6 +7,7 @@ cheap HTTP sessions: each index gets its own.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Callable
@@ -20,6 +21,16 @@ from .errors import translate_errors
 
 _lock = threading.Lock()
 _local: dict[str, tuple[QdrantClient, int]] = {}
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close local stores left open (e.g. by an adapter that never closed its index) while
+    the interpreter can still run Qdrant's close; its finaliser fails later in shutdown."""
+    with _lock:
+        for client, _ in _local.values():
+            client.close()
+        _local.clear()
 
 
 def acquire_client(
@@ -58,6 +69,8 @@ def acquire_client(
 
     def release() -> None:
         with _lock:
+            if key not in _local:  # closed at exit already
+                return
             client, users = _local[key]
             if users > 1:
                 _local[key] = (client, users - 1)
