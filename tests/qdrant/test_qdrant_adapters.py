@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from langchain_core.documents import Document
-from langchain_mmembed import MMEmbedMaxSimReranker
-from langchain_mmembed import MMEmbedRetriever as LCRetriever
 from llama_index.retrievers.mmembed import MMEmbedRetriever as LIRetriever
 
 import mmembed
+from langchain_mmembed import MMEmbedMaxSimReranker
+from langchain_mmembed import MMEmbedRetriever as LCRetriever
 from mmembed.cli import main
 from mmembed.loaders.sample_pdfs import write_sample_pdfs
 
