@@ -221,10 +221,10 @@ def index_documents(
         # Old pages of a changed file go only once its new pages are all committed.
         for source, new_hash in new_hashes.items():
             old = stored.get(source)
-            if writer is not None and old is not None and old != new_hash:
-                if _is_complete(writer, source, new_hash):
-                    writer.delete(where={"source": source, "content_hash": {"$ne": new_hash}})
-                    report.files_replaced.append(source)
+            changed = writer is not None and old is not None and old != new_hash
+            if changed and writer is not None and _is_complete(writer, source, new_hash):
+                writer.delete(where={"source": source, "content_hash": {"$ne": new_hash}})
+                report.files_replaced.append(source)
     finally:
         if writer is not None:
             writer.close()
