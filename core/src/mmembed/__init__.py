@@ -4,6 +4,7 @@ The public API is small and noun-shaped:
 
 - :func:`load_encoder` / :func:`list_models` — encoders, from a checkpoint's config;
 - :func:`open_index` / :class:`LocalIndex` — the embedded on-disk page index;
+  :func:`open_backend` — a folder or a backend URI (``qdrant://host:6333/pages``);
 - :func:`load_pages` — PDFs, images and folders as page images;
 - :func:`index_documents` and :class:`Retriever` / :class:`MaxSimReranker` — the jobs;
 - :func:`maxsim` / :func:`score` — exact scoring of ragged multi-vectors.
@@ -39,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "IndexBackend": "mmembed.index",
     "PageInput": "mmembed.index",
     "open_index": "mmembed.index",
+    "open_backend": "mmembed.index",
     # loaders
     "load_pages": "mmembed.loaders",
     "render_page": "mmembed.loaders",
@@ -76,6 +78,7 @@ __all__ = [
     "load_encoder",
     "load_pages",
     "maxsim",
+    "open_backend",
     "open_index",
     "pool",
     "render_page",
@@ -98,7 +101,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .encoders import Encoder, MediaClip, list_models, load_encoder
-    from .index import IndexBackend, LocalIndex, PageInput, open_index
+    from .index import IndexBackend, LocalIndex, PageInput, open_backend, open_index
     from .loaders import LoadIssue, Page, load_pages, render_page
     from .pipeline import IndexReport, index_documents
     from .retrieve import Candidate, MaxSimReranker, Retriever, pool

@@ -1,4 +1,7 @@
-"""The ``mmembed`` command line: index, search, delete, info, models.
+"""The ``mmembed`` command line: index, search, delete, info, migrate, models.
+
+``--index`` takes a folder (the embedded index) or a backend URI such as
+``qdrant://host:6333/collection`` (``--backend qdrant --url URL --index COLLECTION`` says the same).
 
 Exit codes: 0 on success, 2 on usage errors (argparse), 1 on any other error, with a
 one-line message that names the file or page and says what to do.
@@ -11,8 +14,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .types import EncoderInfo, MMEmbedError
 
@@ -61,12 +66,40 @@ def _encoder_options(args: argparse.Namespace, stored: EncoderInfo | None = None
     return options
 
 
-def _open_existing(path: str, *, readonly: bool) -> Any:
-    from .index import open_index
+def _location(args: argparse.Namespace) -> str:
+    """Where ``--index`` points: a folder or a backend URI (``--backend qdrant --url``)."""
+    backend = getattr(args, "backend", None) or "local"
+    if backend == "local":
+        if getattr(args, "url", None):
+            raise CLIError("--url needs --backend qdrant (or pass --index qdrant://host:6333/collection)")
+        return str(args.index)
+    if not args.url:
+        raise CLIError("--backend qdrant needs --url (e.g. --url http://localhost:6333 --index pages)")
+    url = urlsplit(args.url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise CLIError(f"--url {args.url!r} is not an http(s) URL such as http://localhost:6333")
+    return f"{'qdrants' if url.scheme == 'https' else 'qdrant'}://{url.netloc}/{args.index}"
 
-    if not Path(path).exists():
-        raise CLIError(f"no index at {path}: create one with `mmembed index FILES... --index {path}`")
-    return open_index(path, create=False, readonly=readonly)
+
+def _open_existing(location: str, *, readonly: bool) -> Any:
+    from .index import open_backend, uri_scheme
+
+    if uri_scheme(location) is None and not Path(location).exists():
+        raise CLIError(f"no index at {location}: create one with `mmembed index FILES... --index {location}`")
+    return open_backend(location, create=False, readonly=readonly)
+
+
+def _stored_encoder(location: str) -> EncoderInfo | None:
+    """The encoder an existing index was built with (``None`` when there is no index yet)."""
+    from .index import IndexNotFoundError, open_backend, uri_scheme
+
+    if uri_scheme(location) is None and not Path(location).exists():
+        return None
+    try:
+        with closing(open_backend(location, create=False, readonly=True)) as existing:
+            return existing.encoder
+    except IndexNotFoundError:
+        return None
 
 
 def _parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, Any] | None:
@@ -97,17 +130,15 @@ def _parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, An
 
 def cmd_index(args: argparse.Namespace) -> int:
     from .encoders import load_encoder
-    from .index import open_index
+    from .index import open_backend
     from .pipeline import index_documents
 
-    stored: EncoderInfo | None = None
-    if Path(args.index).exists():  # an existing index names its model unless --model says otherwise
-        with open_index(args.index, create=False, readonly=True) as existing:
-            stored = existing.encoder
+    location = _location(args)
+    stored = _stored_encoder(location)  # an existing index names its model unless --model does
     encoder = load_encoder(
         _model_name(args, stored.name if stored else None), **_encoder_options(args, stored)
     )
-    with open_index(args.index, encoder=encoder.info) as index:
+    with closing(open_backend(location, encoder=encoder.info)) as index:
         report = index_documents(
             args.paths,
             index,
@@ -123,7 +154,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         )
         total = index.count()
     print(report.summary())
-    print(f"index {args.index} now holds {total} page(s)")
+    print(f"index {location} now holds {total} page(s)")
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
@@ -135,7 +166,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .retrieve import Retriever
 
     where = _parse_filters(args.filter or [], args.where)
-    index = _open_existing(args.index, readonly=True)
+    index = _open_existing(_location(args), readonly=True)
     try:
         encoder = load_encoder(_model_name(args, index.encoder.name), **_encoder_options(args, index.encoder))
         hits = Retriever(index, encoder).search(args.query, k=args.k, where=where)
@@ -152,11 +183,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from .index import open_index
-
-    if not Path(args.index).exists():
-        raise CLIError(f"no index at {args.index}")
-    with open_index(args.index, create=False) as index:
+    with closing(_open_existing(_location(args), readonly=False)) as index:
         if args.id:
             deleted = index.delete(ids=args.id)
         else:
@@ -167,14 +194,15 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    index = _open_existing(args.index, readonly=True)
+    location = _location(args)
+    index = _open_existing(location, readonly=True)
     try:
         info = index.info()
     finally:
         index.close()
     enc = index.encoder
     summary = {
-        "path": str(Path(args.index).resolve()),
+        "path": location if "://" in location else str(Path(location).resolve()),
         "pages": info["pages"],
         "sources": info.get("sources"),
         "model": enc.name,
@@ -184,7 +212,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "similarity": enc.similarity,
         "dim": enc.dim,
         "dtype": info.get("dtype"),
-        "bytes": info["bytes"],
+        "bytes": info.get("bytes"),
         "format_version": info.get("format_version"),
     }
     if args.json:
@@ -212,7 +240,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         index = _open_existing(path, readonly=True)
         try:
             stored = index.encoder.name
-            encoder = load_encoder(args.model if path == args.index and args.model else stored)
+            own_model = path == args.index and args.model
+            encoder = load_encoder(
+                args.model if own_model else stored,
+                **_encoder_options(args, None if own_model else index.encoder),
+            )
             reports.append(
                 evaluate(
                     Retriever(index, encoder),
@@ -230,6 +262,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_json() for r in reports], indent=2))
     else:
         print(format_table(reports))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Copy every page of an index (vectors, records, thumbnails) into another, without
+    re-encoding; an upsert by page id, so a re-run after an interruption finishes the job."""
+    from .index import PageInput, open_backend
+    from .types import PageRecord
+
+    source = _open_existing(args.source, readonly=True)
+    with closing(source), closing(open_backend(args.target, encoder=source.encoder)) as target:
+        copied = 0
+        batch: list[PageRecord] = []
+
+        def flush() -> None:
+            nonlocal copied
+            vectors = source.get_embeddings([r.id for r in batch])
+            pages = [
+                PageInput(rows, r.source, r.page, r.content_hash, r.metadata, r.thumbnail, id=r.id)
+                for r, rows in zip(batch, vectors, strict=True)
+                if rows is not None  # deleted meanwhile
+            ]
+            copied += len(target.upsert(pages))
+            batch.clear()
+
+        for record in source.records():
+            batch.append(record)
+            if len(batch) >= args.batch_size:
+                flush()
+        if batch:
+            flush()
+        total = target.count()
+    print(f"copied {copied} page(s) from {args.source} to {args.target}; it now holds {total} page(s)")
     return 0
 
 
@@ -270,9 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
             "(repeatable; see `mmembed models`; an existing index reuses the options it was built with)",
         )
 
+    def backend_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--backend",
+            choices=("local", "qdrant"),
+            default="local",
+            help="local: --index is a folder; qdrant: --index is a collection on --url (API key: $QDRANT_API_KEY)",
+        )
+        p.add_argument("--url", help="Qdrant server URL with --backend qdrant, e.g. http://localhost:6333")
+
     p = sub.add_parser("index", help="add PDFs, images and folders to an index")
     p.add_argument("paths", nargs="+", help="files or folders (recursive)")
-    p.add_argument("--index", required=True, help="index folder (created if missing)")
+    p.add_argument(
+        "--index", required=True, help="index folder or qdrant://host:6333/collection (created if missing)"
+    )
+    backend_args(p)
     model_args(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dpi", type=int, default=144)
@@ -286,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="rank the pages of an index for a query")
     p.add_argument("query")
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help="index folder or qdrant://host:6333/collection")
+    backend_args(p)
     p.add_argument("-k", type=int, default=5, help="number of pages (default 5)")
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="metadata equality (repeatable)")
     p.add_argument("--where", help='a JSON filter, e.g. \'{"page": {"$lte": 3}}\'')
@@ -296,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("delete", help="remove pages by id or by source file")
     p.add_argument("--index", required=True)
+    backend_args(p)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--id", action="append", help="page id (repeatable)")
     group.add_argument("--source", help="remove every page of this file")
@@ -303,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="what an index holds")
     p.add_argument("--index", required=True)
+    backend_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
@@ -327,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     model_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("migrate", help="copy an index into another backend without re-encoding")
+    p.add_argument("--from", dest="source", required=True, metavar="INDEX", help="index folder or URI")
+    p.add_argument(
+        "--to", dest="target", required=True, metavar="INDEX", help="e.g. qdrant://host:6333/pages"
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="pages per write (default 256)")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("models", help="supported model families and known checkpoints")
     p.add_argument("--json", action="store_true")

@@ -5,7 +5,8 @@
 >>> index.search(query_embeddings, k=5, where={"source": "a.pdf"})  # doctest: +SKIP
 
 ``open_index(path, shared=True)`` hands every user of a folder in one process a handle on
-the same open index (see :mod:`mmembed.index.shared`).
+the same open index (see :mod:`mmembed.index.shared`). ``open_backend(location)`` opens a
+folder or a backend URI such as ``qdrant://host:6333/pages`` (see :mod:`mmembed.index.locations`).
 
 The on-disk format is documented in ``docs/index-format.md``.
 """
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .format import FORMAT_VERSION
 from .local import LocalIndex, open_index
+from .locations import open_backend, uri_scheme
 from .protocol import Filter, IndexBackend, PageInput, page_id
 from .shared import SharedIndex
 
@@ -44,6 +46,8 @@ __all__ = [
     "LocalIndex",
     "PageInput",
     "SharedIndex",
+    "open_backend",
     "open_index",
     "page_id",
+    "uri_scheme",
 ]

@@ -51,21 +51,22 @@ def open_index(
     index: str | os.PathLike[str] | IndexBackend, encoder: EncoderInfo, *, create: bool = True
 ) -> IndexBackend:
     """An open index: ``index`` itself if it already is one, else a handle on the local index
-    at that path (created when missing if ``create``; otherwise core raises
+    at that path or URI (created when missing if ``create``; otherwise core raises
     ``IndexNotFoundError``). Handles are shared process-wide, so retrievers, rerankers and
     indexers on one folder use one open index and its writer lock."""
     if is_index_object(index):
         return index  # type: ignore[return-value]
     import mmembed
 
-    return mmembed.open_index(_folder(index), encoder=encoder, create=create, shared=True)
+    return mmembed.open_backend(_location(index), encoder=encoder, create=create, shared=True)
 
 
 def open_index_readonly(index: str | os.PathLike[str]) -> IndexBackend:
-    """A read-only handle on the local index at ``index`` (shared process-wide)."""
+    """A read-only handle on the index at ``index`` (a folder, shared process-wide, or a
+    backend URI such as ``qdrant://host:6333/pages``)."""
     import mmembed
 
-    return mmembed.open_index(_folder(index), readonly=True, shared=True)
+    return mmembed.open_backend(_location(index), readonly=True, shared=True)
 
 
 def stored_encoder_name(index: str | os.PathLike[str] | IndexBackend) -> tuple[str, str | None]:
@@ -75,12 +76,23 @@ def stored_encoder_name(index: str | os.PathLike[str] | IndexBackend) -> tuple[s
         return info.name, info.revision
     import mmembed
 
-    stored = mmembed.open_index(_folder(index), readonly=True, shared=True)
+    stored = mmembed.open_backend(_location(index), readonly=True, shared=True)
     try:
         return stored.encoder.name, stored.encoder.revision
     finally:
         stored.close()
 
 
-def _folder(index: object) -> Path:
-    return Path(cast("str | os.PathLike[str]", index))
+def index_exists(index: str | os.PathLike[str]) -> bool:
+    """Whether ``index`` may name an existing index: a folder that exists, or any backend
+    URI (the backend itself says if it is missing, when opened)."""
+    location = _location(index)
+    return isinstance(location, str) or location.exists()
+
+
+def _location(index: object) -> str | Path:
+    """A backend URI stays a string (``Path`` would fold its ``//``); anything else is a folder."""
+    from mmembed.index import uri_scheme
+
+    location = cast("str | os.PathLike[str]", index)
+    return location if isinstance(location, str) and uri_scheme(location) else Path(location)

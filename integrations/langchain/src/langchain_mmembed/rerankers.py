@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import Callbacks
@@ -114,7 +113,7 @@ class MMEmbedMaxSimReranker(BaseDocumentCompressor):
             return self.index  # type: ignore[no-any-return]
         # Read-only and without the encoder check: core's reranker itself decides whether the
         # stored vectors are comparable (a dense first-stage index is simply not reused).
-        return open_index_readonly(Path(self.index))
+        return open_index_readonly(self.index)
 
     @property
     def pages_encoded(self) -> int:

@@ -6,7 +6,6 @@ import base64
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -15,7 +14,14 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from ._core import check_index_argument, is_index_object, load_encoder, open_index, stored_encoder_name
+from ._core import (
+    check_index_argument,
+    index_exists,
+    is_index_object,
+    load_encoder,
+    open_index,
+    stored_encoder_name,
+)
 from .document_loaders import page_metadata
 from .images import IMAGE_BASE64, IMAGE_MIME_TYPE, IMAGE_PATH, document_image, encode_image, sniff_mime_type
 
@@ -102,7 +108,7 @@ class MMEmbedRetriever(BaseRetriever):
 
     @model_validator(mode="after")
     def _check_model(self) -> MMEmbedRetriever:
-        if self.model is None and not is_index_object(self.index) and not Path(self.index).exists():
+        if self.model is None and not is_index_object(self.index) and not index_exists(self.index):
             raise ValueError(
                 f"MMEmbedRetriever: no index at {os.fspath(self.index)!r} to take the model from; pass "
                 "model=<checkpoint> to create one (then fill it with add_documents), or point index= at "

@@ -99,7 +99,7 @@ class MMEmbedRerank(BaseNodePostprocessor):
         if self._index is None and self.index_path is not None:
             # Only reads vectors; shared so an indexer or retriever on the folder in this
             # process keeps working alongside.
-            self._index = mmembed.open_index(self.index_path, readonly=True, shared=True)
+            self._index = mmembed.open_backend(self.index_path, readonly=True, shared=True)
             self._owns_index = True
         if self.model_name is None:
             assert self._index is not None

@@ -48,7 +48,7 @@ class MMEmbedRetriever(BaseRetriever):
     :mod:`llama_index.readers.mmembed.pages` plus the metadata stored with the page.
 
     ``index`` is an index folder (opened on first use) or an already open index object
-    (``mmembed.open_index(...)``, a Qdrant backend, ...). ``model_name`` defaults to the
+    (``mmembed.open_backend(...)``, a Qdrant backend, ...). ``model_name`` defaults to the
     encoder recorded in the index. ``image_mode`` decides what the node carries:
     ``"base64"`` — the page rendered at ``dpi``; ``"thumbnail"`` — the small JPEG stored in
     the index (no rendering); ``"path"`` — a rendered image file in ``image_dir``;
@@ -145,7 +145,7 @@ class MMEmbedRetriever(BaseRetriever):
             info = encoder.info if encoder is not None else None
             # Shared: a reranker or an indexer on the same folder in this process uses the
             # same open index (and writer lock).
-            self._index = mmembed.open_index(
+            self._index = mmembed.open_backend(
                 self._require_path(), encoder=info, create=create and info is not None, shared=True
             )
         return self._index
