@@ -226,8 +226,9 @@ def test_a_search_on_an_index_created_empty_by_a_typo_says_so(
 def test_langchain_and_llamaindex_follow_a_recreated_folder(
     tmp_path: Path, multi_index: Path, tiny_colqwen2_5: Path
 ) -> None:
-    from langchain_mmembed import MMEmbedRetriever as LangChainRetriever
     from llama_index.retrievers.mmembed import MMEmbedRetriever as LlamaIndexRetriever
+
+    from langchain_mmembed import MMEmbedRetriever as LangChainRetriever
 
     folder = tmp_path / "index"
     shutil.copytree(multi_index, folder)
