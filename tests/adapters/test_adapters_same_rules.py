@@ -221,3 +221,20 @@ def test_a_search_on_an_index_created_empty_by_a_typo_says_so(
     with mmembed.open_index(tmp_path / "fresh", encoder=encoder.info) as fresh:
         mmembed.index_documents([pdf], fresh, encoder, dpi=DPI)
         assert len(mmembed.Retriever(fresh, encoder).search("solar", k=2)) == 2
+
+
+def test_langchain_and_llamaindex_follow_a_recreated_folder(
+    tmp_path: Path, multi_index: Path, tiny_colqwen2_5: Path
+) -> None:
+    from llama_index.retrievers.mmembed import MMEmbedRetriever as LlamaIndexRetriever
+
+    from langchain_mmembed import MMEmbedRetriever as LangChainRetriever
+
+    folder = tmp_path / "index"
+    shutil.copytree(multi_index, folder)
+    lc = LangChainRetriever(index=str(folder), k=10, image="none")
+    li = LlamaIndexRetriever(index=str(folder), similarity_top_k=10)
+    assert len(lc.invoke("solar")) == len(li.retrieve("solar")) == 4
+    shutil.rmtree(folder)
+    LangChainRetriever.from_documents([], index=str(folder), model=str(tiny_colqwen2_5))  # recreated empty
+    assert lc.invoke("solar") == [] and li.retrieve("solar") == []

@@ -132,6 +132,10 @@ class MMEmbedRetriever(BaseRetriever):
 
     def _ensure_open(self, *, create: bool) -> None:
         with self._lock:
+            replaced = getattr(self._index, "replaced", False) and not is_index_object(self.index)
+            if self._index is not None and replaced:  # folder deleted or recreated: reopen it
+                self._index.close()
+                self._index = self._encoder = self._searcher = None
             if self._index is not None:
                 return
             model, revision = self.model, self.revision

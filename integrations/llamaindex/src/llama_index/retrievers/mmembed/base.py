@@ -139,6 +139,9 @@ class MMEmbedRetriever(BaseRetriever):
 
     def _open_index_locked(self, create: bool, encoder: Encoder | None = None) -> IndexBackend:
         """Only indexing may create a missing index; a search on a wrong path fails clearly."""
+        if self._owns_index and self._index is not None and getattr(self._index, "replaced", False):
+            self._index.close()  # the folder was deleted or recreated: follow it, not the ghost
+            self._index = None
         if self._index is None:
             import mmembed
 
