@@ -29,7 +29,7 @@ def main() -> None:
         "--copies", type=int, default=8, help="copies of the sample PDFs (3 files, 9 pages each set)"
     )
     parser.add_argument("--dpi", type=int, default=72)
-    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--cpus", type=int, default=2, help="logical CPUs for rendering (+2 for encoders)")
     parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args()
 
@@ -57,7 +57,9 @@ def main() -> None:
         single = report.pages_indexed / (time.perf_counter() - start)
         print(f"single process: {report.pages_indexed} pages, {single:.1f} pages/s")
 
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        # Each encoder actor holds one logical CPU; render tasks need free ones besides, else
+        # 2 encoders on 2 slots starve the renderers. Logical slots, not extra cores.
+        ray.init(num_cpus=args.cpus + 2, include_dashboard=False, log_to_driver=False)
         index_documents(corpus / "set0", str(root / "warmup"), model, dpi=args.dpi)  # workers, imports
         for encoders in (1, 2):
             start = time.perf_counter()
