@@ -123,7 +123,11 @@ def test_a_worker_killed_mid_run_leaves_no_missing_or_duplicate_page(
 
 
 def test_cli_ray_into_qdrant(
-    ray_cluster: None, corpus: Path, single_process, tiny_colqwen2_5: Path, tmp_path: Path  # type: ignore[no-untyped-def]
+    ray_cluster: None,
+    corpus: Path,
+    single_process,
+    tiny_colqwen2_5: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     from mmembed.cli import main
     from mmembed_qdrant import QdrantIndex
@@ -132,9 +136,10 @@ def test_cli_ray_into_qdrant(
     uri = f"qdrant://{tmp_path}/store/pages"
     argv = ["index", str(corpus), "--index", uri, "--model", str(tiny_colqwen2_5), "--ray", "--dpi", str(DPI)]
     assert main(argv) == 0  # bad files are reported, the good pages indexed
-    with QdrantIndex.connect("pages", path=tmp_path / "store") as got, open_index(
-        reference, create=False, readonly=True
-    ) as expected:
+    with (
+        QdrantIndex.connect("pages", path=tmp_path / "store") as got,
+        open_index(reference, create=False, readonly=True) as expected,
+    ):
         ids = sorted(r.id for r in expected.records())
         assert sorted(r.id for r in got.records()) == ids
         for a, b in zip(got.get_embeddings(ids), expected.get_embeddings(ids), strict=True):
