@@ -59,3 +59,15 @@ def test_llamaindex_retriever_on_a_qdrant_uri(indexes: tuple[str, str]) -> None:
     assert [r.node.node_id for r in got] == [r.node.node_id for r in expected]
     assert [r.score for r in got] == pytest.approx([r.score for r in expected], rel=1e-3, abs=1e-3)
     on_qdrant.close()
+
+
+def test_haystack_document_store_on_a_qdrant_uri(indexes: tuple[str, str]) -> None:
+    from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+
+    folder, uri = indexes
+    local, remote = MMEmbedDocumentStore(path=folder), MMEmbedDocumentStore(path=uri)
+    assert remote.count_documents() == local.count_documents() > 0
+    source = local.filter_documents()[0].meta["file_path"]
+    flt = {"field": "meta.file_path", "operator": "==", "value": source}
+    assert {d.id for d in remote.filter_documents(flt)} == {d.id for d in local.filter_documents(flt)}
+    assert MMEmbedDocumentStore.from_dict(remote.to_dict()).count_documents() == remote.count_documents()

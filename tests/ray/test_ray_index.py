@@ -120,3 +120,28 @@ def test_a_worker_killed_mid_run_leaves_no_missing_or_duplicate_page(
     with open_index(reference, create=False, readonly=True) as expected:
         assert killed[0] < expected.count(), "killed after the last page: not mid-run"
     assert_same_index(path, reference)
+
+
+def test_cli_ray_into_qdrant(
+    ray_cluster: None,
+    corpus: Path,
+    single_process,
+    tiny_colqwen2_5: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from mmembed.cli import main
+    from mmembed_qdrant import QdrantIndex
+
+    reference, _ = single_process
+    uri = f"qdrant://{tmp_path}/store/pages"
+    argv = ["index", str(corpus), "--index", uri, "--model", str(tiny_colqwen2_5), "--ray", "--dpi", str(DPI)]
+    assert main(argv) == 0  # bad files are reported, the good pages indexed
+    with (
+        QdrantIndex.connect("pages", path=tmp_path / "store") as got,
+        open_index(reference, create=False, readonly=True) as expected,
+    ):
+        ids = sorted(r.id for r in expected.records())
+        assert sorted(r.id for r in got.records()) == ids
+        for a, b in zip(got.get_embeddings(ids), expected.get_embeddings(ids), strict=True):
+            assert a is not None and b is not None
+            torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)

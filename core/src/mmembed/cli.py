@@ -135,9 +135,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     location = _location(args)
     stored = _stored_encoder(location)  # an existing index names its model unless --model does
-    encoder = load_encoder(
-        _model_name(args, stored.name if stored else None), **_encoder_options(args, stored)
-    )
+    model = _model_name(args, stored.name if stored else None)
+    if args.ray is not None:
+        return _index_on_ray(args, location, model)
+    encoder = load_encoder(model, **_encoder_options(args, stored))
     with closing(open_backend(location, encoder=encoder.info)) as index:
         report = index_documents(
             args.paths,
@@ -155,6 +156,34 @@ def cmd_index(args: argparse.Namespace) -> int:
         total = index.count()
     print(report.summary())
     print(f"index {location} now holds {total} page(s)")
+    if not report.ok:
+        print("error: nothing could be indexed; see the problems above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
+    try:
+        from mmembed_ray import index_documents as index_on_ray
+    except ImportError as exc:
+        raise CLIError(f"--ray needs the mmembed-ray package ({exc}); pip install 'mmembed-ray'") from exc
+    report = index_on_ray(
+        args.paths,
+        location,
+        model,
+        address=args.ray or None,
+        encoders=args.encoders,
+        gpus_per_encoder=args.gpus_per_encoder,
+        batch_size=args.batch_size,
+        dpi=args.dpi,
+        password=args.password,
+        include=args.include or None,
+        exclude=args.exclude or None,
+        thumbnails=not args.no_thumbnails,
+        revision=getattr(args, "revision", None),
+        device=getattr(args, "device", None),
+    )
+    print(report.summary())
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
@@ -359,6 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="password of encrypted PDFs")
     p.add_argument("--no-thumbnails", action="store_true", help="do not keep page thumbnails in the index")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="index on a Ray cluster (ADDRESS: auto, ray://head:10001; none: a local one); needs mmembed-ray",
+    )
+    p.add_argument("--encoders", type=int, default=1, help="with --ray: encoder actors (one per GPU)")
+    p.add_argument("--gpus-per-encoder", type=float, default=0.0, help="with --ray: GPUs per encoder actor")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="rank the pages of an index for a query")

@@ -126,6 +126,7 @@ def index_documents(
     address: str | None = None,
     encoders: int = 1,
     gpus_per_encoder: float = 0.0,
+    cpus_per_encoder: float = 1.0,
     batch_size: int = 8,
     dpi: int = 144,
     max_pixels: int | None = None,
@@ -140,7 +141,9 @@ def index_documents(
 
     ``address`` is the cluster to join (``"auto"``, ``"ray://head:10001"``); ``None`` uses
     the running Ray or starts a local one. ``encoders`` actors each load ``model`` once
-    (``gpus_per_encoder=1`` on a GPU cluster). Bad files are reported in the returned
+    (``gpus_per_encoder=1`` on a GPU cluster); each holds ``cpus_per_encoder`` logical CPUs,
+    so leave CPUs free for the rendering tasks (``encoders * cpus_per_encoder`` below the
+    cluster's CPUs, else rendering waits for ever). Bad files are reported in the returned
     :class:`~mmembed.pipeline.IndexReport`, as in the single-process pipeline.
     """
     import ray
@@ -180,6 +183,7 @@ def index_documents(
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=encoders),
         num_gpus=gpus_per_encoder,
+        num_cpus=cpus_per_encoder,
         batch_format="numpy",
     )
     new_hashes: dict[str, str] = {}

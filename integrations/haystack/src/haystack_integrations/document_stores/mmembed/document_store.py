@@ -15,7 +15,7 @@ from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 
 import mmembed
-from mmembed.index import DuplicatePageError, IndexNotFoundError, SharedIndex
+from mmembed.index import DuplicatePageError, IndexBackend, IndexNotFoundError, uri_scheme
 from mmembed.index import FilterError as CoreFilterError
 from mmembed.types import EncoderInfo
 
@@ -75,7 +75,7 @@ class MMEmbedDocumentStore:
         self.path = str(path)
         self.dtype = dtype
         self.declared_encoder = EncoderInfo.from_dict(encoder) if isinstance(encoder, dict) else encoder
-        self._index: SharedIndex | None = None
+        self._index: IndexBackend | None = None
 
     # ------------------------------------------------------------------ serialisation
 
@@ -91,34 +91,35 @@ class MMEmbedDocumentStore:
 
     # ------------------------------------------------------------------ the index
 
-    def core_index(self, *, create_with: EncoderInfo | None = None) -> SharedIndex | None:
+    def core_index(self, *, create_with: EncoderInfo | None = None) -> IndexBackend | None:
         """The mmembed index behind the store (a handle on the one index this process keeps
         for the folder, so stores, retrievers and rankers on one folder share its writer
         lock), or ``None`` while none exists and ``create_with`` is not given."""
         create_with = create_with or self.declared_encoder
-        if self._index is not None and (self._index.closed or self._index.replaced):
+        # Shared folder handles know when their folder was deleted or recreated; other backends do not.
+        if self._index is not None and (
+            getattr(self._index, "closed", False) or getattr(self._index, "replaced", False)
+        ):
             self.close()  # the folder was deleted or recreated: follow it, not the ghost
 
         if self._index is None:
             try:
-                self._index = mmembed.open_index(
-                    self.path,
-                    create_with,
-                    create=create_with is not None,
-                    dtype=self.dtype,
-                    shared=True,
+                # A folder or a backend URI (qdrant://host:6333/pages); dtype is the folder's.
+                options: dict[str, Any] = {} if uri_scheme(self.path) else {"dtype": self.dtype}
+                self._index = mmembed.open_backend(
+                    self.path, create_with, create=create_with is not None, shared=True, **options
                 )
             except IndexNotFoundError:
                 if create_with is not None:
                     raise
                 return None
             if self.declared_encoder is not None:
-                self._index.encoder.check_compatible(self.declared_encoder, index_path=str(self._index.path))
+                self._index.encoder.check_compatible(self.declared_encoder, index_path=self.path)
         elif create_with is not None:
-            self._index.encoder.check_compatible(create_with, index_path=str(self._index.path))
+            self._index.encoder.check_compatible(create_with, index_path=self.path)
         return self._index
 
-    def index_for_reading(self) -> SharedIndex:
+    def index_for_reading(self) -> IndexBackend:
         """The index, for reading: a folder without one is an error, not an empty store."""
         index = self.core_index()
         if index is None:
@@ -185,7 +186,7 @@ class MMEmbedDocumentStore:
             documents = [d for d, record in zip(documents, stored, strict=True) if record is None]
             if not documents:
                 return 0
-        pages = [to_page_input(d, index.encoder, str(index.path)) for d in documents]
+        pages = [to_page_input(d, index.encoder, self.path) for d in documents]
         try:
             if policy == DuplicatePolicy.OVERWRITE:
                 index.upsert(pages)
@@ -231,7 +232,7 @@ class MMEmbedDocumentStore:
             for record, stored in zip(batch, vectors, strict=True):
                 document = to_document(record)
                 document = replace(document, meta={**document.meta, **meta})
-                page = to_page_input(document, index.encoder, str(index.path))  # validates the new meta
+                page = to_page_input(document, index.encoder, self.path)  # validates the new meta
                 if stored is not None:
                     page.embedding = stored  # (n_vectors, dim), n_vectors = 0 without an embedding
                 page.thumbnail = record.thumbnail
@@ -325,7 +326,7 @@ class MMEmbedDocumentStore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _index_for(self, documents: list[Document]) -> SharedIndex:
+    def _index_for(self, documents: list[Document]) -> IndexBackend:
         index = self.core_index()
         if index is not None:
             return index

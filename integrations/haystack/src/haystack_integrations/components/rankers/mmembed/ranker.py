@@ -18,7 +18,7 @@ from haystack_integrations.document_stores.mmembed.documents import (
 from mmembed.retrieve import Candidate, MaxSimReranker
 
 if TYPE_CHECKING:
-    from mmembed.index import SharedIndex
+    from mmembed.index import IndexBackend
 
 
 @component
@@ -75,7 +75,7 @@ class MMEmbedMaxSimRanker(EncoderComponentMixin):
         self.dpi = dpi
         self.batch_size = batch_size
         self._reranker: MaxSimReranker | None = None
-        self._reranker_index: SharedIndex | None = None
+        self._reranker_index: IndexBackend | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (the store by its folder)."""
