@@ -63,13 +63,17 @@ def _parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, An
         if key == "source" and isinstance(value, str) and Path(value).exists():
             value = str(Path(value).resolve())  # sources are stored as absolute paths
         clauses.append({key: value})
-    if where_json:
+    if where_json is not None:
+        example = '--where \'{"page": {"$lte": 3}}\''
         try:
-            clauses.append(json.loads(where_json))
+            where = json.loads(where_json)
         except json.JSONDecodeError as exc:
-            raise CLIError(
-                f'--where is not valid JSON ({exc}); e.g. --where \'{{"page": {{"$lte": 3}}}}\''
-            ) from exc
+            raise CLIError(f"--where is not valid JSON ({exc}); e.g. {example}") from exc
+        except RecursionError:
+            raise CLIError(f"--where is nested too deeply to read; flatten it, e.g. {example}") from None
+        if not isinstance(where, dict):
+            raise CLIError(f"--where must be a JSON object, got {where_json[:40]!r}; e.g. {example}")
+        clauses.append(where)
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
