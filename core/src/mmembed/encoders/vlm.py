@@ -60,6 +60,10 @@ DEFAULT_MAX_QUERY_TOKENS = 512
 
 QueryOverflow = Literal["truncate", "error"]
 
+PIXEL_CAP_HEADROOM = 4
+"""Pages are pre-shrunk to this many times the pixels the model takes (see
+:meth:`VLMEncoder.page_pixel_cap`)."""
+
 
 class QueryTooLongWarning(UserWarning):
     """A query was cut to the encoder's ``max_query_tokens``."""
@@ -217,22 +221,26 @@ class VLMEncoder(Encoder):
 
     def page_pixel_cap(self) -> int | None:
         """Most pixels a page may have when it reaches the processor: larger pages are
-        downscaled first (keeping their aspect ratio), as the model would shrink them anyway,
-        so a huge-but-small-on-disk image cannot blow the processor's float buffers. The
-        default reads the image processor's ``size``: Qwen-style ``max_pixels``
-        (``shortest_edge`` + ``longest_edge`` are pixel counts), a fixed ``height`` x
-        ``width`` (with 4x headroom for a clean downscale), or a ``longest_edge`` in pixels
-        (squared). Families override it when their processor says it otherwise."""
+        downscaled first (keeping their aspect ratio), so a huge-but-small-on-disk image
+        cannot blow the processor's float buffers. The cap is :data:`PIXEL_CAP_HEADROOM`
+        times what the model takes, read from the image processor's ``size``: Qwen-style
+        ``max_pixels`` (``shortest_edge`` + ``longest_edge`` are pixel counts), a fixed
+        ``height`` x ``width``, or a ``longest_edge`` in pixels (squared); the headroom
+        leaves the processor's own resize (what parity with the reference needs) untouched
+        for every page it could reasonably get. Families override it when their processor
+        says it otherwise."""
         size = getattr(self.image_processor, "size", None) or {}
         if self.recipe.pixel_limits is not None:
-            return int(self.recipe.pixel_limits[1])
-        if "shortest_edge" in size and "longest_edge" in size:
-            return int(size["longest_edge"])
-        if "height" in size and "width" in size:
-            return 4 * int(size["height"]) * int(size["width"])
-        if "longest_edge" in size:
-            return int(size["longest_edge"]) ** 2
-        return None
+            model_pixels = int(self.recipe.pixel_limits[1])
+        elif "shortest_edge" in size and "longest_edge" in size:
+            model_pixels = int(size["longest_edge"])
+        elif "height" in size and "width" in size:
+            model_pixels = int(size["height"]) * int(size["width"])
+        elif "longest_edge" in size:
+            model_pixels = int(size["longest_edge"]) ** 2
+        else:
+            return None
+        return PIXEL_CAP_HEADROOM * model_pixels
 
     def image_cost(self, image: Image.Image) -> int:
         """Roughly how many tokens ``image`` becomes (for size-sorted batching); raises
