@@ -262,3 +262,27 @@ def test_cmyk_with_a_broken_icc_profile_falls_back_to_plain_conversion(tmp_path)
     assert all(
         abs(a - b) <= 4 for a, b in zip(only_page(path).image.getpixel((4, 4)), (0, 255, 255), strict=True)
     )
+
+
+def test_long_tiff_is_read_in_one_pass(tmp_path, monkeypatch):
+    """Each frame used to reopen the file and seek from frame 0 (quadratic: 4000 frames took
+    211 s); the file now stays open while its pages are rendered."""
+    from mmembed.loaders.images import ImageHandle
+
+    frames = [Image.new("L", (6, 4), i % 256) for i in range(300)]
+    path = tmp_path / "long.tiff"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    opened = []
+    original = ImageHandle._open
+
+    def counting(self):
+        opened.append(1)
+        return original(self)
+
+    monkeypatch.setattr(ImageHandle, "_open", counting)
+    pages = list(load_pages([path]))
+    assert [p.page for p in pages] == list(range(1, 301))
+    assert [p.image.getpixel((0, 0))[0] for p in pages] == [i % 256 for i in range(300)]
+    assert len(opened) == 1
+    # a page rendered after the document was closed still works (it reopens the file)
+    assert render_page(path, 300).getpixel((0, 0))[0] == 299 % 256

@@ -25,6 +25,26 @@ DEFAULT_MODEL = "vidore/colqwen2.5-v0.2"
 MODEL_ENV = "MMEMBED_MODEL"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def safe(text: object) -> str:
+    """``text`` with control characters escaped (``\\x1b``): file names and stored metadata
+    are untrusted, and printed raw an escape sequence would clear or recolour the terminal."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in str(text)
+    )
+
+
+def safe_lines(text: str) -> str:
+    """:func:`safe` for each line of a multi-line report."""
+    return "\n".join(safe(line) for line in text.split("\n"))
+
+
 class CLIError(MMEmbedError):
     """A problem to report on one line, exit code 1."""
 
@@ -116,13 +136,17 @@ def _parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, An
         if key == "source" and isinstance(value, str) and Path(value).exists():
             value = str(Path(value).resolve())  # sources are stored as absolute paths
         clauses.append({key: value})
-    if where_json:
+    if where_json is not None:
+        example = '--where \'{"page": {"$lte": 3}}\''
         try:
-            clauses.append(json.loads(where_json))
+            where = json.loads(where_json)
         except json.JSONDecodeError as exc:
-            raise CLIError(
-                f'--where is not valid JSON ({exc}); e.g. --where \'{{"page": {{"$lte": 3}}}}\''
-            ) from exc
+            raise CLIError(f"--where is not valid JSON ({exc}); e.g. {example}") from exc
+        except RecursionError:
+            raise CLIError(f"--where is nested too deeply to read; flatten it, e.g. {example}") from None
+        if not isinstance(where, dict):
+            raise CLIError(f"--where must be a JSON object, got {where_json[:40]!r}; e.g. {example}")
+        clauses.append(where)
     if not clauses:
         return None
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
@@ -146,6 +170,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             encoder,
             batch_size=args.batch_size,
             dpi=args.dpi,
+            max_pixels=args.max_pixels,
+            **({} if args.max_image_pixels is None else {"max_image_pixels": args.max_image_pixels or None}),
             strict=args.strict,
             include=args.include or None,
             exclude=args.exclude or None,
@@ -154,8 +180,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
         total = index.count()
-    print(report.summary())
-    print(f"index {location} now holds {total} page(s)")
+    print(safe_lines(report.summary()))
+    print(f"index {safe(location)} now holds {total} page(s)")
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
@@ -183,7 +209,7 @@ def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
         revision=getattr(args, "revision", None),
         device=getattr(args, "device", None),
     )
-    print(report.summary())
+    print(safe_lines(report.summary()))
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
@@ -207,7 +233,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not hits:
         print("no matching pages")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}. {hit.score:10.4f}  {hit.source}  page {hit.page}  [{hit.id}]")
+        print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  page {hit.page}  [{safe(hit.id)}]")
     return 0
 
 
@@ -248,7 +274,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         for key, value in summary.items():
-            print(f"{key:>15}: {value}")
+            print(f"{key:>15}: {safe(value)}")
     return 0
 
 
@@ -290,7 +316,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
     else:
-        print(format_table(reports))
+        print(safe_lines(format_table(reports)))
     return 0
 
 
@@ -323,7 +349,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if batch:
             flush()
         total = target.count()
-    print(f"copied {copied} page(s) from {args.source} to {args.target}; it now holds {total} page(s)")
+    print(
+        f"copied {copied} page(s) from {safe(args.source)} to {safe(args.target)}; it now holds {total} page(s)"
+    )
     return 0
 
 
@@ -382,6 +410,17 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dpi", type=int, default=144)
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        help="render / downscale every page to at most this many pixels (the model's own cap applies too)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        help="refuse images / pages larger than this many pixels before decoding them (decompression-bomb "
+        "guard; default: PIL's limit, ~89 million; 0 = no limit, only for files you trust)",
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first bad file or page")
     p.add_argument("--include", action="append", help="glob of files to take from folders (repeatable)")
     p.add_argument("--exclude", action="append", help="glob of files to leave out (repeatable)")
@@ -470,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MMEmbedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {safe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: every batch committed so far is kept", file=sys.stderr)
@@ -480,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"error: {safe(exc.strerror or exc)}{safe(where)}", file=sys.stderr)
         return 1
 
 

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .index.protocol import IndexBackend, PageInput
-from .loaders import LoadIssue, Page, load_pages, make_thumbnail
+import torch
+
+from .index.protocol import IndexBackend, PageInput, page_id
+from .loaders import DEFAULT_MAX_IMAGE_PIXELS, LoadIssue, Page, load_pages, make_thumbnail
 from .types import MMEmbedError
 
 if TYPE_CHECKING:
@@ -74,6 +76,7 @@ def index_documents(
     batch_size: int = 8,
     dpi: int = 144,
     max_pixels: int | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     password: str | dict[str, str] | None = None,
     include: str | list[str] | tuple[str, ...] | None = None,
     exclude: str | list[str] | tuple[str, ...] | None = None,
@@ -92,7 +95,11 @@ def index_documents(
     stored = index.sources()  # source -> content hash of what is stored
     replaced_hashes: dict[str, str] = {}
 
+    hashes: dict[str, str] = {}  # source -> content hash, of every file this run reads
+    page_counts: dict[str, int] = {}
+
     def skip(source: str, content_hash: str) -> bool:
+        hashes[source] = content_hash
         old = stored.get(source)
         if old is None:
             return False
@@ -108,6 +115,7 @@ def index_documents(
         sources,
         dpi=dpi,
         max_pixels=max_pixels,
+        max_image_pixels=max_image_pixels,
         password=password,
         include=include,
         exclude=exclude,
@@ -145,6 +153,7 @@ def index_documents(
         report.ids += index.upsert(inputs)
         report.pages_indexed += len(inputs)
         for p in batch:
+            page_counts[p.source] = p.page_count
             if p.source not in report.files_indexed:
                 report.files_indexed.append(p.source)
             if p.page == p.page_count:
@@ -162,12 +171,36 @@ def index_documents(
     finally:
         bar.close()
         report.issues = list(stream.issues)
+    finished_sources |= _record_skipped_pages(index, report.issues, hashes, page_counts)
     # Old pages of a changed file go only once its new pages are all committed.
     for source, new_hash in replaced_hashes.items():
         if source in finished_sources and _is_complete(index, source, new_hash):
             index.delete(where={"source": source, "content_hash": {"$ne": new_hash}})
             report.files_replaced.append(source)
     return report
+
+
+def _record_skipped_pages(
+    index: IndexBackend, issues: list[LoadIssue], hashes: dict[str, str], page_counts: dict[str, int]
+) -> set[str]:
+    """Store each page the loader skipped as a record without vectors (never a search
+    result) so that its file counts as complete and an unchanged re-run is a no-op; returns
+    the sources whose last page was among them."""
+    pages = [
+        PageInput(
+            embedding=torch.empty(0, index.encoder.dim),  # (0, dim): nothing to search
+            source=issue.source,
+            page=issue.page,
+            content_hash=hashes[issue.source],
+            metadata={"page_count": page_counts[issue.source], "skipped": issue.reason},
+            id=page_id(hashes[issue.source], issue.page),
+        )
+        for issue in issues
+        if issue.page is not None and issue.source in hashes and issue.source in page_counts
+    ]
+    if pages:
+        index.upsert(pages)
+    return {p.source for p in pages if p.page == page_counts[p.source]}
 
 
 def _is_complete(index: IndexBackend, source: str, content_hash: str) -> bool:

@@ -18,12 +18,14 @@ L2-normalised state (single-vector). This module holds that common part:
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from PIL import Image
@@ -53,6 +55,20 @@ class Prompt:
         return self.prefix + text + self.suffix
 
 
+DEFAULT_MAX_QUERY_TOKENS = 512
+"""Per-family default of :attr:`Recipe.max_query_tokens` (retrieval queries are short)."""
+
+QueryOverflow = Literal["truncate", "error"]
+
+PIXEL_CAP_HEADROOM = 4
+"""Pages are pre-shrunk to this many times the pixels the model takes (see
+:meth:`VLMEncoder.page_pixel_cap`)."""
+
+
+class QueryTooLongWarning(UserWarning):
+    """A query was cut to the encoder's ``max_query_tokens``."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How inputs become prompts (the "processor" half of a retriever)."""
@@ -72,6 +88,10 @@ class Recipe:
     """Resizes a page before the processor does (DSE resizes with PIL itself)."""
     pixel_limits: tuple[int, int] | None = None
     """(min_pixels, max_pixels) the recipe imposes instead of the checkpoint's."""
+    max_query_tokens: int = DEFAULT_MAX_QUERY_TOKENS
+    """Longest query (in tokens, before the prompt is added) the family takes; longer ones
+    are truncated with a warning or refused (:attr:`VLMEncoder.query_overflow`). Attention
+    memory grows with the square of the length, so one huge query could exhaust the host."""
 
 
 class Embedder(nn.Module):
@@ -136,6 +156,10 @@ class VLMEncoder(Encoder):
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
+        self.max_query_tokens = recipe.max_query_tokens
+        """Queries longer than this many tokens are truncated or refused (``query_overflow``)."""
+        self.query_overflow: QueryOverflow = "truncate"
+        """``"truncate"`` (keep the first ``max_query_tokens`` tokens, warn) or ``"error"``."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.info.name!r}, family={self.info.family}, device={self.device}, dtype={self.dtype})"
@@ -195,6 +219,29 @@ class VLMEncoder(Encoder):
         """Processor output for prompts with one image each (must include ``attention_mask``)."""
         raise NotImplementedError
 
+    def page_pixel_cap(self) -> int | None:
+        """Most pixels a page may have when it reaches the processor: larger pages are
+        downscaled first (keeping their aspect ratio), so a huge-but-small-on-disk image
+        cannot blow the processor's float buffers. The cap is :data:`PIXEL_CAP_HEADROOM`
+        times what the model takes, read from the image processor's ``size``: Qwen-style
+        ``max_pixels`` (``shortest_edge`` + ``longest_edge`` are pixel counts), a fixed
+        ``height`` x ``width``, or a ``longest_edge`` in pixels (squared); the headroom
+        leaves the processor's own resize (what parity with the reference needs) untouched
+        for every page it could reasonably get. Families override it when their processor
+        says it otherwise."""
+        size = getattr(self.image_processor, "size", None) or {}
+        if self.recipe.pixel_limits is not None:
+            model_pixels = int(self.recipe.pixel_limits[1])
+        elif "shortest_edge" in size and "longest_edge" in size:
+            model_pixels = int(size["longest_edge"])
+        elif "height" in size and "width" in size:
+            model_pixels = int(size["height"]) * int(size["width"])
+        elif "longest_edge" in size:
+            model_pixels = int(size["longest_edge"]) ** 2
+        else:
+            return None
+        return PIXEL_CAP_HEADROOM * model_pixels
+
     def image_cost(self, image: Image.Image) -> int:
         """Roughly how many tokens ``image`` becomes (for size-sorted batching); raises
         ``ValueError`` for an image the processor cannot take."""
@@ -228,7 +275,33 @@ class VLMEncoder(Encoder):
             )
         return text
 
+    def _bounded_query(self, text: object, what: str) -> str:
+        """``text`` cut to :attr:`max_query_tokens` tokens (or refused), before it can reach
+        the model: a 100k-character query would otherwise cost gigabytes of attention."""
+        checked = self._checked_text(text, what)
+        limit = self.max_query_tokens
+        if len(checked) <= limit:  # no tokenizer makes fewer characters than tokens
+            return checked
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        ids = tokenizer(checked, add_special_tokens=False)["input_ids"]
+        if len(ids) <= limit:
+            return checked
+        if self.query_overflow == "error":
+            raise MMEmbedError(
+                f"{what} is {len(ids)} tokens long, more than the {limit} {self.info.name!r} takes; "
+                "shorten it, or set encoder.query_overflow = 'truncate' (or raise encoder.max_query_tokens)."
+            )
+        warnings.warn(
+            f"{what} is {len(ids)} tokens long; only its first {limit} are used "
+            f"(encoder.max_query_tokens; set encoder.query_overflow = 'error' to refuse instead)",
+            QueryTooLongWarning,
+            stacklevel=4,
+        )
+        return str(tokenizer.decode(ids[:limit]))
+
     def _text_item(self, prompt: Prompt, text: object, what: str) -> Item:
+        if prompt is self.recipe.query:
+            text = self._bounded_query(text, what)
         rendered = prompt.render(self._checked_text(text, what))
         if not prompt.image:
             return Item(rendered, None, what)
@@ -241,6 +314,13 @@ class VLMEncoder(Encoder):
             raise MMEmbedError(f"{what} is a {type(image).__name__}, not a PIL.Image.Image")
         if image.width < 1 or image.height < 1:
             raise MMEmbedError(f"{what} is empty ({image.width}x{image.height} pixels)")
+        cap = self.page_pixel_cap()
+        if cap is not None and image.width * image.height > cap:
+            if image.mode in ("1", "P"):  # PIL resizes these with nearest neighbour only
+                image = image.convert("RGB")
+            scale = math.sqrt(cap / (image.width * image.height))
+            size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)  # (w, h) <= cap
         rgb = image.convert("RGB")
         if self.recipe.resize is not None:
             rgb = self.recipe.resize(rgb, self.image_processor)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .format import StorageDtype, fsync_dir
+from .integrity import segment_path
 from .segments import segment_name, write_at
 
 COPY_BYTES = 64 << 20
@@ -40,8 +41,8 @@ def compact_segments(
     the bytes of segment data reclaimed (0 when there was nothing to reclaim)."""
     seg_dir = folder / "segments"
     row_bytes = dim * dtype.itemsize
-    segments = {
-        int(s): (str(f), int(r))
+    segments = {  # names read from SQLite are checked: compaction unlinks them afterwards
+        int(s): (segment_path(folder, f, dtype).name, int(r))
         for s, f, r in conn.execute("SELECT seg_id, file, committed_rows FROM segments")
     }
     pages = conn.execute(  # pages stored without vectors have no segment and stay as they are

@@ -39,3 +39,8 @@ class DuplicatePageError(MMEmbedError):
 
 class FilterError(MMEmbedError, ValueError):
     """A metadata filter is malformed."""
+
+
+class IndexDamagedError(IndexFormatError):
+    """The index folder holds inconsistent or hostile data (a path outside the folder, sizes
+    that disagree, an unreadable database); nothing was changed. Rebuild or restore it."""

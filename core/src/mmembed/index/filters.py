@@ -23,6 +23,12 @@ RANGE_OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 FIELD_OPS = {"$eq", "$ne", "$in", "$nin", "$exists", *RANGE_OPS}
 NUMBER_TYPES = "('integer', 'real')"
 
+MAX_DEPTH = 32
+"""Deepest nesting of ``$and`` / ``$or`` a filter may use (deeper is refused, not recursed into)."""
+MAX_CONDITIONS = 4096
+"""Most field conditions one filter may hold (each binds up to three SQL parameters); put
+long lists of values in one ``$in`` instead, which binds a single parameter."""
+
 Sql = tuple[str, list[Any]]
 TRUE: Sql = ("1", [])
 FALSE: Sql = ("0", [])
@@ -32,7 +38,8 @@ def compile_filter(where: Filter | None) -> Sql:
     """``(sql, params)`` selecting the rows of ``pages`` that match ``where``."""
     if where is None:
         return TRUE
-    return _compile(where, where)
+    budget = [MAX_CONDITIONS]
+    return _compile(where, where, 1, budget)
 
 
 def _fail(whole: Filter, why: str) -> FilterError:
@@ -42,13 +49,18 @@ def _fail(whole: Filter, why: str) -> FilterError:
 def _show(value: Any) -> str:
     try:
         return json.dumps(value, default=repr)[:300]
-    except (TypeError, ValueError):
-        return repr(value)[:300]
+    except (TypeError, ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
 
 
-def _compile(node: Any, whole: Filter) -> Sql:
+def _compile(node: Any, whole: Filter, depth: int, budget: list[int]) -> Sql:
     if not isinstance(node, dict):
         raise _fail(whole, f"expected a dict, got {_show(node)}")
+    if depth > MAX_DEPTH:
+        raise FilterError(
+            f"the filter nests $and/$or more than {MAX_DEPTH} levels deep; flatten it (a $and or $or "
+            "takes any number of clauses, and $in takes a list of values)."
+        )
     parts: list[Sql] = []
     for key, cond in node.items():
         if not isinstance(key, str):
@@ -56,22 +68,33 @@ def _compile(node: Any, whole: Filter) -> Sql:
         if key in ("$and", "$or"):
             if not isinstance(cond, list | tuple):
                 raise _fail(whole, f"{key} takes a list of filters")
-            subs = [_compile(sub, whole) for sub in cond]
+            subs = [_compile(sub, whole, depth + 1, budget) for sub in cond]
             parts.append(
                 _join(subs, " AND " if key == "$and" else " OR ", empty=TRUE if key == "$and" else FALSE)
             )
         elif key.startswith("$"):
             raise _fail(whole, f"unknown operator {key!r} (top level takes $and, $or or field names)")
         else:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise FilterError(
+                    f"the filter holds more than {MAX_CONDITIONS} conditions; match long lists of "
+                    'values with one $in (e.g. {"source": {"$in": [...]}}) instead of many $or clauses.'
+                )
             parts.append(_field(key, cond, whole))
     return _join(parts, " AND ", empty=TRUE)
 
 
 def _join(parts: list[Sql], sep: str, *, empty: Sql) -> Sql:
+    """``parts`` joined by ``sep`` as a balanced tree of parentheses: SQLite's parser
+    limits expression depth (1000), which a flat chain of a thousand ORs would exceed."""
     if not parts:
         return empty
     if len(parts) == 1:
         return parts[0]
+    if len(parts) > 2:
+        half = len(parts) // 2
+        parts = [_join(parts[:half], sep, empty=empty), _join(parts[half:], sep, empty=empty)]
     params: list[Any] = []
     for _, p in parts:
         params.extend(p)
@@ -167,7 +190,9 @@ class _MetadataKey:
         if not name or '"' in name or any(ord(c) < 32 for c in name):
             raise _fail(whole, f"metadata key {key!r} is empty or contains a quote / control character")
         self.name = name
-        self.path = f'$."{name}"'
+        # SQLite compares a path label with the key as it is written in the stored JSON,
+        # where a backslash is escaped (json.dumps writes `\\`): escape it the same way.
+        self.path = '$."' + name.replace("\\", "\\\\") + '"'
 
     def _typed(self, condition: str, params: list[Any]) -> Sql:
         # json_type() is NULL for a missing key: IFNULL makes every leaf a plain 0/1, so NOT works.

@@ -123,10 +123,15 @@ class Manifest:
             )
         try:
             encoder = EncoderInfo.from_dict(data["encoder"])
-            dtype = str(data["dtype"])
+            raw_dim = data["encoder"].get("dim")
+            if not isinstance(raw_dim, int) or isinstance(raw_dim, bool) or raw_dim <= 0:
+                raise ValueError(f"encoder dim {data['encoder'].get('dim')!r} is not a positive integer")
+            dtype = data["dtype"]
+            if not isinstance(dtype, str):
+                raise TypeError(f"dtype {dtype!r} is not a string")
             storage_dtype(dtype)
             keep = bool(data.get("keep_thumbnails", True))
-        except (KeyError, TypeError, ValueError, MMEmbedError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, MMEmbedError) as exc:
             raise IndexFormatError(
                 f"the index manifest {path} is incomplete or invalid ({exc}); rebuild the index."
             ) from exc
@@ -197,17 +202,43 @@ INSERT INTO meta(key, value) VALUES ('generation', 0), ('next_seg_id', 1);
 """
 
 
-def connect(db_path: Path, *, query_only: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode: transactions are explicit ``BEGIN``/``COMMIT``."""
-    conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA synchronous=FULL")  # a COMMIT is durable once it returns
+def connect(db_path: Path, *, readonly: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode: transactions are explicit ``BEGIN``/``COMMIT``.
+
+    A reader opens the file ``mode=ro``, so it never writes (a mounted snapshot or a shared
+    read-only volume can be searched). When the folder is not writable and SQLite cannot
+    create its shared-memory file there, no writer can exist either, so the database is
+    opened ``immutable`` (no locking, no WAL index).
+    """
+    if readonly:
+        conn = _connect_readonly(db_path)
+    else:
+        conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA synchronous=FULL")  # a COMMIT is durable once it returns
     conn.execute("PRAGMA busy_timeout=30000")
-    if query_only:
-        conn.execute("PRAGMA query_only=ON")
     return conn
 
 
-def create_database(db_path: Path) -> None:
+def _connect_readonly(db_path: Path) -> sqlite3.Connection:
+    uri = db_path.absolute().as_uri()
+    conn = sqlite3.connect(
+        f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
+    )
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(db_path.parent, os.W_OK) and os.access(db_path, os.W_OK):
+            raise  # a writable folder: the problem is elsewhere, report it
+    conn = sqlite3.connect(
+        f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def create_database(db_path: Path, *, dim: int, dtype: str) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -217,7 +248,12 @@ def create_database(db_path: Path) -> None:
                 "file system that supports shared memory (not a network share)."
             )
         conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+        # The row shape is recorded twice (here and in the manifest) so an edit of either is
+        # caught; both values are validated (an int, a DTYPES key), so they can be inlined.
+        shape = f"INSERT INTO meta(key, value) VALUES ('dim', {int(dim)}), ('dtype', '{storage_dtype(dtype).name}');"
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{SCHEMA}\n{shape}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
+        )
     finally:
         conn.close()
 

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
+import numpy as np
 import torch
 
 from ..scoring import EmbeddingsLike, Ragged, as_ragged
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
 from . import format as fmt
+from . import integrity
 from .compact import compact_segments
 from .errors import (
     DuplicatePageError,
@@ -113,9 +115,17 @@ class LocalIndex:
             raise IndexFormatError(
                 f"the index at {self.path} has no {fmt.DATABASE}; it is damaged, rebuild it."
             )
-        self._conn = fmt.connect(db_path, query_only=readonly)
+        # A folder this process cannot write (a mounted snapshot, a shared volume) is opened
+        # read-only: it can be searched, and writes are refused with a clear error.
+        self._folder_readonly = not readonly and not (
+            os.access(self.path, os.W_OK) and os.access(db_path, os.W_OK)
+        )
+        with integrity.sqlite_errors(self.path):
+            self._conn = fmt.connect(db_path, readonly=readonly or self._folder_readonly)
         try:
             fmt.check_database(self._conn, db_path)
+            with integrity.sqlite_errors(self.path):
+                integrity.check_recorded_shape(self._conn, self.path, self.manifest.encoder.dim, self._dtype)
         except BaseException:
             self._conn.close()
             raise
@@ -177,7 +187,7 @@ class LocalIndex:
             seg_dir.mkdir(exist_ok=True)
             for leftover in seg_dir.iterdir():
                 leftover.unlink()
-            fmt.create_database(self.path / fmt.DATABASE)
+            fmt.create_database(self.path / fmt.DATABASE, dim=encoder.dim, dtype=dtype)
             fmt.fsync_dir(self.path)
             fmt.Manifest(encoder=encoder, dtype=dtype, keep_thumbnails=keep_thumbnails).write(self.path)
         finally:
@@ -224,6 +234,12 @@ class LocalIndex:
                 )
             if self._lock.held:
                 return
+            if self._folder_readonly:
+                raise IndexReadOnlyError(
+                    f"the index folder {self.path} is not writable (read-only mount or missing "
+                    "permission), so it can only be searched; to change it, copy it to a writable "
+                    "folder or fix its permissions."
+                )
             self._lock.acquire()
             try:
                 self._recover()
@@ -232,15 +248,21 @@ class LocalIndex:
                 raise
 
     def _recover(self) -> None:
-        """Cut uncommitted segment tails and delete files no committed state refers to."""
+        """Cut the uncommitted tail of the last segment and delete segment files no
+        committed state refers to, once manifest, SQLite and file sizes agree."""
         seg_dir = self.path / fmt.SEGMENTS_DIR
-        referenced = set()
-        for _seg_id, file, rows in self._conn.execute("SELECT seg_id, file, committed_rows FROM segments"):
-            cut_uncommitted_tail(seg_dir / file, int(rows) * self._row_bytes)
-            referenced.add(file)
+        if seg_dir.is_symlink() or not seg_dir.is_dir():
+            raise integrity.damaged(self.path, f"{seg_dir} is not a folder inside the index")
+        with integrity.sqlite_errors(self.path):
+            states = integrity.check_segments(self._conn, self.path, self.encoder.dim, self._dtype)
+            if states:
+                last = states[-1]
+                cut_uncommitted_tail(last.path, last.committed_bytes)
+            integrity.record_shape(self._conn, self.encoder.dim, self._dtype)
+        referenced = {state.path.name for state in states}
         removed = False
         for entry in seg_dir.iterdir():
-            if entry.name not in referenced:
+            if entry.name not in referenced and integrity.is_segment_name(entry.name):
                 entry.unlink()
                 removed = True
         if removed:
@@ -349,6 +371,7 @@ class LocalIndex:
             "SELECT seg_id, file, committed_rows FROM segments ORDER BY seg_id DESC LIMIT 1"
         ).fetchone()
         if last is not None and int(last[2]) * self._row_bytes < self.segment_bytes:
+            integrity.segment_path(self.path, last[1], self._dtype)
             return int(last[0]), str(last[1]), int(last[2]), False
         seg_id = int(conn.execute("SELECT value FROM meta WHERE key = 'next_seg_id'").fetchone()[0])
         file = segment_name(seg_id, self._dtype)
@@ -431,7 +454,7 @@ class LocalIndex:
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """One consistent snapshot (a read transaction) for a read operation."""
-        with self._mutex:
+        with self._mutex, integrity.sqlite_errors(self.path):
             self._check_open()
             self._conn.execute("BEGIN")
             try:
@@ -446,7 +469,7 @@ class LocalIndex:
         snap = self._snapshot
         if snap is None or snap.generation != generation:
             segments = {
-                int(s): (str(f), int(r))
+                int(s): (integrity.segment_path(self.path, f, self._dtype).name, int(r))
                 for s, f, r in conn.execute("SELECT seg_id, file, committed_rows FROM segments")
             }
             snap = _Snapshot(generation, segments)
@@ -455,6 +478,10 @@ class LocalIndex:
         return snap
 
     def _view(self, snap: _Snapshot, seg_id: int, rows: int) -> torch.Tensor:
+        if seg_id not in snap.segments:
+            raise integrity.damaged(
+                self.path, f"a page refers to segment {seg_id}, which index.sqlite does not list"
+            )
         file, committed = snap.segments[seg_id]
         if rows > committed:
             raise IndexFormatError(
@@ -519,6 +546,8 @@ class LocalIndex:
                 if int(n) == 0:  # stored without vectors: it has no segment
                     out[pid] = torch.empty(0, self.encoder.dim)  # (0, dim)
                     continue
+                seg, first, count = np.array([[seg_id], [off], [n]], dtype=np.int64)  # 3 x (1,)
+                integrity.check_locations(self.path, seg, first, count, snap.segments)
                 segment = self._view(snap, int(seg_id), int(off) + int(n))
                 out[pid] = segment[int(off) : int(off) + int(n)].float()  # (n_vectors, dim), a copy
             return out
@@ -536,10 +565,10 @@ class LocalIndex:
                     f"SELECT {_RECORD_COLUMNS} FROM {_RECORD_FROM} WHERE p.row > ? AND ({sql}) ORDER BY p.row LIMIT 256",
                     [last, *params],
                 ).fetchall()
+                found = [_record(r) for r in rows]  # (inside _read: bad metadata is reported as damage)
             if not rows:
                 return
-            for r in rows:
-                yield _record(r)
+            yield from found
             last = int(rows[-1][0])
 
     def sources(self) -> dict[str, str]:
@@ -581,6 +610,7 @@ class LocalIndex:
                         params,
                     ).fetchall()
                 )
+            integrity.check_locations(self.path, locs.seg, locs.off, locs.n, snap.segments)
             scores = score_locations(
                 q,
                 locs,
@@ -588,6 +618,7 @@ class LocalIndex:
                 self.encoder.similarity,
                 single=self.encoder.kind == "single",
             )  # (n_queries, n_pages)
+            integrity.rank_damaged_last(scores, locs.rows, conn, self.path)
             picks = top_k(scores, k)
             wanted = sorted({int(locs.rows[c]) for hits in picks for c, _ in hits})
             by_row = {
@@ -650,16 +681,22 @@ class LocalIndex:
 
 
 def _record(r: tuple[Any, ...]) -> PageRecord:
-    _row, pid, source, page, content_hash, metadata, n_vectors, thumb = r
-    return PageRecord(
-        id=pid,
-        source=source,
-        page=int(page),
-        content_hash=content_hash,
-        metadata=json.loads(metadata),
-        thumbnail=bytes(thumb) if thumb is not None else None,
-        n_vectors=int(n_vectors),
-    )
+    row, pid, source, page, content_hash, metadata, n_vectors, thumb = r
+    try:
+        meta = json.loads(metadata)
+        if not isinstance(meta, dict):
+            raise TypeError(f"metadata is a JSON {type(meta).__name__}, not an object")
+        return PageRecord(
+            id=str(pid),
+            source=str(source),
+            page=int(page),
+            content_hash=str(content_hash),
+            metadata=meta,
+            thumbnail=bytes(thumb) if thumb is not None else None,
+            n_vectors=int(n_vectors),
+        )
+    except (ValueError, TypeError) as exc:
+        raise integrity.BadRow(f"page row {row} ({pid!r}) is malformed: {exc}") from exc
 
 
 def _check_encoder(encoder: EncoderInfo) -> None:

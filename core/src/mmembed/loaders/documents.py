@@ -125,7 +125,8 @@ class ImagePages(Document):
         return settings, guarded(self.source, index + 1, render)
 
     def close(self) -> None:
-        """Nothing stays open: each render opens the image file itself."""
+        """Close a multi-frame file kept open between renders (single images keep nothing)."""
+        self._handle.close()
 
 
 def guarded(source: str, page: int, render: Callable[[], Image.Image]) -> Renderer:

@@ -16,8 +16,11 @@ its file, its page and its stored vectors:
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import io
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -104,7 +107,38 @@ def sniff_mimetype(data: bytes) -> str:
 
 
 def default_image_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "mmembed-page-images"
+    """A per-user private cache (``$XDG_CACHE_HOME/mmembed/page-images``, created 0700):
+    a shared temp folder would let another user plant or read page images."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mmembed" / "page-images"
+
+
+def _private_folder(directory: Path) -> Path:
+    """Create ``directory`` (0700) if missing; refuse one another user could write to."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise MMEmbedError(
+            f"page image folder {directory} is not a private folder of this user (a link, owned by "
+            "someone else, or writable by others); give image_dir a folder only you can write to."
+        )
+    return directory
+
+
+def _trusted_image(path: Path) -> bool:
+    """An existing cache file is used only if it is our own regular file and a readable image."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        return False
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True
 
 
 def page_image_file(
@@ -118,17 +152,22 @@ def page_image_file(
 ) -> Path:
     """Path of the page's image file in ``folder``, rendering and writing it only if missing.
 
-    The name is derived from the content-addressed page id and the render settings, so an
-    existing file already holds exactly this page.
+    The name is a hash of the page id and the render settings, so no id can point outside
+    ``folder`` and an existing file (checked to be ours and an image) holds exactly this page.
     """
-    directory = Path(folder) if folder else default_image_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    limit = f"-{max_pixels}px" if max_pixels else ""
-    target = directory / f"{page_id}-{dpi:g}dpi{limit}.{image_format.lower()}"
-    if not target.exists():
-        partial = target.with_suffix(f".{os.getpid()}.partial")  # never expose a half-written file
-        render().save(partial, format=image_format)
-        os.replace(partial, target)
+    directory = _private_folder(Path(folder) if folder else default_image_dir())
+    key = f"{page_id}\0{dpi:g}\0{max_pixels or 0}\0{image_format.upper()}"
+    target = directory / f"{hashlib.sha256(key.encode()).hexdigest()}.{image_format.lower()}"
+    if not _trusted_image(target):
+        fd, partial = tempfile.mkstemp(dir=directory, suffix=".partial")  # 0600, never a half file
+        try:
+            with os.fdopen(fd, "wb") as out:
+                render().save(out, format=image_format)
+            os.replace(partial, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            raise
     return target
 
 

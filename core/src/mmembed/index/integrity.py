@@ -1,0 +1,220 @@
+"""Checks on what an index folder says about itself: the folder is untrusted input.
+
+A copied, tampered or half-restored folder must never make mmembed write outside it, cut
+committed vectors, or return silently wrong scores. Readers run the cheap checks on every
+search (locations inside committed rows); a writer runs :func:`check_segments` before its
+recovery truncates anything. ``docs/index-format.md`` lists what is trusted and what is checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..types import MMEmbedError
+from .errors import IndexDamagedError
+from .format import DTYPES, SEGMENTS_DIR, StorageDtype
+
+_SEGMENT_FILE = re.compile(r"[0-9]{8}\.(f16|bf16|f32)")
+
+
+def damaged(folder: Path, what: str) -> IndexDamagedError:
+    """The one error for an inconsistent folder: names it, says nothing was changed and what to do."""
+    return IndexDamagedError(
+        f"the index at {folder} is damaged: {what}. Nothing was changed. Rebuild the index into a new "
+        "folder (e.g. `mmembed index FILES... --index NEW_FOLDER`) or restore it from a backup."
+    )
+
+
+def segment_path(folder: Path, file: object, dtype: StorageDtype) -> Path:
+    """``folder/segments/file`` after checking that ``file`` (read from ``index.sqlite``) is a
+    plain segment name of this index's dtype and resolves inside the segments folder."""
+    if not isinstance(file, str) or not _SEGMENT_FILE.fullmatch(file):
+        raise damaged(folder, f"index.sqlite names the segment file {file!r}, which is not a segment name")
+    if not file.endswith("." + dtype.extension):
+        stored = next(d.name for d in DTYPES.values() if file.endswith("." + d.extension))
+        raise damaged(
+            folder,
+            f"segment {file} holds {stored} vectors but manifest.json says dtype {dtype.name!r}",
+        )
+    seg_dir = folder / SEGMENTS_DIR
+    path = seg_dir / file
+    if seg_dir.is_symlink() or path.is_symlink() or path.resolve().parent != seg_dir.resolve():
+        raise damaged(folder, f"segment {file} is a link that leads outside {seg_dir}")
+    return path
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    seg_id: int
+    path: Path
+    committed_bytes: int
+    size: int  # bytes on disk; more than committed_bytes = an uncommitted tail
+
+
+def check_segments(
+    conn: sqlite3.Connection, folder: Path, dim: int, dtype: StorageDtype
+) -> list[SegmentState]:
+    """Cross-check manifest, SQLite and segment sizes before a writer truncates anything.
+
+    Refuses (naming what disagrees) when the dim/dtype recorded in SQLite differ from the
+    manifest's, a page points outside its segment's committed rows, a file is shorter than
+    its committed length, or a segment other than the last one has a tail (only the last
+    segment is ever appended to, so only it can hold an interrupted batch).
+    """
+    check_recorded_shape(conn, folder, dim, dtype)
+    row_bytes = dim * dtype.itemsize
+    states: list[SegmentState] = []
+    committed_rows: dict[int, int] = {}
+    for seg_id, file, rows in conn.execute(
+        "SELECT seg_id, file, committed_rows FROM segments ORDER BY seg_id"
+    ):
+        if not isinstance(seg_id, int) or not isinstance(rows, int) or seg_id < 1 or rows < 0:
+            raise damaged(folder, f"segment row ({seg_id!r}, {file!r}, {rows!r}) in index.sqlite is invalid")
+        path = segment_path(folder, file, dtype)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise damaged(folder, f"segment file {path} is missing") from None
+        if size < rows * row_bytes:
+            raise damaged(
+                folder,
+                f"segment file {path} holds {size} bytes but index.sqlite committed {rows} rows of "
+                f"{row_bytes} bytes ({rows * row_bytes} bytes)",
+            )
+        states.append(SegmentState(seg_id, path, rows * row_bytes, size))
+        committed_rows[seg_id] = rows
+    for state in states[:-1]:
+        if state.size != state.committed_bytes:
+            raise damaged(
+                folder,
+                f"segment file {state.path} holds {state.size} bytes, not the {state.committed_bytes} "
+                "committed, although only the last segment can hold an interrupted batch (is the "
+                "manifest's dim or dtype wrong?)",
+            )
+    for seg_id, lo, hi, n_min in conn.execute(
+        "SELECT seg_id, MIN(vec_offset), MAX(vec_offset + n_vectors), MIN(n_vectors) FROM pages "
+        "WHERE n_vectors != 0 GROUP BY seg_id"
+    ):
+        if seg_id not in committed_rows:
+            raise damaged(folder, f"pages refer to segment {seg_id!r}, which index.sqlite does not list")
+        if lo < 0 or n_min < 0 or hi > committed_rows[seg_id]:
+            raise damaged(
+                folder,
+                f"pages of segment {seg_id} point at rows [{lo}, {hi}) outside its "
+                f"{committed_rows[seg_id]} committed rows",
+            )
+    return states
+
+
+def record_shape(conn: sqlite3.Connection, dim: int, dtype: StorageDtype) -> None:
+    """Store the row shape in SQLite too, so a later edit of manifest.json is caught before
+    a writer trusts it to size segments (inside the caller's transaction, or autocommit)."""
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dim', ?), ('dtype', ?)", (dim, dtype.name))
+
+
+def check_recorded_shape(conn: sqlite3.Connection, folder: Path, dim: int, dtype: StorageDtype) -> None:
+    """Manifest dim/dtype must equal the ones SQLite recorded at creation (indexes created
+    before the shape was recorded have none: nothing to compare)."""
+    recorded = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('dim', 'dtype')").fetchall())
+    if "dim" in recorded and recorded["dim"] != dim:
+        raise damaged(
+            folder, f"manifest.json says dim {dim} but index.sqlite recorded dim {recorded['dim']!r}"
+        )
+    if "dtype" in recorded and recorded["dtype"] != dtype.name:
+        raise damaged(
+            folder, f"manifest.json says dtype {dtype.name!r} but index.sqlite recorded {recorded['dtype']!r}"
+        )
+
+
+def check_locations(
+    folder: Path, seg: np.ndarray, off: np.ndarray, n: np.ndarray, segments: dict[int, tuple[str, int]]
+) -> None:
+    """Each page's vectors ``[off, off + n)`` must lie inside its segment's committed rows
+    (``segments``: seg_id -> (file, committed_rows)). A negative offset would silently slice
+    from the end of a segment, a long count would read its neighbours' vectors."""
+    if not len(off):
+        return
+    ids = np.array(sorted(segments), dtype=np.int64)
+    rows = np.array([segments[int(s)][1] for s in ids], dtype=np.int64)
+    where = np.searchsorted(ids, seg)  # (n_pages,) position of each page's segment
+    known = (where < len(ids)) & (ids[np.minimum(where, len(ids) - 1)] == seg) if len(ids) else seg != seg
+    if not bool(known.all()):
+        raise damaged(
+            folder, f"a page refers to segment {int(seg[~known][0])}, which index.sqlite does not list"
+        )
+    bad = (off < 0) | (n < 0) | (off + n > rows[where])
+    if bool(bad.any()):
+        i = int(np.flatnonzero(bad)[0])
+        raise damaged(
+            folder,
+            f"a page record points at vectors [{int(off[i])}, {int(off[i] + n[i])}) of segment "
+            f"{int(seg[i])}, outside its {int(rows[where[i]])} committed rows",
+        )
+
+
+def is_segment_name(name: str) -> bool:
+    return _SEGMENT_FILE.fullmatch(name) is not None
+
+
+# SQLite errors that say nothing about the folder's contents: reported as they are.
+_TRANSIENT = ("locked", "busy", "readonly", "read-only", "disk i/o", "full", "unable to open", "interrupted")
+
+
+@contextlib.contextmanager
+def sqlite_errors(folder: Path) -> Iterator[None]:
+    """Turn a damaged database (``file is not a database``, ``malformed``, a missing table,
+    a metadata cell that is not JSON) into :class:`IndexDamagedError` naming the folder."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        message = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and any(t in message.lower() for t in _TRANSIENT):
+            raise MMEmbedError(
+                f"could not read the index at {folder}: {message}; check the folder and retry."
+            ) from exc
+        raise damaged(folder, f"index.sqlite cannot be read ({message})") from exc
+    except BadRow as exc:
+        raise damaged(folder, f"index.sqlite holds a bad page record: {exc}") from exc
+
+
+class BadRow(ValueError):
+    """A page record whose cells do not have the types the schema promises."""
+
+
+def rank_damaged_last(scores: torch.Tensor, rows: np.ndarray, conn: sqlite3.Connection, folder: Path) -> None:
+    """Non-finite scores (NaN / inf written into a segment outside mmembed) become ``-inf``
+    in place, so damaged pages rank after every good one instead of hiding them (top-k
+    treats NaN as a threshold nothing passes); a warning names them."""
+    bad = ~torch.isfinite(scores)  # (n_queries, n_pages)
+    if not bool(bad.any()):
+        return
+    scores[bad] = float("-inf")
+    columns = torch.nonzero(bad.any(dim=0)).flatten().tolist()
+    wanted = [int(rows[c]) for c in columns[:5]]
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM pages WHERE row IN (SELECT value FROM json_each(?))", (json.dumps(wanted),)
+        )
+    ]
+    more = f" and {len(columns) - 5} more" if len(columns) > 5 else ""
+    warnings.warn(
+        f"the index at {folder} holds NaN or infinite vectors for page(s) {', '.join(map(repr, ids))}{more}: "
+        "they are ranked last. Re-index their sources (mmembed delete --source ..., then index) or rebuild the index.",
+        IndexDamageWarning,
+        stacklevel=4,
+    )
+
+
+class IndexDamageWarning(UserWarning):
+    """Search results are complete, but some stored pages are damaged and were ranked last."""
