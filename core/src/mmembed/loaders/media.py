@@ -164,8 +164,7 @@ class MediaFile:
                 if stream is not None and _decoder_name(stream) is None:
                     raise issue_error(
                         self.source,
-                        f"uses a {stream.type} codec FFmpeg cannot decode "
-                        f"({stream.codec_context.codec_tag or 'unknown codec'})",
+                        f"uses a {stream.type} codec FFmpeg cannot decode",
                         "Convert it, e.g. `ffmpeg -i IN -c:a flac -c:v libvpx-vp9 OUT.mkv`, or leave it out",
                         code="unsupported_codec",
                     )
@@ -278,6 +277,7 @@ class MediaFile:
         targets = [start + (i + 0.5) * (end - start) / frame_count for i in range(frame_count)]
         chunks: list[np.ndarray] = []
         frames: list[Image.Image] = []
+        damage: list[Exception] = []  # packets FFmpeg could not read or decode (a damaged stretch)
         try:
             with self._open() as container:
                 audio = container.streams.audio[0] if self.use_audio else None
@@ -293,7 +293,7 @@ class MediaFile:
                 )
                 audio_done, video_done = audio is None, video is None
                 held: Any = None  # the latest picture at or before the next target time
-                for frame in _decode_frames(container, streams):
+                for frame in _decode_frames(container, streams, damage):
                     time = frame.time
                     if time is None:
                         continue
@@ -326,9 +326,10 @@ class MediaFile:
             ) from exc
         samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)  # (samples,)
         if (self.use_audio and samples.size == 0) or (self.use_video and not frames):
+            why = f" ({_ffmpeg_reason(damage[-1])})" if damage else ""
             raise issue_error(
                 self.source,
-                f"has nothing decodable between {format_time(start)} and {format_time(end)}",
+                f"has nothing decodable between {format_time(start)} and {format_time(end)}{why}",
                 "The file is probably truncated; re-export or re-download it",
                 code="decode_failed",
                 page=number,
@@ -346,9 +347,25 @@ class MediaFile:
         """Nothing stays open: each segment opens the file itself."""
 
 
-def _decode_frames(container: Any, streams: list[Any]) -> Iterator[Any]:
-    for packet in container.demux(*streams):
-        yield from packet.decode()
+def _decode_frames(container: Any, streams: list[Any], damage: list[Exception]) -> Iterator[Any]:
+    """Decoded frames of ``streams`` in file order; a packet that fails to decode is skipped and
+    a demuxing failure ends the walk, both noted in ``damage`` (what decoded before is kept)."""
+    av = require_av()
+    packets = container.demux(*streams)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            damage.append(exc)
+            return
+        try:
+            decoded = packet.decode()
+        except av.error.FFmpegError as exc:
+            damage.append(exc)
+            continue
+        yield from decoded
 
 
 def _clip_audio(chunk: Any, start: float, end: float) -> np.ndarray:
@@ -394,15 +411,15 @@ def _duration(container: Any, audio: Any, video: Any) -> float | None:
     for stream in (audio, video):
         if stream is not None and stream.duration and stream.time_base:
             return float(stream.duration * stream.time_base)
-    # No duration in the header: walk the packets (no decoding) to find the last timestamp.
+    # No duration in the header: walk the packets once (no decoding) to find the last timestamp.
+    av = require_av()
     last = 0.0
-    for stream in (audio, video):
-        if stream is None:
-            continue
-        container.seek(0)
-        for packet in container.demux(stream):
+    try:
+        for packet in container.demux(*[s for s in (audio, video) if s is not None]):
             if packet.pts is not None and packet.time_base is not None:
                 last = max(last, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    except av.error.FFmpegError:
+        pass  # a damaged tail: what was read so far is the duration
     return last
 
 
