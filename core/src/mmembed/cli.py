@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .types import MMEmbedError
+from .types import MMEmbedError, SearchHit
 
 DEFAULT_MODEL = "vidore/colqwen2.5-v0.2"
 MODEL_ENV = "MMEMBED_MODEL"
@@ -98,6 +98,10 @@ def cmd_index(args: argparse.Namespace) -> int:
             password=args.password,
             thumbnails=not args.no_thumbnails,
             progress=not args.quiet,
+            segment_seconds=args.segment_seconds,
+            fps=args.fps,
+            max_frames=args.max_frames,
+            media_streams=args.media_streams,
         )
         total = index.count()
     print(report.summary())
@@ -123,10 +127,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps([hit.to_json() for hit in hits], indent=2))
         return 0
     if not hits:
-        print("no matching pages")
+        print("no matching pages or segments")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}. {hit.score:10.4f}  {hit.source}  page {hit.page}  [{hit.id}]")
+        print(f"{rank:>3}. {hit.score:10.4f}  {hit.source}  {_where(hit)}  [{hit.id}]")
     return 0
+
+
+def _where(hit: SearchHit) -> str:
+    """``page 3`` for a page, ``0:30.0–1:00.0`` (start–end in the recording) for a media segment."""
+    from .loaders import format_time
+
+    span = hit.time_span
+    if span is None:
+        return f"page {hit.page}"
+    return f"{format_time(span[0])}–{format_time(span[1])} ({hit.metadata.get('media', 'media')})"
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -200,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--revision", help="checkpoint revision (git tag / commit) on the hub")
         p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
 
-    p = sub.add_parser("index", help="add PDFs, images and folders to an index")
+    p = sub.add_parser("index", help="add PDFs, images, audio, video and folders to an index")
     p.add_argument("paths", nargs="+", help="files or folders (recursive)")
     p.add_argument("--index", required=True, help="index folder (created if missing)")
     model_args(p)
@@ -211,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", help="glob of files to leave out (repeatable)")
     p.add_argument("--password", help="password of encrypted PDFs")
     p.add_argument("--no-thumbnails", action="store_true", help="do not keep page thumbnails in the index")
+    media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")
+    media.add_argument(
+        "--segment-seconds",
+        type=float,
+        help="length of each indexed segment (default: 120 for sound, 30 for video)",
+    )
+    media.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second (default 2)")
+    media.add_argument("--max-frames", type=int, default=64, help="at most this many frames per segment")
+    media.add_argument(
+        "--media-streams",
+        choices=("auto", "audio", "video"),
+        default="auto",
+        help="what to decode: every stream the file has (auto), sound only, or pictures only",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
 
