@@ -48,6 +48,9 @@ MEDIA_KEYS = ("media", "start", "end", "duration")
 ``media`` (``"audio"`` or ``"video"``), ``start`` / ``end`` (seconds into the recording)
 and ``duration`` (of the whole recording)."""
 
+MEDIA_GLOBS = tuple(f"*{extension}" for extension in sorted(MEDIA_EXTENSIONS))
+"""``include`` patterns that keep only recordings in a folder walk."""
+
 _INSTALL_HINT = "pip install 'mmembed-core[media]'"
 
 

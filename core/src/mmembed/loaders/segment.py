@@ -88,17 +88,15 @@ class MediaSegment:
         """Length of the whole recording in seconds."""
         return float(self.render["duration"])
 
+    def span_metadata(self) -> dict[str, Any]:
+        """The :data:`~mmembed.loaders.media.MEDIA_KEYS` of this segment (what every framework
+        adapter adds to its own source / page keys)."""
+        return {"media": self.media, "start": self.start, "end": self.end, "duration": self.duration}
+
     def record_metadata(self) -> dict[str, Any]:
         """What the index and the framework adapters store about the segment: the caller's
         metadata plus ``page_count`` and the :data:`~mmembed.loaders.media.MEDIA_KEYS`."""
-        return {
-            **self.metadata,
-            "page_count": self.page_count,
-            "media": self.media,
-            "start": self.start,
-            "end": self.end,
-            "duration": self.duration,
-        }
+        return {**self.metadata, "page_count": self.page_count, **self.span_metadata()}
 
     @property
     def clip(self) -> MediaClip:
