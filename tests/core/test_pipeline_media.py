@@ -80,3 +80,18 @@ def test_a_media_refusal_stores_nothing_of_its_batch(tmp_path, talks):
             # batch 1 = clip.mp4 segment + lecture segment 1: refused as a whole
             mmembed.index_documents(talks, index, encoder, batch_size=8, segment_seconds=3.0)
         assert index.count() == 0
+
+
+def test_reranker_scores_indexed_segments_from_their_stored_vectors(tmp_path, talks):
+    from mmembed.retrieve import Candidate, MaxSimReranker
+
+    encoder = ToneColourEncoder()
+    with mmembed.open_index(tmp_path / "idx", encoder=encoder.info) as index:
+        mmembed.index_documents(talks, index, encoder, segment_seconds=3.0)
+        records = [r for r in index.records() if r.source.endswith("lecture.flac")]
+        candidates = [Candidate(id=r.id, source=r.source, page=r.page) for r in records]
+        reranker = MaxSimReranker(encoder, index)
+        order = reranker.rerank("2000 Hz", candidates)
+        assert records[order[0][0]].metadata["start"] == 3.0 and reranker.pages_reused == 2
+        with pytest.raises(MMEmbedError, match="audio / video segment that is not in the reranker's index"):
+            MaxSimReranker(encoder).rerank("2000 Hz", [Candidate(source=records[0].source, page=1)])

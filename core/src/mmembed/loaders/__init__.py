@@ -241,7 +241,16 @@ def render_page(
     item = items[0]
     if isinstance(item, LoadIssue):
         raise LoadError(item)
-    document = open_document(item, _kind(item), _head(item), options)
+    kind = _kind(item)
+    if kind == "media":
+        raise issue_error(
+            item.name,
+            "is an audio / video file, not a document with pages",
+            "Load its segments with load_documents() (each has a decoded .clip)",
+            code="not_a_page",
+            page=page,
+        )
+    document = open_document(item, kind, _head(item), options)
     try:
         if not 1 <= page <= document.page_count:
             raise issue_error(
