@@ -27,6 +27,7 @@ from .loaders import (
     MediaSettings,
     make_thumbnail,
 )
+from .loaders.errors import NOTE_CODES
 from .types import MMEmbedError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class IndexReport:
             f"{len(self.files_unchanged)} unchanged file(s) skipped; "
             f"{len(self.files_replaced)} changed file(s) replaced; {len(self.issues)} problem(s)"
         ]
-        lines += [f"  skipped: {issue}" for issue in self.issues]
+        lines += [f"  {'note' if issue.code in NOTE_CODES else 'skipped'}: {issue}" for issue in self.issues]
         return "\n".join(lines)
 
 
