@@ -43,6 +43,8 @@ _EXPORTS: dict[str, str] = {
     "open_backend": "mmembed.index",
     # loaders
     "load_pages": "mmembed.loaders",
+    "load_documents": "mmembed.loaders",
+    "MediaSegment": "mmembed.loaders",
     "render_page": "mmembed.loaders",
     "Page": "mmembed.loaders",
     "LoadIssue": "mmembed.loaders",
@@ -67,6 +69,7 @@ __all__ = [
     "MMEmbedError",
     "MaxSimReranker",
     "MediaClip",
+    "MediaSegment",
     "Page",
     "PageInput",
     "PageRecord",
@@ -75,6 +78,7 @@ __all__ = [
     "SearchHit",
     "index_documents",
     "list_models",
+    "load_documents",
     "load_encoder",
     "load_pages",
     "maxsim",
@@ -102,7 +106,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .encoders import Encoder, MediaClip, list_models, load_encoder
     from .index import IndexBackend, LocalIndex, PageInput, open_backend, open_index
-    from .loaders import LoadIssue, Page, load_pages, render_page
+    from .loaders import LoadIssue, MediaSegment, Page, load_documents, load_pages, render_page
     from .pipeline import IndexReport, index_documents
     from .retrieve import Candidate, MaxSimReranker, Retriever, pool
     from .scoring import Ragged, maxsim, score

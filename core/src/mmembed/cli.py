@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .types import EncoderInfo, MMEmbedError
+from .types import EncoderInfo, MMEmbedError, SearchHit
 
 DEFAULT_MODEL = "vidore/colqwen2.5-v0.2"
 MODEL_ENV = "MMEMBED_MODEL"
@@ -178,6 +178,10 @@ def cmd_index(args: argparse.Namespace) -> int:
             password=args.password,
             thumbnails=not args.no_thumbnails,
             progress=not args.quiet,
+            segment_seconds=args.segment_seconds,
+            fps=args.fps,
+            max_frames=args.max_frames,
+            media_streams=args.media_streams,
         )
         total = index.count()
     print(safe_lines(report.summary()))
@@ -231,10 +235,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps([hit.to_json() for hit in hits], indent=2))
         return 0
     if not hits:
-        print("no matching pages")
+        print("no matching pages or segments")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  page {hit.page}  [{safe(hit.id)}]")
+        print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  {_where(hit)}  [{safe(hit.id)}]")
     return 0
+
+
+def _where(hit: SearchHit) -> str:
+    """``page 3`` for a page, ``0:30.0–1:00.0`` (start–end in the recording) for a media segment."""
+    from .loaders import format_time
+
+    span = hit.time_span
+    if span is None:
+        return f"page {hit.page}"
+    return f"{format_time(span[0])}–{format_time(span[1])} ({hit.metadata.get('media', 'media')})"
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -401,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--url", help="Qdrant server URL with --backend qdrant, e.g. http://localhost:6333")
 
-    p = sub.add_parser("index", help="add PDFs, images and folders to an index")
+    p = sub.add_parser("index", help="add PDFs, images, audio, video and folders to an index")
     p.add_argument("paths", nargs="+", help="files or folders (recursive)")
     p.add_argument(
         "--index", required=True, help="index folder or qdrant://host:6333/collection (created if missing)"
@@ -426,6 +440,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", help="glob of files to leave out (repeatable)")
     p.add_argument("--password", help="password of encrypted PDFs")
     p.add_argument("--no-thumbnails", action="store_true", help="do not keep page thumbnails in the index")
+    media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")
+    media.add_argument(
+        "--segment-seconds",
+        type=float,
+        help="length of each indexed segment (default: 120 for sound, 30 for video)",
+    )
+    media.add_argument("--fps", type=float, default=2.0, help="video frames sampled per second (default 2)")
+    media.add_argument("--max-frames", type=int, default=64, help="at most this many frames per segment")
+    media.add_argument(
+        "--media-streams",
+        choices=("auto", "audio", "video"),
+        default="auto",
+        help="what to decode: every stream the file has (auto), sound only, or pictures only",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--ray",

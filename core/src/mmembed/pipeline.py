@@ -16,7 +16,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .index.protocol import IndexBackend, PageInput, page_id
-from .loaders import DEFAULT_MAX_IMAGE_PIXELS, LoadIssue, Page, load_pages, make_thumbnail
+from .loaders import (
+    DEFAULT_FPS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DocumentStream,
+    Item,
+    LoaderOptions,
+    LoadIssue,
+    MediaSegment,
+    MediaSettings,
+    make_thumbnail,
+)
+from .loaders.errors import NOTE_CODES
 from .types import MMEmbedError
 
 if TYPE_CHECKING:
@@ -28,6 +40,8 @@ class IndexReport:
     """What one indexing run did."""
 
     pages_indexed: int = 0
+    """Records stored: pages and media segments."""
+    segments_indexed: int = 0
     files_indexed: list[str] = field(default_factory=list)
     files_unchanged: list[str] = field(default_factory=list)
     files_replaced: list[str] = field(default_factory=list)
@@ -41,11 +55,13 @@ class IndexReport:
 
     def summary(self) -> str:
         lines = [
-            f"indexed {self.pages_indexed} page(s) from {len(self.files_indexed)} file(s); "
+            f"indexed {self.pages_indexed} page(s)"
+            + (f" ({self.segments_indexed} audio/video segment(s))" if self.segments_indexed else "")
+            + f" from {len(self.files_indexed)} file(s); "
             f"{len(self.files_unchanged)} unchanged file(s) skipped; "
             f"{len(self.files_replaced)} changed file(s) replaced; {len(self.issues)} problem(s)"
         ]
-        lines += [f"  skipped: {issue}" for issue in self.issues]
+        lines += [f"  {'note' if issue.code in NOTE_CODES else 'skipped'}: {issue}" for issue in self.issues]
         return "\n".join(lines)
 
 
@@ -84,8 +100,18 @@ def index_documents(
     metadata: dict[str, Any] | Callable[[str], dict[str, Any]] | None = None,
     thumbnails: bool = True,
     progress: bool = False,
+    segment_seconds: float | None = None,
+    fps: float = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    media_streams: str = "auto",
 ) -> IndexReport:
     """Render every page of ``sources`` (PDFs, images, folders), embed and store it.
+
+    Audio and video files are cut into segments (see :func:`mmembed.loaders.load_documents`
+    for ``segment_seconds``, ``fps``, ``max_frames``, ``media_streams``) and embedded with
+    ``encoder.encode_media``; each segment is a record with ``media``, ``start``, ``end`` and
+    ``duration`` in its metadata. With an encoder that cannot take audio or video, recordings
+    are reported as ``media_not_loaded`` issues (naming the encoder) and pages still index.
 
     >>> report = index_documents("examples/data", index, encoder)  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP
@@ -111,8 +137,8 @@ def index_documents(
             return True
         return False  # a run was killed part-way through this file: complete it
 
-    stream = load_pages(
-        sources,
+    takes_media = _takes_media(encoder)
+    options = LoaderOptions(
         dpi=dpi,
         max_pixels=max_pixels,
         max_image_pixels=max_image_pixels,
@@ -122,15 +148,24 @@ def index_documents(
         strict=strict,
         metadata=metadata,
         skip=skip,
+        media=takes_media,
+        media_settings=MediaSettings(
+            segment_seconds=segment_seconds, fps=fps, max_frames=max_frames, streams=media_streams
+        ),
+        media_refusal=None
+        if takes_media
+        else f"is an audio / video file, and the {encoder.info.family} encoder ({encoder.info.name}) "
+        "cannot encode audio or video",
     )
+    stream: DocumentStream[Item] = DocumentStream(sources, options)
     bar = _Progress(progress)
-    batch: list[Page] = []
+    batch: list[Item] = []
     finished_sources: set[str] = set()
 
     def flush() -> None:
         if not batch:
             return
-        embeddings = encoder.encode_images([p.image for p in batch])
+        embeddings = _encode(encoder, batch)
         for p, emb in zip(batch, embeddings, strict=True):
             if emb.ndim != 2 or emb.shape[0] == 0:
                 # A page stored without vectors would silently never be found.
@@ -144,14 +179,17 @@ def index_documents(
                 source=p.source,
                 page=p.page,
                 content_hash=p.content_hash,
-                metadata={**p.metadata, "page_count": p.page_count},
-                thumbnail=make_thumbnail(p.image) if thumbnails else None,
+                metadata=p.record_metadata()
+                if isinstance(p, MediaSegment)
+                else {**p.metadata, "page_count": p.page_count},
+                thumbnail=_thumbnail(p) if thumbnails else None,
                 id=p.id,
             )
             for p, emb in zip(batch, embeddings, strict=True)
         ]
         report.ids += index.upsert(inputs)
         report.pages_indexed += len(inputs)
+        report.segments_indexed += sum(isinstance(p, MediaSegment) for p in batch)
         for p in batch:
             page_counts[p.source] = p.page_count
             if p.source not in report.files_indexed:
@@ -201,6 +239,43 @@ def _record_skipped_pages(
     if pages:
         index.upsert(pages)
     return {p.source for p in pages if p.page == page_counts[p.source]}
+
+
+def _takes_media(encoder: Encoder) -> bool:
+    """Whether the encoder's family implements ``encode_media`` (the base class only refuses)."""
+    from .encoders.base import Encoder as BaseEncoder
+
+    return type(encoder).encode_media is not BaseEncoder.encode_media
+
+
+def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
+    """Embeddings in batch order: pages through ``encode_images``, segments through
+    ``encode_media``; both run before anything of the batch is stored."""
+    pages = [i for i, item in enumerate(batch) if not isinstance(item, MediaSegment)]
+    segments = [i for i, item in enumerate(batch) if isinstance(item, MediaSegment)]
+    out: list[torch.Tensor | None] = [None] * len(batch)
+    if pages:
+        images = encoder.encode_images([batch[i].image for i in pages])  # type: ignore[union-attr]
+        for i, emb in zip(pages, images, strict=True):
+            out[i] = emb
+    if segments:
+        clips = encoder.encode_media([batch[i].clip for i in segments])  # type: ignore[union-attr]
+        if len(clips) != len(segments):
+            raise MMEmbedError(
+                f"the {encoder.info.family} encoder returned {len(clips)} embeddings for {len(segments)} "
+                "media segments; nothing was stored for this batch. Check the model."
+            )
+        for i, emb in zip(segments, clips, strict=True):
+            out[i] = emb
+    return [emb for emb in out if emb is not None]
+
+
+def _thumbnail(item: Item) -> bytes | None:
+    """A page's thumbnail; for video, the frame in the middle of the segment; none for sound."""
+    if isinstance(item, MediaSegment):
+        frames = item.clip.frames
+        return make_thumbnail(frames[len(frames) // 2]) if frames else None
+    return make_thumbnail(item.image)
 
 
 def _is_complete(index: IndexBackend, source: str, content_hash: str) -> bool:

@@ -250,6 +250,14 @@ class MaxSimReranker:
             return c.image.convert("RGB")
         if c.source is not None:
             from .loaders import render_page
+            from .loaders.sources import kind_of
+
+            if kind_of(Path(c.source).suffix.lower()) == "media":
+                raise MMEmbedError(
+                    f"cannot rerank {c.describe()}: it is an audio / video segment that is not in the "
+                    "reranker's index. Give the reranker the index the segment was indexed into (index=...), "
+                    "so its stored vectors are used."
+                )
 
             if c.content_hash:
                 self._check_unchanged(c.source, c.content_hash)

@@ -116,11 +116,23 @@ class SearchHit:
     def metadata(self) -> dict[str, Any]:
         return self.record.metadata
 
+    @property
+    def time_span(self) -> tuple[float, float] | None:
+        """``(start, end)`` seconds for an audio / video segment, ``None`` for a page."""
+        start, end = self.record.metadata.get("start"), self.record.metadata.get("end")
+        if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+            return float(start), float(end)
+        return None
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "id": self.id,
             "score": self.score,
             "source": self.record.source,
             "page": self.record.page,
             "metadata": self.record.metadata,
         }
+        span = self.time_span
+        if span is not None:  # a media hit says where in the recording, as a page number does
+            data["start"], data["end"] = span
+        return data

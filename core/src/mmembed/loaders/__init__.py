@@ -17,6 +17,11 @@ composited on white), Office files through LibreOffice headless when ``soffice``
 installed, folders (recursive), bytes, ``(name, bytes)``, :class:`BytesSource`, binary
 file-like objects, and any iterable of these.
 
+Audio and video (WAV, FLAC, MP3, Ogg, M4A; MP4, WebM, MKV, MOV) load through
+:func:`load_documents`, the same stream with recordings cut into :class:`MediaSegment`
+items (``start`` / ``end`` seconds, a lazily decoded ``.clip``) beside the pages; needs
+``pip install 'mmembed-core[media]'`` (PyAV). :func:`load_pages` reports them as issues.
+
 Bad input never ends the run: each bad file or page becomes a :class:`LoadIssue` in
 ``stream.issues`` (file, page, reason, what to do) and every good page is still loaded;
 ``strict=True`` raises :class:`LoadError` on the first problem instead.
@@ -32,6 +37,18 @@ from PIL import Image
 from .documents import open_document
 from .errors import LoadError, LoadIssue, issue_error
 from .images import make_thumbnail, to_rgb
+from .media import (
+    DEFAULT_AUDIO_SEGMENT_SECONDS,
+    DEFAULT_FPS,
+    DEFAULT_MAX_FRAME_PIXELS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_MEDIA_SECONDS,
+    DEFAULT_VIDEO_SEGMENT_SECONDS,
+    MEDIA_GLOBS,
+    MEDIA_KEYS,
+    MediaSettings,
+    format_time,
+)
 from .options import (
     DEFAULT_DPI,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -43,18 +60,31 @@ from .options import (
 )
 from .page import Page
 from .poppler import check_poppler
+from .segment import MediaSegment
 from .sources import SUPPORTED, BytesSource, SourceItem, iter_sources, kind_of, read_head, sniff_kind
-from .stream import PageStream
+from .stream import DocumentStream, Item, PageStream
 
 __all__ = [
+    "DEFAULT_AUDIO_SEGMENT_SECONDS",
     "DEFAULT_DPI",
+    "DEFAULT_FPS",
+    "DEFAULT_MAX_FRAMES",
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "DEFAULT_VIDEO_SEGMENT_SECONDS",
+    "MEDIA_GLOBS",
+    "MEDIA_KEYS",
     "BytesSource",
+    "DocumentStream",
+    "Item",
     "LoadError",
     "LoadIssue",
     "LoaderOptions",
+    "MediaSegment",
+    "MediaSettings",
     "Page",
     "PageStream",
+    "format_time",
+    "load_documents",
     "load_pages",
     "make_thumbnail",
     "render_page",
@@ -127,6 +157,57 @@ def load_pages(
     return PageStream(sources, options)
 
 
+def load_documents(
+    sources: Any,
+    *,
+    segment_seconds: float | None = None,
+    fps: float = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    media_streams: str = "auto",
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+    max_media_seconds: float = DEFAULT_MAX_MEDIA_SECONDS,
+    **page_options: Any,
+) -> DocumentStream[Item]:
+    """Like :func:`load_pages`, and audio / video files too, as :class:`MediaSegment` items.
+
+    One stream, in file order: a folder mixing PDFs, images and recordings gives ``Page``
+    and ``MediaSegment`` items (tell them apart with ``isinstance``). Each segment is decoded
+    (16 kHz mono sound, RGB frames) by the prefetch worker or on first access of ``.clip``.
+
+    Args:
+        segment_seconds: length of each segment; ``None`` gives
+            120 s for sound only (1,920,000 samples, inside Omni-Embed-Nemotron's 2,048,000)
+            and 30 s when frames are decoded (60 frames at 2 fps, inside its 64).
+        fps: frames sampled per second of video.
+        max_frames: at most this many frames per segment (spread evenly when ``fps`` ×
+            segment length is more).
+        media_streams: ``"auto"`` (what the file has), ``"audio"`` (sound only) or ``"video"``
+            (frames only; audio-only files become ``no_video_track`` issues).
+        max_frame_pixels: frames are scaled down to at most this many pixels.
+        max_media_seconds: recordings declaring a longer duration are refused (``media_too_long``).
+        page_options: every :func:`load_pages` option (``page_range`` selects segments of
+            recordings; ``max_image_pixels`` also guards video frame sizes).
+    """
+    settings = MediaSettings(
+        segment_seconds=segment_seconds,
+        fps=fps,
+        max_frames=max_frames,
+        streams=media_streams,
+        max_frame_pixels=max_frame_pixels,
+        max_media_seconds=max_media_seconds,
+    )
+    options = LoaderOptions(media=True, media_settings=settings, **_page_options(page_options))
+    return DocumentStream(sources, options)
+
+
+def _page_options(given: dict[str, Any]) -> dict[str, Any]:
+    allowed = set(LoaderOptions.__dataclass_fields__) - {"media", "media_settings", "media_refusal"}
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise TypeError(f"load_documents() got unknown option(s) {', '.join(unknown)}")
+    return given
+
+
 def render_page(
     source: Any,
     page: int,
@@ -160,7 +241,16 @@ def render_page(
     item = items[0]
     if isinstance(item, LoadIssue):
         raise LoadError(item)
-    document = open_document(item, _kind(item), _head(item), options)
+    kind = _kind(item)
+    if kind == "media":
+        raise issue_error(
+            item.name,
+            "is an audio / video file, not a document with pages",
+            "Load its segments with load_documents() (each has a decoded .clip)",
+            code="not_a_page",
+            page=page,
+        )
+    document = open_document(item, kind, _head(item), options)
     try:
         if not 1 <= page <= document.page_count:
             raise issue_error(

@@ -31,6 +31,10 @@ class LoadIssue:
         return f"{where}: {reason}. {self.hint}".rstrip()
 
 
+NOTE_CODES = frozenset({"duplicate", "video_without_audio"})
+"""Issue codes that lose nothing (the content is loaded anyway): ``strict`` does not raise on them."""
+
+
 class LoadError(MMEmbedError):
     """A document or page could not be loaded (raised in strict mode and by ``render_page``)."""
 

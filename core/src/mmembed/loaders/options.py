@@ -10,6 +10,8 @@ from typing import Any
 
 from PIL import Image
 
+from .media import MediaSettings
+
 DEFAULT_DPI = 144
 # Pillow's own decompression-bomb threshold: ~89 M pixels (about 256 MB as RGB).
 DEFAULT_MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
@@ -118,6 +120,11 @@ class LoaderOptions:
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
     skip: SkipArg = None
     office_timeout: float = 180.0
+    media: bool = False
+    """Load audio and video files as :class:`MediaSegment` items (``load_documents`` sets it)."""
+    media_settings: MediaSettings = field(default_factory=MediaSettings)
+    media_refusal: str | None = None
+    """Why media files are left out when ``media`` is off (shown in their issue)."""
     _password_map: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,6 +138,8 @@ class LoaderOptions:
             raise ValueError(f"prefetch must be >= 0, got {self.prefetch!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown PDF backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if not isinstance(self.media_settings, MediaSettings):
+            raise TypeError("media_settings must be a MediaSettings")
         if self.metadata is not None and not (callable(self.metadata) or isinstance(self.metadata, Mapping)):
             raise TypeError("metadata must be a dict or a callable(source) -> dict")
         if self.skip is not None and not callable(self.skip):

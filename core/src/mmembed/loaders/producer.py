@@ -14,8 +14,10 @@ from typing import Any
 
 from .documents import Document, open_document
 from .errors import LoadError, LoadIssue
+from .media import MediaFile
 from .options import LoaderOptions
 from .page import Page
+from .segment import MediaSegment
 from .sources import SUPPORTED, SourceItem, digest, iter_sources, kind_of, read_head, sniff_kind
 
 
@@ -34,7 +36,7 @@ class FileSkipped:
     content_hash: str
 
 
-Event = Page | LoadIssue | FileDone | FileSkipped
+Event = Page | MediaSegment | LoadIssue | FileDone | FileSkipped
 
 
 @dataclass
@@ -79,6 +81,17 @@ def _file_events(item: SourceItem, options: LoaderOptions, state: _RunState) -> 
             )
             return
 
+    if kind == "media" and not options.media:
+        yield LoadIssue(
+            item.name,
+            None,
+            options.media_refusal or "is an audio / video file, and this loader reads pages only",
+            "Load recordings with load_documents() and index them with an "
+            "audio/video encoder such as nvidia/omni-embed-nemotron-3b; or leave the file out",
+            code="media_not_loaded",
+        )
+        return
+
     try:
         file_digest = digest(item)
     except OSError as exc:
@@ -104,6 +117,9 @@ def _file_events(item: SourceItem, options: LoaderOptions, state: _RunState) -> 
         yield FileSkipped(item.name, file_digest.content_hash)
         return
     metadata = options.metadata_for(item.name)
+    if kind == "media":
+        yield from _segment_events(item, file_digest.content_hash, metadata, options)
+        return
 
     try:
         document = open_document(item, kind, file_digest.head, options)
@@ -152,6 +168,50 @@ def _page_events(
             metadata=dict(metadata),
             renderer=renderer,
         )
+
+
+def _segment_events(
+    item: SourceItem, content_hash: str, metadata: dict[str, Any], options: LoaderOptions
+) -> Iterator[Event]:
+    try:
+        recording = MediaFile(
+            item.name,
+            options.media_settings,
+            path=item.path,
+            data=item.data,
+            max_image_pixels=options.max_image_pixels,
+        )
+    except LoadError as exc:
+        yield exc.issue
+        return
+    except Exception as exc:  # a demuxer bug on a hostile file must not end the run
+        yield _unexpected(item.name, None, exc)
+        return
+    for note in recording.notes:
+        yield note.issue
+    count = recording.page_count
+    numbers = options.pages.select(count) if options.pages else range(1, count + 1)
+    if not numbers:
+        yield LoadIssue(
+            item.name,
+            None,
+            f"page_range {options.pages} selects no segment of this {count}-segment recording",
+            "Widen page_range, or leave the file out",
+            code="page_range_empty",
+        )
+        return
+    for number in numbers:
+        settings, decoder = recording.plan(number - 1)
+        yield MediaSegment(
+            source=item.name,
+            page=number,
+            page_count=count,
+            content_hash=content_hash,
+            render=settings,
+            metadata=dict(metadata),
+            decoder=decoder,
+        )
+    yield FileDone(item.name)
 
 
 def _unreadable(item: SourceItem, exc: OSError) -> LoadIssue:

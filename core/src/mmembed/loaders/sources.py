@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LoadIssue
+from .media import MEDIA_EXTENSIONS
 from .office import OFFICE_EXTENSIONS
 from .options import LoaderOptions
 
@@ -27,7 +28,10 @@ PDF_EXTENSIONS = frozenset({".pdf"})
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff"}
 )
-SUPPORTED = "PDF, PNG, JPEG, WebP, BMP, GIF, TIFF, and Office documents (through LibreOffice)"
+SUPPORTED = (
+    "PDF, PNG, JPEG, WebP, BMP, GIF, TIFF, Office documents (through LibreOffice), and audio / video "
+    "(WAV, FLAC, MP3, Ogg, M4A, MP4, WebM, MKV, MOV; with load_documents)"
+)
 HEAD_BYTES = 1024
 _CHUNK = 1 << 20
 
@@ -61,13 +65,15 @@ class FileDigest:
 
 
 def kind_of(extension: str, head: bytes = b"") -> str | None:
-    """``"pdf"``, ``"image"`` or ``"office"`` by extension, else by magic bytes (or ``None``)."""
+    """``"pdf"``, ``"image"``, ``"office"`` or ``"media"`` by extension, else by magic bytes (or ``None``)."""
     if extension in PDF_EXTENSIONS:
         return "pdf"
     if extension in IMAGE_EXTENSIONS:
         return "image"
     if extension in OFFICE_EXTENSIONS:
         return "office"
+    if extension in MEDIA_EXTENSIONS:
+        return "media"
     return sniff_kind(head)
 
 
@@ -77,7 +83,18 @@ def sniff_kind(head: bytes) -> str | None:
     magics = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
     if head.startswith(magics) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "image"
+    if _is_media(head):
+        return "media"
     return None
+
+
+def _is_media(head: bytes) -> bool:
+    """WAV / AVI (RIFF), FLAC, Ogg, MP3 (ID3 tag or frame sync), MP4 / MOV / M4A (ftyp), Matroska / WebM (EBML)."""
+    if head[:4] == b"RIFF" and head[8:12] in (b"WAVE", b"AVI "):
+        return True
+    if head.startswith((b"fLaC", b"OggS", b"ID3", b"\x1a\x45\xdf\xa3")) or head[4:8] == b"ftyp":
+        return True
+    return len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06 != 0
 
 
 def read_head(item: SourceItem) -> bytes:

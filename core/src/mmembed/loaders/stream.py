@@ -15,13 +15,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
-from .errors import LoadError, LoadIssue
+from .errors import NOTE_CODES, LoadError, LoadIssue
 from .options import LoaderOptions
 from .page import Page
 from .poppler import check_poppler
 from .producer import Event, FileDone, FileSkipped, produce
+from .segment import MediaSegment
 
 _JOIN_TIMEOUT = 10.0
 
@@ -48,7 +49,7 @@ def _work(
         for event in events:
             if stop.is_set():
                 break
-            if isinstance(event, Page):
+            if isinstance(event, (Page, MediaSegment)):
                 slots.acquire()
                 if stop.is_set():
                     break
@@ -89,7 +90,7 @@ class _Prefetcher:
         item = self._queue.get()
         if isinstance(item, _Failure):
             raise item.error
-        if isinstance(item, Page):
+        if isinstance(item, (Page, MediaSegment)):
             self._slots.release()  # the worker may render one more page ahead
         return item  # type: ignore[no-any-return]
 
@@ -100,11 +101,17 @@ class _Prefetcher:
             self.thread.join(_JOIN_TIMEOUT)
 
 
-class PageStream(Iterator[Page]):
-    """Iterator of :class:`Page` over every file of ``sources``; see :func:`load_pages`.
+Item = Page | MediaSegment
+ItemT = TypeVar("ItemT", Page, Item)
+
+
+class DocumentStream(Iterator[ItemT], Generic[ItemT]):
+    """Iterator of :class:`Page` and, with ``options.media``, :class:`MediaSegment` over every
+    file of ``sources``; see :func:`load_documents` and :func:`load_pages`.
 
     Attributes filled as the stream advances: ``issues`` (every :class:`LoadIssue`),
-    ``files_loaded``, ``pages_loaded``, ``files_skipped`` (by the ``skip`` callable).
+    ``files_loaded``, ``pages_loaded``, ``segments_loaded`` (media), ``files_skipped`` (by the
+    ``skip`` callable).
     """
 
     def __init__(self, sources: Any, options: LoaderOptions | None = None) -> None:
@@ -114,6 +121,7 @@ class PageStream(Iterator[Page]):
         self.issues: list[LoadIssue] = []
         self.files_loaded = 0
         self.pages_loaded = 0
+        self.segments_loaded = 0
         self.files_skipped = 0
         self.skipped_sources: list[str] = []
         self._events: Generator[Event, None, None] | None = produce(sources, self.options)
@@ -121,22 +129,25 @@ class PageStream(Iterator[Page]):
         self._pages_in_file = 0
         self._done = False
 
-    def __iter__(self) -> PageStream:
+    def __iter__(self) -> DocumentStream[ItemT]:
         return self
 
-    def __next__(self) -> Page:
+    def __next__(self) -> ItemT:
         while not self._done:
             event = self._next_event()
             if isinstance(event, _End):
                 self.close()
                 break
-            if isinstance(event, Page):
-                self.pages_loaded += 1
+            if isinstance(event, (Page, MediaSegment)):
+                if isinstance(event, MediaSegment):
+                    self.segments_loaded += 1
+                else:
+                    self.pages_loaded += 1
                 self._pages_in_file += 1
-                return event
+                return cast(ItemT, event)
             if isinstance(event, LoadIssue):
                 self.issues.append(event)
-                if self.options.strict and event.code != "duplicate":
+                if self.options.strict and event.code not in NOTE_CODES:
                     self.close()
                     raise LoadError(event)
             elif isinstance(event, FileDone):
@@ -166,11 +177,11 @@ class PageStream(Iterator[Page]):
             self.close()
             raise
 
-    def batched(self, size: int) -> Iterator[list[Page]]:
+    def batched(self, size: int) -> Iterator[list[ItemT]]:
         """The pages in lists of ``size`` (the last one may be shorter)."""
         if size < 1:
             raise ValueError("size must be >= 1")
-        batch: list[Page] = []
+        batch: list[ItemT] = []
         for page in self:
             batch.append(page)
             if len(batch) == size:
@@ -188,7 +199,7 @@ class PageStream(Iterator[Page]):
             events, self._events = self._events, None
             events.close()
 
-    def __enter__(self) -> PageStream:
+    def __enter__(self) -> DocumentStream[ItemT]:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -201,15 +212,32 @@ class PageStream(Iterator[Page]):
 
     @property
     def ok(self) -> bool:
-        """True when at least one page was loaded."""
-        return self.pages_loaded > 0
+        """True when at least one page (or media segment) was loaded."""
+        return self.pages_loaded + self.segments_loaded > 0
 
     def summary(self) -> str:
         """Counts plus one line per problem (file and page, reason, what to do)."""
         lines = [
-            f"loaded {self.pages_loaded} page(s) from {self.files_loaded} file(s)"
+            f"loaded {self.pages_loaded} page(s)"
+            + (f" and {self.segments_loaded} media segment(s)" if self.options.media else "")
+            + f" from {self.files_loaded} file(s)"
             + (f", {self.files_skipped} unchanged file(s) skipped" if self.files_skipped else "")
             + (f", {len(self.issues)} problem(s):" if self.issues else "")
         ]
         lines.extend(f"  - {issue}" for issue in self.issues)
         return "\n".join(lines)
+
+
+class PageStream(DocumentStream[Page]):
+    """The stream of :func:`load_pages`: pages only (audio / video files become issues)."""
+
+    def __init__(self, sources: Any, options: LoaderOptions | None = None) -> None:
+        if options is not None and options.media:
+            raise ValueError("a PageStream yields pages only; load audio / video with load_documents()")
+        super().__init__(sources, options)
+
+    def __iter__(self) -> PageStream:
+        return self
+
+    def __enter__(self) -> PageStream:
+        return self

@@ -1,5 +1,6 @@
-"""mmembed converters for Haystack: files → page-image documents."""
+"""mmembed converters for Haystack: files → page-image documents, recordings → segment documents."""
 
 from .converter import PDFToPageImageDocuments
+from .media_converter import MediaToSegmentDocuments
 
-__all__ = ["PDFToPageImageDocuments"]
+__all__ = ["MediaToSegmentDocuments", "PDFToPageImageDocuments"]
