@@ -24,6 +24,11 @@ $(STAMP): $(INSTALL_INPUTS)
 	command -v pdftoppm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		(apt-get update -qq && apt-get install -y -qq poppler-utils >/dev/null) || \
 		echo "note: poppler-utils not installed; pdf2image-backend tests will be skipped"; }
+	# Headless Chromium for the browser test of `mmembed serve` (Playwright drives it; it
+	# cannot download its own browsers here); best effort, the test is skipped without it.
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "note: chromium not installed; the search-page browser test will be skipped"; }
 	touch $@
 
 demo: $(STAMP)
