@@ -113,7 +113,7 @@ def test_new_pages_show_up_while_serving(
     client: TestClient, served_index: Path, tiny_colqwen2_5: Path
 ) -> None:
     before = client.get("/sources").json()
-    extra = write_sample_pdfs(served_index.parent / "more")[2]
+    extra = sorted(write_sample_pdfs(served_index.parent / "more"))[2]  # the one kept back
     encoder = mmembed.load_encoder(str(tiny_colqwen2_5))
     with mmembed.open_index(served_index) as writer:  # a second handle, as another process would
         mmembed.index_documents([extra], writer, encoder, dpi=36, progress=False)

@@ -127,10 +127,12 @@ class QwenVLEncoder(VLMEncoder):
         tokenizer = self.processor.tokenizer
         query_item = self._text_item(self.recipe.query, query, "the query")
         page_item = self._image_item(self.recipe.page, self.recipe.page_text, image, "the page")
+        page = page_item.image
+        assert page is not None  # an image item always carries its (RGB) image
         with torch.inference_mode():
             query_inputs = self.text_inputs([query_item.text])
             query_vectors = self._forward(query_inputs)[0]  # (query_tokens, dim)
-            page_inputs = self.image_inputs([page_item.text], [page_item.image])
+            page_inputs = self.image_inputs([page_item.text], [page])
             page_vectors = self._forward(page_inputs)[0]  # (page_tokens, dim)
         query_ids = query_inputs["input_ids"][0][query_inputs["attention_mask"][0].bool()]
         page_ids = page_inputs["input_ids"][0][page_inputs["attention_mask"][0].bool()]
@@ -145,7 +147,7 @@ class QwenVLEncoder(VLMEncoder):
             )
         grid = PatchGrid(page_vectors[is_patch], rows, cols)
         tokens = [tokenizer.decode([int(i)]) for i in query_ids]
-        return similarity_maps(query_vectors, grid, tokens, page_item.image)
+        return similarity_maps(query_vectors, grid, tokens, page)
 
 
 # -- loading ------------------------------------------------------------------------------
