@@ -210,3 +210,43 @@ def test_search_page_in_headless_chromium(live_url: str, tmp_path: Path) -> None
             browser.close()
     assert (tmp_path / "search-results.png").stat().st_size > 10_000
     print(f"screenshots: {tmp_path}")
+
+
+def test_cli_serve_runs_on_loopback(served_index: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from mmembed.cli import build_parser, main
+
+    assert build_parser().parse_args(["serve", "--index", "x"]).host == "127.0.0.1"
+    assert main(["serve", "--index", str(tmp_path / "missing")]) == 1
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mmembed.cli",
+        "serve",
+        "--index",
+        str(served_index),
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/sources", timeout=5) as response:
+                    assert json.load(response)["pages"] >= 6
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"mmembed serve did not come up: {process.stderr.read() if process.stderr else ''!r}"
+                    )
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
