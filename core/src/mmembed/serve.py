@@ -60,6 +60,7 @@ class PageServer:
         # The model is not re-entrant: requests run in a thread pool, one encodes at a time.
         self._model_lock = threading.Lock()
         self._renders: OrderedDict[tuple[str, str], Image.Image] = OrderedDict()
+        self._pngs: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._renders_lock = threading.Lock()
 
     def search(self, query: str, k: int, where: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -111,11 +112,20 @@ class PageServer:
         return image
 
     def page_png(self, record: PageRecord) -> bytes | None:
+        key = (record.id, record.content_hash)
+        with self._renders_lock:
+            cached = self._pngs.get(key)
+        if cached is not None:
+            return cached
         image = self.page_image(record)
         if image is None:
             return None
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        image.save(buffer, format="PNG")  # lossless: small print stays legible
+        with self._renders_lock:
+            self._pngs[key] = buffer.getvalue()
+            while len(self._pngs) > _RENDER_MEMO:
+                self._pngs.popitem(last=False)
         return buffer.getvalue()
 
     def explain_png(self, query: str, record: PageRecord) -> bytes:
