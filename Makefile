@@ -31,6 +31,11 @@ $(STAMP): $(INSTALL_INPUTS)
 			libreoffice-core-nogui libreoffice-writer-nogui libreoffice-calc-nogui \
 			libreoffice-impress-nogui >/dev/null) || \
 		echo "note: LibreOffice not installed; the real-Office conversion tests will be skipped"; }
+	# Headless Chromium for the browser test of `mmembed serve` (Playwright drives it; it
+	# cannot download its own browsers here); best effort, the test is skipped without it.
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		echo "note: chromium not installed; the search-page browser test will be skipped"; }
 	touch $@
 
 demo: $(STAMP)

@@ -228,7 +228,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     index = _open_existing(_location(args), readonly=True)
     try:
         encoder = load_encoder(_model_name(args, index.encoder.name), **_encoder_options(args, index.encoder))
-        hits = Retriever(index, encoder).search(args.query, k=args.k, where=where)
+        retriever = Retriever(index, encoder)
+        hits = retriever.search(args.query, k=args.k, where=where)
+        if args.tokens and not args.explain:
+            raise CLIError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
+        overlays: list[Path] = []
+        for rank, hit in enumerate(hits if args.explain else [], 1):
+            stem = f"{rank:02d}-{Path(hit.source).stem}-p{hit.page}"
+            overlays += retriever.explain(args.query, hit).save(args.explain, stem, tokens=args.tokens)
     finally:
         index.close()
     if args.json:
@@ -238,6 +245,23 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("no matching pages or segments")
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  {_where(hit)}  [{safe(hit.id)}]")
+    if overlays:
+        print(f"wrote {len(overlays)} similarity overlay(s) to {safe(args.explain)}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    print(f"serving {safe(args.index)} on http://{args.host}:{args.port}/ (Ctrl+C to stop)", file=sys.stderr)
+    serve(
+        args.index,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        max_k=args.max_k,
+        **_encoder_options(args),
+    )
     return 0
 
 
@@ -474,8 +498,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="metadata equality (repeatable)")
     p.add_argument("--where", help='a JSON filter, e.g. \'{"page": {"$lte": 3}}\'')
     p.add_argument("--json", action="store_true")
+    p.add_argument("--explain", metavar="DIR", help="write a similarity overlay PNG per hit into DIR")
+    p.add_argument(
+        "--tokens",
+        type=int,
+        nargs="+",
+        metavar="I",
+        help="with --explain: also one overlay per query token I",
+    )
     model_args(p, default="the model the index was built with")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("serve", help="a local search page and JSON API over an index")
+    p.add_argument("--index", required=True)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-k", type=int, default=50, help="largest k a request may ask for (default 50)")
+    model_args(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("delete", help="remove pages by id or by source file")
     p.add_argument("--index", required=True)

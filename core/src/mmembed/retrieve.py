@@ -20,12 +20,13 @@ import torch
 from .index.errors import IndexNotFoundError
 from .index.protocol import Filter, IndexBackend
 from .scoring import score
-from .types import EncoderMismatchError, MMEmbedError, SearchHit
+from .types import EncoderMismatchError, MMEmbedError, PageRecord, SearchHit
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from .encoders.base import Encoder
+    from .explain import Explanation
 
 _HASH_MEMO = 256
 """Source files whose hash a reranker remembers (keyed by path, mtime and size)."""
@@ -133,6 +134,48 @@ class Retriever:
         embeddings = self.encoder.encode_queries(texts)
         hits = self.index.search(embeddings, k=k, where=where)
         return hits[0] if single else hits
+
+    def explain(
+        self, query: str, hit: SearchHit | PageRecord, *, image: Image.Image | None = None, dpi: float = 144
+    ) -> Explanation:
+        """Where on ``hit``'s page each token of ``query`` matched: per-token similarity
+        maps over the page's patch grid (see :class:`mmembed.explain.Explanation`).
+
+        The page is re-encoded (from ``image``, else rendered from its recorded source at
+        ``dpi``, else its stored thumbnail) to learn the grid; multi-vector image families
+        only (others raise "not available for this model").
+        """
+        record = hit.record if isinstance(hit, SearchHit) else hit
+        if image is None:
+            image = page_image(record, dpi=dpi)
+        return self.encoder.explain_page(query, image)
+
+
+def page_image(record: PageRecord, *, dpi: float = 144) -> Image.Image:
+    """The page of ``record`` rendered from its source file, refused when that file changed
+    since indexing; the stored thumbnail when the file is gone."""
+    import io
+
+    from PIL import Image
+
+    from .loaders import render_page
+    from .loaders.sources import SourceItem, digest
+
+    path = Path(record.source)
+    if path.is_file():
+        current = digest(SourceItem(name=record.source, path=path)).content_hash
+        if current != record.content_hash:
+            raise MMEmbedError(
+                f"{record.source} changed since it was indexed, so page {record.page} may no longer be "
+                "the page retrieved. Re-index it (`mmembed index <file> --index <folder>`), then search again."
+            )
+        return render_page(record.source, record.page, dpi=dpi)
+    if record.thumbnail is not None:
+        return Image.open(io.BytesIO(record.thumbnail)).convert("RGB")
+    raise MMEmbedError(
+        f"page {record.page} of {record.source} cannot be shown: the file is gone and the index kept "
+        "no thumbnail. Put the file back at that path, or re-index it."
+    )
 
 
 @dataclass(frozen=True)

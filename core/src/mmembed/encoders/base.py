@@ -5,12 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..types import EncoderInfo, MMEmbedError
+
+if TYPE_CHECKING:
+    from ..explain import Explanation
 
 Document = str | Image.Image | tuple[Image.Image, str]
 """A text-only document, a page image, or a page image with its caption / extracted text
@@ -97,4 +101,13 @@ class Encoder(ABC):
         """Embed queries that may be images or ``(image, text)`` pairs as well as text."""
         raise MMEmbedError(
             f"the {self.info.family} encoder cannot encode image queries; use encode_queries() for text"
+        )
+
+    def explain_page(self, query: str, image: Image.Image) -> Explanation:
+        """Per-token similarity maps of ``query`` on the page ``image`` (see
+        :mod:`mmembed.explain`); only multi-vector image families that know their patch grid."""
+        raise MMEmbedError(
+            f"similarity maps are not available for this model ({self.info.name!r}, family "
+            f"{self.info.family}, {self.info.kind}-vector): they need a multi-vector page model whose "
+            "patch grid is known, e.g. ColQwen2 / ColQwen2.5"
         )

@@ -1,0 +1,266 @@
+"""``mmembed serve``: a local search page and JSON API over one index.
+
+Safe by default: it binds to loopback, opens the index read-only (another process may keep
+indexing; new pages show up at the next request), bounds ``k`` and the query length, and
+serves only pages *of the index*: a request names a page id, never a path, and the full
+page is rendered from the source file the index recorded (only while its bytes still hash
+to what was indexed; otherwise the stored thumbnail is shown).
+
+Routes: ``GET /`` (the page), ``GET /search?q=&k=&source=&page_min=&page_max=``,
+``GET /sources``, ``GET /pages/{id}/thumbnail``, ``GET /pages/{id}/image`` and
+``GET /pages/{id}/explain?q=`` (the similarity overlay, multi-vector image models).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .types import MMEmbedError, PageRecord
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .encoders.base import Encoder
+    from .index.local import LocalIndex
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+MAX_K = 50
+MAX_QUERY_CHARS = 512
+PAGE_DPI = 110
+_RENDER_MEMO = 16
+
+
+def _require_web() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise MMEmbedError(
+            f"`mmembed serve` needs FastAPI and uvicorn ({exc.name} is missing): "
+            "pip install 'mmembed-core[serve]'"
+        ) from exc
+
+
+class PageServer:
+    """What the web routes call: search, and page images looked up by id only."""
+
+    def __init__(self, index: LocalIndex, encoder: Encoder, *, dpi: float = PAGE_DPI) -> None:
+        from .retrieve import Retriever
+
+        self.retriever = Retriever(index, encoder)
+        self.index = index
+        self.dpi = float(dpi)
+        # The model is not re-entrant: requests run in a thread pool, one encodes at a time.
+        self._model_lock = threading.Lock()
+        self._renders: OrderedDict[tuple[str, str], Image.Image] = OrderedDict()
+        self._pngs: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._renders_lock = threading.Lock()
+
+    def search(self, query: str, k: int, where: dict[str, Any] | None) -> list[dict[str, Any]]:
+        with self._model_lock:
+            hits = self.retriever.search(query, k=k, where=where)
+        return [
+            {
+                "id": hit.id,
+                "score": hit.score,
+                "source": hit.source,
+                "name": Path(hit.source).name,
+                "page": hit.page,
+                "metadata": hit.metadata,
+                "thumbnail": f"pages/{hit.id}/thumbnail" if hit.record.thumbnail else None,
+                "image": f"pages/{hit.id}/image",
+            }
+            for hit in hits
+        ]
+
+    def sources(self) -> list[dict[str, str]]:
+        return [{"source": s, "name": Path(s).name} for s in sorted(self.index.sources())]
+
+    def record(self, page_id: str) -> PageRecord | None:
+        return self.index.get([page_id])[0]
+
+    def page_image(self, record: PageRecord) -> Image.Image | None:
+        """The full page rendered from its recorded source if that file is still the one
+        indexed, else the stored thumbnail; ``None`` when neither is available."""
+        from PIL import Image
+
+        from .retrieve import page_image
+
+        key = (record.id, record.content_hash)
+        with self._renders_lock:
+            cached = self._renders.get(key)
+            if cached is not None:
+                self._renders.move_to_end(key)
+                return cached
+        try:
+            image = page_image(record, dpi=self.dpi)
+        except (MMEmbedError, OSError):  # changed or unreadable: never show a different page
+            if record.thumbnail is None:
+                return None
+            image = Image.open(io.BytesIO(record.thumbnail)).convert("RGB")
+        with self._renders_lock:
+            self._renders[key] = image
+            while len(self._renders) > _RENDER_MEMO:
+                self._renders.popitem(last=False)
+        return image
+
+    def page_png(self, record: PageRecord) -> bytes | None:
+        key = (record.id, record.content_hash)
+        with self._renders_lock:
+            cached = self._pngs.get(key)
+        if cached is not None:
+            return cached
+        image = self.page_image(record)
+        if image is None:
+            return None
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")  # lossless: small print stays legible
+        with self._renders_lock:
+            self._pngs[key] = buffer.getvalue()
+            while len(self._pngs) > _RENDER_MEMO:
+                self._pngs.popitem(last=False)
+        return buffer.getvalue()
+
+    def explain_png(self, query: str, record: PageRecord) -> bytes:
+        """The similarity overlay of ``query`` on the page, as PNG bytes."""
+        image = self.page_image(record)
+        if image is None:
+            raise MMEmbedError(f"page {record.page} of {record.source} has no image to explain")
+        with self._model_lock:
+            explanation = self.retriever.explain(query, record, image=image)
+        buffer = io.BytesIO()
+        explanation.overlay().save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+def _image_type(data: bytes) -> str:
+    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+
+
+def _where(source: str | None, page_min: int | None, page_max: int | None) -> dict[str, Any] | None:
+    clauses: list[dict[str, Any]] = []
+    if source:
+        clauses.append({"source": source})
+    page: dict[str, int] = {}
+    if page_min is not None:
+        page["$gte"] = page_min
+    if page_max is not None:
+        page["$lte"] = page_max
+    if page:
+        clauses.append({"page": page})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def create_app(server: PageServer, *, max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS) -> Any:
+    """The FastAPI application over ``server`` (run it with uvicorn)."""
+    _require_web()
+    from fastapi import FastAPI, HTTPException, Query
+    from fastapi.responses import HTMLResponse, Response
+
+    app = FastAPI(title="mmembed search", docs_url=None, redoc_url=None, openapi_url=None)
+    page_html = resources.files("mmembed").joinpath("static/search.html").read_text(encoding="utf-8")
+
+    def known(page_id: str) -> PageRecord:
+        record = server.record(page_id)
+        if record is None:
+            raise HTTPException(404, f"no page {page_id!r} in this index")
+        return record
+
+    @app.get("/", response_class=HTMLResponse)
+    def home() -> str:
+        return page_html
+
+    @app.get("/search")
+    def search(
+        q: str = Query(min_length=1, max_length=max_query_chars),
+        k: int = Query(10, ge=1, le=max_k),
+        source: str | None = Query(None, max_length=4096),
+        page_min: int | None = Query(None, ge=1),
+        page_max: int | None = Query(None, ge=1),
+    ) -> dict[str, Any]:
+        if not q.strip():
+            raise HTTPException(422, "q is blank: type a query")
+        try:
+            hits = server.search(q, k, _where(source, page_min, page_max))
+        except MMEmbedError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return {"query": q, "k": k, "hits": hits}
+
+    @app.get("/sources")
+    def sources() -> dict[str, Any]:
+        return {"pages": server.index.count(), "sources": server.sources()}
+
+    @app.get("/pages/{page_id}/thumbnail")
+    def thumbnail(page_id: str) -> Response:
+        record = known(page_id)
+        if record.thumbnail is None:
+            raise HTTPException(404, f"page {page_id!r} has no stored thumbnail")
+        return Response(record.thumbnail, media_type=_image_type(record.thumbnail))
+
+    @app.get("/pages/{page_id}/image")
+    def image(page_id: str) -> Response:
+        png = server.page_png(known(page_id))
+        if png is None:
+            raise HTTPException(404, f"page {page_id!r}: its source file is gone and no thumbnail was kept")
+        return Response(png, media_type="image/png")
+
+    @app.get("/pages/{page_id}/explain")
+    def explain(page_id: str, q: str = Query(min_length=1, max_length=max_query_chars)) -> Response:
+        record = known(page_id)
+        try:
+            png = server.explain_png(q, record)
+        except MMEmbedError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return Response(png, media_type="image/png")
+
+    return app
+
+
+def open_server(
+    index_path: str | os.PathLike[str], *, model: str | None = None, **encoder_options: Any
+) -> PageServer:
+    """A :class:`PageServer` over the index at ``index_path`` (read-only) and its encoder
+    (``model`` overrides the checkpoint the index recorded)."""
+    from .encoders import load_encoder
+    from .index import open_index
+
+    if not Path(index_path).exists():
+        raise MMEmbedError(
+            f"no index at {index_path}: create one with `mmembed index FILES... --index {index_path}`"
+        )
+    index = open_index(index_path, create=False, readonly=True)
+    try:
+        encoder = load_encoder(model or index.encoder.name, **encoder_options)
+        return PageServer(index, encoder)
+    except BaseException:
+        index.close()
+        raise
+
+
+def serve(
+    index_path: str | os.PathLike[str],
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    model: str | None = None,
+    max_k: int = MAX_K,
+    **encoder_options: Any,
+) -> None:
+    """Serve the search page for ``index_path`` until interrupted."""
+    _require_web()
+    import uvicorn
+
+    server = open_server(index_path, model=model, **encoder_options)
+    try:
+        uvicorn.run(create_app(server, max_k=max_k), host=host, port=port, log_level="info")
+    finally:
+        server.index.close()
