@@ -114,6 +114,7 @@ def outside(root: Path, ix: Path) -> dict[str, bytes]:
     max_examples=60,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=st.lists(mutation, min_size=1, max_size=2))
