@@ -126,6 +126,14 @@ class Manifest:
             raw_dim = data["encoder"].get("dim")
             if not isinstance(raw_dim, int) or isinstance(raw_dim, bool) or raw_dim <= 0:
                 raise ValueError(f"encoder dim {data['encoder'].get('dim')!r} is not a positive integer")
+            if encoder.kind not in ("multi", "single") or encoder.similarity not in (
+                "maxsim",
+                "dot",
+                "cosine",
+            ):
+                raise ValueError(f"kind {encoder.kind!r} / similarity {encoder.similarity!r} are unknown")
+            if (encoder.kind == "multi") != (encoder.similarity == "maxsim"):
+                raise ValueError(f"a {encoder.kind} encoder cannot use similarity {encoder.similarity!r}")
             dtype = data["dtype"]
             if not isinstance(dtype, str):
                 raise TypeError(f"dtype {dtype!r} is not a string")
@@ -238,7 +246,7 @@ def _connect_readonly(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def create_database(db_path: Path, *, dim: int, dtype: str) -> None:
+def create_database(db_path: Path, *, dim: int, dtype: str, kind: str) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -250,7 +258,12 @@ def create_database(db_path: Path, *, dim: int, dtype: str) -> None:
         conn.execute("PRAGMA synchronous=FULL")
         # The row shape is recorded twice (here and in the manifest) so an edit of either is
         # caught; both values are validated (an int, a DTYPES key), so they can be inlined.
-        shape = f"INSERT INTO meta(key, value) VALUES ('dim', {int(dim)}), ('dtype', '{storage_dtype(dtype).name}');"
+        if kind not in ("multi", "single"):
+            raise MMEmbedError(f"unknown encoder kind {kind!r}")
+        shape = (
+            f"INSERT INTO meta(key, value) VALUES ('dim', {int(dim)}), "
+            f"('dtype', '{storage_dtype(dtype).name}'), ('kind', '{kind}');"
+        )
         conn.executescript(
             f"BEGIN IMMEDIATE;\n{SCHEMA}\n{shape}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..types import MMEmbedError
+from ..types import EncoderInfo, MMEmbedError
 from .errors import IndexDamagedError
 from .format import DTYPES, SEGMENTS_DIR, StorageDtype
 
@@ -62,7 +62,7 @@ class SegmentState:
 
 
 def check_segments(
-    conn: sqlite3.Connection, folder: Path, dim: int, dtype: StorageDtype
+    conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: StorageDtype
 ) -> list[SegmentState]:
     """Cross-check manifest, SQLite and segment sizes before a writer truncates anything.
 
@@ -71,8 +71,8 @@ def check_segments(
     its committed length, or a segment other than the last one has a tail (only the last
     segment is ever appended to, so only it can hold an interrupted batch).
     """
-    check_recorded_shape(conn, folder, dim, dtype)
-    row_bytes = dim * dtype.itemsize
+    check_recorded_shape(conn, folder, encoder, dtype)
+    row_bytes = encoder.dim * dtype.itemsize
     states: list[SegmentState] = []
     committed_rows: dict[int, int] = {}
     for seg_id, file, rows in conn.execute(
@@ -116,24 +116,29 @@ def check_segments(
     return states
 
 
-def record_shape(conn: sqlite3.Connection, dim: int, dtype: StorageDtype) -> None:
-    """Store the row shape in SQLite too, so a later edit of manifest.json is caught before
-    a writer trusts it to size segments (inside the caller's transaction, or autocommit)."""
-    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dim', ?), ('dtype', ?)", (dim, dtype.name))
+def record_shape(conn: sqlite3.Connection, encoder: EncoderInfo, dtype: StorageDtype) -> None:
+    """Store the row shape and kind in SQLite too (indexes created before it was recorded get
+    it from their first writer), so a later edit of manifest.json is caught before it is trusted."""
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('dim', ?), ('dtype', ?), ('kind', ?)",
+        (encoder.dim, dtype.name, encoder.kind),
+    )
 
 
-def check_recorded_shape(conn: sqlite3.Connection, folder: Path, dim: int, dtype: StorageDtype) -> None:
-    """Manifest dim/dtype must equal the ones SQLite recorded at creation (indexes created
-    before the shape was recorded have none: nothing to compare)."""
-    recorded = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('dim', 'dtype')").fetchall())
-    if "dim" in recorded and recorded["dim"] != dim:
-        raise damaged(
-            folder, f"manifest.json says dim {dim} but index.sqlite recorded dim {recorded['dim']!r}"
-        )
-    if "dtype" in recorded and recorded["dtype"] != dtype.name:
-        raise damaged(
-            folder, f"manifest.json says dtype {dtype.name!r} but index.sqlite recorded {recorded['dtype']!r}"
-        )
+def check_recorded_shape(
+    conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: StorageDtype
+) -> None:
+    """Manifest dim/dtype/kind must equal the ones SQLite recorded at creation (indexes created
+    before they were recorded have none: nothing to compare)."""
+    recorded = dict(
+        conn.execute("SELECT key, value FROM meta WHERE key IN ('dim', 'dtype', 'kind')").fetchall()
+    )
+    for key, value in (("dim", encoder.dim), ("dtype", dtype.name), ("kind", encoder.kind)):
+        if key in recorded and recorded[key] != value:
+            raise damaged(
+                folder,
+                f"manifest.json says {key} {value!r} but index.sqlite recorded {key} {recorded[key]!r}",
+            )
 
 
 def check_locations(

@@ -125,7 +125,7 @@ class LocalIndex:
         try:
             fmt.check_database(self._conn, db_path)
             with integrity.sqlite_errors(self.path):
-                integrity.check_recorded_shape(self._conn, self.path, self.manifest.encoder.dim, self._dtype)
+                integrity.check_recorded_shape(self._conn, self.path, self.manifest.encoder, self._dtype)
         except BaseException:
             self._conn.close()
             raise
@@ -187,7 +187,7 @@ class LocalIndex:
             seg_dir.mkdir(exist_ok=True)
             for leftover in seg_dir.iterdir():
                 leftover.unlink()
-            fmt.create_database(self.path / fmt.DATABASE, dim=encoder.dim, dtype=dtype)
+            fmt.create_database(self.path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
             fmt.fsync_dir(self.path)
             fmt.Manifest(encoder=encoder, dtype=dtype, keep_thumbnails=keep_thumbnails).write(self.path)
         finally:
@@ -254,11 +254,11 @@ class LocalIndex:
         if seg_dir.is_symlink() or not seg_dir.is_dir():
             raise integrity.damaged(self.path, f"{seg_dir} is not a folder inside the index")
         with integrity.sqlite_errors(self.path):
-            states = integrity.check_segments(self._conn, self.path, self.encoder.dim, self._dtype)
+            states = integrity.check_segments(self._conn, self.path, self.encoder, self._dtype)
             if states:
                 last = states[-1]
                 cut_uncommitted_tail(last.path, last.committed_bytes)
-            integrity.record_shape(self._conn, self.encoder.dim, self._dtype)
+            integrity.record_shape(self._conn, self.encoder, self._dtype)
         referenced = {state.path.name for state in states}
         removed = False
         for entry in seg_dir.iterdir():
