@@ -166,6 +166,8 @@ class ForkServer:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.child: int | None = None
+        self.early: list[str] = []
+        """Lines the forked writer printed before the server printed its PID (a fork race)."""
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
@@ -175,7 +177,7 @@ class ForkServer:
         self.lines.put("EOF")
 
     def _next(self, timeout: float) -> str:
-        line = self.lines.get(timeout=timeout)
+        line = self.early.pop(0) if self.early else self.lines.get(timeout=timeout)
         if line.startswith("ERROR") or line == "EOF":
             raise AssertionError(f"writer failed: {line}")
         return line
@@ -189,7 +191,12 @@ class ForkServer:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"start": start, "crash": crash, "stop": stop}) + "\n")
         self.proc.stdin.flush()
-        pid = self.child = int(self._next(120).split()[1])
+        # The child may print READY (even ACKs) before the parent prints "PID n": keep them for later.
+        early = []
+        while not (line := self._next(120)).startswith("PID "):
+            early.append(line)
+        self.early = early + self.early
+        pid = self.child = int(line.split()[1])
         assert self._next(60) == "READY"
         acks: list[int] = []
         reached = None
