@@ -53,7 +53,7 @@ class PDFPageImageReader(BasePydanticReader):
     image_format: Literal["PNG", "JPEG"] = Field(default="PNG", description="Encoding of page images.")
     image_dir: str | None = Field(
         default=None,
-        description="Folder for page image files when image_mode='path' (default: a folder in the temp dir).",
+        description="Folder for page image files when image_mode='path' (default: a private per-user cache, ~/.cache/mmembed/page-images, created 0700; files are named by a hash of page id and settings).",
     )
 
     _password: str | dict[str, str] | None = PrivateAttr(default=None)
