@@ -146,7 +146,7 @@ class MMEmbedRetriever:
         index = self.document_store.index_for_reading()
         encoder = index.encoder
         if query_encoder is not None:
-            encoder.check_compatible(EncoderInfo.from_dict(query_encoder), index_path=str(index.path))
+            encoder.check_compatible(EncoderInfo.from_dict(query_encoder), index_path=self.document_store.path)
         if query_multi_embedding is not None:
             query = torch.tensor(query_multi_embedding, dtype=torch.float32)  # (n_vectors, dim)
         elif query_embedding is not None:
