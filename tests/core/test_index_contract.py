@@ -67,3 +67,8 @@ class TestLocalIndexBinaryFirstStage(IndexBackendContract):
     def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
         # The contract's corpora are small: a shortlist this size must hold every exact top-k.
         return _FirstStage(open_index(path, encoder), candidates=64)  # type: ignore[return-value]
+
+
+class TestSharedIndexBinaryFirstStage(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        return _FirstStage(open_index(path, encoder, shared=True), candidates=64)  # type: ignore[return-value]
