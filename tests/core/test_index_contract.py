@@ -47,3 +47,28 @@ def test_the_contract_fails_a_backend_that_ignores_filters(tmp_path: Path) -> No
     with pytest.raises(AssertionError):
         TestLocalIndex().test_filters_select_what_the_syntax_says(broken, {"lang": "fr"})  # type: ignore[arg-type]
     broken.close()  # type: ignore[attr-defined]
+
+
+class _FirstStage:
+    """The embedded index searched through the binary first stage (shortlist, then exact)."""
+
+    def __init__(self, inner: IndexBackend, candidates: int) -> None:
+        self._inner = inner
+        self._candidates = candidates
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def search(self, queries, k=10, where=None):  # type: ignore[no-untyped-def]
+        return self._inner.search(queries, k, where, candidates=self._candidates)  # type: ignore[call-arg]
+
+
+class TestLocalIndexBinaryFirstStage(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        # The contract's corpora are small: a shortlist this size must hold every exact top-k.
+        return _FirstStage(open_index(path, encoder), candidates=64)  # type: ignore[return-value]
+
+
+class TestSharedIndexBinaryFirstStage(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        return _FirstStage(open_index(path, encoder, shared=True), candidates=64)  # type: ignore[return-value]

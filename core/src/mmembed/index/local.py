@@ -37,6 +37,7 @@ from .errors import (
     IndexWriteError,
 )
 from .filters import Filter, compile_filter
+from .first_stage import BinaryCodes, binary_codes, hamming_maxsim, shortlist, subset
 from .lock import WriterLock
 from .pages import EncodedBatch, encode_batch
 from .protocol import PageInput
@@ -130,6 +131,7 @@ class LocalIndex:
             self._conn.close()
             raise
         self._lock = WriterLock(self.path / fmt.LOCK_FILE, self.path)
+        self._codes = BinaryCodes()
         self._views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim, self._dtype)
         self._snapshot: _Snapshot | None = None
         self._closed = False
@@ -201,6 +203,7 @@ class LocalIndex:
             self._closed = True
             self._snapshot = None
             self._views.clear()
+            self._codes.clear()
             try:
                 self._conn.close()
             finally:
@@ -475,6 +478,7 @@ class LocalIndex:
             snap = _Snapshot(generation, segments)
             self._snapshot = snap
             self._views.forget_except(set(segments))
+            self._codes.forget_except(set(segments))
         return snap
 
     def _view(self, snap: _Snapshot, seg_id: int, rows: int) -> torch.Tensor:
@@ -582,13 +586,29 @@ class LocalIndex:
             }
 
     def search(
-        self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
+        self,
+        queries: EmbeddingsLike,
+        k: int = 10,
+        where: Filter | None = None,
+        *,
+        candidates: int | None = None,
+        exact: bool = False,
     ) -> list[list[SearchHit]]:
-        """Exact top-``k`` pages for each query, best first, among pages matching ``where``
+        """Top-``k`` pages for each query, best first, among pages matching ``where``
         (a pre-filter: ``k`` results whenever ``k`` pages match). Pages stored without
-        vectors are never results."""
+        vectors are never results.
+
+        By default every page is scored exactly. With ``candidates=C`` (multi-vector
+        indexes) a binary Hamming MaxSim scan first shortlists the ``C`` most promising
+        pages per query and only those are scored exactly, so returned scores are always
+        exact; ``exact=True`` forces the full scan."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
+        if candidates is not None and (
+            isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
+        ):
+            raise MMEmbedError(f"candidates must be a positive integer or None, got {candidates!r}")
+        first_stage = candidates is not None and not exact and self.encoder.kind != "single"
         q = self._queries(queries)
         sql, params = compile_filter(where)
 
@@ -611,15 +631,19 @@ class LocalIndex:
                     ).fetchall()
                 )
             integrity.check_locations(self.path, locs.seg, locs.off, locs.n, snap.segments)
-            scores = score_locations(
-                q,
-                locs,
-                lambda seg_id, rows: self._view(snap, seg_id, rows),
-                self.encoder.similarity,
-                single=self.encoder.kind == "single",
-            )  # (n_queries, n_pages)
-            integrity.rank_damaged_last(scores, locs.rows, conn, self.path)
-            picks = top_k(scores, k)
+
+            def view(seg_id: int, rows: int) -> torch.Tensor:
+                return self._view(snap, seg_id, rows)
+
+            if first_stage:
+                assert candidates is not None
+                picks = self._shortlisted(q, locs, view, max(candidates, k), k)
+            else:
+                scores = score_locations(
+                    q, locs, view, self.encoder.similarity, single=self.encoder.kind == "single"
+                )  # (n_queries, n_pages)
+                integrity.rank_damaged_last(scores, locs.rows, conn, self.path)
+                picks = top_k(scores, k)
             wanted = sorted({int(locs.rows[c]) for hits in picks for c, _ in hits})
             by_row = {
                 int(r[0]): _record(r)
@@ -634,6 +658,22 @@ class LocalIndex:
             ]
 
         return self._retrying(run)
+
+    def _shortlisted(
+        self, q: Ragged, locs: Locations, view: Callable[[int, int], torch.Tensor], candidates: int, k: int
+    ) -> list[list[tuple[int, float]]]:
+        """Per query: binary first stage over ``locs``, exact MaxSim of its shortlist;
+        ``(column in locs, exact score)`` pairs like :func:`top_k`."""
+        picks: list[list[tuple[int, float]]] = []
+        for i in range(len(q)):
+            one = Ragged(
+                q.values[int(q.offsets[i]) : int(q.offsets[i + 1])], q.offsets[i : i + 2] - q.offsets[i]
+            )
+            rough = hamming_maxsim(binary_codes(one.values), locs, self._codes, view, self.encoder.dim)
+            cols = shortlist(rough, candidates)  # (C,) ascending
+            exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
+            picks.append([(int(cols[c]), s) for c, s in top_k(exact, k)[0]])
+        return picks
 
     def _queries(self, queries: EmbeddingsLike) -> Ragged:
         q = as_ragged(queries)

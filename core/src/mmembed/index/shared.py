@@ -318,6 +318,12 @@ class SharedIndex:
         return self._index().sources()
 
     def search(
-        self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
+        self,
+        queries: EmbeddingsLike,
+        k: int = 10,
+        where: Filter | None = None,
+        *,
+        candidates: int | None = None,
+        exact: bool = False,
     ) -> list[list[SearchHit]]:
-        return self._index().search(queries, k=k, where=where)
+        return self._index().search(queries, k=k, where=where, candidates=candidates, exact=exact)
