@@ -8,6 +8,7 @@ out right.
 
 from __future__ import annotations
 
+import copy
 import io
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ class DarknessModel:
 
 
 def with_darkness_model(checkpoint: Path) -> Any:
-    encoder = mmembed.load_encoder(str(checkpoint))
+    # A shallow copy: the process-wide cached encoder (shared with other tests) keeps its model.
+    encoder = copy.copy(mmembed.load_encoder(str(checkpoint)))
     image_token = encoder.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     encoder.model = DarknessModel(image_token, encoder.image_processor.merge_size, encoder.info.dim)
     return encoder
