@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..types import page_id
+from .page import LazyItem
 
 if TYPE_CHECKING:
     from ..encoders.base import MediaClip
@@ -14,7 +13,7 @@ if TYPE_CHECKING:
 ClipDecoder = Callable[[], "MediaClip"]
 
 
-class MediaSegment:
+class MediaSegment(LazyItem["MediaClip"]):
     """A stretch of an audio or video file coming out of :func:`mmembed.loaders.load_documents`.
 
     It has the identity fields of :class:`~mmembed.loaders.Page` — ``source``, ``page`` (the
@@ -23,18 +22,7 @@ class MediaSegment:
     sound and/or sampled RGB frames) decoded by the loader's worker or on first access.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_clip",
-        "_decoder",
-        "_lock",
-        "content_hash",
-        "metadata",
-        "page",
-        "page_count",
-        "render",
-        "source",
-    )
+    __slots__ = ()
 
     def __init__(
         self,
@@ -47,27 +35,17 @@ class MediaSegment:
         metadata: dict[str, Any],
         decoder: ClipDecoder,
     ) -> None:
-        self.source = source
-        """Absolute path of the recording, or the name a bytes / file-like source was given."""
-        self.page = page
-        """1-based segment number."""
-        self.page_count = page_count
-        """Number of segments in the whole recording."""
-        self.content_hash = content_hash
-        """sha256 hex digest of the source file's bytes."""
-        self.render = render
-        """Decode settings: ``media``, ``start``, ``end``, ``duration``, ``sample_rate``, ``fps``,
-        ``frames``, ``width``/``height``, codecs."""
-        self.metadata = metadata
-        """Caller metadata given to the loader."""
-        self._decoder = decoder
-        self._clip: MediaClip | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def id(self) -> str:
-        """Stable id from (content hash, segment number), like a page's."""
-        return page_id(self.content_hash, self.page)
+        # ``render``: decode settings — ``media``, ``start``, ``end``, ``duration``,
+        # ``sample_rate``, ``fps``, ``frames``, ``width``/``height``, codecs.
+        super().__init__(
+            source=source,
+            page=page,
+            page_count=page_count,
+            content_hash=content_hash,
+            render=render,
+            metadata=metadata,
+            make=decoder,
+        )
 
     @property
     def media(self) -> str:
@@ -101,27 +79,15 @@ class MediaSegment:
     @property
     def clip(self) -> MediaClip:
         """The decoded segment (decoded now if needed; raises ``LoadError`` if it cannot be)."""
-        with self._lock:
-            if self._clip is None:
-                self._clip = self._decoder()
-            return self._clip
-
-    @property
-    def is_rendered(self) -> bool:
-        return self._clip is not None
+        return self._get()
 
     def load(self) -> MediaSegment:
         """Decode now (if not yet) and return ``self``."""
         _ = self.clip
         return self
 
-    def release(self) -> None:
-        """Drop the decoded clip to free its memory; :attr:`clip` decodes it again if asked."""
-        with self._lock:
-            self._clip = None
-
     def __repr__(self) -> str:
-        state = "decoded" if self._clip is not None else "lazy"
+        state = "decoded" if self.is_rendered else "lazy"
         return (
             f"MediaSegment(source={self.source!r}, segment={self.page}/{self.page_count}, "
             f"{self.start:.1f}-{self.end:.1f}s, {self.media}, hash={self.content_hash[:12]}…, {state})"

@@ -40,6 +40,13 @@ def page_metadata(
     return meta
 
 
+def source_paths(file_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """A loader's ``file_path`` (one path or several) as a list of path strings."""
+    if isinstance(file_path, (str, os.PathLike)):
+        return [os.fspath(file_path)]
+    return [os.fspath(p) for p in file_path]
+
+
 class PDFPageImageLoader(BaseLoader):
     """Load PDFs (or page images, or folders of them) as one ``Document`` per page.
 
@@ -124,18 +131,13 @@ class PDFPageImageLoader(BaseLoader):
         self.issues: list[LoadIssue] = []
         """Files / pages skipped by the last (or current) load, each naming the file and the fix."""
 
-    def _sources(self) -> list[str]:
-        if isinstance(self.file_path, (str, os.PathLike)):
-            return [os.fspath(self.file_path)]
-        return [os.fspath(p) for p in self.file_path]
-
     def lazy_load(self) -> Iterator[Document]:
         """Yield one ``Document`` per page, rendering one page at a time."""
         import mmembed
 
         self.issues = []
         stream = mmembed.load_pages(
-            self._sources(),
+            source_paths(self.file_path),
             dpi=self.dpi,
             max_pixels=self.max_pixels,
             page_range=self.page_range,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.document_loaders import BaseLoader
 from langchain_core.documents import Document
 
-from .document_loaders import page_metadata
+from .document_loaders import page_metadata, source_paths
 
 if TYPE_CHECKING:
     from mmembed.loaders import LoadIssue, MediaSegment
@@ -55,18 +55,13 @@ class MediaSegmentLoader(BaseLoader):
         self.issues: list[LoadIssue] = []
         """Files / segments skipped by the last load, each naming the file and the fix."""
 
-    def _sources(self) -> list[str]:
-        if isinstance(self.file_path, (str, os.PathLike)):
-            return [os.fspath(self.file_path)]
-        return [os.fspath(p) for p in self.file_path]
-
     def lazy_load(self) -> Iterator[Document]:
         """Yield one ``Document`` per segment (decoding is left to whoever embeds it)."""
         from mmembed.loaders import MEDIA_GLOBS, LoadIssue, MediaSegment, load_documents
 
         self.issues = []
         stream = load_documents(
-            self._sources(),
+            source_paths(self.file_path),
             segment_seconds=self.segment_seconds,
             fps=self.fps,
             max_frames=self.max_frames,
