@@ -22,6 +22,7 @@ from PIL import Image
 import mmembed
 from mmembed.encoders import get_family, inspect_checkpoint, list_models, load_encoder, match_family
 from mmembed.encoders.nemotron_colembed import MAX_QUERY_TOKENS, NemotronColEmbedEncoder
+from mmembed.encoders.vlm import QueryTooLongWarning
 from mmembed.types import EncoderMismatchError, MMEmbedError
 from mmembed_testing.parity import (
     CAPTIONS,
@@ -197,9 +198,35 @@ def test_padding_takes_part_in_the_reference_max_but_not_in_mmembeds(
 # -- budgets and bad input ----------------------------------------------------------------
 
 
-def test_too_long_query_is_refused_not_truncated(encoder: NemotronColEmbedEncoder) -> None:
-    with pytest.raises(MMEmbedError, match=rf"query 1 is \d+ tokens long .* at most {MAX_QUERY_TOKENS}"):
-        encoder.encode_queries(["short", "revenue " * 600])
+def test_the_stricter_of_max_query_tokens_and_the_models_512_applies(
+    encoder: NemotronColEmbedEncoder,
+) -> None:
+    long_query = "revenue " * 600  # hundreds of tokens of text, more than the model's 512 with the prompt
+    own_limit, limited_by = encoder.query_token_limit()
+    assert own_limit < MAX_QUERY_TOKENS and str(MAX_QUERY_TOKENS) in limited_by
+    # Truncated (the shared default) to what fits the model's 512 prompted tokens, never refused
+    # after the warning promised truncation.
+    with pytest.warns(QueryTooLongWarning, match=rf"first {own_limit} are used .*{MAX_QUERY_TOKENS}-token"):
+        (cut,) = encoder.encode_queries([long_query])
+    assert cut.shape[0] <= MAX_QUERY_TOKENS  # every prompted token is a vector
+    saved = encoder.max_query_tokens  # the encoder is cached process-wide: restore it
+    try:
+        encoder.max_query_tokens = 10_000  # raising the shared cap cannot lift the model's
+        assert encoder.query_token_limit()[0] == own_limit
+        encoder.query_overflow = "error"
+        with pytest.raises(
+            MMEmbedError,
+            match=rf"query 1 is \d+ tokens long, more than the {own_limit} .*512-token query limit",
+        ):
+            encoder.encode_queries(["short", long_query])
+        encoder.max_query_tokens = 20  # a stricter shared cap wins, and the error names it
+        with pytest.raises(MMEmbedError, match=r"more than the 20 .*encoder\.max_query_tokens"):
+            encoder.encode_queries(["revenue " * 30])
+        encoder.max_query_tokens = 0
+        with pytest.raises(MMEmbedError, match=r"encoder\.max_query_tokens must be at least 1"):
+            encoder.encode_queries(["revenue"])
+    finally:
+        encoder.max_query_tokens, encoder.query_overflow = saved, "truncate"
 
 
 def test_document_text_beyond_the_budget_is_refused(encoder: NemotronColEmbedEncoder) -> None:

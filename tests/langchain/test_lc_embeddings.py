@@ -33,14 +33,16 @@ def test_vectors_are_the_documented_pool_of_core_multivectors(tiny_model: str) -
 
     texts = ["solar panel efficiency", "quarterly revenue", "lentil soup"]
     vectors = embeddings.embed_documents(texts)
-    multi = encoder.encode_queries(texts)  # list of (n_tokens, dim)
+    multi = encoder.encode_text_documents(texts)  # list of (n_tokens, dim): the document side
     assert len(vectors) == 3
     for vector, tokens in zip(vectors, multi, strict=True):
         assert tokens.shape[0] > 1  # really multi-vector: pooling is exercised
         assert len(vector) == embeddings.info.dim
         assert torch.allclose(torch.tensor(vector), pool(tokens), atol=1e-5)
         assert abs(torch.tensor(vector).norm().item() - 1.0) < 1e-4
-    assert embeddings.embed_query(texts[1]) == pytest.approx(vectors[1], abs=1e-5)
+    query = torch.tensor(embeddings.embed_query(texts[1]))
+    assert torch.allclose(query, pool(encoder.encode_queries([texts[1]])[0]), atol=1e-5)
+    assert not torch.allclose(query, torch.tensor(vectors[1]), atol=1e-3)  # queries are augmented
     assert embeddings.embed_documents([]) == []
 
 

@@ -75,6 +75,21 @@ class Encoder(ABC):
     def encode_query(self, query: str) -> torch.Tensor:
         return self.encode_queries([query])[0]
 
+    def encode_text_documents(
+        self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Embed text documents (passages, chunks) with the model's *document* side.
+
+        Asymmetric retrievers encode what is searched differently from what searches: Nomic
+        Embed v1.5 prefixes ``search_document: `` instead of ``search_query: ``, Nemotron
+        ColEmbed ``passage: `` instead of ``query: ``, ColPali-style families leave out the
+        query augmentation tokens. This default suits symmetric text models only (one
+        encoding for both sides, like all-MiniLM): it runs :meth:`encode_queries`. Every
+        family with a document prompt overrides it."""
+        return self.encode_queries(
+            checked_texts(texts, "text document"), batch_size=batch_size, progress=progress
+        )
+
     def encode_documents(
         self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False
     ) -> list[torch.Tensor]:
@@ -111,3 +126,13 @@ class Encoder(ABC):
             f"{self.info.family}, {self.info.kind}-vector): they need a multi-vector page model whose "
             "patch grid is known, e.g. ColQwen2 / ColQwen2.5"
         )
+
+
+def checked_texts(texts: Sequence[str], what: str) -> list[str]:
+    """``texts`` as a list, refused (naming the culprit) unless every item is a ``str``."""
+    if isinstance(texts, str):
+        raise MMEmbedError(f"pass a list of {what}s, not one str")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise MMEmbedError(f"{what} {i} is a {type(text).__name__}, not a str")
+    return list(texts)

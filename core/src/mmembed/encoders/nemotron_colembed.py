@@ -11,9 +11,12 @@ Reproduces NVIDIA's published reference (``Qwen3VLNemotronEmbedModel`` /
   the width is the hidden size (2560 for 4B, 4096 for 8B);
 - prompts go through the checkpoint's chat template with the generation prompt: a query is
   one user message ``"Query: query: {q}"``, a document is user content ``[image, "passage:
-  {text}"]`` (``text`` empty for a page alone). Queries may take up to 512 tokens, documents
-  4096 with at least 100 left beside the image's tokens; longer inputs are refused (the
-  reference truncates silently);
+  {text}"]`` (``text`` empty for a page alone). Queries may take up to 512 tokens with their
+  prompt (the reference's ``q_max_length``): the shared ``max_query_tokens`` bound applies,
+  lowered to what those 512 leave for the text when that is stricter, so a longer query is cut
+  with a warning or refused as ``encoder.query_overflow`` says. Documents take up to 4096
+  tokens (``p_max_length``) with at least 100 left beside the image's tokens; longer ones are
+  refused (the reference truncates silently);
 - pages are resized by Qwen3-VL's smart resize within the checkpoint's pixel limits.
 
 Checkpoints are recognised from ``config.json`` only: ``model_type:
@@ -127,8 +130,18 @@ class NemotronColEmbedEncoder(QwenVLEncoder):
     def _token_count(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def query_token_limit(self) -> tuple[int, str]:
+        """The stricter of ``encoder.max_query_tokens`` and what the reference's 512-token
+        query cap (``q_max_length``, its prompt included) leaves for the query text."""
+        own = MAX_QUERY_TOKENS - self._token_count(self.recipe.query.render(""))
+        if self.max_query_tokens <= own:
+            return self.max_query_tokens, "encoder.max_query_tokens"
+        return own, f"{self.info.family}'s own {MAX_QUERY_TOKENS}-token query limit, its prompt included"
+
     def _text_item(self, prompt: Prompt, text: object, what: str) -> Item:
         item = super()._text_item(prompt, text, what)
+        # Queries were bounded by query_token_limit() already; this guards the sum with the
+        # prompt (the tokenizer may split text and prompt differently when they are joined).
         limit = MAX_QUERY_TOKENS if prompt is self.recipe.query else MAX_DOCUMENT_TOKENS
         tokens = self._token_count(item.text)
         if tokens > limit:

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from ..types import EncoderInfo, MMEmbedError
-from .base import Document, Encoder, MultimodalQuery
+from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import CheckpointFacts, CheckpointNotFoundError, inspect_checkpoint, safetensors_files
 from .nomic_text import MATRYOSHKA_DIMS, NomicText, is_text_checkpoint, load_text
 from .nomic_vision import ClipPreprocessing, NomicVisionModel, VisionConfig, rotary_table
@@ -161,6 +161,17 @@ class NomicEncoder(Encoder):
         self, queries: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> list[torch.Tensor]:
         return self.encode_texts(queries, task="search_query", batch_size=batch_size, progress=progress)
+
+    def encode_text_documents(
+        self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Text documents with the ``search_document: `` prefix."""
+        return self.encode_texts(
+            checked_texts(texts, "text document"),
+            task="search_document",
+            batch_size=batch_size,
+            progress=progress,
+        )
 
     def _vision(self) -> NomicVision:
         if self.vision is None:

@@ -46,7 +46,7 @@ from PIL import Image
 from torch import nn
 
 from ..types import EncoderInfo, MMEmbedError
-from .base import Document, Encoder, MediaClip, MultimodalQuery
+from .base import Document, Encoder, MediaClip, MultimodalQuery, checked_texts
 from .checkpoint import CheckpointFacts, safetensors_files
 from .registry import LoadRequest, ModelFamily, register_family
 from .runtime import default_attention, run_batched
@@ -248,6 +248,14 @@ class OmniEmbedEncoder(Encoder):
     ) -> list[torch.Tensor]:
         inputs = [self._document(doc, PASSAGE_PREFIX, f"document {i}") for i, doc in enumerate(documents)]
         return self._run(inputs, batch_size, progress, "documents")
+
+    def encode_text_documents(
+        self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Text documents with the ``passage: `` prefix (as :meth:`encode_documents`)."""
+        return self.encode_documents(
+            checked_texts(texts, "text document"), batch_size=batch_size, progress=progress
+        )
 
     def encode_queries_multimodal(
         self, queries: Sequence[MultimodalQuery], *, batch_size: int | None = None, progress: bool = False

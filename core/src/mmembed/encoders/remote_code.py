@@ -189,6 +189,16 @@ class RemoteCodeEncoder(Encoder):
             return self._run(pages, _areas(pages), call, "pages", batch_size, progress)
         return self.encode_documents(pages, batch_size=batch_size, progress=progress)
 
+    def encode_text_documents(
+        self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Refused: the checkpoints' code embeds pages (``forward_passages``) and queries, and
+        taking its query side for documents would silently give them the query prompt."""
+        raise RemoteCodeError(
+            f"{self.info.name} runs through its own code, which embeds page images and queries but has no "
+            "text-document path; embed the pages (encode_images / embed_image) and search them with text queries"
+        )
+
     def encode_documents(
         self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False
     ) -> list[torch.Tensor]:

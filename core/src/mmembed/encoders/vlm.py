@@ -32,7 +32,7 @@ from PIL import Image
 from torch import nn
 
 from ..types import EncoderInfo, Kind, MMEmbedError
-from .base import Document, Encoder, MultimodalQuery
+from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import ADAPTER_WEIGHTS, CheckpointFacts, safetensors_files
 from .registry import LoadRequest
 from .runtime import default_attention, run_batched
@@ -196,6 +196,17 @@ class VLMEncoder(Encoder):
         items = [self._document_item(doc, f"document {i}") for i, doc in enumerate(documents)]
         return self._run(items, batch_size, progress, "documents")
 
+    def encode_text_documents(
+        self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[torch.Tensor]:
+        """Text documents with the family's document prompt (:attr:`Recipe.text_document`:
+        colpali-engine's ``process_texts``, no query augmentation tokens)."""
+        items = [
+            self._text_item(self.recipe.text_document, text, f"text document {i}")
+            for i, text in enumerate(checked_texts(texts, "text document"))
+        ]
+        return self._run(items, batch_size, progress, "text documents")
+
     def encode_queries_multimodal(
         self, queries: Sequence[MultimodalQuery], *, batch_size: int | None = None, progress: bool = False
     ) -> list[torch.Tensor]:
@@ -275,11 +286,19 @@ class VLMEncoder(Encoder):
             )
         return text
 
+    def query_token_limit(self) -> tuple[int, str]:
+        """Most tokens of query text (prompt excluded) this encoder takes, and what sets that
+        limit, as errors and warnings name it. A family whose reference caps the prompted query
+        itself (Nemotron ColEmbed) returns the stricter of that cap and :attr:`max_query_tokens`."""
+        return self.max_query_tokens, "encoder.max_query_tokens"
+
     def _bounded_query(self, text: object, what: str) -> str:
-        """``text`` cut to :attr:`max_query_tokens` tokens (or refused), before it can reach
+        """``text`` cut to :meth:`query_token_limit` tokens (or refused), before it can reach
         the model: a 100k-character query would otherwise cost gigabytes of attention."""
         checked = self._checked_text(text, what)
-        limit = self.max_query_tokens
+        if self.max_query_tokens < 1:
+            raise MMEmbedError(f"encoder.max_query_tokens must be at least 1, got {self.max_query_tokens!r}")
+        limit, limited_by = self.query_token_limit()
         if len(checked) <= limit:  # no tokenizer makes fewer characters than tokens
             return checked
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -288,12 +307,17 @@ class VLMEncoder(Encoder):
             return checked
         if self.query_overflow == "error":
             raise MMEmbedError(
-                f"{what} is {len(ids)} tokens long, more than the {limit} {self.info.name!r} takes; "
-                "shorten it, or set encoder.query_overflow = 'truncate' (or raise encoder.max_query_tokens)."
+                f"{what} is {len(ids)} tokens long, more than the {limit} {self.info.name!r} takes "
+                f"(set by {limited_by}); shorten it, or set encoder.query_overflow = 'truncate'"
+                + (
+                    " (or raise encoder.max_query_tokens)."
+                    if limited_by == "encoder.max_query_tokens"
+                    else "."
+                )
             )
         warnings.warn(
             f"{what} is {len(ids)} tokens long; only its first {limit} are used "
-            f"(encoder.max_query_tokens; set encoder.query_overflow = 'error' to refuse instead)",
+            f"({limited_by}; set encoder.query_overflow = 'error' to refuse instead)",
             QueryTooLongWarning,
             stacklevel=4,
         )

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 class MMEmbedEmbeddings(BaseModel, Embeddings):
     """LangChain embeddings from any model mmembed supports (ColQwen2.5, ColPali, Nomic, ...).
 
-    Texts (queries and text documents) go through the model's text side, images through
-    ``embed_image`` (the LangChain community convention for multimodal embeddings).
+    ``embed_query`` uses the model's query side, ``embed_documents`` its document side (e.g.
+    Nomic's ``search_document: `` prefix, Nemotron's ``passage: ``, no query augmentation
+    tokens for ColPali-style models; see ``Encoder.encode_text_documents``), images go
+    through ``embed_image`` (the LangChain community convention for multimodal embeddings).
 
     **Pooled vectors for multi-vector models.** LangChain's ``Embeddings`` returns one
     vector per input. For a single-vector model that is the model's own vector. For a
@@ -82,14 +84,15 @@ class MMEmbedEmbeddings(BaseModel, Embeddings):
         return as_single_vectors(embeddings)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """One vector per text (pooled for multi-vector models)."""
+        """One vector per text document, with the model's document prompt (pooled for
+        multi-vector models)."""
         if not texts:
             return []
-        return self._pooled(self.encoder.encode_queries(list(texts), batch_size=self.batch_size))
+        return self._pooled(self.encoder.encode_text_documents(list(texts), batch_size=self.batch_size))
 
     def embed_query(self, text: str) -> list[float]:
-        """One vector for the query (pooled for multi-vector models)."""
-        return self.embed_documents([text])[0]
+        """One vector for the query, with the model's query prompt (pooled for multi-vector models)."""
+        return self._pooled(self.encoder.encode_queries([text], batch_size=self.batch_size))[0]
 
     def embed_image(self, uris: list[str]) -> list[list[float]]:
         """One vector per image: local file paths (``file://`` accepted) or base64 data URLs."""

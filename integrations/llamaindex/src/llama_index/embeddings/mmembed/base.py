@@ -32,7 +32,9 @@ class MMEmbedEmbedding(MultiModalEmbedding):
     first stage before an exact MaxSim rerank with ``MMEmbedRerank``. ``multi_vector="error"``
     refuses multi-vector models instead.
 
-    Texts (queries and text documents) go through the encoder's query side. The model is
+    Queries go through the encoder's query side and texts (node contents) through its
+    document side (e.g. Nomic's ``search_document: `` prefix, no query augmentation tokens for
+    ColPali-style models; see ``Encoder.encode_text_documents``). The model is
     loaded on first use, once per process: every mmembed component given the same
     ``model_name`` / ``revision`` / ``device`` / ``dtype`` shares one copy of the weights.
 
@@ -98,9 +100,9 @@ class MMEmbedEmbedding(MultiModalEmbedding):
             )
         return as_single_vectors(embeddings)
 
-    # Text: queries and text documents both use the encoder's query side.
+    # Text: queries take the encoder's query prompt, texts (documents) its document prompt.
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._get_text_embeddings([query])[0]
+        return self._single_vectors(self.encoder.encode_queries([query], batch_size=self.embed_batch_size))[0]
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._get_text_embeddings([text])[0]
@@ -108,7 +110,9 @@ class MMEmbedEmbedding(MultiModalEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         if not texts:
             return []
-        return self._single_vectors(self.encoder.encode_queries(texts, batch_size=self.embed_batch_size))
+        return self._single_vectors(
+            self.encoder.encode_text_documents(texts, batch_size=self.embed_batch_size)
+        )
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)
