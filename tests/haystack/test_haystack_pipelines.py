@@ -30,6 +30,7 @@ from PIL import Image
 import mmembed
 from mmembed.index import IndexNotFoundError, page_id
 from mmembed.loaders.sample_pdfs import write_sample_pdfs
+from mmembed.scoring import maxsim
 from mmembed.types import EncoderInfo
 
 DPI = 36  # small renders keep the tiny model fast; the plumbing is the same at any dpi
@@ -234,6 +235,7 @@ def test_indexing_pipeline_after_dumps_loads_stores_the_same_vectors(
             device="cpu",
         ),
         lambda s: MMEmbedMaxSimRanker(model="some/model"),
+        lambda s: MMEmbedMaxSimRanker(model="some/model", model_kwargs={"max_pixels": 200_704}),
         lambda s: s,
     ],
 )
@@ -360,3 +362,24 @@ def test_components_share_one_model(model: str) -> None:
     for c in (text, pages, ranker):
         c.warm_up()
     assert text._encoder is pages._encoder is ranker._encoder
+
+
+def test_ranker_model_kwargs_reach_the_encoder_and_survive_dumps_loads(model: str, pdfs: list[Path]) -> None:
+    plain = mmembed.load_encoder(model)
+    max_pixels = 4 * int(plain.image_processor.size["shortest_edge"])  # type: ignore[attr-defined]
+    pipeline = Pipeline()
+    pipeline.add_component(
+        "ranker", MMEmbedMaxSimRanker(model=model, dpi=DPI, model_kwargs={"max_pixels": max_pixels})
+    )
+    loaded = Pipeline.loads(pipeline.dumps())
+    ranker = loaded.get_component("ranker")
+    assert isinstance(ranker, MMEmbedMaxSimRanker) and ranker.model_kwargs == {"max_pixels": max_pixels}
+    ranker.warm_up()
+    encoder = ranker._encoder
+    assert encoder is mmembed.load_encoder(model, max_pixels=max_pixels) and encoder is not plain
+    assert encoder.image_processor.size["longest_edge"] == max_pixels  # type: ignore[union-attr]
+    pages = PDFToPageImageDocuments(dpi=DPI, page_range="1").run(sources=[pdfs[0]])["documents"]
+    (ranked,) = ranker.run(query=QUESTION, documents=pages)["documents"]
+    image = mmembed.render_page(pdfs[0], 1, dpi=DPI)
+    expected = maxsim(encoder.encode_queries([QUESTION]), encoder.encode_images([image]))  # (1, 1)
+    assert ranked.score == pytest.approx(float(expected[0, 0]), abs=1e-4)

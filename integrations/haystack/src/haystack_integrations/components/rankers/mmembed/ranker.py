@@ -49,6 +49,7 @@ class MMEmbedMaxSimRanker(EncoderComponentMixin):
         revision: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
         document_store: MMEmbedDocumentStore | None = None,
         top_k: int = 10,
         score_threshold: float | None = None,
@@ -60,6 +61,8 @@ class MMEmbedMaxSimRanker(EncoderComponentMixin):
         :param revision: Model revision (commit, branch or tag) to pin.
         :param device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: the best available.
         :param dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: chosen for the device.
+        :param model_kwargs: Options of the model family (see ``mmembed models``), as for the
+            embedders, e.g. ``{"max_pixels": 602112}``.
         :param document_store: Store whose stored vectors are reused for the pages it holds.
         :param top_k: Maximum number of documents to return.
         :param score_threshold: Drop documents scoring below this.
@@ -68,7 +71,7 @@ class MMEmbedMaxSimRanker(EncoderComponentMixin):
         """
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, got {top_k}")
-        self._init_model(model, revision, device, dtype)
+        self._init_model(model, revision, device, dtype, model_kwargs)
         self.document_store = document_store
         self.top_k = top_k
         self.score_threshold = score_threshold
