@@ -65,6 +65,8 @@ class MMEmbedMaxSimReranker(BaseDocumentCompressor):
     revision: str | None = None
     device: str | None = None
     dtype: str | None = None
+    model_kwargs: dict[str, Any] = {}
+    """Options of the model family (see ``mmembed models``), as for ``MMEmbedEmbeddings``."""
     top_n: int | None = Field(default=3, ge=1)
     """Documents to keep (``None``: all, reordered)."""
     dpi: float = 144
@@ -98,7 +100,9 @@ class MMEmbedMaxSimReranker(BaseDocumentCompressor):
                 model, revision = self.model, self.revision
                 if model is None:
                     model, revision = stored_encoder_name(self.index)
-                encoder = load_encoder(model, revision=revision, device=self.device, dtype=self.dtype)
+                encoder = load_encoder(
+                    model, revision=revision, device=self.device, dtype=self.dtype, **self.model_kwargs
+                )
                 index = self._open_index(encoder)
                 self._reranker = MaxSimReranker(
                     encoder, index=index, cache_size=self.cache_size, dpi=self.dpi

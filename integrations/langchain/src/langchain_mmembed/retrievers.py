@@ -85,6 +85,8 @@ class MMEmbedRetriever(BaseRetriever):
     revision: str | None = None
     device: str | None = None
     dtype: str | None = None
+    model_kwargs: dict[str, Any] = {}
+    """Options of the model family (see ``mmembed models``), as for ``MMEmbedEmbeddings``."""
     k: int = Field(default=4, ge=1)
     """Number of pages to return."""
     filter: dict[str, Any] | None = None
@@ -141,7 +143,9 @@ class MMEmbedRetriever(BaseRetriever):
             model, revision = self.model, self.revision
             if model is None:
                 model, revision = stored_encoder_name(self.index)
-            encoder = load_encoder(model, revision=revision, device=self.device, dtype=self.dtype)
+            encoder = load_encoder(
+                model, revision=revision, device=self.device, dtype=self.dtype, **self.model_kwargs
+            )
             # Searching never creates an index (a mistyped path must not look like an empty index).
             index = open_index(self.index, encoder.info, create=create)
             from mmembed.retrieve import Retriever

@@ -48,6 +48,10 @@ class MMEmbedRerank(BaseNodePostprocessor):
     revision: str | None = Field(default=None, description="Checkpoint revision.")
     device: str | None = Field(default=None, description="Torch device (None: best available).")
     dtype: str | None = Field(default=None, description="Torch dtype name (None: model default).")
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the model family (see `mmembed models`), as for MMEmbedEmbedding.",
+    )
     top_n: int = Field(default=5, ge=1, description="How many nodes to keep.")
     index_path: str | None = Field(default=None, description="mmembed index whose stored vectors to reuse.")
     dpi: float = Field(default=144, gt=0, description="Rendering resolution for pages that must be encoded.")
@@ -106,7 +110,7 @@ class MMEmbedRerank(BaseNodePostprocessor):
             self.model_name = self._index.encoder.name
             self.revision = self.revision or self._index.encoder.revision
         encoder = mmembed.load_encoder(
-            self.model_name, revision=self.revision, device=self.device, dtype=self.dtype
+            self.model_name, revision=self.revision, device=self.device, dtype=self.dtype, **self.model_kwargs
         )
         # The core reranker decides whether the index's vectors are reusable (see reuses_index);
         # a single-vector model reranks by its own similarity (dot/cosine), as in every adapter.

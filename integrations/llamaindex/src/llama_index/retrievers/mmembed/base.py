@@ -49,7 +49,8 @@ class MMEmbedRetriever(BaseRetriever):
 
     ``index`` is an index folder (opened on first use) or an already open index object
     (``mmembed.open_backend(...)``, a Qdrant backend, ...). ``model_name`` defaults to the
-    encoder recorded in the index. ``image_mode`` decides what the node carries:
+    encoder recorded in the index; ``model_kwargs`` are the model family's options (see
+    ``mmembed models``), as for ``MMEmbedEmbedding``. ``image_mode`` decides what the node carries:
     ``"base64"`` — the page rendered at ``dpi``; ``"thumbnail"`` — the small JPEG stored in
     the index (no rendering); ``"path"`` — a rendered image file in ``image_dir``;
     ``"none"`` — metadata only. ``filters`` (LlamaIndex ``MetadataFilters`` or an mmembed
@@ -66,6 +67,7 @@ class MMEmbedRetriever(BaseRetriever):
         revision: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
         similarity_top_k: int = 5,
         filters: MetadataFilters | Where | None = None,
         image_mode: ImageMode = "base64",
@@ -93,6 +95,7 @@ class MMEmbedRetriever(BaseRetriever):
         self.revision = revision
         self.device = device
         self.dtype = dtype
+        self.model_kwargs = dict(model_kwargs or {})
         self.similarity_top_k = similarity_top_k
         to_where(filters)  # fail fast on an unsupported filter
         self.filters = filters
@@ -126,7 +129,11 @@ class MMEmbedRetriever(BaseRetriever):
                     stored = self._open_index_locked(create=False).encoder
                     self.model_name, self.revision = stored.name, self.revision or stored.revision
                 self._encoder = mmembed.load_encoder(
-                    self.model_name, revision=self.revision, device=self.device, dtype=self.dtype
+                    self.model_name,
+                    revision=self.revision,
+                    device=self.device,
+                    dtype=self.dtype,
+                    **self.model_kwargs,
                 )
             return self._encoder
 
@@ -258,6 +265,7 @@ class MMEmbedRetriever(BaseRetriever):
             "revision": self.revision,
             "device": self.device,
             "dtype": self.dtype,
+            "model_kwargs": self.model_kwargs,
             "similarity_top_k": self.similarity_top_k,
             "filters": filters,
             "filters_kind": "llama_index" if isinstance(self.filters, MetadataFilters) else "mmembed",
