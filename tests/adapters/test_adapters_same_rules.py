@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from page_index import build_page_index
 
 import mmembed
 from mmembed.cli import main
@@ -26,13 +27,7 @@ def pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _build(folder: Path, model: str, pdf: Path) -> Path:
     encoder = mmembed.load_encoder(model, device="cpu", dtype="float32")
-    index = mmembed.open_index(folder, encoder=encoder.info)
-    try:
-        report = mmembed.index_documents([pdf], index, encoder, dpi=DPI)
-        assert report.pages_indexed == 3 and not report.issues
-    finally:
-        index.close()
-    return folder
+    return build_page_index(folder, encoder, [pdf], dpi=DPI, pages=3)
 
 
 @pytest.fixture(scope="module")

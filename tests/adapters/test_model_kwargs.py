@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from page_index import build_page_index
 
 import mmembed
 from mmembed.retrieve import Retriever
@@ -27,13 +28,9 @@ def nomic_index(
     kwargs: dict[str, Any] = {"text_model": str(text), "matryoshka_dim": 256}
     encoder = mmembed.load_encoder(str(vision), device="cpu", **kwargs)
     pdf = sorted(write_sample_pdfs(tmp_path_factory.mktemp("kwargs_pdfs")))[0]
-    path = tmp_path_factory.mktemp("kwargs_index") / "index"
-    index = mmembed.open_index(path, encoder=encoder.info)
-    try:
-        report = mmembed.index_documents([pdf], index, encoder, dpi=DPI)
-        assert report.pages_indexed == 3 and not report.issues
-    finally:
-        index.close()
+    path = build_page_index(
+        tmp_path_factory.mktemp("kwargs_index") / "index", encoder, [pdf], dpi=DPI, pages=3
+    )
     return path, kwargs
 
 
