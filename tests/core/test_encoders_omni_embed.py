@@ -90,6 +90,8 @@ def test_text_and_image_parity_with_the_reference(folder: Path, reference: dict[
     assert_close(docs[1:2], reference["image"])
     assert_close(docs[2:], reference["image_text"])
     assert_close(enc.encode_images([image]), reference["image"])
+    # The document side for text is the reference's "passage: ", not the query's "query: ".
+    assert_close(enc.encode_text_documents([passage]), reference["passages"])
 
 
 @pytest.mark.parametrize("fusion", ["audio", "video", "sequence", "interleaved"])

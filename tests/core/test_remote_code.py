@@ -66,6 +66,9 @@ def test_pages_and_interleaved_documents(encoder: RemoteCodeEncoder) -> None:
     assert mixed[1].shape == (4 + len("caption"), DIM)
     with pytest.raises(MMEmbedError, match="document 0 is a str"):
         encoder.encode_documents(["text only"])
+    # Never the query side in disguise: the checkpoint's code has no text-document path.
+    with pytest.raises(RemoteCodeError, match="no text-document path"):
+        encoder.encode_text_documents(["text only"])
 
 
 def test_opt_in_without_code_is_an_actionable_error(tmp_path: Path) -> None:
