@@ -30,6 +30,7 @@ exact MaxSim ignores padding and keeps the (negative) best real similarity.
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -130,10 +131,15 @@ class NemotronColEmbedEncoder(QwenVLEncoder):
     def _token_count(self, text: str) -> int:
         return len(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    @cached_property
+    def _query_prompt_tokens(self) -> int:
+        """Tokens the query prompt adds around the text (the recipe never changes)."""
+        return self._token_count(self.recipe.query.render(""))
+
     def query_token_limit(self) -> tuple[int, str]:
         """The stricter of ``encoder.max_query_tokens`` and what the reference's 512-token
         query cap (``q_max_length``, its prompt included) leaves for the query text."""
-        own = MAX_QUERY_TOKENS - self._token_count(self.recipe.query.render(""))
+        own = MAX_QUERY_TOKENS - self._query_prompt_tokens
         if self.max_query_tokens <= own:
             return self.max_query_tokens, "encoder.max_query_tokens"
         return own, f"{self.info.family}'s own {MAX_QUERY_TOKENS}-token query limit, its prompt included"
