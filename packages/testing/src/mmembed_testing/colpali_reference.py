@@ -128,3 +128,7 @@ def check_documents(encoder: Any, reference: Reference, interleaved_prompts: Seq
     texts = reference.texts(parity.TEXT_DOCUMENTS)
     interleaved = reference.prompted_images(interleaved_prompts, images)
     parity.assert_embeddings_match(got, [texts[0], interleaved[0], texts[1], interleaved[1]])
+    # The text-only document side (what the adapters' embed_documents use) is process_texts too.
+    parity.assert_embeddings_match(
+        encoder.encode_text_documents(list(parity.TEXT_DOCUMENTS), batch_size=2), texts
+    )
