@@ -85,6 +85,7 @@ def test_batched_embeddings_equal_transformers_one_by_one(tiny_checkpoint, famil
     assert_same(encoder.encode_images(images, batch_size=2), ref_pages)
     # Text documents take the processor's text path, i.e. the query prompt.
     assert_same(encoder.encode_documents(QUERIES[:1]), ref_queries[:1])
+    assert_same(encoder.encode_text_documents(QUERIES[:1]), ref_queries[:1])  # transformers has no other
 
 
 def test_colqwen2_hf_reads_the_weights_colpali_engine_layout_has(tiny_checkpoint, tmp_path: Path) -> None:
