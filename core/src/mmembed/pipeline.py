@@ -8,6 +8,7 @@ gets its new pages first and loses its old ones only once the new ones are commi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from .types import MMEmbedError
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -181,7 +184,7 @@ def index_documents(
                 content_hash=p.content_hash,
                 metadata=p.record_metadata()
                 if isinstance(p, MediaSegment)
-                else {**p.metadata, "page_count": p.page_count},
+                else {**p.metadata, "page_count": p.page_count, **_layout_metadata(encoder, p, emb)},
                 thumbnail=_thumbnail(p) if thumbnails else None,
                 id=p.id,
             )
@@ -268,6 +271,24 @@ def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
         for i, emb in zip(segments, clips, strict=True):
             out[i] = emb
     return [emb for emb in out if emb is not None]
+
+
+def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor) -> dict[str, Any]:
+    """The page's patch layout under :data:`~mmembed.explain.LAYOUT_KEY`, so that similarity
+    maps can use its stored vectors; nothing for families without one. A layout that cannot
+    be made or does not fit the vectors is left out (explain then re-encodes the page)."""
+    from .explain import LAYOUT_KEY
+
+    if isinstance(page, MediaSegment) or encoder.info.kind != "multi":
+        return {}
+    try:
+        layout = encoder.page_layout(page.image)
+    except MMEmbedError as err:
+        logger.debug("%s page %s: no patch layout recorded (%s)", page.source, page.page, err)
+        return {}
+    if layout is None or layout.end() > embedding.shape[0]:
+        return {}
+    return {LAYOUT_KEY: layout.to_json()}
 
 
 def _thumbnail(item: Item) -> bytes | None:
