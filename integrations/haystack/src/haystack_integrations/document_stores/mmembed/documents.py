@@ -36,6 +36,7 @@ import torch
 from haystack import Document
 from haystack.dataclasses import ByteStream
 
+from mmembed.explain import LAYOUT_KEY
 from mmembed.index import PageInput
 from mmembed.retrieve import pool
 from mmembed.types import EncoderInfo, MMEmbedError, PageRecord
@@ -176,7 +177,7 @@ def to_document(
     record: PageRecord, *, embedding: torch.Tensor | None = None, score: float | None = None
 ) -> Document:
     """The Haystack document stored as ``record`` (``embedding``: its stored vectors)."""
-    metadata = dict(record.metadata)
+    metadata = {k: v for k, v in record.metadata.items() if k != LAYOUT_KEY}  # core's, not the user's
     flat = None if embedding is None or embedding.shape[0] == 0 else pool(embedding).tolist()
     if metadata.pop(MARKER_KEY, False):
         content = metadata.pop(CONTENT_KEY, None)
