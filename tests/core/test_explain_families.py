@@ -210,3 +210,46 @@ def test_pages_indexed_without_a_layout_are_re_encoded(tmp_path: Path, tiny_colq
         )
     finally:
         index.close()
+
+
+class DarknessVision:
+    """Stands in for Nomic's vision tower: each view (whole page, then tiles) -> (darkness, 1, 0, ...),
+    so that after L2 normalisation a darker view is closer to the query (1, 0, ...)."""
+
+    def __init__(self, hidden: int) -> None:
+        self.hidden = hidden
+
+    def encode(self, views: list[Image.Image], **_: Any) -> list[torch.Tensor]:
+        out = []
+        for view in views:
+            vector = torch.zeros(self.hidden)
+            vector[0] = 1 - torch.tensor(list(view.convert("L").getdata()), dtype=torch.float32).mean() / 255
+            vector[1] = 1.0
+            out.append(vector)
+        return out
+
+
+def test_nomic_tiles_are_a_coarse_grid(tiny_nomic: tuple[Path, Path], tmp_path: Path) -> None:
+    text, vision = tiny_nomic
+    encoder = copy.copy(mmembed.load_encoder(str(vision), text_model=str(text), tiles=6))
+    encoder.vision = DarknessVision(encoder.vision.model.config.hidden_size)
+    query = torch.zeros(1, encoder.info.dim)
+    query[0, 0] = 1.0
+    encoder.encode_queries = lambda queries, **_: [query for _ in queries]
+    page = page_with_square(600, 400, 1, 2, 200)  # 2 rows x 3 columns of 200-pixel tiles
+    explanation = encoder.explain_page(QUERY, page)
+    assert explanation.tokens == [QUERY] and explanation.maps.shape == (1, 2, 3)
+    assert explanation.best_patches() == [(1, 2)]
+    # The whole-page view (slightly dark) lifts the white tiles' cells evenly.
+    assert (
+        float(explanation.maps[0, 0, 0])
+        == float(explanation.maps[0, 0, 1])
+        < float(explanation.maps[0, 1, 2])
+    )
+    source = tmp_path / "page.png"
+    page.save(source)
+    with mmembed.open_index(tmp_path / "index", encoder=encoder.info) as index:
+        mmembed.index_documents([source], index, encoder, progress=False)
+        stored = Retriever(index, encoder).explain(QUERY, next(iter(index.records())))
+    assert stored.vectors_from == "stored"
+    torch.testing.assert_close(stored.maps, explanation.maps, atol=2e-3, rtol=1e-3)

@@ -124,5 +124,6 @@ class Encoder(ABC):
         return MMEmbedError(
             f"similarity maps are not available for this model ({self.info.name!r}, family "
             f"{self.info.family}, {self.info.kind}-vector): they need a multi-vector page model whose "
-            "patch grid is known (ColPali, ColQwen2 / 2.5 / 3, ColSmol / ColIdefics3, Nemotron ColEmbed)"
+            "patch grid is known (ColPali, ColQwen2 / 2.5 / 3, ColSmol / ColIdefics3, Nemotron ColEmbed, "
+            "Nomic Embed Vision with tiles > 1)"
         )
