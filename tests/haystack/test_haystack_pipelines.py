@@ -200,8 +200,8 @@ def test_explain_puts_core_s_overlay_in_the_meta(indexed: dict[str, Any], model:
         assert record is not None
         explained = document.meta[SIMILARITY_MAP_KEY]
         assert explained == core.explain_metadata(QUESTION, record)  # core does the work
-        # Pages written by a Haystack pipeline carry no recorded patch layout: re-encoded.
-        assert explained["vectors_from"] == "re-encoded"
+        # The embedder recorded each page's patch layout: explained from the stored vectors.
+        assert explained["vectors_from"] == "stored"
         assert Image.open(io.BytesIO(base64.b64decode(explained["png_base64"]))).format == "PNG"
     with pytest.raises(ValueError, match="explain=True needs the query's text"):
         MMEmbedRetriever(document_store=store, explain=True).run(

@@ -225,3 +225,18 @@ def test_explain_puts_core_s_overlay_in_the_metadata(built_index: Path, tiny_mod
         SIMILARITY_MAP_KEY
         not in MMEmbedRetriever(index=str(built_index), k=1, image="none").invoke("solar")[0].metadata
     )
+
+
+def test_pages_added_through_langchain_are_explained_from_stored_vectors(
+    sample_pdfs: list[Path], tiny_model: str, tmp_path: Path
+) -> None:
+    from mmembed.retrieve import SIMILARITY_MAP_KEY
+
+    pages = PDFPageImageLoader(str(sample_pdfs[0]), dpi=DPI).load()
+    retriever = MMEmbedRetriever.from_documents(
+        pages, index=str(tmp_path / "index"), model=tiny_model, k=1, image="none", explain=True, dpi=DPI
+    )
+    (doc,) = retriever.invoke("solar")
+    assert doc.metadata[SIMILARITY_MAP_KEY]["vectors_from"] == "stored"
+    assert not [k for k in doc.metadata if k.startswith("_mmembed_")]
+    retriever.close()

@@ -15,14 +15,20 @@ re-encode the page.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
 
 from .types import MMEmbedError
+
+if TYPE_CHECKING:
+    from .encoders.base import Encoder
+
+logger = logging.getLogger(__name__)
 
 LAYOUT_KEY = "_mmembed_patch_layout"
 """Reserved page-metadata key holding a page's :class:`PatchLayout` (as JSON)."""
@@ -103,6 +109,23 @@ class PatchLayout:
             region = maps[:, v.top : v.top + v.height, v.left : v.left + v.width]
             maps[:, v.top : v.top + v.height, v.left : v.left + v.width] = torch.maximum(region, cells)
         return maps
+
+
+def recorded_layout(encoder: Encoder, image: Image.Image, embedding: torch.Tensor) -> dict[str, Any] | None:
+    """What indexing stores under :data:`LAYOUT_KEY` for a page ``image`` embedded as
+    ``embedding`` ``(n_vectors, dim)``: its :class:`PatchLayout` as JSON, or ``None`` for
+    families without one. A layout that cannot be made or does not fit the vectors is left
+    out (explain then re-encodes the page), never an indexing failure."""
+    if encoder.info.kind != "multi":
+        return None
+    try:
+        layout = encoder.page_layout(image)
+    except MMEmbedError as err:
+        logger.debug("no patch layout recorded (%s)", err)
+        return None
+    if layout is None or layout.end() > embedding.shape[0]:
+        return None
+    return layout.to_json()
 
 
 def whole_page(start: int, rows: int, cols: int) -> PatchLayout:

@@ -8,7 +8,6 @@ gets its new pages first and loses its old ones only once the new ones are commi
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,8 +33,6 @@ from .types import MMEmbedError
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -274,21 +271,14 @@ def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
 
 
 def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor) -> dict[str, Any]:
-    """The page's patch layout under :data:`~mmembed.explain.LAYOUT_KEY`, so that similarity
-    maps can use its stored vectors; nothing for families without one. A layout that cannot
-    be made or does not fit the vectors is left out (explain then re-encodes the page)."""
-    from .explain import LAYOUT_KEY
+    """The page's patch layout under :data:`~mmembed.explain.LAYOUT_KEY` (similarity maps from
+    stored vectors); nothing for media segments and families without one."""
+    from .explain import LAYOUT_KEY, recorded_layout
 
-    if isinstance(page, MediaSegment) or encoder.info.kind != "multi":
+    if isinstance(page, MediaSegment):
         return {}
-    try:
-        layout = encoder.page_layout(page.image)
-    except MMEmbedError as err:
-        logger.debug("%s page %s: no patch layout recorded (%s)", page.source, page.page, err)
-        return {}
-    if layout is None or layout.end() > embedding.shape[0]:
-        return {}
-    return {LAYOUT_KEY: layout.to_json()}
+    layout = recorded_layout(encoder, page.image, embedding)
+    return {} if layout is None else {LAYOUT_KEY: layout}
 
 
 def _thumbnail(item: Item) -> bytes | None:

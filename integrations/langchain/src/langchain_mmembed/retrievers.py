@@ -255,19 +255,20 @@ class MMEmbedRetriever(BaseRetriever):
 
     def _add_batch(self, documents: Sequence[Document], thumbnails: bool) -> list[str]:
         import mmembed
+        from mmembed.explain import LAYOUT_KEY, recorded_layout
         from mmembed.loaders import make_thumbnail
 
         self._ensure_open(create=True)
         images = [_page_image(doc, self.dpi) for doc in documents]
         embeddings = self.encoder.encode_images(images)
-        pages = [
-            mmembed.PageInput(
-                embedding=embedding,
-                **_page_fields(doc),
-                thumbnail=make_thumbnail(image) if thumbnails else None,
-            )
-            for doc, image, embedding in zip(documents, images, embeddings, strict=True)
-        ]
+        pages = []
+        for doc, image, embedding in zip(documents, images, embeddings, strict=True):
+            fields = _page_fields(doc)
+            layout = recorded_layout(self.encoder, image, embedding)  # similarity maps from stored vectors
+            if layout is not None:
+                fields["metadata"][LAYOUT_KEY] = layout
+            thumbnail = make_thumbnail(image) if thumbnails else None
+            pages.append(mmembed.PageInput(embedding=embedding, **fields, thumbnail=thumbnail))
         return self.vector_index.upsert(pages)
 
     @classmethod
