@@ -253,3 +253,22 @@ def test_nomic_tiles_are_a_coarse_grid(tiny_nomic: tuple[Path, Path], tmp_path: 
         stored = Retriever(index, encoder).explain(QUERY, next(iter(index.records())))
     assert stored.vectors_from == "stored"
     torch.testing.assert_close(stored.maps, explanation.maps, atol=2e-3, rtol=1e-3)
+
+
+def test_pooled_indexes_re_encode(
+    tmp_path: Path, tiny_colqwen2_5: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Token pooling (a manifest ``pooling`` field) breaks the vector <-> patch mapping."""
+    from types import SimpleNamespace
+
+    encoder = mmembed.load_encoder(str(tiny_colqwen2_5))
+    source = tmp_path / "page.png"
+    page_with_square(448, 448, 1, 1, 28).save(source)
+    with mmembed.open_index(tmp_path / "index", encoder=encoder.info) as index:
+        mmembed.index_documents([source], index, encoder, progress=False)
+        record = next(iter(index.records()))
+        assert Retriever(index, encoder).explain(QUERY, record).vectors_from == "stored"
+        pooled = SimpleNamespace(**vars(index.manifest), pooling="hierarchical")
+        monkeypatch.setattr(index, "manifest", pooled)
+        assert Retriever(index, encoder).explain(QUERY, record).vectors_from == "re-encoded"
+        monkeypatch.undo()

@@ -233,9 +233,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.tokens and not args.explain:
             raise CLIError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
         overlays: list[Path] = []
+        vectors_from: set[str] = set()
         for rank, hit in enumerate(hits if args.explain else [], 1):
             stem = f"{rank:02d}-{Path(hit.source).stem}-p{hit.page}"
-            overlays += retriever.explain(args.query, hit).save(args.explain, stem, tokens=args.tokens)
+            explanation = retriever.explain(args.query, hit)
+            vectors_from.add(explanation.vectors_from)
+            overlays += explanation.save(args.explain, stem, tokens=args.tokens)
     finally:
         index.close()
     if args.json:
@@ -246,7 +249,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  {_where(hit)}  [{safe(hit.id)}]")
     if overlays:
-        print(f"wrote {len(overlays)} similarity overlay(s) to {safe(args.explain)}")
+        how = " and ".join(sorted(vectors_from))  # "stored" vectors, or the page "re-encoded"
+        print(f"wrote {len(overlays)} similarity overlay(s) to {safe(args.explain)} ({how} page vectors)")
     return 0
 
 
