@@ -205,6 +205,11 @@ def test_pages_indexed_without_a_layout_are_re_encoded(tmp_path: Path, tiny_colq
         old = type(record)(**{**record.__dict__, "metadata": shared_metadata(record.metadata)})
         explanation = Retriever(index, encoder).explain(QUERY, old)
         assert explanation.vectors_from == "re-encoded"
+        # A layout recorded for other vectors, or not a layout at all: re-encoded too, not refused.
+        recorded = record.metadata[LAYOUT_KEY]
+        for wrong in ({**recorded, "vectors": recorded["vectors"] + 1}, "garbage"):
+            changed = type(record)(**{**record.__dict__, "metadata": {LAYOUT_KEY: wrong}})
+            assert Retriever(index, encoder).explain(QUERY, changed).vectors_from == "re-encoded"
         torch.testing.assert_close(
             explanation.maps, Retriever(index, encoder).explain(QUERY, record).maps, atol=2e-3, rtol=1e-3
         )

@@ -125,7 +125,7 @@ def recorded_layout(encoder: Encoder, image: Image.Image, embedding: torch.Tenso
         return None
     if layout is None or layout.end() > embedding.shape[0]:
         return None
-    return layout.to_json()
+    return {**layout.to_json(), "vectors": int(embedding.shape[0])}  # checked when explaining
 
 
 def whole_page(start: int, rows: int, cols: int) -> PatchLayout:

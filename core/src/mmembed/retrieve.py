@@ -7,6 +7,7 @@ the adapters only translate types.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -20,13 +21,15 @@ import torch
 from .index.errors import IndexNotFoundError
 from .index.protocol import Filter, IndexBackend
 from .scoring import score
-from .types import EncoderMismatchError, MMEmbedError, PageRecord, SearchHit
+from .types import EncoderInfo, EncoderMismatchError, MMEmbedError, PageRecord, SearchHit
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from .encoders.base import Encoder
     from .explain import Explanation, PatchLayout
+
+logger = logging.getLogger(__name__)
 
 _HASH_MEMO = 256
 """Source files whose hash a reranker remembers (keyed by path, mtime and size)."""
@@ -191,11 +194,29 @@ class Retriever:
         recorded = record.metadata.get(LAYOUT_KEY)
         if recorded is None or stored_vectors_pooled(self.index):
             return None
-        layout = PatchLayout.from_json(recorded)
+        try:
+            layout = PatchLayout.from_json(recorded)
+        except MMEmbedError as err:
+            logger.warning("page %s: %s; re-encoding it to explain", record.id, err)
+            return None
         vectors = self.index.get_embeddings([record.id])[0]
-        if vectors is None or vectors.ndim != 2 or vectors.shape[0] < layout.end():
+        # The layout was made for exactly this many vectors; any other count means they changed.
+        if vectors is None or vectors.ndim != 2 or vectors.shape[0] != recorded.get("vectors", -1):
             return None
         return vectors, layout
+
+
+def index_encoder(info: EncoderInfo) -> Encoder:
+    """The encoder an index was built with (``info`` from its manifest), loaded with the family
+    options it recorded (e.g. Nomic's ``tiles``), through the process-wide encoder cache."""
+    from .encoders import UnknownModelError, get_family, load_encoder
+
+    try:
+        accepted = set(get_family(info.family).options)
+    except UnknownModelError:
+        accepted = set()
+    options = {k: v for k, v in (info.settings or {}).items() if k in accepted}
+    return load_encoder(info.name, revision=info.revision, **options)
 
 
 def stored_vectors_pooled(index: IndexBackend) -> bool:

@@ -159,12 +159,10 @@ class MMEmbedRetriever:
         """``documents`` with their pages' similarity overlays (core does the work)."""
         if not self.explain or query is None:
             return documents
-        import mmembed
-        from mmembed.retrieve import SIMILARITY_MAP_KEY, Retriever
+        from mmembed.retrieve import SIMILARITY_MAP_KEY, Retriever, index_encoder
 
         index = self.document_store.index_for_reading()
-        stored = index.encoder
-        retriever = Retriever(index, mmembed.load_encoder(stored.name, revision=stored.revision))
+        retriever = Retriever(index, index_encoder(index.encoder))
         records = index.get([d.id for d in documents])
         for document, record in zip(documents, records, strict=True):
             if record is not None:
