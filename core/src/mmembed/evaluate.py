@@ -338,7 +338,7 @@ def _load_subset(datasets: Any, name: str, subset: str, split: str) -> Any:
         raise EvalError(
             f"cannot load the {subset!r} subset of {name} (split {split!r}): {exc}. Without access to the "
             "Hugging Face Hub, load it once where the Hub is reachable (datasets caches it) or pass a local "
-            "copy: --dataset FOLDER holding corpus/, queries/ and qrels/"
+            "copy: --dataset FOLDER holding corpus/, queries/ and qrels/ (HF_HUB_OFFLINE=1 skips the network retries)"
         ) from exc
 
 
