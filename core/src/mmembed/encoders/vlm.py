@@ -287,13 +287,15 @@ class VLMEncoder(Encoder):
         """Re-encodes the page and lays its patch vectors out with :meth:`patch_layout`."""
         if not self._knows_layout():
             return super().explain_page(query, image)
-        item, inputs, ids = self._page_inputs(image)
+        _, inputs, ids = self._page_inputs(image)
         layout = self.patch_layout(inputs, ids)
-        assert layout is not None and item.image is not None
+        assert layout is not None
         with torch.inference_mode():
             page_vectors = self._forward(inputs)[0]  # (page_tokens, dim)
         query_vectors, tokens = self._query_tokens(query)
-        return similarity_maps(query_vectors, page_vectors, layout, tokens, item.image)
+        # The grid covers the whole page, so the overlay goes on the page as given (the model
+        # may have seen a downscaled copy).
+        return similarity_maps(query_vectors, page_vectors, layout, tokens, image.convert("RGB"))
 
     def explain_vectors(
         self, query: str, page_vectors: torch.Tensor, layout: PatchLayout, image: Image.Image
