@@ -172,7 +172,8 @@ def test_cli_search_explain_writes_overlays(
         main(["search", "a square", "--index", index, "-k", "1", "--explain", str(out), "--tokens", "1"]) == 0
     )
     assert sorted(p.name for p in out.iterdir()) == ["01-square-p1.png", "01-square-p1.token1.png"]
-    assert "wrote 2 similarity overlay(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote 2 similarity overlay(s) to" in printed and "(stored page vectors)" in printed
     assert main(["search", "a square", "--index", index, "--tokens", "1"]) == 1
     assert "add --explain DIR" in capsys.readouterr().err
     assert main(["search", "a square", "--index", index, "--explain", str(out), "--tokens", "999"]) == 1

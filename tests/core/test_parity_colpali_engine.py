@@ -104,3 +104,49 @@ def test_plain_qwen2_5_vl_is_not_taken_for_an_embedding_model(tiny_checkpoint) -
     base = tiny_checkpoint("biqwen2_5", lora=True).parent / "biqwen2_5-tiny-base"
     with pytest.raises(UnknownModelError, match="biqwen2_5"):
         load_encoder(base, device="cpu", dtype="float32")
+
+
+@pytest.mark.parametrize("family", ["colpali", "colqwen2", "colqwen2_5"])
+def test_similarity_maps_match_colpali_engine_interpretability(family: str, tiny_checkpoint) -> None:
+    """Retriever.explain's maps are colpali-engine's ``get_similarity_maps_from_embeddings``
+    (its processor's ``get_n_patches`` / ``get_image_mask``) on the same page and query, with
+    its ``(x, y)`` axes read as our ``(cols, rows)``."""
+    import importlib.util
+    from pathlib import Path
+
+    import colpali_engine
+    import torch
+    from PIL import Image, ImageDraw
+
+    # The module alone: the package's __init__ also imports its plotting helpers (matplotlib).
+    utils = Path(colpali_engine.__file__).parent / "interpretability" / "similarity_map_utils.py"
+    spec = importlib.util.spec_from_file_location("colpali_similarity_map_utils", utils)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    get_similarity_maps_from_embeddings = module.get_similarity_maps_from_embeddings
+
+    path = tiny_checkpoint(family)
+    reference = ref.Reference(family, path)
+    # Not square (rows and columns must not swap), and small enough that mmembed's pixel cap
+    # leaves the processor's own resize alone (the tiny ColPali takes 112x112 pages).
+    page = Image.new("RGB", (196, 140), "white")
+    ImageDraw.Draw(page).rectangle([125, 20, 180, 60], fill="navy")
+    query = "where is the navy box"
+    pages, queries = reference.processor.process_images([page]), reference.processor.process_queries([query])
+    with torch.no_grad():
+        page_vectors, query_vectors = reference.model(**pages), reference.model(**queries)
+    model = reference.model
+    if family == "colpali":
+        # (colpali's ``model.patch_size`` reads a transformers 4 attribute path: the config says the same)
+        patch_size = model.config.vision_config.patch_size
+        n_patches = reference.processor.get_n_patches(image_size=page.size, patch_size=patch_size)
+    else:
+        n_patches = reference.processor.get_n_patches(
+            image_size=page.size, spatial_merge_size=model.spatial_merge_size
+        )
+    mask = reference.processor.get_image_mask(pages)
+    (expected,) = get_similarity_maps_from_embeddings(page_vectors, query_vectors, n_patches, mask)
+    explanation = load_encoder(path, device="cpu", dtype="float32").explain_page(query, page)
+    assert explanation.maps.shape == expected.transpose(1, 2).shape
+    torch.testing.assert_close(explanation.maps, expected.transpose(1, 2), atol=1e-4, rtol=1e-4)

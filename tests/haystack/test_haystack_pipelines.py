@@ -4,6 +4,7 @@ vectors, identical results after ``Pipeline.dumps()``/``loads()`` — not releva
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,33 @@ def test_query_pipeline_end_to_end_and_after_dumps_loads(indexed: dict[str, Any]
             (d.id, d.score) for d in first[stage]["documents"]
         ]
     assert second["llm"]["replies"][0].text == first["llm"]["replies"][0].text
+
+
+def test_explain_puts_core_s_overlay_in_the_meta(indexed: dict[str, Any], model: str) -> None:
+    from mmembed.retrieve import SIMILARITY_MAP_KEY, Retriever
+
+    store: MMEmbedDocumentStore = indexed["store"]
+    pipeline = Pipeline()
+    pipeline.add_component("query_embedder", MMEmbedTextEmbedder(model=model))
+    pipeline.add_component("retriever", MMEmbedRetriever(document_store=store, top_k=2, explain=True))
+    pipeline.connect("query_embedder.multi_embedding", "retriever.query_multi_embedding")
+    documents = pipeline.run({"query_embedder": {"text": QUESTION}, "retriever": {"query": QUESTION}})[
+        "retriever"
+    ]["documents"]
+    index = store.core_index()
+    assert index is not None and len(documents) == 2
+    core = Retriever(index, mmembed.load_encoder(model))
+    for document, record in zip(documents, index.get([d.id for d in documents]), strict=True):
+        assert record is not None
+        explained = document.meta[SIMILARITY_MAP_KEY]
+        assert explained == core.explain_metadata(QUESTION, record)  # core does the work
+        # The embedder recorded each page's patch layout: explained from the stored vectors.
+        assert explained["vectors_from"] == "stored"
+        assert Image.open(io.BytesIO(base64.b64decode(explained["png_base64"]))).format == "PNG"
+    with pytest.raises(ValueError, match="explain=True needs the query's text"):
+        MMEmbedRetriever(document_store=store, explain=True).run(
+            query_multi_embedding=[[1.0] * index.encoder.dim]
+        )
 
 
 def test_indexing_pipeline_after_dumps_loads_stores_the_same_vectors(

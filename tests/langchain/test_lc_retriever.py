@@ -202,3 +202,41 @@ def test_add_documents_from_the_loader_round_trips(tmp_path: Path, tiny_model: s
     assert retriever.add_documents(docs) == [d.id for d in docs]
     assert retriever.vector_index.count() == 2
     retriever.close()
+
+
+def test_explain_puts_core_s_overlay_in_the_metadata(built_index: Path, tiny_model: str) -> None:
+    import mmembed
+    from mmembed.retrieve import SIMILARITY_MAP_KEY, Retriever
+
+    docs = MMEmbedRetriever(index=str(built_index), k=2, image="none", explain=True, dpi=DPI).invoke("solar")
+    core = Retriever(mmembed.open_index(built_index, readonly=True), mmembed.load_encoder(tiny_model))
+    for doc, hit in zip(docs, core.search("solar", k=2), strict=True):
+        explained = doc.metadata[SIMILARITY_MAP_KEY]
+        assert explained == core.explain_metadata("solar", hit, dpi=DPI)  # core does the work
+        assert explained["vectors_from"] == "stored"  # the index recorded the patch layout
+        overlay = Image.open(io.BytesIO(base64.b64decode(explained["png_base64"])))
+        assert (
+            overlay.format == "PNG"
+            and overlay.size
+            == mmembed.render_page(doc.metadata["source"], doc.metadata["page"], dpi=DPI).size
+        )
+        assert explained["rows"] > 1 and explained["cols"] > 1
+    assert (
+        SIMILARITY_MAP_KEY
+        not in MMEmbedRetriever(index=str(built_index), k=1, image="none").invoke("solar")[0].metadata
+    )
+
+
+def test_pages_added_through_langchain_are_explained_from_stored_vectors(
+    sample_pdfs: list[Path], tiny_model: str, tmp_path: Path
+) -> None:
+    from mmembed.retrieve import SIMILARITY_MAP_KEY
+
+    pages = PDFPageImageLoader(str(sample_pdfs[0]), dpi=DPI).load()
+    retriever = MMEmbedRetriever.from_documents(
+        pages, index=str(tmp_path / "index"), model=tiny_model, k=1, image="none", explain=True, dpi=DPI
+    )
+    (doc,) = retriever.invoke("solar")
+    assert doc.metadata[SIMILARITY_MAP_KEY]["vectors_from"] == "stored"
+    assert not [k for k in doc.metadata if k.startswith("_mmembed_")]
+    retriever.close()

@@ -189,3 +189,23 @@ def test_moved_source_falls_back_to_the_stored_thumbnail(
     Image.open(hit.node.resolve_image()).verify()
     assert "moved.pdf" in caplog.text and "thumbnail" in caplog.text
     retriever.close()
+
+
+def test_explain_puts_core_s_overlay_in_the_metadata(built_index: Path, encoder: Any) -> None:
+    from llama_index.core.schema import MetadataMode
+
+    from mmembed.retrieve import SIMILARITY_MAP_KEY, Retriever
+
+    nodes = MMEmbedRetriever(
+        index=str(built_index), similarity_top_k=2, image_mode="none", explain=True, dpi=DPI
+    ).retrieve("solar")
+    core = Retriever(mmembed.open_index(built_index, readonly=True), encoder)
+    for node, hit in zip(nodes, core.search("solar", k=2), strict=True):
+        explained = node.node.metadata[SIMILARITY_MAP_KEY]
+        assert explained == core.explain_metadata("solar", hit, dpi=DPI)  # core does the work
+        assert explained["vectors_from"] == "stored"
+        overlay = Image.open(io.BytesIO(base64.b64decode(explained["png_base64"])))
+        assert overlay.format == "PNG" and explained["rows"] > 1 and explained["cols"] > 1
+        # A base64 PNG is no text for the LLM or the embedder.
+        for mode in (MetadataMode.LLM, MetadataMode.EMBED):
+            assert "png_base64" not in node.node.get_content(metadata_mode=mode)

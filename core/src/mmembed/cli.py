@@ -233,9 +233,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.tokens and not args.explain:
             raise CLIError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
         overlays: list[Path] = []
+        vectors_from: set[str] = set()
         for rank, hit in enumerate(hits if args.explain else [], 1):
             stem = f"{rank:02d}-{Path(hit.source).stem}-p{hit.page}"
-            overlays += retriever.explain(args.query, hit).save(args.explain, stem, tokens=args.tokens)
+            explanation = retriever.explain(args.query, hit)
+            vectors_from.add(explanation.vectors_from)
+            overlays += explanation.save(args.explain, stem, tokens=args.tokens)
     finally:
         index.close()
     if args.json:
@@ -246,7 +249,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     for rank, hit in enumerate(hits, 1):
         print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  {_where(hit)}  [{safe(hit.id)}]")
     if overlays:
-        print(f"wrote {len(overlays)} similarity overlay(s) to {safe(args.explain)}")
+        how = " and ".join(sorted(vectors_from))  # "stored" vectors, or the page "re-encoded"
+        print(f"wrote {len(overlays)} similarity overlay(s) to {safe(args.explain)} ({how} page vectors)")
     return 0
 
 
@@ -318,10 +322,28 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .encoders import load_encoder
-    from .evaluate import DEFAULT_METRICS, evaluate, format_table, load_qrels, load_queries
+    from .evaluate import DEFAULT_METRICS, evaluate, format_table, load_beir_dataset, load_qrels, load_queries
     from .retrieve import Retriever
 
-    queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
+    doc_ids = args.doc_ids
+    if args.dataset:
+        if args.queries or args.qrels or args.corpus:
+            raise CLIError(
+                "--dataset brings its own queries, qrels and corpus; drop --queries / --qrels / --corpus"
+            )
+        dataset = load_beir_dataset(args.dataset, split=args.split, language=args.language)
+        folder = args.corpus_dir or f"{args.index.rstrip('/')}-corpus"
+        files = dataset.page_files(folder)
+        queries, qrels = dataset.queries, dataset.file_qrels(files)
+        args.corpus, doc_ids = [folder], "source#page"
+        print(
+            f"{safe(args.dataset)}: {len(queries)} queries, {len(files)} pages in {safe(folder)}",
+            file=sys.stderr,
+        )
+    elif not (args.queries and args.qrels):
+        raise CLIError("give --queries and --qrels (BEIR files), or --dataset vidore/<name>")
+    else:
+        queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
     if args.corpus:  # index the corpus first (a no-op for files the index already holds)
         indexing = build_parser().parse_args(["index", *args.corpus, "--index", args.index, "--quiet"])
         indexing.model, indexing.revision, indexing.device = args.model, args.revision, args.device
@@ -344,7 +366,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     queries,
                     qrels,
                     k=args.k,
-                    doc_ids=args.doc_ids,
+                    doc_ids=doc_ids,
                     metrics=args.metrics or DEFAULT_METRICS,
                     name=f"{Path(path).name} ({Path(stored).name})",
                 )
@@ -535,9 +557,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure retrieval quality (nDCG, recall, MRR) against qrels")
     p.add_argument("--index", required=True, help="the index to evaluate (its pages are the corpus)")
-    p.add_argument("--queries", required=True, help="BEIR queries.jsonl ({_id, text}) or id<TAB>text")
+    p.add_argument("--queries", help="BEIR queries.jsonl ({_id, text}) or id<TAB>text")
+    p.add_argument("--qrels", help="BEIR qrels TSV (query-id, corpus-id, score), TREC or JSONL")
     p.add_argument(
-        "--qrels", required=True, help="BEIR qrels TSV (query-id, corpus-id, score), TREC or JSONL"
+        "--dataset",
+        metavar="NAME",
+        help="a BEIR page dataset by name instead of files: a Hub id (vidore/vidore_v3_hr, "
+        "vidore/esg_reports_v2, ...) or a local copy's folder; its pages are indexed first",
+    )
+    p.add_argument("--split", default="test", help="with --dataset: the split (default test)")
+    p.add_argument("--language", help="with --dataset: only queries in this language (e.g. english)")
+    p.add_argument(
+        "--corpus-dir", help="with --dataset: where its page images are written (default <index>-corpus)"
     )
     p.add_argument("--corpus", nargs="+", help="files / folders to index into --index first")
     p.add_argument("-k", type=int, default=100, help="pages retrieved per query (default 100)")

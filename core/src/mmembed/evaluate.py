@@ -244,3 +244,111 @@ def format_table(reports: Sequence[EvalReport]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append(f"({reports[0].queries} judged queries)")
     return "\n".join(lines)
+
+
+# -- BEIR datasets on the Hugging Face Hub (ViDoRe) ----------------------------------------
+
+BEIR_SUBSETS = ("corpus", "queries", "qrels")
+
+
+@dataclass
+class BeirDataset:
+    """A BEIR-style page-retrieval dataset: ViDoRe v2 (``corpus-id`` / ``query-id``) and v3
+    (``corpus_id`` / ``query_id``) name their columns differently; both read the same."""
+
+    name: str
+    queries: dict[str, str]
+    qrels: Qrels
+    corpus: Any
+    """The ``corpus`` subset (a ``datasets.Dataset`` with an ``image`` column)."""
+
+    def page_files(self, folder: str | Path) -> dict[str, Path]:
+        """Write each corpus page to ``folder/<corpus id>.png`` (kept when already there) and
+        return corpus id -> file: mmembed indexes files, and a re-run finds them unchanged."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        id_column = _column(self.corpus, ("corpus-id", "corpus_id"), f"{self.name} corpus")
+        _column(self.corpus, ("image",), f"{self.name} corpus")
+        files: dict[str, Path] = {}
+        for row in self.corpus:
+            corpus_id = str(row[id_column])
+            path = out / f"{_file_stem(corpus_id)}.png"
+            if path in files.values():
+                raise EvalError(f"{self.name}: two corpus ids make the same file name {path.name}")
+            if not path.is_file():
+                image = row["image"]
+                if image is None:
+                    raise EvalError(f"{self.name}: corpus page {corpus_id!r} has no image")
+                image.convert("RGB").save(path)
+            files[corpus_id] = path
+        return files
+
+    def file_qrels(self, files: Mapping[str, Path]) -> Qrels:
+        """The qrels with each corpus id renamed to its page file's ``name#1``."""
+        return {
+            q: {f"{files[doc].name}#1": grade for doc, grade in docs.items() if doc in files}
+            for q, docs in self.qrels.items()
+        }
+
+
+def load_beir_dataset(name: str, *, split: str = "test", language: str | None = None) -> BeirDataset:
+    """ViDoRe-style BEIR dataset ``name`` (a Hub id such as ``vidore/vidore_v3_hr``, or a
+    local copy in the same layout: ``corpus`` / ``queries`` / ``qrels`` configs or folders
+    of parquet files) through Hugging Face ``datasets``. ``language`` keeps only the queries
+    whose ``language`` column says so (ViDoRe v3 translates its queries)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise EvalError(
+            "loading datasets by name uses Hugging Face datasets, which is not installed: "
+            "pip install 'mmembed-core[vidore]'"
+        ) from exc
+    if not Path(name).is_dir() and name.count("/") != 1:
+        raise EvalError(
+            f"--dataset {name!r} is neither a folder nor a Hub dataset id like vidore/vidore_v3_hr"
+        )
+    subsets = {subset: _load_subset(datasets, name, subset, split) for subset in BEIR_SUBSETS}
+    queries_ds, qrels_ds = subsets["queries"], subsets["qrels"]
+    qid_column = _column(queries_ds, ("query-id", "query_id"), f"{name} queries")
+    text_column = _column(queries_ds, ("query", "text"), f"{name} queries")
+    queries: dict[str, str] = {}
+    for row in queries_ds:
+        if language is None or row.get("language") == language:
+            queries[str(row[qid_column])] = str(row[text_column])
+    if not queries:
+        raise EvalError(f"{name}: no queries" + (f" in language {language!r}" if language else ""))
+    qrel_q = _column(qrels_ds, ("query-id", "query_id"), f"{name} qrels")
+    qrel_doc = _column(qrels_ds, ("corpus-id", "corpus_id"), f"{name} qrels")
+    qrels: Qrels = {}
+    for row in qrels_ds:
+        if str(row[qrel_q]) in queries:
+            qrels.setdefault(str(row[qrel_q]), {})[str(row[qrel_doc])] = int(row.get("score", 1))
+    return BeirDataset(name, queries, qrels, subsets["corpus"])
+
+
+def _load_subset(datasets: Any, name: str, subset: str, split: str) -> Any:
+    """One subset: the dataset's config of that name (ViDoRe v2 and v3 declare them), else
+    the folder of that name (datasets without declared configs)."""
+    try:
+        try:
+            return datasets.load_dataset(name, subset, split=split)
+        except ValueError:  # no config of that name
+            return datasets.load_dataset(name, data_dir=subset, split=split)
+    except (OSError, ValueError) as exc:  # ConnectionError, OfflineModeIsEnabled, not found
+        raise EvalError(
+            f"cannot load the {subset!r} subset of {name} (split {split!r}): {exc}. Without access to the "
+            "Hugging Face Hub, load it once where the Hub is reachable (datasets caches it) or pass a local "
+            "copy: --dataset FOLDER holding corpus/, queries/ and qrels/ (HF_HUB_OFFLINE=1 skips the network retries)"
+        ) from exc
+
+
+def _column(dataset: Any, names: Sequence[str], what: str) -> str:
+    columns = list(dataset.column_names)
+    for candidate in names:
+        if candidate in columns:
+            return candidate
+    raise EvalError(f"{what} has no {' / '.join(names)} column (its columns: {', '.join(columns)})")
+
+
+def _file_stem(corpus_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in corpus_id).strip(".") or "_"

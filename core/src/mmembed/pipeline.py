@@ -181,7 +181,7 @@ def index_documents(
                 content_hash=p.content_hash,
                 metadata=p.record_metadata()
                 if isinstance(p, MediaSegment)
-                else {**p.metadata, "page_count": p.page_count},
+                else {**p.metadata, "page_count": p.page_count, **_layout_metadata(encoder, p, emb)},
                 thumbnail=_thumbnail(p) if thumbnails else None,
                 id=p.id,
             )
@@ -268,6 +268,17 @@ def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
         for i, emb in zip(segments, clips, strict=True):
             out[i] = emb
     return [emb for emb in out if emb is not None]
+
+
+def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor) -> dict[str, Any]:
+    """The page's patch layout under :data:`~mmembed.explain.LAYOUT_KEY` (similarity maps from
+    stored vectors); nothing for media segments and families without one."""
+    from .explain import LAYOUT_KEY, recorded_layout
+
+    if isinstance(page, MediaSegment):
+        return {}
+    layout = recorded_layout(encoder, page.image, embedding)
+    return {} if layout is None else {LAYOUT_KEY: layout}
 
 
 def _thumbnail(item: Item) -> bytes | None:

@@ -7,6 +7,7 @@ the adapters only translate types.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -20,13 +21,15 @@ import torch
 from .index.errors import IndexNotFoundError
 from .index.protocol import Filter, IndexBackend
 from .scoring import score
-from .types import EncoderMismatchError, MMEmbedError, PageRecord, SearchHit
+from .types import EncoderInfo, EncoderMismatchError, MMEmbedError, PageRecord, SearchHit
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from .encoders.base import Encoder
-    from .explain import Explanation
+    from .explain import Explanation, PatchLayout
+
+logger = logging.getLogger(__name__)
 
 _HASH_MEMO = 256
 """Source files whose hash a reranker remembers (keyed by path, mtime and size)."""
@@ -57,9 +60,14 @@ def as_single_vectors(embeddings: Sequence[torch.Tensor]) -> list[list[float]]:
     return [pool(e).tolist() for e in embeddings]
 
 
-PRIVATE_METADATA_PREFIXES = ("haystack.",)
+PRIVATE_METADATA_PREFIXES = ("haystack.", "_mmembed_")
 """Metadata keys an adapter keeps for itself in a shared index (Haystack's document marker,
-content and blob): other adapters leave them out of what they show."""
+content and blob) or core keeps for itself (a page's patch layout): adapters leave them out
+of what they show."""
+
+SIMILARITY_MAP_KEY = "similarity_map"
+"""Result-metadata key under which every adapter's ``explain=True`` puts
+:meth:`Retriever.explain_metadata`."""
 
 
 def shared_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,14 +149,82 @@ class Retriever:
         """Where on ``hit``'s page each token of ``query`` matched: per-token similarity
         maps over the page's patch grid (see :class:`mmembed.explain.Explanation`).
 
-        The page is re-encoded (from ``image``, else rendered from its recorded source at
-        ``dpi``, else its stored thumbnail) to learn the grid; multi-vector image families
-        only (others raise "not available for this model").
+        The maps come from the page's stored vectors when the index recorded its patch
+        layout (indexed by this version, vectors not pooled); otherwise the page is
+        re-encoded. ``Explanation.vectors_from`` says which. The overlay is drawn on
+        ``image``, else the page rendered from its recorded source at ``dpi``, else its
+        stored thumbnail. Multi-vector image families only (others raise "not available
+        for this model").
         """
         record = hit.record if isinstance(hit, SearchHit) else hit
         if image is None:
             image = page_image(record, dpi=dpi)
+        stored = self._stored_patches(record)
+        if stored is not None:
+            return self.encoder.explain_vectors(query, stored[0], stored[1], image)
         return self.encoder.explain_page(query, image)
+
+    def explain_metadata(
+        self, query: str, hit: SearchHit | PageRecord, *, dpi: float = 144
+    ) -> dict[str, Any]:
+        """What the adapters' ``explain=True`` puts under :data:`SIMILARITY_MAP_KEY`: the
+        aggregate overlay as base64 PNG, the patch grid's ``rows`` / ``cols``, the query's
+        ``tokens`` and ``vectors_from`` (``"stored"`` / ``"re-encoded"``)."""
+        import base64
+        import io
+
+        explanation = self.explain(query, hit, dpi=dpi)
+        png = io.BytesIO()
+        explanation.overlay().save(png, format="PNG")
+        _, rows, cols = explanation.maps.shape
+        return {
+            "png_base64": base64.b64encode(png.getvalue()).decode("ascii"),
+            "rows": rows,
+            "cols": cols,
+            "tokens": list(explanation.tokens),
+            "vectors_from": explanation.vectors_from,
+        }
+
+    def _stored_patches(self, record: PageRecord) -> tuple[torch.Tensor, PatchLayout] | None:
+        """The page's stored vectors ``(page_tokens, dim)`` and recorded layout, when they can
+        stand for re-encoding: ``None`` for pages indexed without a layout, and for indexes
+        whose stored vectors are pooled (they no longer map to patches)."""
+        from .explain import LAYOUT_KEY, PatchLayout
+
+        recorded = record.metadata.get(LAYOUT_KEY)
+        if recorded is None or stored_vectors_pooled(self.index):
+            return None
+        try:
+            layout = PatchLayout.from_json(recorded)
+        except MMEmbedError as err:
+            logger.warning("page %s: %s; re-encoding it to explain", record.id, err)
+            return None
+        vectors = self.index.get_embeddings([record.id])[0]
+        # The layout was made for exactly this many vectors; any other count means they changed.
+        if vectors is None or vectors.ndim != 2 or vectors.shape[0] != recorded.get("vectors", -1):
+            return None
+        return vectors, layout
+
+
+def index_encoder(info: EncoderInfo) -> Encoder:
+    """The encoder an index was built with (``info`` from its manifest), loaded with the family
+    options it recorded (e.g. Nomic's ``tiles``), through the process-wide encoder cache."""
+    from .encoders import UnknownModelError, get_family, load_encoder
+
+    try:
+        accepted = set(get_family(info.family).options)
+    except UnknownModelError:
+        accepted = set()
+    options = {k: v for k, v in (info.settings or {}).items() if k in accepted}
+    return load_encoder(info.name, revision=info.revision, **options)
+
+
+def stored_vectors_pooled(index: IndexBackend) -> bool:
+    """Whether ``index`` keeps fewer vectors than the encoder made per page (token pooling,
+    recorded in its manifest as ``pooling``): then stored rows are no longer patches."""
+    manifest = getattr(index, "manifest", None)
+    pooling = getattr(manifest, "pooling", None)
+    return bool(pooling) and str(pooling).lower() not in ("none", "off")
 
 
 def page_image(record: PageRecord, *, dpi: float = 144) -> Image.Image:

@@ -14,7 +14,7 @@ from PIL import Image
 from ..types import EncoderInfo, MMEmbedError
 
 if TYPE_CHECKING:
-    from ..explain import Explanation
+    from ..explain import Explanation, PatchLayout
 
 Document = str | Image.Image | tuple[Image.Image, str]
 """A text-only document, a page image, or a page image with its caption / extracted text
@@ -118,13 +118,29 @@ class Encoder(ABC):
             f"the {self.info.family} encoder cannot encode image queries; use encode_queries() for text"
         )
 
+    def page_layout(self, image: Image.Image) -> PatchLayout | None:
+        """Where the vectors of ``image`` lie on the page, recorded at indexing time so that
+        similarity maps can use stored vectors; ``None`` for families without a patch grid."""
+        return None
+
     def explain_page(self, query: str, image: Image.Image) -> Explanation:
         """Per-token similarity maps of ``query`` on the page ``image`` (see
         :mod:`mmembed.explain`); only multi-vector image families that know their patch grid."""
-        raise MMEmbedError(
+        raise self._no_similarity_maps()
+
+    def explain_vectors(
+        self, query: str, page_vectors: torch.Tensor, layout: PatchLayout, image: Image.Image
+    ) -> Explanation:
+        """:meth:`explain_page` from a page's stored vectors ``(page_tokens, dim)`` and the
+        layout :meth:`page_layout` gave at indexing time (the model sees only the query)."""
+        raise self._no_similarity_maps()
+
+    def _no_similarity_maps(self) -> MMEmbedError:
+        return MMEmbedError(
             f"similarity maps are not available for this model ({self.info.name!r}, family "
             f"{self.info.family}, {self.info.kind}-vector): they need a multi-vector page model whose "
-            "patch grid is known, e.g. ColQwen2 / ColQwen2.5"
+            "patch grid is known (ColPali, ColQwen2 / 2.5 / 3, ColSmol / ColIdefics3, Nemotron ColEmbed, "
+            "Nomic Embed Vision with tiles > 1)"
         )
 
 

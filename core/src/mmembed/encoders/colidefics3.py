@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -33,6 +33,9 @@ from .vlm import (
     processor_folder,
     rename_key,
 )
+
+if TYPE_CHECKING:
+    from ..explain import PatchLayout
 
 FAMILY_ID = "colidefics3"
 IMAGE_TOKEN = "<image>"
@@ -80,6 +83,49 @@ class ColIdefics3Encoder(VLMEncoder):
         scale = longest / max(image.width, image.height)
         tiles = math.ceil(image.height * scale / tile) * math.ceil(image.width * scale / tile)
         return (tiles + (1 if tiles > 1 else 0)) * int(self.processor.image_seq_len)
+
+    def patch_layout(self, inputs: dict[str, torch.Tensor], ids: torch.Tensor) -> PatchLayout:
+        tokenizer = self.processor.tokenizer
+        is_patch = ids == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)  # (page_tokens,)
+        tiles = [(int(r), int(c)) for r, c in _TILE_TAG.findall(tokenizer.decode(ids))]
+        return tiled_patch_layout(is_patch, tiles, int(self.processor.image_seq_len), self.info.family)
+
+
+_TILE_TAG = re.compile(r"<row_(\d+)_col_(\d+)>")
+
+
+def tiled_patch_layout(
+    is_patch: torch.Tensor, tiles: list[tuple[int, int]], image_seq_len: int, family: str
+) -> PatchLayout:
+    """Idefics3 cuts the resized page into ``rows x cols`` tiles (1-based ``tiles``, in the
+    order of the prompt's ``<row_r_col_c>`` tags), then adds a global view of the whole
+    page; each view is ``image_seq_len`` tokens, a ``side x side`` row-major grid after the
+    pixel shuffle. A page small enough for one tile has only the global view."""
+    from ..explain import PatchLayout, PatchView, whole_page
+
+    side = math.isqrt(image_seq_len)
+    flags = is_patch.tolist()
+    starts = [i for i, flag in enumerate(flags) if flag and (i == 0 or not flags[i - 1])]
+    runs_ok = all(flags[s : s + image_seq_len] == [True] * image_seq_len for s in starts)
+    if (
+        side * side != image_seq_len
+        or len(starts) != len(tiles) + 1
+        or sum(flags) != len(starts) * image_seq_len
+        or not runs_ok
+    ):
+        raise MMEmbedError(
+            f"{family}: the page's image tokens ({sum(flags)} in {len(starts)} runs) do not match "
+            f"{len(tiles)} tiles + a global view of {image_seq_len} tokens; similarity maps cannot be laid out"
+        )
+    if not tiles:
+        return whole_page(starts[0], side, side)
+    rows, cols = max(r for r, _ in tiles), max(c for _, c in tiles)
+    views = [
+        PatchView(start, side, side, (r - 1) * side, (c - 1) * side, side, side)
+        for start, (r, c) in zip(starts, tiles, strict=False)
+    ]
+    views.append(PatchView(starts[-1], side, side, 0, 0, rows * side, cols * side))  # the global view
+    return PatchLayout(rows * side, cols * side, tuple(views))
 
 
 def _load_processor(facts: CheckpointFacts, config: Any, options: dict[str, Any]) -> Any:

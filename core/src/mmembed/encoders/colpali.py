@@ -14,8 +14,9 @@ Checkpoints: a PaliGemma ``config.json`` with ``architectures: ["ColPali"]`` or 
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -32,6 +33,9 @@ from .vlm import (
     processor_folder,
     rename_key,
 )
+
+if TYPE_CHECKING:
+    from ..explain import PatchLayout
 
 FAMILY_ID = "colpali"
 IMAGE_TOKEN = "<image>"
@@ -86,6 +90,22 @@ class ColPaliEncoder(VLMEncoder):
 
     def image_cost(self, image: Image.Image) -> int:
         return int(self.processor.image_seq_length)  # every page is resized to the same square
+
+    def patch_layout(self, inputs: dict[str, torch.Tensor], ids: torch.Tensor) -> PatchLayout:
+        image_token = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        return square_patch_layout(ids == image_token, int(self.processor.image_seq_length), self.info.family)
+
+
+def square_patch_layout(is_patch: torch.Tensor, image_seq_length: int, family: str) -> PatchLayout:
+    """PaliGemma: SigLIP's ``side x side`` patches of the square-resized page, row-major, are
+    the ``image_seq_length`` image tokens before the prompt's text; ``is_patch``
+    ``(page_tokens,)`` marks them."""
+    from ..explain import run_start, whole_page
+
+    side = math.isqrt(image_seq_length)
+    if side * side != image_seq_length:
+        raise MMEmbedError(f"{family}: {image_seq_length} image tokens do not make a square patch grid")
+    return whole_page(run_start(is_patch, image_seq_length, family), side, side)
 
 
 def _load_processor(facts: CheckpointFacts) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -23,10 +24,14 @@ from torch import nn
 
 from ..types import EncoderInfo, MMEmbedError
 from .checkpoint import CheckpointFacts
-from .qwen_vl import apply_page_budget
+from .colpali import square_patch_layout
+from .qwen_vl import apply_page_budget, qwen_patch_layout
 from .registry import LoadRequest, ModelFamily, register_family
 from .runtime import default_attention
 from .vlm import DEFAULT_BATCH_SIZE, Item, Prompt, Recipe, VLMEncoder, processor_folder, skipped_weight_init
+
+if TYPE_CHECKING:
+    from ..explain import PatchLayout
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,14 @@ class HFRetrievalEncoder(VLMEncoder):
             patches = int(image_processor.get_number_of_image_patches(image.height, image.width))
             return patches // image_processor.merge_size**2
         return int(self.processor.image_seq_length)  # PaliGemma: one fixed square
+
+    def patch_layout(self, inputs: dict[str, torch.Tensor], ids: torch.Tensor) -> PatchLayout:
+        """ColQwen2: Qwen2-VL's merged grid; ColPali: PaliGemma's square."""
+        is_patch = ids == self.processor.tokenizer.convert_tokens_to_ids(self.recipe.image_token)
+        if "image_grid_thw" in inputs:
+            merge = int(self.image_processor.merge_size)
+            return qwen_patch_layout(inputs, is_patch, merge, self.info.family)
+        return square_patch_layout(is_patch, int(self.processor.image_seq_length), self.info.family)
 
     def _document_item(self, doc: object, what: str) -> Item:
         if isinstance(doc, tuple):

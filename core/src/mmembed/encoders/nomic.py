@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -36,6 +37,9 @@ from .nomic_vision import ClipPreprocessing, NomicVisionModel, VisionConfig, rot
 from .registry import LoadRequest, ModelFamily, register_family
 from .runtime import run_batched
 from .weights import load_weights
+
+if TYPE_CHECKING:
+    from ..explain import Explanation, PatchLayout, VectorsFrom
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +61,19 @@ def matches(facts: CheckpointFacts) -> bool:
     return facts.adapter is None and (is_text_checkpoint(facts) or is_vision_checkpoint(facts))
 
 
+def tile_grid(width: int, height: int, tiles: int) -> tuple[int, int]:
+    """``(rows, cols)`` with ``rows * cols == tiles`` whose cells are closest to square."""
+    grids = [(rows, tiles // rows) for rows in range(1, tiles + 1) if tiles % rows == 0]
+    return min(grids, key=lambda rc: abs(math.log((width / rc[1]) / (height / rc[0]))))
+
+
 def tile_boxes(width: int, height: int, tiles: int) -> list[tuple[int, int, int, int]]:
     """``tiles`` square crop boxes ``(left, top, right, bottom)`` covering the page, row-major.
 
     The page is cut into a ``rows x columns == tiles`` grid whose cells are as close to square as
     possible; each cell is then widened to a square (overlapping its neighbours, kept inside the
     page) because CLIP's preprocessing centre-crops a square and would cut a non-square cell."""
-    grids = [(rows, tiles // rows) for rows in range(1, tiles + 1) if tiles % rows == 0]
-    rows, cols = min(grids, key=lambda rc: abs(math.log((width / rc[1]) / (height / rc[0]))))
+    rows, cols = tile_grid(width, height, tiles)
     side = min(max(-(-width // cols), -(-height // rows)), width, height)
     boxes = []
     for r in range(rows):
@@ -205,6 +214,45 @@ class NomicEncoder(Encoder):
             owners += [i] * len(crops)
         vectors = self._image_vectors(vision.encode(views, batch_size=batch_size, progress=progress))
         return [vectors[[j for j, o in enumerate(owners) if o == i]] for i in range(len(images))]
+
+    def page_layout(self, image: Image.Image) -> PatchLayout | None:
+        """With ``tiles > 1`` a page is its whole view (vector 0) then ``rows x cols`` tiles in
+        row-major order (vectors 1...): a coarse grid, one cell per tile (tiles widened to
+        squares overlap a little; each cell stands for its tile's centre part)."""
+        if self.tiles <= 1 or self.vision is None:
+            return None
+        from ..explain import PatchLayout, PatchView
+
+        rows, cols = tile_grid(*image.size, self.tiles)
+        tiles, whole = PatchView(1, rows, cols, 0, 0, rows, cols), PatchView(0, 1, 1, 0, 0, rows, cols)
+        return PatchLayout(rows, cols, (tiles, whole))
+
+    def explain_page(self, query: str, image: Image.Image) -> Explanation:
+        layout = self.page_layout(image)
+        if layout is None:
+            return super().explain_page(query, image)
+        return self._explain(query, self.encode_images([image])[0], layout, image, "re-encoded")
+
+    def explain_vectors(
+        self, query: str, page_vectors: torch.Tensor, layout: PatchLayout, image: Image.Image
+    ) -> Explanation:
+        if self.page_layout(image) is None:
+            return super().explain_vectors(query, page_vectors, layout, image)
+        return self._explain(query, page_vectors, layout, image, "stored")
+
+    def _explain(
+        self,
+        query: str,
+        page_vectors: torch.Tensor,
+        layout: PatchLayout,
+        image: Image.Image,
+        source: VectorsFrom,
+    ) -> Explanation:
+        """The query is one vector (Nomic Embed Text pools it): one map, named by the query."""
+        from ..explain import similarity_maps
+
+        query_vectors = self.encode_queries([query])[0]  # (1, dim)
+        return similarity_maps(query_vectors, page_vectors, layout, [query], image.convert("RGB"), source)
 
     def encode_documents(
         self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False

@@ -33,7 +33,7 @@ from .vlm import (
 )
 
 if TYPE_CHECKING:
-    from ..explain import Explanation
+    from ..explain import PatchLayout
 
 __all__ = [
     "COLPALI_PAGE_PREFIX",
@@ -116,38 +116,24 @@ class QwenVLEncoder(VLMEncoder):
         patches = int(self.image_processor.get_number_of_image_patches(image.height, image.width))
         return patches // self.image_processor.merge_size**2
 
-    def explain_page(self, query: str, image: Image.Image) -> Explanation:
-        """Re-encodes the page to learn its grid: each visual token (``merge_size``²
-        patches merged) is one cell of a ``(grid_h / merge, grid_w / merge)`` grid, in
-        row-major order, over the whole resized page."""
-        if self.info.kind != "multi":
-            return super().explain_page(query, image)
-        from ..explain import PatchGrid, similarity_maps
+    def patch_layout(self, inputs: dict[str, torch.Tensor], ids: torch.Tensor) -> PatchLayout:
+        image_token = self.processor.tokenizer.convert_tokens_to_ids(self.recipe.image_token)
+        return qwen_patch_layout(
+            inputs, ids == image_token, int(self.image_processor.merge_size), self.info.family
+        )
 
-        tokenizer = self.processor.tokenizer
-        query_item = self._text_item(self.recipe.query, query, "the query")
-        page_item = self._image_item(self.recipe.page, self.recipe.page_text, image, "the page")
-        page = page_item.image
-        assert page is not None  # an image item always carries its (RGB) image
-        with torch.inference_mode():
-            query_inputs = self.text_inputs([query_item.text])
-            query_vectors = self._forward(query_inputs)[0]  # (query_tokens, dim)
-            page_inputs = self.image_inputs([page_item.text], [page])
-            page_vectors = self._forward(page_inputs)[0]  # (page_tokens, dim)
-        query_ids = query_inputs["input_ids"][0][query_inputs["attention_mask"][0].bool()]
-        page_ids = page_inputs["input_ids"][0][page_inputs["attention_mask"][0].bool()]
-        is_patch = page_ids == tokenizer.convert_tokens_to_ids(self.recipe.image_token)  # (page_tokens,)
-        _, grid_h, grid_w = (int(v) for v in page_inputs["image_grid_thw"][0])
-        merge = int(self.image_processor.merge_size)
-        rows, cols = grid_h // merge, grid_w // merge
-        if int(is_patch.sum()) != rows * cols:
-            raise MMEmbedError(
-                f"{self.info.family}: the page has {int(is_patch.sum())} visual tokens but its grid is "
-                f"{rows}x{cols}; similarity maps cannot be laid out for this checkpoint"
-            )
-        grid = PatchGrid(page_vectors[is_patch], rows, cols)
-        tokens = [tokenizer.decode([int(i)]) for i in query_ids]
-        return similarity_maps(query_vectors, grid, tokens, page)
+
+def qwen_patch_layout(
+    inputs: Mapping[str, torch.Tensor], is_patch: torch.Tensor, merge: int, family: str
+) -> PatchLayout:
+    """Each visual token (``merge``² patches merged) is one cell of a ``(grid_h / merge,
+    grid_w / merge)`` grid in row-major order over the whole resized page; ``is_patch``
+    ``(page_tokens,)`` marks the visual tokens."""
+    from ..explain import run_start, whole_page
+
+    _, grid_h, grid_w = (int(v) for v in inputs["image_grid_thw"][0])
+    rows, cols = grid_h // merge, grid_w // merge
+    return whole_page(run_start(is_patch, rows * cols, family), rows, cols)
 
 
 # -- loading ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..explain import Explanation, PatchLayout, similarity_maps
 from ..types import EncoderInfo, Kind, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import ADAPTER_WEIGHTS, CheckpointFacts, safetensors_files
@@ -257,6 +258,63 @@ class VLMEncoder(Encoder):
         """Roughly how many tokens ``image`` becomes (for size-sorted batching); raises
         ``ValueError`` for an image the processor cannot take."""
         return 0
+
+    def patch_layout(self, inputs: dict[str, torch.Tensor], ids: torch.Tensor) -> PatchLayout | None:
+        """Where one page's vectors lie on the page (see :mod:`mmembed.explain`): ``inputs``
+        is the processor's output for the page, ``ids`` its real tokens ``(page_tokens,)``
+        (the rows of its embedding). ``None``: the family does not know its patch grid."""
+        return None
+
+    # -- similarity maps -------------------------------------------------------------
+
+    def _knows_layout(self) -> bool:
+        return self.info.kind == "multi" and type(self).patch_layout is not VLMEncoder.patch_layout
+
+    def _page_inputs(self, image: Image.Image) -> tuple[Item, dict[str, torch.Tensor], torch.Tensor]:
+        item = self._image_item(self.recipe.page, self.recipe.page_text, image, "the page")
+        assert item.image is not None  # an image item always carries its (RGB) image
+        inputs = self.image_inputs([item.text], [item.image])
+        ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()]  # (page_tokens,)
+        return item, inputs, ids
+
+    def page_layout(self, image: Image.Image) -> PatchLayout | None:
+        """The layout of ``image``'s vectors, from the processor alone (no model run)."""
+        if not self._knows_layout():
+            return None
+        _, inputs, ids = self._page_inputs(image)
+        return self.patch_layout(inputs, ids)
+
+    def _query_tokens(self, query: str) -> tuple[torch.Tensor, list[str]]:
+        """The query's vectors ``(query_tokens, dim)`` and each token's text."""
+        item = self._text_item(self.recipe.query, query, "the query")
+        with torch.inference_mode():
+            inputs = self.text_inputs([item.text])
+            vectors = self._forward(inputs)[0]  # (query_tokens, dim)
+        ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()]  # (query_tokens,)
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        return vectors, [tokenizer.decode([int(i)]) for i in ids]
+
+    def explain_page(self, query: str, image: Image.Image) -> Explanation:
+        """Re-encodes the page and lays its patch vectors out with :meth:`patch_layout`."""
+        if not self._knows_layout():
+            return super().explain_page(query, image)
+        _, inputs, ids = self._page_inputs(image)
+        layout = self.patch_layout(inputs, ids)
+        assert layout is not None
+        with torch.inference_mode():
+            page_vectors = self._forward(inputs)[0]  # (page_tokens, dim)
+        query_vectors, tokens = self._query_tokens(query)
+        # The grid covers the whole page, so the overlay goes on the page as given (the model
+        # may have seen a downscaled copy).
+        return similarity_maps(query_vectors, page_vectors, layout, tokens, image.convert("RGB"))
+
+    def explain_vectors(
+        self, query: str, page_vectors: torch.Tensor, layout: PatchLayout, image: Image.Image
+    ) -> Explanation:
+        if not self._knows_layout():
+            return super().explain_vectors(query, page_vectors, layout, image)
+        query_vectors, tokens = self._query_tokens(query)
+        return similarity_maps(query_vectors, page_vectors, layout, tokens, image, "stored")
 
     # -- inputs ----------------------------------------------------------------------
 

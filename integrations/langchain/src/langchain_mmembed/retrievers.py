@@ -60,7 +60,10 @@ class MMEmbedRetriever(BaseRetriever):
     Each ``Document`` has ``id`` = the page id, ``metadata`` with ``source``, ``page``
     (1-based), ``total_pages``, ``content_hash``, ``id``, ``score``, the index's own
     metadata, and the page image (``image_base64`` + ``image_mime_type``) as chosen by
-    ``image``; ``page_content`` is the page text stored with it (usually ``""``).
+    ``image``; ``page_content`` is the page text stored with it (usually ``""``). With
+    ``explain=True`` each also carries its page's similarity overlay under
+    ``metadata["similarity_map"]`` (``png_base64``, ``rows``, ``cols``, ``tokens``,
+    ``vectors_from``; multi-vector image models only).
 
     ``k`` and ``filter`` can be set in the constructor and overridden per call:
     ``retriever.invoke("query", k=3, filter={"source": "report.pdf"})``. Filters use
@@ -95,6 +98,8 @@ class MMEmbedRetriever(BaseRetriever):
     """Page image in each Document: the index's ``"thumbnail"``, the full ``"page"``
     re-rendered from its source file at ``dpi``, or ``"none"``."""
     dpi: int = 144
+    explain: bool = False
+    """Add each page's similarity overlay (see :meth:`mmembed.Retriever.explain_metadata`)."""
     batch_size: int = Field(default=8, ge=1)
     """Pages per forward pass in :meth:`add_documents`."""
 
@@ -182,7 +187,15 @@ class MMEmbedRetriever(BaseRetriever):
             raise ValueError(f"k must be >= 1, got {top_k}")
         self._ensure_open(create=False)
         hits = self._searcher.search(query, k=top_k, where=where if where is not None else self.filter)
-        return [self._to_document(hit) for hit in hits]
+        documents = [self._to_document(hit) for hit in hits]
+        if self.explain:
+            from mmembed.retrieve import SIMILARITY_MAP_KEY
+
+            for document, hit in zip(documents, hits, strict=True):
+                document.metadata[SIMILARITY_MAP_KEY] = self._searcher.explain_metadata(
+                    query, hit, dpi=self.dpi
+                )
+        return documents
 
     def _to_document(self, hit: SearchHit) -> Document:
         from mmembed.retrieve import shared_metadata
@@ -246,19 +259,20 @@ class MMEmbedRetriever(BaseRetriever):
 
     def _add_batch(self, documents: Sequence[Document], thumbnails: bool) -> list[str]:
         import mmembed
+        from mmembed.explain import LAYOUT_KEY, recorded_layout
         from mmembed.loaders import make_thumbnail
 
         self._ensure_open(create=True)
         images = [_page_image(doc, self.dpi) for doc in documents]
         embeddings = self.encoder.encode_images(images)
-        pages = [
-            mmembed.PageInput(
-                embedding=embedding,
-                **_page_fields(doc),
-                thumbnail=make_thumbnail(image) if thumbnails else None,
-            )
-            for doc, image, embedding in zip(documents, images, embeddings, strict=True)
-        ]
+        pages = []
+        for doc, image, embedding in zip(documents, images, embeddings, strict=True):
+            fields = _page_fields(doc)
+            layout = recorded_layout(self.encoder, image, embedding)  # similarity maps from stored vectors
+            if layout is not None:
+                fields["metadata"][LAYOUT_KEY] = layout
+            thumbnail = make_thumbnail(image) if thumbnails else None
+            pages.append(mmembed.PageInput(embedding=embedding, **fields, thumbnail=thumbnail))
         return self.vector_index.upsert(pages)
 
     @classmethod

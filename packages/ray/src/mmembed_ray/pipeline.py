@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmembed.explain import LAYOUT_KEY, recorded_layout
 from mmembed.index import IndexNotFoundError, PageInput, open_backend
 from mmembed.index.protocol import IndexBackend
 from mmembed.loaders import LoadIssue, load_pages, make_thumbnail
@@ -110,9 +111,14 @@ class _Encode:
         images = [Image.open(io.BytesIO(batch["image"][i])).convert("RGB") for i in pages]
         embeddings = self.encoder.encode_images(images) if images else []
         vectors = [_EMPTY] * len(batch["kind"])
-        for i, emb in zip(pages, embeddings, strict=True):
+        metadata = list(batch["metadata"])
+        for i, emb, image in zip(pages, embeddings, images, strict=True):
             vectors[i] = emb.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()  # (n, dim)
+            layout = recorded_layout(self.encoder, image, emb)  # as the single-process pipeline records
+            if layout is not None:
+                metadata[i] = json.dumps({**json.loads(metadata[i]), LAYOUT_KEY: layout})
         out = {key: value for key, value in batch.items() if key != "image"}
+        out["metadata"] = np.array(metadata, dtype=object)
         out["vectors"] = np.array(vectors, dtype=object)
         out["encoder"] = np.array([self.info] * len(vectors), dtype=object)
         return out

@@ -36,6 +36,7 @@ import torch
 from haystack import Document
 from haystack.dataclasses import ByteStream
 
+from mmembed.explain import LAYOUT_KEY
 from mmembed.index import PageInput
 from mmembed.retrieve import pool
 from mmembed.types import EncoderInfo, MMEmbedError, PageRecord
@@ -67,9 +68,12 @@ class InvalidDocumentError(MMEmbedError, ValueError):
 # ---------------------------------------------------------------- the multi-vector channel
 
 
-def attach_embedding(document: Document, embedding: torch.Tensor, encoder: EncoderInfo) -> Document:
+def attach_embedding(
+    document: Document, embedding: torch.Tensor, encoder: EncoderInfo, *, layout: dict[str, Any] | None = None
+) -> Document:
     """A new document carrying ``embedding`` ``(n_vectors, dim)``: the single-vector view in
-    ``Document.embedding`` and the exact vectors under :data:`EMBEDDING_META_KEY`."""
+    ``Document.embedding`` and the exact vectors under :data:`EMBEDDING_META_KEY`, with the
+    page's patch layout (``layout``, see :func:`mmembed.explain.recorded_layout`) if known."""
     vectors = embedding.detach().to("cpu", torch.float32).contiguous()  # (n_vectors, dim)
     payload = {
         "encoder": encoder.to_dict(),
@@ -77,6 +81,8 @@ def attach_embedding(document: Document, embedding: torch.Tensor, encoder: Encod
         "dtype": "float32",
         "data": base64.b64encode(vectors.numpy().astype("<f4").tobytes()).decode("ascii"),
     }
+    if layout is not None:
+        payload["patch_layout"] = layout
     return replace(
         document,
         embedding=pool(vectors).tolist(),
@@ -114,7 +120,7 @@ def to_page_input(document: Any, encoder: EncoderInfo, index_path: str) -> PageI
             f"write_documents takes Haystack Document objects, got {type(document).__name__}"
         )
     meta = dict(document.meta)
-    meta.pop(EMBEDDING_META_KEY, None)
+    attached = meta.pop(EMBEDDING_META_KEY, None)
     reserved = sorted(k for k in meta if k.startswith(RESERVED_PREFIX))
     if reserved:
         raise InvalidDocumentError(
@@ -123,6 +129,8 @@ def to_page_input(document: Any, encoder: EncoderInfo, index_path: str) -> PageI
         )
     vectors = _vectors_of(document, encoder, index_path)
     metadata: dict[str, Any] = {**meta, MARKER_KEY: True}
+    if isinstance(attached, dict) and attached.get("patch_layout") is not None:
+        metadata[LAYOUT_KEY] = attached["patch_layout"]  # similarity maps from the stored vectors
     if document.content is not None:
         metadata[CONTENT_KEY] = document.content
     if document.blob is not None:
@@ -176,7 +184,7 @@ def to_document(
     record: PageRecord, *, embedding: torch.Tensor | None = None, score: float | None = None
 ) -> Document:
     """The Haystack document stored as ``record`` (``embedding``: its stored vectors)."""
-    metadata = dict(record.metadata)
+    metadata = {k: v for k, v in record.metadata.items() if k != LAYOUT_KEY}  # core's, not the user's
     flat = None if embedding is None or embedding.shape[0] == 0 else pool(embedding).tolist()
     if metadata.pop(MARKER_KEY, False):
         content = metadata.pop(CONTENT_KEY, None)

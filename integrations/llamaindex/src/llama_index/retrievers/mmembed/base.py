@@ -54,7 +54,10 @@ class MMEmbedRetriever(BaseRetriever):
     ``"base64"`` — the page rendered at ``dpi``; ``"thumbnail"`` — the small JPEG stored in
     the index (no rendering); ``"path"`` — a rendered image file in ``image_dir``;
     ``"none"`` — metadata only. ``filters`` (LlamaIndex ``MetadataFilters`` or an mmembed
-    filter dict) are applied before scoring.
+    filter dict) are applied before scoring. ``explain=True`` adds each page's similarity
+    overlay under ``metadata["similarity_map"]`` (``png_base64``, ``rows``, ``cols``,
+    ``tokens``, ``vectors_from``; multi-vector image models only; hidden from the LLM and
+    the embedder).
 
     The constructor is cheap: the model and the index load on the first query.
     """
@@ -74,6 +77,7 @@ class MMEmbedRetriever(BaseRetriever):
         image_format: Literal["PNG", "JPEG"] = "PNG",
         image_dir: str | None = None,
         dpi: float = 144,
+        explain: bool = False,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         object_map: dict[str, Any] | None = None,
@@ -103,6 +107,7 @@ class MMEmbedRetriever(BaseRetriever):
         self.image_format: Literal["PNG", "JPEG"] = image_format
         self.image_dir = image_dir
         self.dpi = dpi
+        self.explain = explain
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
         super().__init__(callback_manager=callback_manager, object_map=object_map, verbose=verbose)
@@ -190,7 +195,17 @@ class MMEmbedRetriever(BaseRetriever):
         where = to_where(self.filters)
         searcher = mmembed.Retriever(self.index, self.encoder)
         hits = searcher.search(query_bundle.query_str, k=self.similarity_top_k, where=where)
-        return [NodeWithScore(node=self._node(hit), score=hit.score) for hit in hits]
+        nodes = [self._node(hit) for hit in hits]
+        if self.explain:
+            from mmembed.retrieve import SIMILARITY_MAP_KEY
+
+            for node, hit in zip(nodes, hits, strict=True):
+                node.metadata[SIMILARITY_MAP_KEY] = searcher.explain_metadata(
+                    query_bundle.query_str, hit, dpi=self.dpi
+                )
+                node.excluded_embed_metadata_keys.append(SIMILARITY_MAP_KEY)
+                node.excluded_llm_metadata_keys.append(SIMILARITY_MAP_KEY)
+        return [NodeWithScore(node=node, score=hit.score) for node, hit in zip(nodes, hits, strict=True)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
@@ -273,6 +288,7 @@ class MMEmbedRetriever(BaseRetriever):
             "image_format": self.image_format,
             "image_dir": self.image_dir,
             "dpi": self.dpi,
+            "explain": self.explain,
         }
 
     @classmethod

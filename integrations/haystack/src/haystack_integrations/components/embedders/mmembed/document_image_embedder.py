@@ -14,6 +14,7 @@ from haystack_integrations.document_stores.mmembed.documents import (
 )
 
 import mmembed
+from mmembed.explain import recorded_layout
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -109,7 +110,10 @@ class MMEmbedDocumentImageEmbedder(EncoderComponentMixin):
             batch = documents[start : start + self.batch_size]
             images = [self._image(d) for d in batch]
             vectors = encoder.encode_images(images, progress=self.progress_bar)  # each (n_vectors, dim)
-            embedded += [attach_embedding(d, v, encoder.info) for d, v in zip(batch, vectors, strict=True)]
+            embedded += [
+                attach_embedding(d, v, encoder.info, layout=recorded_layout(encoder, image, v))
+                for d, v, image in zip(batch, vectors, images, strict=True)
+            ]
         return {"documents": embedded}
 
     def _image(self, document: Document) -> Image.Image:

@@ -22,6 +22,12 @@ class MMEmbedRetriever:
     Filters (Haystack syntax) are applied inside the index before scoring, so ``top_k``
     results come back whenever that many documents match.
 
+    With ``explain=True`` (and the query's text given as ``query``), each document's
+    ``meta["similarity_map"]`` holds its page's similarity overlay (``png_base64``,
+    ``rows``, ``cols``, ``tokens``, ``vectors_from``; multi-vector image models only), made
+    by the store's own model from the page's stored vectors when the index recorded its
+    patch layout.
+
     ```python
     from haystack import Pipeline
     from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
@@ -45,6 +51,7 @@ class MMEmbedRetriever:
         top_k: int = 10,
         filter_policy: str | FilterPolicy = FilterPolicy.REPLACE,
         return_embedding: bool = False,
+        explain: bool = False,
     ) -> None:
         """
         :param document_store: The store to search.
@@ -52,6 +59,7 @@ class MMEmbedRetriever:
         :param top_k: Number of documents to return.
         :param filter_policy: How run-time ``filters`` combine with ``filters``: ``replace`` or ``merge``.
         :param return_embedding: Return documents with their (pooled) embedding.
+        :param explain: Add each page's similarity overlay (needs the query's text as ``query``).
         """
         if not isinstance(document_store, MMEmbedDocumentStore):
             raise ValueError("document_store must be an instance of MMEmbedDocumentStore")
@@ -64,6 +72,7 @@ class MMEmbedRetriever:
             filter_policy if isinstance(filter_policy, FilterPolicy) else FilterPolicy.from_str(filter_policy)
         )
         self.return_embedding = return_embedding
+        self.explain = explain
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (the store by its folder)."""
@@ -74,6 +83,7 @@ class MMEmbedRetriever:
             top_k=self.top_k,
             filter_policy=self.filter_policy.value,
             return_embedding=self.return_embedding,
+            explain=self.explain,
         )
 
     @classmethod
@@ -90,6 +100,7 @@ class MMEmbedRetriever:
         top_k: int | None = None,
         return_embedding: bool | None = None,
         query_encoder: dict[str, Any] | None = None,
+        query: str | None = None,
     ) -> dict[str, list[Document]]:
         """Retrieve the best-matching documents, best first, each with its ``score``.
 
@@ -100,15 +111,17 @@ class MMEmbedRetriever:
         :param return_embedding: Overrides the init value.
         :param query_encoder: Which encoder made the query (``MMEmbedTextEmbedder.encoder``); a query
             from another model than the store's is refused with ``EncoderMismatchError``.
+        :param query: The query's text; needed with ``explain=True`` (the overlay shows its tokens).
         :raises IndexNotFoundError: the store's folder holds no index.
         """
-        query, k, where, with_embedding = self._prepare(
+        self._check_explain(query)
+        vectors, k, where, with_embedding = self._prepare(
             query_multi_embedding, query_embedding, filters, top_k, return_embedding, query_encoder
         )
         documents = self.document_store.embedding_retrieval(
-            query, filters=where, top_k=k, return_embedding=with_embedding
+            vectors, filters=where, top_k=k, return_embedding=with_embedding
         )
-        return {"documents": documents}
+        return {"documents": self._explained(documents, query)}
 
     @component.output_types(documents=list[Document])
     async def run_async(
@@ -119,15 +132,42 @@ class MMEmbedRetriever:
         top_k: int | None = None,
         return_embedding: bool | None = None,
         query_encoder: dict[str, Any] | None = None,
+        query: str | None = None,
     ) -> dict[str, list[Document]]:
         """:meth:`run` without blocking the event loop (the search runs in a worker thread)."""
-        query, k, where, with_embedding = self._prepare(
+        self._check_explain(query)
+        vectors, k, where, with_embedding = self._prepare(
             query_multi_embedding, query_embedding, filters, top_k, return_embedding, query_encoder
         )
         documents = await self.document_store.embedding_retrieval_async(
-            query, filters=where, top_k=k, return_embedding=with_embedding
+            vectors, filters=where, top_k=k, return_embedding=with_embedding
         )
+        if self.explain:
+            import asyncio
+
+            documents = await asyncio.to_thread(self._explained, documents, query)
         return {"documents": documents}
+
+    def _check_explain(self, query: str | None) -> None:
+        if self.explain and not (isinstance(query, str) and query.strip()):
+            raise ValueError(
+                "explain=True needs the query's text: pass query=<the text> to MMEmbedRetriever.run "
+                "(e.g. pipeline.run({'embedder': {'text': q}, 'retriever': {'query': q}}))"
+            )
+
+    def _explained(self, documents: list[Document], query: str | None) -> list[Document]:
+        """``documents`` with their pages' similarity overlays (core does the work)."""
+        if not self.explain or query is None:
+            return documents
+        from mmembed.retrieve import SIMILARITY_MAP_KEY, Retriever, index_encoder
+
+        index = self.document_store.index_for_reading()
+        retriever = Retriever(index, index_encoder(index.encoder))
+        records = index.get([d.id for d in documents])
+        for document, record in zip(documents, records, strict=True):
+            if record is not None:
+                document.meta[SIMILARITY_MAP_KEY] = retriever.explain_metadata(query, record)
+        return documents
 
     def _prepare(
         self,
@@ -146,7 +186,9 @@ class MMEmbedRetriever:
         index = self.document_store.index_for_reading()
         encoder = index.encoder
         if query_encoder is not None:
-            encoder.check_compatible(EncoderInfo.from_dict(query_encoder), index_path=self.document_store.path)
+            encoder.check_compatible(
+                EncoderInfo.from_dict(query_encoder), index_path=self.document_store.path
+            )
         if query_multi_embedding is not None:
             query = torch.tensor(query_multi_embedding, dtype=torch.float32)  # (n_vectors, dim)
         elif query_embedding is not None:
