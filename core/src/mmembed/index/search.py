@@ -16,6 +16,7 @@ import torch
 
 from ..scoring import Ragged, score
 from ..types import Similarity
+from .codecs import Rows
 
 CHUNK_VECTORS = 1 << 18
 """Vectors per scorer call: bounds the temporary (query tokens x doc tokens) products."""
@@ -46,8 +47,8 @@ class Locations:
         return int(self.rows.shape[0])
 
 
-# view(seg_id, rows) -> (rows, dim) tensor of that segment's first rows, in storage dtype
-ViewFn = Callable[[int, int], torch.Tensor]
+# view(seg_id, rows) -> that segment's first rows; indexing them yields (n, dim) float vectors
+ViewFn = Callable[[int, int], Rows]
 
 
 def score_locations(
@@ -89,9 +90,9 @@ def _chunk_ragged(
     """``(values, offsets, cols)``: the docs to score and which doc is each wanted page."""
     lo, hi = int(off[0]), int(off[-1] + n[-1])
     live = int(n.sum())
-    segment = view(seg_id, hi)  # (hi, dim)
+    segment = view(seg_id, hi)  # (hi, dim) once indexed
     if live >= DENSE_ENOUGH * (hi - lo):
-        values = segment[lo:hi]  # no copy: a slice of the memory map
+        values = segment[lo:hi]  # float codecs: no copy, a slice of the memory map; int8: decoded
         starts, ends = off - lo, off - lo + n
         if single:  # every row is its own document, so dense scoring sees one vector each
             bounds = np.arange(hi - lo + 1, dtype=np.int64)
@@ -99,7 +100,7 @@ def _chunk_ragged(
             bounds = np.unique(np.concatenate([[0, hi - lo], starts, ends]))
         cols = np.searchsorted(bounds, starts)
         return values, torch.from_numpy(bounds), cols
-    # Sparse: gather just the wanted rows (a copy in storage dtype, only of those rows).
+    # Sparse: gather just the wanted rows (a copy of only those rows).
     first = np.repeat(off - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
     idx = first + np.arange(live, dtype=np.int64)  # (live,) row of each wanted vector
     values = segment[torch.from_numpy(idx)]
