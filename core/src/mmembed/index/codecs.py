@@ -126,6 +126,8 @@ class Int8Rows:
 
     def __getitem__(self, key: slice | torch.Tensor) -> torch.Tensor:
         part = self._raw[key]  # (m, dim + 4): a view for a slice, a copy of m rows for a gather
+        if part.shape[0] == 0:  # (an empty tensor's strides cannot be reinterpreted)
+            return torch.empty(0, self._dim)
         values = part[:, : self._dim].view(torch.int8)  # (m, dim)
         scales = part[:, self._dim :].contiguous().view(torch.float32)  # (m, 1)
         return values.to(torch.float32).mul_(scales)  # (m, dim)
