@@ -284,3 +284,20 @@ def test_cli_index_info_and_migrate_keep_the_options(
     assert code != 0 and "pooled by 2" in err and not (tmp_path / "p3").exists()
     code, _, err = _run(capsys, *argv, "--storage", "float16")  # an existing index keeps its storage
     assert code != 0 and "storage='int8'" in err
+
+
+def test_maxsim_with_row_scales_scores_int8_rows_like_their_decoded_floats() -> None:
+    from mmembed.index.codecs import Int8Rows
+    from mmembed.scoring import Ragged, maxsim
+
+    int8 = codec("int8")
+    pages = _topical_pages(12)
+    raw = torch.from_numpy(int8.encode(torch.cat(pages).numpy()))  # (tokens, dim + 4)
+    offsets = torch.tensor([0, *np.cumsum([p.shape[0] for p in pages])])
+    values, scales = Int8Rows(raw).quantized(slice(0, raw.shape[0]))
+    queries = _queries(pages, 3)
+    got = maxsim(queries, Ragged(values, offsets), row_scales=scales, max_chunk_bytes=1 << 16)
+    want = maxsim(queries, Ragged(Int8Rows(raw)[:], offsets))  # float32 decode, then score
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(MMEmbedError, match="row_scales"):
+        maxsim(queries, Ragged(values.float(), offsets), row_scales=scales)

@@ -125,12 +125,19 @@ class Int8Rows:
         return torch.Size((int(self._raw.shape[0]), self._dim))
 
     def __getitem__(self, key: slice | torch.Tensor) -> torch.Tensor:
+        values, scales = self.quantized(key)
+        return values.to(torch.float32).mul_(scales[:, None])  # (m, dim)
+
+    def quantized(self, key: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(values, scales)``: ``(m, dim)`` int8 (a view of the map for a slice) and
+        ``(m,)`` float32, for scorers that apply the scale after the product
+        (:func:`mmembed.scoring.maxsim`'s ``row_scales``)."""
         part = self._raw[key]  # (m, dim + 4): a view for a slice, a copy of m rows for a gather
         if part.shape[0] == 0:  # (an empty tensor's strides cannot be reinterpreted)
-            return torch.empty(0, self._dim)
+            return torch.empty(0, self._dim, dtype=torch.int8), torch.empty(0)
         values = part[:, : self._dim].view(torch.int8)  # (m, dim)
-        scales = part[:, self._dim :].contiguous().view(torch.float32)  # (m, 1)
-        return values.to(torch.float32).mul_(scales)  # (m, dim)
+        scales = part[:, self._dim :].contiguous().view(torch.float32)[:, 0]  # (m,)
+        return values, scales
 
 
 CODECS: dict[str, Codec] = {
