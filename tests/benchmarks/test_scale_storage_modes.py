@@ -32,3 +32,28 @@ def test_storage_rows_measure_each_mode(tmp_path: Path) -> None:
     for per_page, recall, lat in by_name.values():
         assert per_page > 0 and 0.0 <= recall <= 1.0 and len(lat) == len(queries)
     assert not any((tmp_path / m).exists() for m in scale.STORAGE_MODES)  # cleaned up
+
+
+def test_storage_benchmark_prints_each_codec() -> None:
+    import re
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT.parent / "storage.py"),
+            "--pages",
+            "20",
+            "--page-tokens",
+            "16",
+            "--rounds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = dict(re.findall(r"^(float16|int8|float32)\s+(\d+)\s", done.stdout, re.MULTILINE))
+    assert rows == {"float16": "256", "int8": "132", "float32": "512"}, done.stdout
