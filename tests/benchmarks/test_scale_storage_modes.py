@@ -5,8 +5,11 @@ and one latency per query. Numbers are meaningless at this size; speed is never 
 from __future__ import annotations
 
 import importlib.util
+import re
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from mmembed.index import PageInput, open_index
@@ -34,26 +37,15 @@ def test_storage_rows_measure_each_mode(tmp_path: Path) -> None:
     assert not any((tmp_path / m).exists() for m in scale.STORAGE_MODES)  # cleaned up
 
 
-def test_storage_benchmark_prints_each_codec() -> None:
-    import re
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT.parent / "storage.py"),
-            "--pages",
-            "20",
-            "--page-tokens",
-            "16",
-            "--rounds",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = dict(re.findall(r"^(float16|int8|float32)\s+(\d+)\s", done.stdout, re.MULTILINE))
-    assert rows == {"float16": "256", "int8": "132", "float32": "512"}, done.stdout
+def test_storage_benchmark_prints_each_codec(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = importlib.util.spec_from_file_location("storage_benchmark", SCRIPT.parent / "storage.py")
+    assert spec is not None and spec.loader is not None
+    storage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(storage)
+    monkeypatch.setattr(sys, "argv", ["storage.py", "--pages", "20", "--page-tokens", "16", "--rounds", "2"])
+    storage.main()
+    out = capsys.readouterr().out
+    rows = dict(re.findall(r"^(float16|int8|float32)\s+(\d+)\s", out, re.MULTILINE))
+    assert rows == {"float16": "256", "int8": "132", "float32": "512"}, out
