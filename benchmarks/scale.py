@@ -113,6 +113,61 @@ def _encode_one(text: str) -> np.ndarray:
     return torch.nn.functional.normalize(h @ proj, dim=-1).numpy()  # (tokens, 128)
 
 
+# Storage modes (issue 18a): each is a separate index holding the exact index's vectors,
+# re-stored with these options and searched with the exact scan.
+STORAGE_MODES: dict[str, dict[str, Any]] = {
+    "int8": {"storage": "int8"},
+    "pool2": {"pooling": 2},
+    "pool3": {"pooling": 3},
+}
+
+
+def storage_rows(
+    source: Any,
+    workdir: Path,
+    modes: dict[str, dict[str, Any]],
+    queries: list[torch.Tensor],
+    exact_ids: list[list[str]],
+) -> list[tuple[str, float, float, list[float]]]:
+    """One table row per storage mode: copy ``source``'s pages (as ``mmembed migrate`` does)
+    into a new index with the mode's options, then time exact searches and compare their
+    top-10 with ``exact_ids``. Prints each mode's build time (pooling runs at write time)."""
+    out = []
+    for name, options in modes.items():
+        path = workdir / name
+        shutil.rmtree(path, ignore_errors=True)
+        started = time.perf_counter()
+        with open_index(path, ENC, **options) as ix:
+            records = list(source.records())
+            for a in range(0, len(records), 200):
+                part = records[a : a + 200]
+                vectors = source.get_embeddings([r.id for r in part])
+                ix.add(
+                    [
+                        PageInput(v, r.source, r.page, r.content_hash, id=r.id)
+                        for r, v in zip(part, vectors, strict=True)
+                    ]
+                )
+            build = time.perf_counter() - started
+            ids, lat = [], []
+            for q in queries:
+                t = time.perf_counter()
+                ids.append([h.id for h in ix.search([q], k=10)[0]])
+                lat.append(time.perf_counter() - t)
+            info = ix.info()
+        per_query = [len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, exact_ids, strict=True)]
+        recall = statistics.mean(per_query)
+        half = len(per_query) // 2  # main() puts the paraphrased queries first
+        print(
+            f"{name}: built in {build:.1f} s, {info['bytes_per_token']} bytes/token, "
+            f"{info['bytes_per_page']} vector bytes/page; recall@10 paraphrased "
+            f"{statistics.mean(per_query[:half] or [1.0]):.3f}, held out {statistics.mean(per_query[half:]):.3f}"
+        )
+        out.append((f"exact scan, {name}", info["bytes"] / info["pages"], recall, lat))
+        shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
 def paraphrase(words: list[str], rng: random.Random) -> str:
     kept = [w for w in words if rng.random() > 0.25]
     for i in range(0, len(kept) - 1, 4):
@@ -129,6 +184,9 @@ def main() -> None:
     ap.add_argument("--candidates", default="100,300")
     ap.add_argument("--cache", default="/tmp/mmembed-scale-cache")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument(
+        "--storage-modes", default=",".join(STORAGE_MODES), help="storage rows to add ('' for none)"
+    )
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rng = random.Random(0)
@@ -207,6 +265,8 @@ def main() -> None:
             )
             codes = DIM // 8 * info["vectors"] / n_pages
             rows.append((f"binary -> exact, C={c}", bytes_per_page + codes, recall, lat))
+        chosen = {m: STORAGE_MODES[m] for m in args.storage_modes.split(",") if m}
+        rows += storage_rows(ix, workdir, chosen, queries, exact_ids)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"binary codes built on first query in {warm:.2f} s; peak RSS {rss:.0f} MB (2 shared cores, other jobs running)"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from mmembed.index import IndexBackend, open_index
+from mmembed.index.pooling import pool_tokens
 from mmembed.types import EncoderInfo
 from mmembed_testing.backend_contract import IndexBackendContract
 
@@ -18,6 +21,24 @@ class TestLocalIndex(IndexBackendContract):
 class TestLocalIndexFloat32(IndexBackendContract):
     def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
         return open_index(path, encoder, dtype="float32")
+
+
+class TestLocalIndexInt8(IndexBackendContract):
+    # Per-token scale max|x| / 127: the contract's N(0, 1) values (|x| < 5) round within 0.02.
+    vector_tolerance = 2.5e-2
+
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        return open_index(path, encoder, storage="int8")
+
+
+class TestLocalIndexPooled(IndexBackendContract):
+    """Pooling by 2 (multi-vector only: single-vector indexes are made without it)."""
+
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        return open_index(path, encoder, pooling=2 if encoder.kind == "multi" else None)
+
+    def stored_form(self, embedding: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(pool_tokens(embedding.numpy(), 2))
 
 
 class TestSharedIndex(IndexBackendContract):

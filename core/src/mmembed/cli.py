@@ -158,12 +158,18 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .pipeline import index_documents
 
     location = _location(args)
+    storage_options = _storage_options(args, location)
     stored = _stored_encoder(location)  # an existing index names its model unless --model does
     model = _model_name(args, stored.name if stored else None)
     if args.ray is not None:
+        if storage_options:
+            raise CLIError(
+                "--storage / --pool are not passed to --ray workers: create the index first without "
+                "--ray (e.g. index one file with --storage/--pool), then index the rest with --ray"
+            )
         return _index_on_ray(args, location, model)
     encoder = load_encoder(model, **_encoder_options(args, stored))
-    with closing(open_backend(location, encoder=encoder.info)) as index:
+    with closing(open_backend(location, encoder=encoder.info, **storage_options)) as index:
         report = index_documents(
             args.paths,
             index,
@@ -190,6 +196,18 @@ def cmd_index(args: argparse.Namespace) -> int:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
     return 0
+
+
+def _storage_options(args: argparse.Namespace, location: str) -> dict[str, Any]:
+    """``storage`` / ``pooling`` for ``open_backend`` from ``--storage`` / ``--pool``."""
+    from .index import uri_scheme
+
+    options = {
+        key: value for key, value in (("storage", args.storage), ("pooling", args.pool)) if value is not None
+    }
+    if options and uri_scheme(location) is not None:
+        raise CLIError("--storage and --pool apply to index folders (the embedded index), not to URIs")
+    return options
 
 
 def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
@@ -308,7 +326,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         "kind": enc.kind,
         "similarity": enc.similarity,
         "dim": enc.dim,
-        "dtype": info.get("dtype"),
+        "storage": info.get("storage", info.get("dtype")),
+        "pooling": info.get("pooling"),
+        "bytes_per_page": info.get("bytes_per_page"),
+        "bytes_per_token": info.get("bytes_per_token"),
         "bytes": info.get("bytes"),
         "format_version": info.get("format_version"),
     }
@@ -382,37 +403,60 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Copy every page of an index (vectors, records, thumbnails) into another, without
-    re-encoding; an upsert by page id, so a re-run after an interruption finishes the job."""
-    from .index import PageInput, open_backend
-    from .types import PageRecord
+    re-encoding; an upsert by page id, so a re-run after an interruption finishes the job.
+    A new folder keeps the source's storage and pooling (``--storage`` converts; ``--pool``
+    pools an unpooled source)."""
+    from .index import open_backend, uri_scheme
 
     source = _open_existing(args.source, readonly=True)
-    with closing(source), closing(open_backend(args.target, encoder=source.encoder)) as target:
-        copied = 0
-        batch: list[PageRecord] = []
-
-        def flush() -> None:
-            nonlocal copied
-            vectors = source.get_embeddings([r.id for r in batch])
-            pages = [
-                PageInput(rows, r.source, r.page, r.content_hash, r.metadata, r.thumbnail, id=r.id)
-                for r, rows in zip(batch, vectors, strict=True)
-                if rows is not None  # deleted meanwhile
-            ]
-            copied += len(target.upsert(pages))
-            batch.clear()
-
-        for record in source.records():
-            batch.append(record)
-            if len(batch) >= args.batch_size:
-                flush()
-        if batch:
-            flush()
-        total = target.count()
+    with closing(source):
+        target_options = _storage_options(args, args.target)
+        pooled = int(getattr(source, "pooling", 1))  # the source's vectors are already pooled
+        if pooled > 1:
+            if args.pool is not None and args.pool != pooled:
+                raise CLIError(
+                    f"{args.source} holds vectors pooled by {pooled}; they cannot be pooled again or "
+                    f"unpooled: drop --pool (the copy keeps pooling={pooled}) or re-index the documents"
+                )
+            if uri_scheme(args.target) is None:
+                target_options["pooling"] = pooled  # checked against an existing target too
+        if uri_scheme(args.target) is None and "storage" not in target_options:
+            target_options["dtype"] = getattr(source, "storage", None)  # a new copy keeps the codec
+        with closing(open_backend(args.target, encoder=source.encoder, **target_options)) as target:
+            copied, total = _copy_pages(args, source, target, pooled=pooled > 1)
     print(
         f"copied {copied} page(s) from {safe(args.source)} to {safe(args.target)}; it now holds {total} page(s)"
     )
     return 0
+
+
+def _copy_pages(args: argparse.Namespace, source: Any, target: Any, *, pooled: bool) -> tuple[int, int]:
+    from .index import PageInput
+    from .types import PageRecord
+
+    # Vectors of a pooled source go in as they are (pooled=True), into any embedded index.
+    upsert_options = {"pooled": True} if pooled and hasattr(target, "pooling") else {}
+    copied = 0
+    batch: list[PageRecord] = []
+
+    def flush() -> None:
+        nonlocal copied
+        vectors = source.get_embeddings([r.id for r in batch])
+        pages = [
+            PageInput(rows, r.source, r.page, r.content_hash, r.metadata, r.thumbnail, id=r.id)
+            for r, rows in zip(batch, vectors, strict=True)
+            if rows is not None  # deleted meanwhile
+        ]
+        copied += len(target.upsert(pages, **upsert_options))
+        batch.clear()
+
+    for record in source.records():
+        batch.append(record)
+        if len(batch) >= args.batch_size:
+            flush()
+    if batch:
+        flush()
+    return copied, int(target.count())
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -461,6 +505,23 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--url", help="Qdrant server URL with --backend qdrant, e.g. http://localhost:6333")
 
+    def storage_args(p: argparse.ArgumentParser, applies_to: str) -> None:
+        from .index.codecs import CODECS
+
+        p.add_argument(
+            "--storage",
+            choices=tuple(CODECS),
+            help=f"how vectors are stored in {applies_to}: float16 (default), bfloat16, float32, or "
+            "int8 (per-token scaled, ~half of float16's bytes); fixed when the folder is created",
+        )
+        p.add_argument(
+            "--pool",
+            type=int,
+            choices=(2, 3, 4),
+            help=f"token pooling factor of {applies_to}: cluster each page's token vectors into "
+            "1/N as many at write time (multi-vector models; needs scipy)",
+        )
+
     p = sub.add_parser("index", help="add PDFs, images, audio, video and folders to an index")
     p.add_argument("paths", nargs="+", help="files or folders (recursive)")
     p.add_argument(
@@ -468,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backend_args(p)
     model_args(p)
+    storage_args(p, "a new index folder")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--dpi", type=int, default=144)
     p.add_argument(
@@ -592,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", dest="target", required=True, metavar="INDEX", help="e.g. qdrant://host:6333/pages"
     )
     p.add_argument("--batch-size", type=int, default=256, help="pages per write (default 256)")
+    storage_args(p, "a new --to folder (default: the source's)")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("models", help="supported model families and known checkpoints")

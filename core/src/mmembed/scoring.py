@@ -149,7 +149,11 @@ def as_ragged(x: EmbeddingsLike) -> Ragged:
 
 
 def maxsim(
-    queries: EmbeddingsLike, documents: EmbeddingsLike, *, max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
+    queries: EmbeddingsLike,
+    documents: EmbeddingsLike,
+    *,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    row_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Late-interaction scores: for every query token, the best-matching document token's
     dot product, summed over query tokens. Returns ``(n_queries, n_documents)`` float32.
@@ -165,6 +169,10 @@ def maxsim(
     ``torch.get_num_threads()`` threads. Raises :class:`MMEmbedError` on a dimension
     mismatch, a non-float dtype or NaN / inf in the queries.
 
+    ``row_scales`` (float32, one per document row) scores int8 documents as ``values *
+    scale`` (the index's int8 storage): each slice is converted in cache like float16 and
+    its similarity rows are scaled before the max, so no float32 copy of the chunk is made.
+
     >>> import torch
     >>> query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # (2 tokens, dim 2)
     >>> page_a = torch.tensor([[1.0, 0.0]])  # matches the first token only
@@ -173,7 +181,13 @@ def maxsim(
     tensor([[1., 2.]])
     """
     q, d = as_ragged(queries), as_ragged(documents)
-    _check_pair(q.values, d.values)
+    if row_scales is None:
+        _check_pair(q.values, d.values)
+    elif d.values.dtype != torch.int8 or row_scales.shape != (d.values.shape[0],):
+        raise MMEmbedError(
+            f"row_scales go with int8 documents, one float32 scale per row; got {d.values.dtype} "
+            f"documents of {d.values.shape[0]} rows and scales of shape {tuple(row_scales.shape)}"
+        )
     query_values = _query_matrix(q.values)  # (query_tokens, dim) float32, contiguous
     device = d.values.device
     query_values = query_values.to(device)
@@ -191,7 +205,7 @@ def maxsim(
         first, last = int(owner[t0]), int(owner[t1 - 1])
         # (group_tokens, group_queries) 0/1: which query each token's best match counts for
         token_to_query = torch.nn.functional.one_hot(owner[t0:t1] - first, last - first + 1).to(device, _F32)
-        group = _Group(query_values[t0:t1], token_to_query, convert_dim, budget)
+        group = _Group(query_values[t0:t1], token_to_query, convert_dim, budget, row_scales)
         group.run(d.values, lengths, out[first : last + 1], workers)
     return out.cpu()
 
@@ -204,6 +218,7 @@ class _Group:
     token_to_query: torch.Tensor  # (m, group_queries) float32 0/1
     convert_dim: int  # dim when chunks need a float32 copy, else 0
     max_chunk_bytes: int
+    row_scales: torch.Tensor | None = None  # (document rows,) float32 scales of int8 rows
 
     @property
     def bytes_per_token(self) -> int:  # one similarity row
@@ -250,18 +265,22 @@ class _Group:
             while (c := next_chunk()) is not None:
                 a, b = chunks[c]
                 r0, r1 = int(starts[a]), int(starts[b])
+                scales = None if self.row_scales is None else self.row_scales[r0:r1]
                 if b == a + 1 and r1 - r0 > piece_rows:
-                    self._long_document(values[r0:r1], piece_rows, rest, copy, out[:, a])
+                    self._long_document(values[r0:r1], scales, piece_rows, rest, copy, out[:, a])
                     continue
                 sim, best = _carve(rest, (r1 - r0, m), (b - a, m))
-                self._similarities(values[r0:r1], copy, sim)
+                self._similarities(values[r0:r1], scales, copy, sim)
                 _max_per_document(sim, lengths, run_end, a, b, best)
                 out[:, a:b].addmm_(sum_t, best.t())  # (group_queries, docs) += per-query sums
 
         _run_on_workers(work, min(workers, len(chunks)))
 
-    def _similarities(self, rows: torch.Tensor, copy: torch.Tensor, sim: torch.Tensor) -> None:
-        """``sim = rows @ queries.T``: every document-token x query-token product, (rows, m)."""
+    def _similarities(
+        self, rows: torch.Tensor, scales: torch.Tensor | None, copy: torch.Tensor, sim: torch.Tensor
+    ) -> None:
+        """``sim = rows @ queries.T``: every document-token x query-token product, (rows, m);
+        int8 rows: times their ``scales``, applied to the (rows, m) block while in cache."""
         query_t = self.queries.t()  # (dim, m): the GEMM reads it transposed, no copy
         if not self.convert_dim:
             torch.mm(rows, query_t, out=sim)
@@ -269,10 +288,19 @@ class _Group:
         step = copy.shape[0]
         for s0 in range(0, rows.shape[0], step):  # storage dtype -> float32, one slice at a time
             part = copy[: min(step, rows.shape[0] - s0)].copy_(rows[s0 : s0 + step])
-            torch.mm(part, query_t, out=sim[s0 : s0 + part.shape[0]])
+            block = sim[s0 : s0 + part.shape[0]]  # (slice rows, m)
+            torch.mm(part, query_t, out=block)
+            if scales is not None:
+                block.mul_(scales[s0 : s0 + part.shape[0], None])
 
     def _long_document(
-        self, rows: torch.Tensor, piece_rows: int, arena: torch.Tensor, copy: torch.Tensor, out: torch.Tensor
+        self,
+        rows: torch.Tensor,
+        scales: torch.Tensor | None,
+        piece_rows: int,
+        arena: torch.Tensor,
+        copy: torch.Tensor,
+        out: torch.Tensor,
     ) -> None:
         """A page bigger than the memory cap: running max over slices of its rows."""
         m = self.queries.shape[0]
@@ -281,7 +309,7 @@ class _Group:
             best, piece_best, sim = _carve(arena, (m,), (m,), (n, m))
             if p0 == 0:
                 best.fill_(-torch.inf)
-            self._similarities(rows[p0 : p0 + n], copy, sim)
+            self._similarities(rows[p0 : p0 + n], None if scales is None else scales[p0 : p0 + n], copy, sim)
             torch.amax(sim, 0, out=piece_best)
             torch.maximum(best, piece_best, out=best)
         out.add_(self.token_to_query.t() @ best)

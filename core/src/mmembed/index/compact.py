@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import StorageDtype, fsync_dir
+from .codecs import Codec
+from .format import fsync_dir
 from .integrity import segment_path
 from .segments import segment_name, write_at
 
@@ -35,12 +36,12 @@ class Plan:
 
 
 def compact_segments(
-    conn: sqlite3.Connection, folder: Path, dim: int, dtype: StorageDtype, segment_bytes: int
+    conn: sqlite3.Connection, folder: Path, dim: int, dtype: Codec, segment_bytes: int
 ) -> int:
     """Rewrite live vectors of ``folder/segments``; caller holds the writer lock. Returns
     the bytes of segment data reclaimed (0 when there was nothing to reclaim)."""
     seg_dir = folder / "segments"
-    row_bytes = dim * dtype.itemsize
+    row_bytes = dtype.row_bytes(dim)  # rows are copied as raw bytes: any codec, scales included
     segments = {  # names read from SQLite are checked: compaction unlinks them afterwards
         int(s): (segment_path(folder, f, dtype).name, int(r))
         for s, f, r in conn.execute("SELECT seg_id, file, committed_rows FROM segments")
@@ -57,7 +58,7 @@ def compact_segments(
     plan_segments: list[tuple[int, str, int]] = []
     moves: list[tuple[int, int, int]] = []
     sources = {
-        s: np.memmap(seg_dir / f, dtype=dtype.numpy, mode="r", shape=(r, dim))
+        s: np.memmap(seg_dir / f, dtype=dtype.numpy, mode="r", shape=(r, dtype.width(dim)))
         for s, (f, r) in segments.items()
         if r
     }

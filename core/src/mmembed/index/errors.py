@@ -44,3 +44,8 @@ class FilterError(MMEmbedError, ValueError):
 class IndexDamagedError(IndexFormatError):
     """The index folder holds inconsistent or hostile data (a path outside the folder, sizes
     that disagree, an unreadable database); nothing was changed. Rebuild or restore it."""
+
+
+class IndexOptionError(MMEmbedError, ValueError):
+    """An existing index was opened with a storage option (``storage``, ``pooling``) other than
+    the one it was created with; options are fixed at creation."""

@@ -3,10 +3,10 @@
 ::
 
     <folder>/
-      manifest.json          format version, encoder, storage dtype (written once, atomically)
+      manifest.json          format version, encoder, storage codec, pooling (written once, atomically)
       index.sqlite           page records, metadata, thumbnails, segment bookkeeping (WAL mode)
       index.sqlite-wal/-shm  SQLite's write-ahead log (present while the index is in use)
-      segments/00000001.f16  raw little-endian vectors, rows of ``dim`` values, append-only
+      segments/00000001.f16  raw little-endian rows, one per vector (see codecs.py), append-only
       lock                   writer lock (``flock``), holds the writer's pid
 
 No pickle: JSON, SQLite and raw arrays only.
@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from ..types import EncoderInfo, MMEmbedError
+from .codecs import CODECS, Codec, codec
 from .errors import IndexFormatError
 
 FORMAT_NAME = "mmembed-index"
-FORMAT_VERSION = 1
-"""Bump on any change older readers would misread; readers refuse newer versions."""
+FORMAT_VERSION = 2
+"""Bump on any change older readers would misread; readers refuse newer versions. Version 2
+added int8 storage and token pooling; an index using neither is still written as version 1
+so that older mmembed-core releases keep reading it."""
 
 MANIFEST = "manifest.json"
 DATABASE = "index.sqlite"
@@ -52,35 +52,13 @@ OWN_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class StorageDtype:
-    """How vectors are stored: ``numpy`` is the on-disk element type, ``torch`` the logical one."""
+# Older names of the codec registry (storage used to mean a float dtype only).
+StorageDtype = Codec
+DTYPES = CODECS
+storage_dtype = codec
 
-    name: str
-    numpy: np.dtype[Any]
-    torch: torch.dtype
-    extension: str
-
-    @property
-    def itemsize(self) -> int:
-        return int(self.numpy.itemsize)
-
-
-# bfloat16 has no numpy type: it is stored as its raw 16 bits (uint16) and viewed back.
-DTYPES: dict[str, StorageDtype] = {
-    "float16": StorageDtype("float16", np.dtype("<f2"), torch.float16, "f16"),
-    "bfloat16": StorageDtype("bfloat16", np.dtype("<u2"), torch.bfloat16, "bf16"),
-    "float32": StorageDtype("float32", np.dtype("<f4"), torch.float32, "f32"),
-}
-
-
-def storage_dtype(name: str) -> StorageDtype:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise MMEmbedError(
-            f"unknown index storage dtype {name!r}; choose one of {', '.join(DTYPES)}"
-        ) from None
+POOLING_FACTORS = range(1, 5)
+"""Token pooling factors an index can record (1 = no pooling)."""
 
 
 @dataclass(frozen=True)
@@ -88,9 +66,15 @@ class Manifest:
     """The immutable facts of an index, stored in ``manifest.json``."""
 
     encoder: EncoderInfo
-    dtype: str
+    dtype: str  # the storage codec's name (the key predates int8, hence "dtype")
     keep_thumbnails: bool
-    format_version: int = FORMAT_VERSION
+    format_version: int = 0  # 0: the lowest version that can describe this index
+    pooling: int = 1  # token pooling factor applied at write time (1 = none)
+
+    def __post_init__(self) -> None:
+        if self.format_version == 0:
+            needs_v2 = self.dtype == "int8" or self.pooling > 1
+            object.__setattr__(self, "format_version", 2 if needs_v2 else 1)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +82,7 @@ class Manifest:
             "format_version": self.format_version,
             "encoder": self.encoder.to_dict(),
             "dtype": self.dtype,
+            "pooling": self.pooling,
             "keep_thumbnails": self.keep_thumbnails,
         }
 
@@ -137,13 +122,20 @@ class Manifest:
             dtype = data["dtype"]
             if not isinstance(dtype, str):
                 raise TypeError(f"dtype {dtype!r} is not a string")
-            storage_dtype(dtype)
+            codec(dtype)
+            pooling = data.get("pooling", 1)
+            if isinstance(pooling, bool) or pooling not in POOLING_FACTORS:
+                raise ValueError(f"pooling {pooling!r} is not one of {list(POOLING_FACTORS)}")
+            if pooling > 1 and encoder.kind != "multi":
+                raise ValueError("token pooling applies to multi-vector indexes only")
             keep = bool(data.get("keep_thumbnails", True))
         except (KeyError, TypeError, ValueError, AttributeError, MMEmbedError) as exc:
             raise IndexFormatError(
                 f"the index manifest {path} is incomplete or invalid ({exc}); rebuild the index."
             ) from exc
-        return cls(encoder=encoder, dtype=dtype, keep_thumbnails=keep, format_version=version)
+        return cls(
+            encoder=encoder, dtype=dtype, keep_thumbnails=keep, format_version=version, pooling=pooling
+        )
 
     def write(self, folder: Path) -> None:
         write_json_atomic(folder / MANIFEST, self.to_json())
@@ -257,12 +249,12 @@ def create_database(db_path: Path, *, dim: int, dtype: str, kind: str) -> None:
             )
         conn.execute("PRAGMA synchronous=FULL")
         # The row shape is recorded twice (here and in the manifest) so an edit of either is
-        # caught; both values are validated (an int, a DTYPES key), so they can be inlined.
+        # caught; both values are validated (an int, a CODECS key), so they can be inlined.
         if kind not in ("multi", "single"):
             raise MMEmbedError(f"unknown encoder kind {kind!r}")
         shape = (
             f"INSERT INTO meta(key, value) VALUES ('dim', {int(dim)}), "
-            f"('dtype', '{storage_dtype(dtype).name}'), ('kind', '{kind}');"
+            f"('dtype', '{codec(dtype).name}'), ('kind', '{kind}');"
         )
         conn.executescript(
             f"BEGIN IMMEDIATE;\n{SCHEMA}\n{shape}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"

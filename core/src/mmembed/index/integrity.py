@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from ..types import EncoderInfo, MMEmbedError
+from .codecs import CODECS, Codec
 from .errors import IndexDamagedError
-from .format import DTYPES, SEGMENTS_DIR, StorageDtype
+from .format import SEGMENTS_DIR
 
-_SEGMENT_FILE = re.compile(r"[0-9]{8}\.(f16|bf16|f32)")
+_SEGMENT_FILE = re.compile(r"[0-9]{8}\.(f16|bf16|f32|i8)")
 
 
 def damaged(folder: Path, what: str) -> IndexDamagedError:
@@ -35,13 +36,13 @@ def damaged(folder: Path, what: str) -> IndexDamagedError:
     )
 
 
-def segment_path(folder: Path, file: object, dtype: StorageDtype) -> Path:
+def segment_path(folder: Path, file: object, dtype: Codec) -> Path:
     """``folder/segments/file`` after checking that ``file`` (read from ``index.sqlite``) is a
     plain segment name of this index's dtype and resolves inside the segments folder."""
     if not isinstance(file, str) or not _SEGMENT_FILE.fullmatch(file):
         raise damaged(folder, f"index.sqlite names the segment file {file!r}, which is not a segment name")
     if not file.endswith("." + dtype.extension):
-        stored = next(d.name for d in DTYPES.values() if file.endswith("." + d.extension))
+        stored = next(d.name for d in CODECS.values() if file.endswith("." + d.extension))
         raise damaged(
             folder,
             f"segment {file} holds {stored} vectors but manifest.json says dtype {dtype.name!r}",
@@ -62,7 +63,7 @@ class SegmentState:
 
 
 def check_segments(
-    conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: StorageDtype
+    conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: Codec
 ) -> list[SegmentState]:
     """Cross-check manifest, SQLite and segment sizes before a writer truncates anything.
 
@@ -72,7 +73,7 @@ def check_segments(
     segment is ever appended to, so only it can hold an interrupted batch).
     """
     check_recorded_shape(conn, folder, encoder, dtype)
-    row_bytes = encoder.dim * dtype.itemsize
+    row_bytes = dtype.row_bytes(encoder.dim)
     states: list[SegmentState] = []
     committed_rows: dict[int, int] = {}
     for seg_id, file, rows in conn.execute(
@@ -116,7 +117,7 @@ def check_segments(
     return states
 
 
-def record_shape(conn: sqlite3.Connection, encoder: EncoderInfo, dtype: StorageDtype) -> None:
+def record_shape(conn: sqlite3.Connection, encoder: EncoderInfo, dtype: Codec) -> None:
     """Store the row shape and kind in SQLite too (indexes created before it was recorded get
     it from their first writer), so a later edit of manifest.json is caught before it is trusted."""
     conn.execute(
@@ -125,9 +126,7 @@ def record_shape(conn: sqlite3.Connection, encoder: EncoderInfo, dtype: StorageD
     )
 
 
-def check_recorded_shape(
-    conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: StorageDtype
-) -> None:
+def check_recorded_shape(conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: Codec) -> None:
     """Manifest dim/dtype/kind must equal the ones SQLite recorded at creation (indexes created
     before they were recorded have none: nothing to compare)."""
     recorded = dict(

@@ -27,12 +27,14 @@ from ..scoring import EmbeddingsLike, Ragged, as_ragged
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
 from . import format as fmt
 from . import integrity
+from .codecs import Rows
 from .compact import compact_segments
 from .errors import (
     DuplicatePageError,
     IndexClosedError,
     IndexFormatError,
     IndexNotFoundError,
+    IndexOptionError,
     IndexReadOnlyError,
     IndexWriteError,
 )
@@ -79,10 +81,14 @@ class LocalIndex:
         *,
         create: bool = True,
         readonly: bool = False,
-        dtype: str = "float16",
+        storage: str | None = None,
+        pooling: int | None = None,
+        dtype: str | None = None,
         keep_thumbnails: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
+        create_storage = _storage_option(storage, dtype)
+        _check_pooling(pooling, encoder)
         self.path = Path(path).expanduser().absolute()
         self.readonly = readonly
         self.segment_bytes = int(segment_bytes)
@@ -104,13 +110,14 @@ class LocalIndex:
                     f"no mmembed index at {self.path}; to create one there, pass the EncoderInfo of the "
                     "encoder that embeds the pages."
                 )
-            self._create(encoder, dtype, keep_thumbnails)
+            self._create(encoder, create_storage or "float16", pooling or 1, keep_thumbnails)
             self.created_now = True
         self.manifest = fmt.Manifest.read(self.path)
         if encoder is not None:
             self.manifest.encoder.check_compatible(encoder, index_path=str(self.path))
-        self._dtype = fmt.storage_dtype(self.manifest.dtype)
-        self._row_bytes = self.manifest.encoder.dim * self._dtype.itemsize
+        self.check_options(storage=storage, pooling=pooling)
+        self._dtype = fmt.codec(self.manifest.dtype)
+        self._row_bytes = self._dtype.row_bytes(self.manifest.encoder.dim)
         db_path = self.path / fmt.DATABASE
         if not db_path.is_file():
             raise IndexFormatError(
@@ -143,22 +150,40 @@ class LocalIndex:
         return self.manifest.encoder
 
     @property
-    def dtype(self) -> str:
+    def storage(self) -> str:
+        """The storage codec: ``float16``, ``bfloat16``, ``float32`` or ``int8``."""
         return self.manifest.dtype
+
+    @property
+    def dtype(self) -> str:
+        """Older name of :attr:`storage`."""
+        return self.manifest.dtype
+
+    @property
+    def pooling(self) -> int:
+        """Token pooling factor applied when pages are written (1 = none)."""
+        return self.manifest.pooling
 
     @property
     def keep_thumbnails(self) -> bool:
         return self.manifest.keep_thumbnails
 
+    def check_options(self, *, storage: str | None = None, pooling: int | None = None) -> None:
+        """Raise :class:`IndexOptionError` when a given option differs from the stored one."""
+        _storage_option(storage, None)
+        _check_pooling(pooling, self.encoder)
+        _check_options(self.manifest, self.path, storage=storage, pooling=pooling)
+
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writer" if not self._closed and self._lock.held else "reader"
-        return f"LocalIndex({str(self.path)!r}, encoder={self.encoder.name!r}, dtype={self.dtype}, {mode})"
+        pooled = f", pooling={self.pooling}" if self.pooling > 1 else ""
+        return f"LocalIndex({str(self.path)!r}, encoder={self.encoder.name!r}, storage={self.storage}{pooled}, {mode})"
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _create(self, encoder: EncoderInfo, dtype: str, keep_thumbnails: bool) -> None:
+    def _create(self, encoder: EncoderInfo, dtype: str, pooling: int, keep_thumbnails: bool) -> None:
         _check_encoder(encoder)
-        fmt.storage_dtype(dtype)
+        fmt.codec(dtype)
         if self.path.is_dir():
             foreign = sorted(
                 n
@@ -191,7 +216,10 @@ class LocalIndex:
                 leftover.unlink()
             fmt.create_database(self.path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
             fmt.fsync_dir(self.path)
-            fmt.Manifest(encoder=encoder, dtype=dtype, keep_thumbnails=keep_thumbnails).write(self.path)
+            manifest = fmt.Manifest(
+                encoder=encoder, dtype=dtype, keep_thumbnails=keep_thumbnails, pooling=pooling
+            )
+            manifest.write(self.path)
         finally:
             lock.release()
 
@@ -275,11 +303,14 @@ class LocalIndex:
         """Store ``pages`` as one atomic batch; an id already stored is an error."""
         return self._write(pages, replace=False)
 
-    def upsert(self, pages: Sequence[PageInput]) -> list[str]:
-        """Store ``pages`` as one atomic batch, replacing stored pages with the same ids."""
-        return self._write(pages, replace=True)
+    def upsert(self, pages: Sequence[PageInput], *, pooled: bool = False) -> list[str]:
+        """Store ``pages`` as one atomic batch, replacing stored pages with the same ids.
 
-    def _write(self, pages: Sequence[PageInput], *, replace: bool) -> list[str]:
+        ``pooled=True`` says the vectors were already pooled by this index's factor (copied
+        from an index with the same ``pooling``, as ``mmembed migrate`` does): stored as given."""
+        return self._write(pages, replace=True, pooled=pooled)
+
+    def _write(self, pages: Sequence[PageInput], *, replace: bool, pooled: bool = False) -> list[str]:
         with self._mutex:
             self.lock_for_writing()
             batch = encode_batch(
@@ -288,6 +319,7 @@ class LocalIndex:
                 dtype=self._dtype,
                 keep_thumbnails=self.keep_thumbnails,
                 index_path=self.path,
+                pooling=1 if pooled else self.pooling,
             )
             if not batch.rows:
                 return []
@@ -481,7 +513,7 @@ class LocalIndex:
             self._codes.forget_except(set(segments))
         return snap
 
-    def _view(self, snap: _Snapshot, seg_id: int, rows: int) -> torch.Tensor:
+    def _view(self, snap: _Snapshot, seg_id: int, rows: int) -> Rows:
         if seg_id not in snap.segments:
             raise integrity.damaged(
                 self.path, f"a page refers to segment {seg_id}, which index.sqlite does not list"
@@ -492,7 +524,7 @@ class LocalIndex:
                 f"the index at {self.path} refers to rows past the committed end of segment {file}; it is damaged, rebuild it."
             )
         try:
-            return self._views.view(seg_id, file, committed)[:rows]
+            return self._views.view(seg_id, file, committed, rows)
         except ValueError as exc:  # file shorter than its committed length
             raise IndexFormatError(
                 f"segment {file} of the index at {self.path} is shorter than its committed length ({exc}); "
@@ -632,7 +664,7 @@ class LocalIndex:
                 )
             integrity.check_locations(self.path, locs.seg, locs.off, locs.n, snap.segments)
 
-            def view(seg_id: int, rows: int) -> torch.Tensor:
+            def view(seg_id: int, rows: int) -> Rows:
                 return self._view(snap, seg_id, rows)
 
             if first_stage:
@@ -660,7 +692,7 @@ class LocalIndex:
         return self._retrying(run)
 
     def _shortlisted(
-        self, q: Ragged, locs: Locations, view: Callable[[int, int], torch.Tensor], candidates: int, k: int
+        self, q: Ragged, locs: Locations, view: Callable[[int, int], Rows], candidates: int, k: int
     ) -> list[list[tuple[int, float]]]:
         """Per query: binary first stage over ``locs``, exact MaxSim of its shortlist;
         ``(column in locs, exact score)`` pairs like :func:`top_k`."""
@@ -690,8 +722,8 @@ class LocalIndex:
     def info(self) -> dict[str, Any]:
         """Summary for ``mmembed info``: sizes, encoder, storage format."""
         with self._read() as conn:
-            pages, vectors = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(n_vectors), 0) FROM pages"
+            pages, vectors, scored = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(n_vectors), 0), COUNT(NULLIF(n_vectors, 0)) FROM pages"
             ).fetchone()
             committed, segments = conn.execute(
                 "SELECT COALESCE(SUM(committed_rows), 0), COUNT(*) FROM segments"
@@ -715,6 +747,11 @@ class LocalIndex:
             "similarity": enc.similarity,
             "dim": enc.dim,
             "dtype": self.dtype,
+            "storage": self.storage,
+            "pooling": self.pooling,
+            # Vector bytes as stored by the codec (int8: values and scale), per live page with vectors.
+            "bytes_per_token": self._row_bytes,
+            "bytes_per_page": round(int(vectors) * self._row_bytes / int(scored)) if scored else 0,
             "keep_thumbnails": self.keep_thumbnails,
             "bytes": int(size),
         }
@@ -737,6 +774,48 @@ def _record(r: tuple[Any, ...]) -> PageRecord:
         )
     except (ValueError, TypeError) as exc:
         raise integrity.BadRow(f"page row {row} ({pid!r}) is malformed: {exc}") from exc
+
+
+def _storage_option(storage: str | None, dtype: str | None) -> str | None:
+    """The storage to create an index with: ``storage``, or its older name ``dtype`` (which,
+    as it always did, only applies at creation: an existing index is not checked against it)."""
+    if storage is not None and dtype is not None and storage != dtype:
+        raise MMEmbedError(
+            f"storage={storage!r} and dtype={dtype!r} disagree; dtype is the older name of "
+            "storage, pass only storage"
+        )
+    chosen = storage if storage is not None else dtype
+    if chosen is not None:
+        fmt.codec(chosen)
+    return chosen
+
+
+def _check_pooling(pooling: int | None, encoder: EncoderInfo | None) -> None:
+    if pooling is None:
+        return
+    if isinstance(pooling, bool) or not isinstance(pooling, int) or pooling not in fmt.POOLING_FACTORS:
+        raise MMEmbedError(
+            f"pooling must be 2, 3 or 4 (tokens per pooled vector; 1 or None: no pooling), got {pooling!r}"
+        )
+    if pooling > 1 and encoder is not None and encoder.kind != "multi":
+        raise MMEmbedError(
+            f"pooling={pooling} applies to multi-vector indexes only, but encoder {encoder.name!r} "
+            f"makes one {encoder.kind} vector per page; leave pooling unset"
+        )
+
+
+def _check_options(manifest: fmt.Manifest, path: Path, *, storage: str | None, pooling: int | None) -> None:
+    """Options given when opening an existing index must equal the stored ones."""
+    for option, wanted, stored in (
+        ("storage", storage, manifest.dtype),
+        ("pooling", pooling, manifest.pooling),
+    ):
+        if wanted is not None and wanted != stored:
+            raise IndexOptionError(
+                f"the index at {path} was created with {option}={stored!r}, not {option}={wanted!r}; "
+                f"open it without {option}= (or with {option}={stored!r}), or copy it into a new "
+                f"index with `mmembed migrate --from {path} --to NEW_FOLDER` to change it"
+            )
 
 
 def _check_encoder(encoder: EncoderInfo) -> None:
@@ -763,7 +842,9 @@ def open_index(
     *,
     create: bool = ...,
     readonly: bool = ...,
-    dtype: str = ...,
+    storage: str | None = ...,
+    pooling: int | None = ...,
+    dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     shared: Literal[False] = ...,
 ) -> LocalIndex: ...
@@ -774,7 +855,9 @@ def open_index(
     *,
     create: bool = ...,
     readonly: bool = ...,
-    dtype: str = ...,
+    storage: str | None = ...,
+    pooling: int | None = ...,
+    dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     shared: Literal[True],
 ) -> SharedIndex: ...
@@ -785,7 +868,9 @@ def open_index(
     *,
     create: bool = ...,
     readonly: bool = ...,
-    dtype: str = ...,
+    storage: str | None = ...,
+    pooling: int | None = ...,
+    dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     shared: bool,
 ) -> LocalIndex | SharedIndex: ...
@@ -797,7 +882,9 @@ def open_index(
     *,
     create: bool = True,
     readonly: bool = False,
-    dtype: str = "float16",
+    storage: str | None = None,
+    pooling: int | None = None,
+    dtype: str | None = None,
     keep_thumbnails: bool = True,
     shared: bool = False,
 ) -> LocalIndex | SharedIndex:
@@ -808,9 +895,15 @@ def open_index(
     A :class:`~mmembed.Retriever` also refuses to search an index this very open created empty.
 
     ``encoder=None`` opens with the stored encoder (for readers such as ``mmembed info``);
-    otherwise the stored one must match it (:class:`EncoderMismatchError`). ``dtype``
-    (``float16``, ``bfloat16``, ``float32``) and ``keep_thumbnails`` only apply when the
-    index is created; an existing index keeps its own.
+    otherwise the stored one must match it (:class:`EncoderMismatchError`).
+
+    Storage options, recorded in the manifest when the index is created:
+    ``storage`` (``float16`` by default, ``bfloat16``, ``float32``, or ``int8``: per-token
+    scaled, about half of float16's bytes) and ``pooling`` (2-4: hierarchical token pooling
+    of each page at write time, multi-vector indexes only; needs scipy). Left at ``None`` an
+    existing index keeps its own; given, they must equal the stored ones
+    (:class:`IndexOptionError` names the option). ``dtype`` is the older name of ``storage``
+    and, like ``keep_thumbnails``, only applies at creation.
 
     ``shared=True`` returns a :class:`~mmembed.index.shared.SharedIndex` handle on the one
     ``LocalIndex`` this process keeps for the folder (keyed by its real path): every
@@ -824,8 +917,22 @@ def open_index(
         from .shared import open_shared
 
         return open_shared(
-            path, encoder, create=create, readonly=readonly, dtype=dtype, keep_thumbnails=keep_thumbnails
+            path,
+            encoder,
+            create=create,
+            readonly=readonly,
+            storage=storage,
+            pooling=pooling,
+            dtype=dtype,
+            keep_thumbnails=keep_thumbnails,
         )
     return LocalIndex(
-        path, encoder, create=create, readonly=readonly, dtype=dtype, keep_thumbnails=keep_thumbnails
+        path,
+        encoder,
+        create=create,
+        readonly=readonly,
+        storage=storage,
+        pooling=pooling,
+        dtype=dtype,
+        keep_thumbnails=keep_thumbnails,
     )

@@ -45,7 +45,7 @@ def open_backend(
 
     An existing index must hold ``encoder``'s vectors (:class:`EncoderMismatchError`).
     ``shared`` applies to folders (see :func:`open_index`); ``options`` go to the backend
-    (for a folder: ``dtype``, ``keep_thumbnails``)."""
+    (for a folder: ``storage``, ``pooling``, ``dtype``, ``keep_thumbnails``)."""
     scheme = uri_scheme(location)
     if scheme is None:
         return open_index(location, encoder, create=create, readonly=readonly, shared=shared, **options)

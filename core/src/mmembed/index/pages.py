@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,8 +13,9 @@ import numpy as np
 import torch
 
 from ..types import EncoderInfo
+from .codecs import Codec
 from .errors import InvalidPageError
-from .format import StorageDtype
+from .pooling import pool_tokens
 from .protocol import PageInput, page_id
 
 MAX_THUMBNAIL_BYTES = 1 << 20
@@ -33,7 +35,7 @@ class PageRow:
 @dataclass(frozen=True)
 class EncodedBatch:
     rows: list[PageRow]
-    vectors: np.ndarray  # (total_vectors, dim) in the storage dtype, C-contiguous
+    vectors: np.ndarray  # (total_vectors, width) raw rows of the storage codec, C-contiguous
 
     @property
     def ids(self) -> list[str]:
@@ -50,10 +52,13 @@ def encode_batch(
     pages: Sequence[PageInput],
     *,
     encoder: EncoderInfo,
-    dtype: StorageDtype,
+    dtype: Codec,
     keep_thumbnails: bool,
     index_path: Path,
+    pooling: int = 1,
 ) -> EncodedBatch:
+    """Validate ``pages`` and encode their vectors with ``dtype``, pooling each page's
+    tokens by ``pooling`` first (``n_vectors`` counts the stored, pooled vectors)."""
     rows: list[PageRow] = []
     arrays: list[np.ndarray] = []
     seen: dict[str, int] = {}
@@ -69,9 +74,11 @@ def encode_batch(
                 "ids must be unique — give pages distinct ids or distinct (content_hash, page)."
             )
         seen[row.id] = i
-        arrays.append(_vectors(page, encoder, dtype, index_path))
-        rows.append(row)
-    vectors = np.concatenate(arrays, axis=0) if arrays else np.empty((0, encoder.dim), dtype=dtype.numpy)
+        stored = _vectors(page, encoder, dtype, index_path, pooling)  # (n_stored, width)
+        arrays.append(stored)
+        rows.append(dataclasses.replace(row, n_vectors=int(stored.shape[0])))
+    width = dtype.width(encoder.dim)
+    vectors = np.concatenate(arrays, axis=0) if arrays else np.empty((0, width), dtype=dtype.numpy)
     return EncodedBatch(rows, np.ascontiguousarray(vectors, dtype=dtype.numpy))
 
 
@@ -138,9 +145,9 @@ def _shape(page: PageInput, encoder: EncoderInfo, index_path: Path) -> tuple[int
 
 
 def _vectors(
-    page: PageInput, encoder: EncoderInfo, dtype: StorageDtype, index_path: Path
+    page: PageInput, encoder: EncoderInfo, dtype: Codec, index_path: Path, pooling: int
 ) -> np.ndarray[Any, Any]:
-    """The page's rows in the storage dtype. Conversion and checks run in numpy: small
+    """The page's raw rows in the storage codec. Conversion and checks run in numpy: small
     torch ops on CPU pay thread start-up costs that dominate at this size."""
     emb = page.embedding.detach().to("cpu", torch.float32).reshape(-1, encoder.dim).numpy()  # (n, dim)
     if not np.isfinite(emb).all():
@@ -148,23 +155,12 @@ def _vectors(
             f"cannot store {describe(page)} in the index at {index_path}: the embedding contains NaN "
             "or infinite values (check the encoder's input)"
         )
-    if dtype.name == "bfloat16":
-        stored = _to_bfloat16_bits(emb)
-        finite = bool(((stored & 0x7F80) != 0x7F80).all())  # exponent all ones = inf
-    else:
-        with np.errstate(over="ignore"):  # overflow to inf is reported just below
-            stored = emb.astype(dtype.numpy)
-        finite = bool(np.isfinite(stored).all())
-    if not finite:
+    if pooling > 1:
+        emb = pool_tokens(emb, pooling)  # (max(n // pooling, 1), dim)
+    try:
+        return dtype.encode(emb)
+    except ValueError as exc:
         raise InvalidPageError(
-            f"cannot store {describe(page)} in the index at {index_path}: values exceed the "
-            f"{dtype.name} range; create the index with dtype='float32'"
-        )
-    return stored
-
-
-def _to_bfloat16_bits(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """float32 -> bfloat16 raw bits (uint16), rounding to nearest even like torch does."""
-    bits = np.ascontiguousarray(x, dtype="<f4").view(np.uint32)
-    rounded = (bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
-    return rounded.astype("<u2")
+            f"cannot store {describe(page)} in the index at {index_path}: {exc}; create the index "
+            "with storage='float32'"
+        ) from exc

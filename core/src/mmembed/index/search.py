@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..scoring import Ragged, score
+from ..scoring import Ragged, maxsim, score
 from ..types import Similarity
+from .codecs import Int8Rows, Rows
 
 CHUNK_VECTORS = 1 << 18
 """Vectors per scorer call: bounds the temporary (query tokens x doc tokens) products."""
@@ -46,8 +47,8 @@ class Locations:
         return int(self.rows.shape[0])
 
 
-# view(seg_id, rows) -> (rows, dim) tensor of that segment's first rows, in storage dtype
-ViewFn = Callable[[int, int], torch.Tensor]
+# view(seg_id, rows) -> that segment's first rows; indexing them yields (n, dim) float vectors
+ViewFn = Callable[[int, int], Rows]
 
 
 def score_locations(
@@ -57,8 +58,11 @@ def score_locations(
     out = torch.empty(len(queries), len(locs), dtype=torch.float32)
     for a, b in _chunks(locs):
         seg_id = int(locs.seg[a])
-        values, offsets, cols = _chunk_ragged(locs.off[a:b], locs.n[a:b], view, seg_id, single)
-        scores = score(queries, Ragged(values, offsets), similarity)  # (n_queries, n_docs)
+        values, offsets, cols, scales = _chunk_ragged(locs.off[a:b], locs.n[a:b], view, seg_id, single)
+        if scales is not None:  # int8 multi-vector rows: scaled inside the scorer
+            scores = maxsim(queries, Ragged(values, offsets), row_scales=scales)  # (n_queries, n_docs)
+        else:
+            scores = score(queries, Ragged(values, offsets), similarity)  # (n_queries, n_docs)
         out[:, a:b] = scores[:, torch.from_numpy(cols)]
     return out
 
@@ -85,26 +89,35 @@ def _chunks(locs: Locations) -> list[tuple[int, int]]:
 
 def _chunk_ragged(
     off: np.ndarray, n: np.ndarray, view: ViewFn, seg_id: int, single: bool
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """``(values, offsets, cols)``: the docs to score and which doc is each wanted page."""
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor | None]:
+    """``(values, offsets, cols, scales)``: the docs to score, which doc is each wanted page,
+    and the per-row scales of int8 multi-vector rows (``None``: values are floats)."""
     lo, hi = int(off[0]), int(off[-1] + n[-1])
     live = int(n.sum())
-    segment = view(seg_id, hi)  # (hi, dim)
+    segment = view(seg_id, hi)  # (hi, dim) once indexed
+    quantized = isinstance(segment, Int8Rows) and not single
+
+    def rows(key: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if quantized:
+            assert isinstance(segment, Int8Rows)
+            return segment.quantized(key)  # int8 values, no float copy
+        return segment[key], None
+
     if live >= DENSE_ENOUGH * (hi - lo):
-        values = segment[lo:hi]  # no copy: a slice of the memory map
+        values, scales = rows(slice(lo, hi))  # float codecs and int8: no copy, a slice of the map
         starts, ends = off - lo, off - lo + n
         if single:  # every row is its own document, so dense scoring sees one vector each
             bounds = np.arange(hi - lo + 1, dtype=np.int64)
         else:
             bounds = np.unique(np.concatenate([[0, hi - lo], starts, ends]))
         cols = np.searchsorted(bounds, starts)
-        return values, torch.from_numpy(bounds), cols
-    # Sparse: gather just the wanted rows (a copy in storage dtype, only of those rows).
+        return values, torch.from_numpy(bounds), cols, scales
+    # Sparse: gather just the wanted rows (a copy of only those rows).
     first = np.repeat(off - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
     idx = first + np.arange(live, dtype=np.int64)  # (live,) row of each wanted vector
-    values = segment[torch.from_numpy(idx)]
+    values, scales = rows(torch.from_numpy(idx))
     offsets = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
-    return values, torch.from_numpy(offsets), np.arange(len(n))
+    return values, torch.from_numpy(offsets), np.arange(len(n)), scales
 
 
 def top_k(scores: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:

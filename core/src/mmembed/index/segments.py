@@ -1,6 +1,7 @@
 """Append-only raw vector files and the read-only memory maps over their committed rows.
 
-A segment file is rows of ``dim`` little-endian values, nothing else. SQLite records how
+A segment file is fixed-size rows, one per vector, in the index's storage codec (see
+``codecs.py``), nothing else. SQLite records how
 many rows of each segment are committed; bytes past that are a crashed writer's leftovers
 that readers never look at and the next writer truncates.
 """
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .codecs import Codec, Rows
 from .errors import IndexFormatError
-from .format import StorageDtype
 
 
-def segment_name(seg_id: int, dtype: StorageDtype) -> str:
-    return f"{seg_id:08d}.{dtype.extension}"
+def segment_name(seg_id: int, codec: Codec) -> str:
+    return f"{seg_id:08d}.{codec.extension}"
 
 
 def write_at(fd: int, offset: int, data: memoryview) -> None:
@@ -70,7 +71,7 @@ def cut_uncommitted_tail(path: Path, committed_bytes: int) -> int:
 class _Mapped:
     file: str
     rows: int
-    tensor: torch.Tensor  # (rows, dim) in the logical storage dtype, backed by the file
+    tensor: torch.Tensor  # (rows, width) raw rows of the codec, backed by the file
 
 
 class SegmentViews:
@@ -80,24 +81,28 @@ class SegmentViews:
     nothing ever writes through them.
     """
 
-    def __init__(self, folder: Path, dim: int, dtype: StorageDtype) -> None:
+    def __init__(self, folder: Path, dim: int, codec: Codec) -> None:
         self.folder = folder
         self.dim = dim
-        self.dtype = dtype
+        self.codec = codec
         self._maps: dict[int, _Mapped] = {}
 
-    def view(self, seg_id: int, file: str, rows: int) -> torch.Tensor:
-        """Rows ``[0, rows)`` of a segment, ``(rows, dim)``; raises FileNotFoundError if the
-        file was removed by a compaction since the caller's snapshot."""
+    def view(self, seg_id: int, file: str, mapped: int, rows: int | None = None) -> Rows:
+        """Rows ``[0, rows)`` (default: all) of a segment mapped over its first ``mapped``
+        rows, as the codec's :class:`Rows`; raises FileNotFoundError if the file was removed
+        by a compaction since the caller's snapshot."""
+        raw = self._raw(seg_id, file, mapped)
+        return self.codec.rows(raw if rows is None else raw[:rows])
+
+    def _raw(self, seg_id: int, file: str, rows: int) -> torch.Tensor:
         cached = self._maps.get(seg_id)
         if cached is not None and cached.file == file and cached.rows >= rows:
             return cached.tensor[:rows]
+        width = self.codec.width(self.dim)
         if rows == 0:
-            return torch.empty(0, self.dim, dtype=self.dtype.torch)
-        array = np.memmap(self.folder / file, dtype=self.dtype.numpy, mode="c", shape=(rows, self.dim))
-        tensor = torch.from_numpy(array)
-        if self.dtype.torch == torch.bfloat16:
-            tensor = tensor.view(torch.bfloat16)  # raw uint16 bits -> bfloat16
+            return self.codec.raw(np.empty((0, width), dtype=self.codec.numpy))
+        array = np.memmap(self.folder / file, dtype=self.codec.numpy, mode="c", shape=(rows, width))
+        tensor = self.codec.raw(array)
         self._maps[seg_id] = _Mapped(file, rows, tensor)
         return tensor
 

@@ -100,14 +100,18 @@ def open_shared(
     *,
     create: bool = True,
     readonly: bool = False,
-    dtype: str = "float16",
+    storage: str | None = None,
+    pooling: int | None = None,
+    dtype: str | None = None,
     keep_thumbnails: bool = True,
 ) -> SharedIndex:
     """A new handle on the process's ``LocalIndex`` for ``path`` (opened, or created when
     ``create`` and not ``readonly``, if no handle on that folder is open yet).
 
     ``encoder``, when given, must match the stored encoder (``EncoderMismatchError``).
-    ``dtype`` and ``keep_thumbnails`` only apply when the index is created. The shared
+    ``storage`` and ``pooling`` apply at creation and are checked against an existing index
+    (already open or not), like :func:`~mmembed.index.open_index`; ``dtype`` and
+    ``keep_thumbnails`` only apply when the index is created. The shared
     ``LocalIndex`` is always opened writer-capable (opening takes no lock); a ``readonly``
     handle refuses writes itself, so readers and writers of one folder share one index.
     """
@@ -124,12 +128,16 @@ def open_shared(
                 key,
                 encoder,
                 create=create and not readonly,
+                storage=storage,
+                pooling=pooling,
                 dtype=dtype,
                 keep_thumbnails=keep_thumbnails,
             )
             entry = _registry[key] = _Entry(key, index, identity=folder_identity(key))
-        elif encoder is not None:
-            entry.index.encoder.check_compatible(encoder, index_path=key)
+        else:
+            if encoder is not None:
+                entry.index.encoder.check_compatible(encoder, index_path=key)
+            entry.index.check_options(storage=storage, pooling=pooling)
         entry.handles += 1
         return SharedIndex(entry, readonly=readonly)
 
@@ -276,6 +284,14 @@ class SharedIndex:
         return self._index().dtype
 
     @property
+    def storage(self) -> str:
+        return self._index().storage
+
+    @property
+    def pooling(self) -> int:
+        return self._index().pooling
+
+    @property
     def keep_thumbnails(self) -> bool:
         return self._index().keep_thumbnails
 
@@ -291,8 +307,8 @@ class SharedIndex:
     def add(self, pages: Sequence[PageInput]) -> list[str]:
         return self._writable().add(pages)
 
-    def upsert(self, pages: Sequence[PageInput]) -> list[str]:
-        return self._writable().upsert(pages)
+    def upsert(self, pages: Sequence[PageInput], *, pooled: bool = False) -> list[str]:
+        return self._writable().upsert(pages, pooled=pooled)
 
     def delete(self, ids: Sequence[str] | None = None, *, where: Filter | None = None) -> int:
         return self._writable().delete(ids, where=where)
