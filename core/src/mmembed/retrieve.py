@@ -223,8 +223,8 @@ def stored_vectors_pooled(index: IndexBackend) -> bool:
     """Whether ``index`` keeps fewer vectors than the encoder made per page (token pooling,
     recorded in its manifest as ``pooling``): then stored rows are no longer patches."""
     manifest = getattr(index, "manifest", None)
-    pooling = getattr(manifest, "pooling", None)
-    return bool(pooling) and str(pooling).lower() not in ("none", "off")
+    pooling = getattr(manifest, "pooling", 1)  # backends without a manifest store what they got
+    return isinstance(pooling, int) and not isinstance(pooling, bool) and pooling > 1
 
 
 def page_image(record: PageRecord, *, dpi: float = 144) -> Image.Image:
