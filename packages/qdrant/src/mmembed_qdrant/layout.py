@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
+from urllib.parse import parse_qs
 
 import torch
 
@@ -407,6 +408,22 @@ def _record(point: Any) -> PageRecord:
         thumbnail=base64.b64decode(thumb) if isinstance(thumb, str) else None,
         n_vectors=int(p.get("n_vectors", 0)),
     )
+
+
+def search_options(query: str, uri: str) -> dict[str, Any]:
+    """The search options a URI's query string sets: ``exact=true``, ``candidates=N``."""
+    options: dict[str, Any] = {}
+    for key, values in parse_qs(query).items():
+        if key == "exact":
+            options["exact"] = values[-1].lower() in ("1", "true", "yes")
+        elif key == "candidates" and values[-1].isdigit():
+            options["candidates"] = int(values[-1])
+        else:
+            raise MMEmbedError(
+                f"unknown option {key!r} in the URI {uri!r}; use exact=true or candidates=N "
+                "(a Qdrant API key goes in QDRANT_API_KEY, not the URI)"
+            )
+    return options
 
 
 def native_prefilter(where: Filter) -> list[Condition]:
