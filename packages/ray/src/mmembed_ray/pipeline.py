@@ -29,7 +29,7 @@ from mmembed.index.protocol import IndexBackend
 from mmembed.loaders import LoadIssue, load_pages, make_thumbnail
 from mmembed.loaders.options import LoaderOptions
 from mmembed.loaders.sources import SourceItem, iter_sources
-from mmembed.pipeline import IndexReport, _is_complete
+from mmembed.pipeline import IndexReport, is_source_complete
 from mmembed.types import EncoderInfo, MMEmbedError
 
 _EMPTY = b""
@@ -166,7 +166,7 @@ def index_documents(
     except IndexNotFoundError:
         writer = None
     stored = writer.sources() if writer is not None else {}
-    complete = {(s, h) for s, h in stored.items() if writer is not None and _is_complete(writer, s, h)}
+    complete = {(s, h) for s, h in stored.items() if writer is not None and is_source_complete(writer, s, h)}
     if not items:
         if writer is not None:
             writer.close()
@@ -226,7 +226,7 @@ def index_documents(
         for source, new_hash in new_hashes.items():
             old = stored.get(source)
             changed = writer is not None and old is not None and old != new_hash
-            if changed and writer is not None and _is_complete(writer, source, new_hash):
+            if changed and writer is not None and is_source_complete(writer, source, new_hash):
                 writer.delete(where={"source": source, "content_hash": {"$ne": new_hash}})
                 report.files_replaced.append(source)
     finally:
