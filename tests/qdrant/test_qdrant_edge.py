@@ -30,7 +30,7 @@ from mmembed.index import (
     open_index,
 )
 from mmembed.loaders.sample_pdfs import write_sample_pdfs
-from mmembed.types import EncoderMismatchError
+from mmembed.types import EncoderMismatchError, MMEmbedError
 from mmembed_qdrant import QdrantEdgeIndex
 from mmembed_testing.backend_contract import MULTI, brute_force, make_pages
 
@@ -154,6 +154,15 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(
     with pytest.raises(IndexFormatError, match=r"damaged.*shard/ folder is missing"):
         QdrantEdgeIndex(path, MULTI)
     assert not (path / "shard").exists()
+
+
+def test_without_qdrant_edge_the_error_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # import qdrant_edge -> ImportError
+    with pytest.raises(MMEmbedError, match=r"pip install 'mmembed-qdrant\[edge\]'"):
+        open_backend(f"qdrant-edge://{tmp_path / 'edge'}", MULTI)
+    assert not (tmp_path / "edge").exists()
 
 
 def test_exact_search_and_the_pooled_prefetch(tmp_path: Path) -> None:
