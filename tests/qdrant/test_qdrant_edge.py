@@ -231,6 +231,7 @@ def test_a_writer_killed_mid_batch_leaves_whole_batches(tmp_path: Path) -> None:
                 stored[record.metadata["batch"]] = stored.get(record.metadata["batch"], 0) + 1
             assert acked <= set(stored), "an acknowledged batch was lost"
             assert all(n == PAGES for n in stored.values()), f"a half-written batch: {stored}"
+            assert index.count() == PAGES * len(stored), "a page stored twice"
             ids = [f"b{max(stored)}-{j}" for j in (0, PAGES - 1)]
             g = torch.Generator().manual_seed(max(stored))
             expected = torch.randn(24, 16, generator=g)  # (n_vectors, dim) of page 0

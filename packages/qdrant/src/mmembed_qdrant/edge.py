@@ -5,12 +5,15 @@ no server, no pickle: segments, payload indexes, a write-ahead log. The points a
 out exactly as in a Qdrant collection (:mod:`.layout`), so an index moves to a server
 with ``mmembed migrate`` and searches the same. A folder holds::
 
-    mmembed.json   the encoder identity (written last: a folder without it is not an index)
-    shard/         the edge shard (segments + WAL)
+    mmembed.json        the encoder identity (written last: a folder without it is not an index)
+    shard/              the edge shard (segments + WAL)
+    mmembed-edge.lock   flock held by the process that has the shard open (its pid inside)
 
 Each batch is one update operation, one WAL record: a process killed mid-batch leaves the
-batch in whole or not at all. The engine locks its WAL, so one process opens a folder at
-a time; indexes opened on the same folder in one process share the shard.
+batch in whole or not at all. One process opens a folder at a time — our lock is taken
+before the engine reads anything (the engine locks only its WAL, after loading segments),
+and the kernel drops it when its holder dies; indexes opened on the same folder in one
+process share the shard.
 
 URI: ``qdrant-edge:///absolute/folder`` or ``qdrant-edge://relative/folder``, with the
 ``qdrant://`` options ``?exact=true`` / ``?candidates=N``.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +32,7 @@ import torch
 
 from mmembed.index import IndexFormatError, IndexLockedError, IndexNotFoundError
 from mmembed.index.local import _check_encoder
+from mmembed.index.lock import WriterLock
 from mmembed.types import EncoderInfo, MMEmbedError
 
 from .clients import acquire_shared
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 SCHEME = "qdrant-edge"
 MANIFEST = "mmembed.json"
 SHARD = "shard"
+LOCK = "mmembed-edge.lock"
 INSTALL_HINT = "pip install 'mmembed-qdrant[edge]'"
 
 
@@ -83,7 +88,7 @@ class QdrantEdgeIndex(QdrantPages):
         )
         self._qe = _edge()
         self._shard: qe.EdgeShard | None = None
-        self._release_shard = lambda: None
+        self._release_shard: Callable[[], None] = lambda: None
         try:
             self._encoder, self.keep_thumbnails = self._open(encoder, create, keep_thumbnails)
         except BaseException:
@@ -97,40 +102,79 @@ class QdrantEdgeIndex(QdrantPages):
             raise IndexFormatError(
                 f"{self.path} is a file, not a qdrant-edge index folder; nothing was written."
             )
-        fresh = not self.path.exists() or not any(self.path.iterdir())
-        if fresh:
-            if encoder is None or not create or self.readonly:
+        may_create = encoder is not None and create and not self.readonly
+        entries = set(os.listdir(self.path)) if self.path.exists() else set()
+        if MANIFEST in entries:
+            # The manifest never changes once written: check it before taking the folder.
+            stored = self._read_manifest()
+            self.check_identity(stored, encoder)
+        elif not entries - {LOCK}:
+            if not may_create:
                 raise IndexNotFoundError(
                     f"no mmembed index at {self.location}: the folder is missing or empty. Index documents "
                     "into it first (mmembed index ... --index URI) or check the path."
                 )
+            assert encoder is not None
             _check_encoder(encoder)
-            self._create(encoder, keep_thumbnails)
-            return encoder, keep_thumbnails
-        manifest = self.path / MANIFEST
-        if not manifest.is_file():
+        elif LOCK not in entries:
             raise IndexFormatError(
-                f"{self.path} is not an mmembed qdrant-edge index (it has no {MANIFEST}; an index whose "
-                "creation was interrupted has none either: delete the folder and index again). "
-                "Nothing was written."
+                f"{self.path} is not an mmembed qdrant-edge index (it has no {MANIFEST}); pick an empty "
+                "or new folder. Nothing was written."
             )
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self._shard, _), self._release_shard = acquire_shared(
+            f"{SCHEME}:{self.path}",
+            lambda: self._take(encoder if may_create else None, keep_thumbnails),
+            _close_handle,
+        )
+        # Another process may have created it between the check above and the lock.
+        return self.check_identity(self._read_manifest(), encoder)
+
+    def _read_manifest(self) -> Any:
+        manifest = self.path / MANIFEST
         try:
-            stored = json.loads(manifest.read_text(encoding="utf-8"))
+            return json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise IndexFormatError(
                 f"the qdrant-edge index at {self.path} is damaged: {manifest} is unreadable ({exc}). "
                 "Restore it from a backup or re-index; nothing was written."
             ) from exc
-        info, thumbnails = self.check_identity(stored, encoder)  # before the engine touches the folder
-        if not (self.path / SHARD).is_dir():
-            raise IndexFormatError(
-                f"the qdrant-edge index at {self.path} is damaged: its {SHARD}/ folder is missing. "
-                "Restore it from a backup or re-index; nothing was written."
-            )
-        self._attach(lambda: self._qe.EdgeShard.load(str(self.path / SHARD)))
-        return info, thumbnails
 
-    def _create(self, encoder: EncoderInfo, keep_thumbnails: bool) -> None:
+    def _take(self, create_for: EncoderInfo | None, keep_thumbnails: bool) -> tuple[Any, WriterLock]:
+        """The folder's lock, then its shard (created when the folder has none yet): the
+        engine locks only its WAL, so without ours a second process's load attempt would
+        read (or tidy) segments the holder is writing."""
+        lock = WriterLock(self.path / LOCK, self.path)
+        try:
+            lock.acquire()
+        except IndexLockedError as exc:
+            raise IndexLockedError(
+                f"the qdrant-edge index at {self.location} is open in another process (its pid is in "
+                f"{self.path / LOCK}); the embedded engine allows one process per folder — close it "
+                "there, or use a Qdrant server for concurrent writers."
+            ) from exc
+        try:
+            with self._errors("open the index"):
+                if (self.path / MANIFEST).is_file():
+                    if not (self.path / SHARD).is_dir():
+                        raise IndexFormatError(
+                            f"the qdrant-edge index at {self.path} is damaged: its {SHARD}/ folder is missing. "
+                            "Restore it from a backup or re-index; nothing was written."
+                        )
+                    return self._qe.EdgeShard.load(str(self.path / SHARD)), lock
+                if set(os.listdir(self.path)) - {LOCK}:
+                    raise IndexFormatError(
+                        f"{self.path} holds an interrupted qdrant-edge index creation (no {MANIFEST}): "
+                        "delete the folder and index again. Nothing was written."
+                    )
+                if create_for is None:
+                    raise IndexNotFoundError(f"no mmembed index at {self.location}: the folder is empty.")
+                return self._create(create_for, keep_thumbnails), lock
+        except BaseException:
+            lock.release()
+            raise
+
+    def _create(self, encoder: EncoderInfo, keep_thumbnails: bool) -> Any:
         qe = self._qe
         if encoder.kind == "multi":
             vectors = {
@@ -146,33 +190,23 @@ class QdrantEdgeIndex(QdrantPages):
         else:
             distance = qe.Distance.Cosine if encoder.similarity == "cosine" else qe.Distance.Dot
             vectors = {DENSE: qe.EdgeVectorParams(size=encoder.dim, distance=distance)}
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._attach(lambda: qe.EdgeShard.create(str(self.path / SHARD), qe.EdgeConfig(vectors=vectors)))
-        schemas = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
-        for key, kind in INDEXED_KEYS.items():
-            self._call(
-                "index the payload",
-                lambda key=key, kind=kind: self._engine.update(  # type: ignore[misc]
-                    qe.UpdateOperation.create_field_index(key, schemas[kind])
-                ),
-            )
-        self._call("create the index", self._engine.flush)
-        # The manifest last, atomically: a folder holding it always holds a whole shard.
-        tmp = self.path / f".{MANIFEST}.tmp"
-        with open(tmp, "w", encoding="utf-8") as out:
-            json.dump(identity(encoder, keep_thumbnails), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path / MANIFEST)
-
-    def _attach(self, open_shard: Any) -> None:
-        def opened() -> Any:
-            with self._errors("open the index"):
-                return open_shard()
-
-        self._shard, self._release_shard = acquire_shared(
-            f"{SCHEME}:{self.path}", opened, lambda shard: shard.close()
-        )
+        shard = qe.EdgeShard.create(str(self.path / SHARD), qe.EdgeConfig(vectors=vectors))
+        try:
+            schemas = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
+            for key, kind in INDEXED_KEYS.items():
+                shard.update(qe.UpdateOperation.create_field_index(key, schemas[kind]))
+            shard.flush()
+            # The manifest last, atomically: a folder holding it always holds a whole shard.
+            tmp = self.path / f".{MANIFEST}.tmp"
+            with open(tmp, "w", encoding="utf-8") as out:
+                json.dump(identity(encoder, keep_thumbnails), out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path / MANIFEST)
+        except BaseException:
+            shard.close()
+            raise
+        return shard
 
     @property
     def _engine(self) -> qe.EdgeShard:
@@ -251,6 +285,14 @@ class QdrantEdgeIndex(QdrantPages):
             else:
                 must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(**operand)))
         return qe.Filter(must=must) if must else None
+
+
+def _close_handle(handle: tuple[Any, WriterLock]) -> None:
+    shard, lock = handle
+    try:
+        shard.close()
+    finally:
+        lock.release()  # only once the engine has let go of the folder
 
 
 @contextmanager
