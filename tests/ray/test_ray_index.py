@@ -56,7 +56,8 @@ def single_process(
 def assert_same_index(got: IndexBackend, reference: Path) -> None:
     with open_index(reference, create=False, readonly=True) as expected:
         ids = sorted(r.id for r in expected.records())
-        assert sorted(r.id for r in got.records()) == ids
+        stored = sorted(r.id for r in got.records())
+        assert stored == ids, f"missing {set(ids) - set(stored)}, extra {set(stored) - set(ids)}"
         assert got.count() == len(ids)  # no duplicate
         assert got.get(ids) == expected.get(ids)  # records, metadata, thumbnails
         for a, b in zip(got.get_embeddings(ids), expected.get_embeddings(ids), strict=True):
