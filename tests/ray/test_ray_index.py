@@ -20,6 +20,7 @@ from mmembed.pipeline import IndexReport
 
 ray = pytest.importorskip("ray")
 from mmembed_ray import index_documents  # noqa: E402
+from mmembed_ray.pipeline import allows_concurrent_writers  # noqa: E402
 
 DPI = 24
 pytestmark = pytest.mark.slow
@@ -145,3 +146,17 @@ def test_parallel_encoder_writes_with_a_worker_killed_mid_run_leave_no_missing_o
     assert sorted(report.ids) == sorted(expected_report.ids)
     with open_backend(uri, create=False) as got:
         assert_same_index(got, reference)
+
+
+@pytest.mark.parametrize(
+    ("index", "parallel"),
+    [
+        ("qdrant://db:6333/pages", True),
+        ("qdrants://cluster.example/pages", True),
+        ("qdrant:///srv/store/pages", False),  # local mode: one process per folder
+        ("qdrant-edge:///srv/edge", False),
+        ("/srv/index", False),
+    ],
+)
+def test_encoder_actors_write_by_default_only_into_a_qdrant_server(index: str, parallel: bool) -> None:
+    assert allows_concurrent_writers(index) is parallel
