@@ -10,6 +10,12 @@ scales (one encoder actor per GPU; rendering on CPU nodes).
 
     python benchmarks/ray_index.py                 # 8 copies of the sample PDFs, 2 CPUs
     python benchmarks/ray_index.py --copies 16 --dpi 96
+    python benchmarks/ray_index.py --target qdrant-edge --writers encoders   # Qdrant's engine
+
+``--target`` picks the index: a folder (the embedded index), ``qdrant-edge`` (Qdrant's
+embedded engine) or ``qdrant-local`` (qdrant-client's local mode); ``--writers`` who
+upserts: the driver, or the encoder actors themselves (on these one-process-per-folder
+targets they take turns; on a Qdrant server they write in parallel).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ def main() -> None:
     parser.add_argument("--dpi", type=int, default=72)
     parser.add_argument("--cpus", type=int, default=2, help="logical CPUs for rendering (+2 for encoders)")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--target", choices=("folder", "qdrant-edge", "qdrant-local"), default="folder")
+    parser.add_argument("--writers", choices=("driver", "encoders"), default="driver")
     args = parser.parse_args()
 
     import ray
@@ -60,19 +68,31 @@ def main() -> None:
         # Each encoder actor holds one logical CPU; render tasks need free ones besides, else
         # 2 encoders on 2 slots starve the renderers. Logical slots, not extra cores.
         ray.init(num_cpus=args.cpus + 2, include_dashboard=False, log_to_driver=False)
-        index_documents(corpus / "set0", str(root / "warmup"), model, dpi=args.dpi)  # workers, imports
+
+        def target(name: str) -> str:
+            if args.target == "qdrant-edge":
+                return f"qdrant-edge://{root / name}"
+            if args.target == "qdrant-local":
+                return f"qdrant://{root / name}/pages"
+            return str(root / name)
+
+        index_documents(corpus / "set0", target("warmup"), model, dpi=args.dpi)  # workers, imports
         for encoders in (1, 2):
             start = time.perf_counter()
             report = index_documents(
                 corpus,
-                str(root / f"ray{encoders}"),
+                target(f"ray{encoders}"),
                 model,
                 encoders=encoders,
                 dpi=args.dpi,
                 batch_size=args.batch_size,
+                writers=args.writers,
             )
             rate = report.pages_indexed / (time.perf_counter() - start)
-            print(f"ray, {encoders} encoder(s): {report.pages_indexed} pages, {rate:.1f} pages/s")
+            print(
+                f"ray into {args.target}, {encoders} encoder(s), {args.writers} writes: "
+                f"{report.pages_indexed} pages, {rate:.1f} pages/s"
+            )
         ray.shutdown()
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -97,3 +97,25 @@ def test_encoder_mismatch_is_refused(tmp_path: Path, docs: Path, tiny_colqwen2_5
         pytest.raises(mmembed.EncoderMismatchError),
     ):
         mmembed.index_documents(docs, index, encoder)
+
+
+def test_is_source_complete_only_once_every_page_of_that_version_is_stored(tmp_path: Path) -> None:
+    info = EncoderInfo(name="test/multi", family="test", kind="multi", dim=4, similarity="maxsim")
+    h1, h2 = "1" * 64, "2" * 64
+
+    def page(n: int, content_hash: str) -> mmembed.PageInput:
+        return mmembed.PageInput(
+            embedding=torch.ones(2, 4),
+            source="a.pdf",
+            page=n,
+            content_hash=content_hash,
+            metadata={"page_count": 3},
+        )
+
+    with mmembed.open_index(tmp_path / "index", info) as index:
+        index.add([page(1, h1), page(2, h1)])
+        assert not mmembed.is_source_complete(index, "a.pdf", h1)  # a run killed mid-file
+        index.add([page(3, h1), page(1, h2)])
+        assert mmembed.is_source_complete(index, "a.pdf", h1)
+        assert not mmembed.is_source_complete(index, "a.pdf", h2)  # the new version: one page of three
+        assert not mmembed.is_source_complete(index, "b.pdf", h1)

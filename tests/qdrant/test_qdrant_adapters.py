@@ -20,14 +20,23 @@ QUERY = "quarterly revenue table"
 
 
 @pytest.fixture(scope="module")
-def indexes(tmp_path_factory: pytest.TempPathFactory, tiny_colqwen2_5: Path) -> Iterator[tuple[str, str]]:
+def folder(tmp_path_factory: pytest.TempPathFactory, tiny_colqwen2_5: Path) -> str:
     root = tmp_path_factory.mktemp("qdrant_adapters")
     pdfs = write_sample_pdfs(root / "pdfs")
     encoder = mmembed.load_encoder(str(tiny_colqwen2_5))
-    folder = str(root / "local")
-    with mmembed.open_index(folder, encoder.info) as index:
+    with mmembed.open_index(root / "local", encoder.info) as index:
         assert mmembed.index_documents(pdfs, index, encoder, dpi=24, progress=False).ok
-    uri = f"qdrant://{root}/store/pages"
+    return str(root / "local")
+
+
+@pytest.fixture(params=["local-mode", pytest.param("server", marks=pytest.mark.qdrant_server)])
+def indexes(request: pytest.FixtureRequest, folder: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The embedded index, and a copy migrated into Qdrant: local mode, or the server at
+    ``QDRANT_URL`` (``-m qdrant_server``)."""
+    if request.param == "server":
+        uri = request.getfixturevalue("server_collection")()
+    else:
+        uri = f"qdrant://{tmp_path}/store/pages"
     assert main(["migrate", "--from", folder, "--to", uri]) == 0
     yield folder, uri
 

@@ -4,13 +4,12 @@ mode (the code path a server uses), and a real server when
 
 from __future__ import annotations
 
-import os
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mmembed.index import IndexBackend
+from mmembed.index import IndexBackend, open_backend
 from mmembed.types import EncoderInfo
 from mmembed_qdrant import QdrantIndex
 from mmembed_testing.backend_contract import IndexBackendContract
@@ -30,9 +29,11 @@ class TestQdrantExactSearch(IndexBackendContract):
 
 @pytest.mark.qdrant_server
 class TestQdrantServer(IndexBackendContract):
+    """``pytest -m qdrant_server`` with ``QDRANT_URL`` (and ``QDRANT_API_KEY``) set."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server_collection: Callable[[], str]) -> None:
+        self.new_collection = server_collection
+
     def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
-        url = os.environ.get("QDRANT_URL")
-        if not url:
-            pytest.skip("set QDRANT_URL (and QDRANT_API_KEY if needed) to run against a Qdrant server")
-        name = f"mmembed-test-{uuid.uuid4().hex[:12]}"
-        return QdrantIndex.connect(name, encoder, url=url, api_key=os.environ.get("QDRANT_API_KEY"))
+        return open_backend(self.new_collection(), encoder)

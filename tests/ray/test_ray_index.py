@@ -1,11 +1,11 @@
-"""Distributed indexing on a local Ray cluster (2 CPUs) with the tiny ColQwen2.5: the
-result equals the single-process pipeline's index, bad files are reported the same way,
-and an encoder worker killed mid-run leaves no page missing or duplicated."""
+"""Distributed indexing on a local Ray cluster (2 CPUs, one cluster for the module) with the
+tiny ColQwen2.5: the result equals the single-process pipeline's index, bad files are
+reported the same way, a re-run (through the CLI) skips what is committed; and encoder
+actors upserting in parallel into one Qdrant store (qdrant-edge), one of them killed
+mid-run, leave no page missing or duplicated."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +14,13 @@ import pytest
 import torch
 
 import mmembed
-from mmembed.index import open_index
+from mmembed.index import IndexBackend, open_backend, open_index
 from mmembed.loaders.sample_pdfs import write_sample_pdfs
+from mmembed.pipeline import IndexReport
 
 ray = pytest.importorskip("ray")
 from mmembed_ray import index_documents  # noqa: E402
+from mmembed_ray.pipeline import allows_concurrent_writers  # noqa: E402
 
 DPI = 24
 pytestmark = pytest.mark.slow
@@ -34,14 +36,17 @@ def ray_cluster() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ray_docs")
-    write_sample_pdfs(folder)
+    pdfs = write_sample_pdfs(folder)
+    pdfs[-1].unlink()  # two PDFs, six pages: enough batches to kill a worker between them
     (folder / "broken.pdf").write_bytes(b"%PDF-1.7 truncated")
     (folder / "notes.txt").write_text("not a page")
     return folder
 
 
 @pytest.fixture(scope="module")
-def single_process(corpus: Path, tiny_colqwen2_5: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def single_process(
+    corpus: Path, tiny_colqwen2_5: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, IndexReport]:
     encoder = mmembed.load_encoder(str(tiny_colqwen2_5))
     path = tmp_path_factory.mktemp("single") / "index"
     with open_index(path, encoder.info) as index:
@@ -49,13 +54,12 @@ def single_process(corpus: Path, tiny_colqwen2_5: Path, tmp_path_factory: pytest
     return path, report
 
 
-def assert_same_index(path: Path, reference: Path) -> None:
-    with (
-        open_index(path, create=False, readonly=True) as got,
-        open_index(reference, create=False, readonly=True) as expected,
-    ):
+def assert_same_index(got: IndexBackend, reference: Path) -> None:
+    with open_index(reference, create=False, readonly=True) as expected:
         ids = sorted(r.id for r in expected.records())
-        assert sorted(r.id for r in got.records()) == ids and got.count() == len(ids)  # no duplicate
+        stored = sorted(r.id for r in got.records())
+        assert stored == ids, f"missing {set(ids) - set(stored)}, extra {set(stored) - set(ids)}"
+        assert got.count() == len(ids)  # no duplicate
         assert got.get(ids) == expected.get(ids)  # records, metadata, thumbnails
         for a, b in zip(got.get_embeddings(ids), expected.get_embeddings(ids), strict=True):
             assert a is not None and b is not None
@@ -65,18 +69,36 @@ def assert_same_index(path: Path, reference: Path) -> None:
 def test_ray_index_equals_the_single_process_index_and_reports_bad_files(
     ray_cluster: None,
     corpus: Path,
-    single_process,
+    single_process: tuple[Path, IndexReport],
     tiny_colqwen2_5: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from mmembed.cli import main
+
     reference, expected_report = single_process
-    report = index_documents(corpus, str(tmp_path / "index"), str(tiny_colqwen2_5), dpi=DPI, batch_size=2)
+    path = tmp_path / "index"
+    report = index_documents(corpus, str(path), str(tiny_colqwen2_5), dpi=DPI, batch_size=2)
     assert report.pages_indexed == expected_report.pages_indexed
     assert sorted(map(str, report.issues)) == sorted(map(str, expected_report.issues))
     assert any("broken.pdf" in str(i) for i in report.issues)
-    assert_same_index(tmp_path / "index", reference)
-    again = index_documents(corpus, str(tmp_path / "index"), str(tiny_colqwen2_5), dpi=DPI)
-    assert again.pages_indexed == 0 and len(again.files_unchanged) == len(expected_report.files_indexed)
+    with open_index(path, create=False, readonly=True) as got:
+        assert_same_index(got, reference)
+    # the CLI's --ray re-run skips every committed file
+    argv = [
+        "index",
+        str(corpus),
+        "--index",
+        str(path),
+        "--model",
+        str(tiny_colqwen2_5),
+        "--ray",
+        "--dpi",
+        str(DPI),
+    ]
+    assert main(argv) == 0
+    files = len(expected_report.files_indexed)
+    assert f"indexed 0 page(s) from 0 file(s); {files} unchanged file(s) skipped" in capsys.readouterr().out
 
 
 def _encoder_workers() -> list[psutil.Process]:
@@ -87,61 +109,54 @@ def _encoder_workers() -> list[psutil.Process]:
     return found
 
 
-def test_a_worker_killed_mid_run_leaves_no_missing_or_duplicate_page(
+def test_parallel_encoder_writes_with_a_worker_killed_mid_run_leave_no_missing_or_duplicate_page(
     ray_cluster: None,
     corpus: Path,
-    single_process,
+    single_process: tuple[Path, IndexReport],
     tiny_colqwen2_5: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
-    reference, _ = single_process
-    path = tmp_path / "index"
+    """Two encoder actors upsert their own batches into one qdrant-edge store (each holding
+    it while it writes one batch: the engine allows one process at a time); one is killed
+    by SIGKILL after the first pages are committed. Ray retries its batch in a new actor."""
+    reference, expected_report = single_process
+    uri = f"qdrant-edge://{tmp_path / 'edge'}"
     killed: list[int] = []  # pages committed when the worker was killed
 
-    def kill_once_pages_are_committed() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            try:
-                with open_index(path, create=False, readonly=True) as index:
-                    committed = index.count()
-            except mmembed.MMEmbedError:
-                committed = 0
-            workers = _encoder_workers()
-            if committed and workers:
-                workers[0].kill()  # SIGKILL: no cleanup, as when a node dies
-                killed.append(committed)
-            time.sleep(0.05)
+    def kill_once_pages_are_committed(committed: int) -> None:
+        workers = _encoder_workers()
+        if committed and workers and not killed:
+            workers[0].kill()  # SIGKILL: no cleanup, as when a node dies
+            killed.append(committed)
 
-    killer = threading.Thread(target=kill_once_pages_are_committed, daemon=True)
-    killer.start()
-    index_documents(corpus, str(path), str(tiny_colqwen2_5), dpi=DPI, batch_size=1)
-    killer.join()
+    report = index_documents(
+        corpus,
+        uri,
+        str(tiny_colqwen2_5),
+        dpi=DPI,
+        batch_size=1,
+        encoders=2,
+        cpus_per_encoder=0.5,  # two actors and the render tasks on 2 CPUs
+        writers="encoders",
+        on_batch=kill_once_pages_are_committed,
+    )
     assert killed, "the encoder worker was never killed"
-    with open_index(reference, create=False, readonly=True) as expected:
-        assert killed[0] < expected.count(), "killed after the last page: not mid-run"
-    assert_same_index(path, reference)
+    assert killed[0] < expected_report.pages_indexed, "killed after the last page: not mid-run"
+    assert sorted(map(str, report.issues)) == sorted(map(str, expected_report.issues))
+    assert sorted(report.ids) == sorted(expected_report.ids)
+    with open_backend(uri, create=False) as got:
+        assert_same_index(got, reference)
 
 
-def test_cli_ray_into_qdrant(
-    ray_cluster: None,
-    corpus: Path,
-    single_process,
-    tiny_colqwen2_5: Path,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
-) -> None:
-    from mmembed.cli import main
-    from mmembed_qdrant import QdrantIndex
-
-    reference, _ = single_process
-    uri = f"qdrant://{tmp_path}/store/pages"
-    argv = ["index", str(corpus), "--index", uri, "--model", str(tiny_colqwen2_5), "--ray", "--dpi", str(DPI)]
-    assert main(argv) == 0  # bad files are reported, the good pages indexed
-    with (
-        QdrantIndex.connect("pages", path=tmp_path / "store") as got,
-        open_index(reference, create=False, readonly=True) as expected,
-    ):
-        ids = sorted(r.id for r in expected.records())
-        assert sorted(r.id for r in got.records()) == ids
-        for a, b in zip(got.get_embeddings(ids), expected.get_embeddings(ids), strict=True):
-            assert a is not None and b is not None
-            torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+@pytest.mark.parametrize(
+    ("index", "parallel"),
+    [
+        ("qdrant://db:6333/pages", True),
+        ("qdrants://cluster.example/pages", True),
+        ("qdrant:///srv/store/pages", False),  # local mode: one process per folder
+        ("qdrant-edge:///srv/edge", False),
+        ("/srv/index", False),
+    ],
+)
+def test_encoder_actors_write_by_default_only_into_a_qdrant_server(index: str, parallel: bool) -> None:
+    assert allows_concurrent_writers(index) is parallel

@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "LoadIssue": "mmembed.loaders",
     # jobs
     "index_documents": "mmembed.pipeline",
+    "is_source_complete": "mmembed.pipeline",
     "IndexReport": "mmembed.pipeline",
     "Retriever": "mmembed.retrieve",
     "MaxSimReranker": "mmembed.retrieve",
@@ -77,6 +78,7 @@ __all__ = [
     "Retriever",
     "SearchHit",
     "index_documents",
+    "is_source_complete",
     "list_models",
     "load_documents",
     "load_encoder",
@@ -107,7 +109,7 @@ if TYPE_CHECKING:
     from .encoders import Encoder, MediaClip, list_models, load_encoder
     from .index import IndexBackend, LocalIndex, PageInput, open_backend, open_index
     from .loaders import LoadIssue, MediaSegment, Page, load_documents, load_pages, render_page
-    from .pipeline import IndexReport, index_documents
+    from .pipeline import IndexReport, index_documents, is_source_complete
     from .retrieve import Candidate, MaxSimReranker, Retriever, pool
     from .scoring import Ragged, maxsim, score
     from .types import EncoderInfo, EncoderMismatchError, MMEmbedError, PageRecord, SearchHit

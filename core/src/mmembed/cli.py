@@ -93,6 +93,10 @@ def _location(args: argparse.Namespace) -> str:
         if getattr(args, "url", None):
             raise CLIError("--url needs --backend qdrant (or pass --index qdrant://host:6333/collection)")
         return str(args.index)
+    if backend == "qdrant-edge":  # Qdrant's embedded engine: --index is a folder
+        if getattr(args, "url", None):
+            raise CLIError("--backend qdrant-edge takes no --url: --index is the engine's folder")
+        return f"qdrant-edge://{Path(args.index).expanduser().resolve()}"
     if not args.url:
         raise CLIError("--backend qdrant needs --url (e.g. --url http://localhost:6333 --index pages)")
     url = urlsplit(args.url)
@@ -499,9 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     def backend_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--backend",
-            choices=("local", "qdrant"),
+            choices=("local", "qdrant", "qdrant-edge"),
             default="local",
-            help="local: --index is a folder; qdrant: --index is a collection on --url (API key: $QDRANT_API_KEY)",
+            help="local: --index is a folder; qdrant: --index is a collection on --url (API key: "
+            "$QDRANT_API_KEY); qdrant-edge: --index is a folder of Qdrant's embedded engine",
         )
         p.add_argument("--url", help="Qdrant server URL with --backend qdrant, e.g. http://localhost:6333")
 

@@ -132,7 +132,7 @@ def index_documents(
         if old != content_hash:
             replaced_hashes[source] = content_hash
             return False
-        if _is_complete(index, source, content_hash):
+        if is_source_complete(index, source, content_hash):
             report.files_unchanged.append(source)
             return True
         return False  # a run was killed part-way through this file: complete it
@@ -212,7 +212,7 @@ def index_documents(
     finished_sources |= _record_skipped_pages(index, report.issues, hashes, page_counts)
     # Old pages of a changed file go only once its new pages are all committed.
     for source, new_hash in replaced_hashes.items():
-        if source in finished_sources and _is_complete(index, source, new_hash):
+        if source in finished_sources and is_source_complete(index, source, new_hash):
             index.delete(where={"source": source, "content_hash": {"$ne": new_hash}})
             report.files_replaced.append(source)
     return report
@@ -289,7 +289,15 @@ def _thumbnail(item: Item) -> bytes | None:
     return make_thumbnail(item.image)
 
 
-def _is_complete(index: IndexBackend, source: str, content_hash: str) -> bool:
+def is_source_complete(index: IndexBackend, source: str, content_hash: str) -> bool:
+    """Whether ``index`` holds every page of ``source`` at version ``content_hash``.
+
+    A source counts as indexed only when all its pages are in (their count reaches the
+    ``page_count`` its pages record): a run killed mid-file leaves it incomplete, and the
+    next run completes it instead of skipping it. Any :class:`IndexBackend` works — the
+    pipelines (single-process and Ray) use this to skip a file and to decide when a changed
+    file's old pages may go.
+    """
     where = {"source": source, "content_hash": content_hash}
     first = next(iter(index.records(where)), None)
     if first is None:

@@ -20,7 +20,11 @@ from .protocol import IndexBackend
 ENTRY_POINT_GROUP = "mmembed.index_backends"
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # A backend's package to install, for the schemes mmembed knows about.
-KNOWN_SCHEMES = {"qdrant": "mmembed-qdrant", "qdrants": "mmembed-qdrant"}
+KNOWN_SCHEMES = {
+    "qdrant": "mmembed-qdrant",
+    "qdrants": "mmembed-qdrant",
+    "qdrant-edge": "mmembed-qdrant[edge]",
+}
 
 
 def uri_scheme(location: str | os.PathLike[str]) -> str | None:

@@ -1,66 +1,43 @@
-"""mmembed's :class:`~mmembed.index.IndexBackend` over a Qdrant collection.
+"""mmembed's :class:`~mmembed.index.IndexBackend` over a Qdrant collection, through
+``qdrant-client``: a server, a cluster or Qdrant's local mode.
 
-Layout: one point per page (point id = a UUID derived from mmembed's page id), payload =
-mmembed's record. Multi-vector encoders store the page's vectors under the named vector
-``multi`` (``MultiVectorConfig(MAX_SIM)``, dot product, HNSW off: it is only ever scored
-exactly) plus their mean under ``pooled`` (cosine, HNSW) for the prefetch stage; single-vector
-encoders store one ``dense`` vector. The encoder identity lives in the collection's metadata
-and is checked on open like the embedded index's manifest.
-
-Filters keep the embedded index's exact semantics (type-strict comparisons, ISO dates as
-points in time, ``$ne`` matching a missing key): Qdrant cannot express those natively, so
-conditions on the record's own fields (``source``, ``content_hash``, ``id``, ``page``) narrow
-the candidates inside Qdrant (payload indexes) and the full filter is then evaluated
-client-side by the same compiler the embedded index uses, over the candidates' payloads.
+The layout, filters and search are :mod:`.layout`'s; here the collection's metadata holds
+the encoder identity, and each primitive is one ``qdrant-client`` request.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import sqlite3
-import threading
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from mmembed.index import (
-    DuplicatePageError,
-    Filter,
-    IndexFormatError,
-    IndexNotFoundError,
-    IndexReadOnlyError,
-    PageInput,
-)
-from mmembed.index.filters import compile_filter
-from mmembed.index.format import storage_dtype
+from mmembed.index import IndexNotFoundError
 from mmembed.index.local import _check_encoder
-from mmembed.index.pages import encode_batch
-from mmembed.scoring import EmbeddingsLike, as_ragged
-from mmembed.types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
+from mmembed.types import EncoderInfo
 
 from .errors import translate_errors
+from .layout import (
+    DENSE,
+    INDEXED_KEYS,
+    MULTI,
+    POOLED,
+    SCROLL_PAGE,
+    Condition,
+    Point,
+    QdrantPages,
+    identity,
+    point_id,
+)
 
-MULTI, POOLED, DENSE = "multi", "pooled", "dense"
-FORMAT = 1
-# Point ids must be UUIDs (or integers): derive one from mmembed's string id, stably.
-ID_NAMESPACE = uuid.UUID("6f1c3c1e-5b7e-4d0a-9b53-6d6d656d6265")
-RECORD_KEYS = ["id", "source", "page", "content_hash", "metadata", "n_vectors"]
-SCROLL_PAGE = 1024
-_T = TypeVar("_T")
+__all__ = ["QdrantIndex", "point_id", "to_filter"]
 
 
-def point_id(page_id: str) -> str:
-    return str(uuid.uuid5(ID_NAMESPACE, page_id))
-
-
-class QdrantIndex:
+class QdrantIndex(QdrantPages):
     """Pages of one encoder in one Qdrant collection (server, cluster or local mode).
 
     Open it with :func:`mmembed_qdrant.open_qdrant_index` (a ``qdrant://`` URI) or
@@ -84,15 +61,10 @@ class QdrantIndex:
         collection_options: dict[str, Any] | None = None,
         release: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(location=location, readonly=readonly, exact=exact, candidates=candidates)
         self._client = client
         self.collection = collection
-        self.location = location
-        self.readonly = readonly
-        self.exact = exact
-        self.candidates = candidates
-        self._release = release
-        self._closed = False
-        self._mutex = threading.RLock()
+        self._release_client = release
         try:
             self._encoder, self.keep_thumbnails = self._open(
                 encoder, create=create, keep_thumbnails=keep_thumbnails, options=collection_options or {}
@@ -100,8 +72,6 @@ class QdrantIndex:
         except BaseException:
             self.close()
             raise
-
-    # -- opening ---------------------------------------------------------------------------
 
     @classmethod
     def connect(
@@ -124,10 +94,6 @@ class QdrantIndex:
             client, collection, encoder, location=f"{location}/{collection}", release=release, **options
         )
 
-    def _call(self, action: str, fn: Callable[[], _T]) -> _T:
-        with translate_errors(action, self.location):
-            return fn()
-
     def _open(
         self, encoder: EncoderInfo | None, *, create: bool, keep_thumbnails: bool, options: dict[str, Any]
     ) -> tuple[EncoderInfo, bool]:
@@ -142,21 +108,7 @@ class QdrantIndex:
             self._create(encoder, keep_thumbnails, options)
             return encoder, keep_thumbnails
         config = self._call("read the collection", lambda: self._client.get_collection(name)).config
-        stored = (config.metadata or {}).get("mmembed")
-        if not isinstance(stored, dict) or "encoder" not in stored:
-            raise IndexFormatError(
-                f"the Qdrant collection at {self.location} was not created by mmembed (its metadata has "
-                "no 'mmembed' entry); pick another collection name, nothing was written."
-            )
-        if stored.get("format") != FORMAT:
-            raise IndexFormatError(
-                f"the Qdrant collection at {self.location} has mmembed layout {stored.get('format')!r}; "
-                f"this mmembed-qdrant reads layout {FORMAT}. Upgrade mmembed-qdrant or migrate the index."
-            )
-        info = EncoderInfo.from_dict(stored["encoder"])
-        if encoder is not None:
-            info.check_compatible(encoder, index_path=self.location)
-        return info, bool(stored.get("keep_thumbnails", True))
+        return self.check_identity((config.metadata or {}).get("mmembed"), encoder)
 
     def _create(self, encoder: EncoderInfo, keep_thumbnails: bool, options: dict[str, Any]) -> None:
         if encoder.kind == "multi":
@@ -172,276 +124,61 @@ class QdrantIndex:
         else:
             distance = qm.Distance.COSINE if encoder.similarity == "cosine" else qm.Distance.DOT
             vectors = {DENSE: qm.VectorParams(size=encoder.dim, distance=distance)}
-        metadata = {
-            "mmembed": {"format": FORMAT, "encoder": encoder.to_dict(), "keep_thumbnails": keep_thumbnails}
-        }
+        metadata = {"mmembed": identity(encoder, keep_thumbnails)}
         self._call(
             "create the collection",
             lambda: self._client.create_collection(
                 self.collection, vectors_config=vectors, metadata=metadata, **options
             ),
         )
-        for key, schema in (
-            ("id", qm.PayloadSchemaType.KEYWORD),
-            ("source", qm.PayloadSchemaType.KEYWORD),
-            ("content_hash", qm.PayloadSchemaType.KEYWORD),
-            ("page", qm.PayloadSchemaType.INTEGER),
-        ):
+        schemas = {"keyword": qm.PayloadSchemaType.KEYWORD, "integer": qm.PayloadSchemaType.INTEGER}
+        for key, kind in INDEXED_KEYS.items():
             self._call(
                 "index the payload",
-                lambda key=key, schema=schema: self._client.create_payload_index(  # type: ignore[misc]
-                    self.collection, key, field_schema=schema
+                lambda key=key, kind=kind: self._client.create_payload_index(  # type: ignore[misc]
+                    self.collection, key, field_schema=schemas[kind]
                 ),
             )
 
-    # -- the protocol ------------------------------------------------------------------------
+    # -- the engine's primitives ------------------------------------------------------------
 
-    @property
-    def encoder(self) -> EncoderInfo:
-        return self._encoder
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return translate_errors(action, self.location)
 
-    def __repr__(self) -> str:
-        return f"QdrantIndex({self.location!r}, encoder={self._encoder.name!r})"
+    def _release(self) -> None:
+        if self._release_client is not None:
+            self._release_client()
 
-    def __enter__(self) -> QdrantIndex:
-        return self
+    def _put(self, points: list[Point]) -> None:
+        structs = [
+            qm.PointStruct(id=pid, vector=vectors, payload=payload) for pid, vectors, payload in points
+        ]
+        self._client.upsert(self.collection, points=structs, wait=True)
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self._release is not None:
-                self._release()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            from mmembed.index import IndexClosedError
-
-            raise IndexClosedError(f"the index at {self.location} is closed")
-
-    def add(self, pages: Sequence[PageInput]) -> list[str]:
-        """Store ``pages`` as one batch (validated in full first); an id already stored is an error."""
-        return self._write(pages, replace=False)
-
-    def upsert(self, pages: Sequence[PageInput]) -> list[str]:
-        """Store ``pages`` as one batch, replacing stored pages with the same ids."""
-        return self._write(pages, replace=True)
-
-    def _writable(self) -> None:
-        self._check_open()
-        if self.readonly:
-            raise IndexReadOnlyError(f"the index at {self.location} was opened read-only")
-
-    def _write(self, pages: Sequence[PageInput], *, replace: bool) -> list[str]:
-        self._writable()
-        batch = encode_batch(
-            pages,
-            encoder=self._encoder,
-            dtype=storage_dtype("float32"),
-            keep_thumbnails=self.keep_thumbnails,
-            index_path=cast(Path, self.location),  # only formatted into error messages
+    def _fetch(self, pids: list[str], with_payload: Any, with_vectors: bool) -> list[Any]:
+        return self._client.retrieve(
+            self.collection, pids, with_payload=with_payload, with_vectors=with_vectors
         )
-        if not batch.rows:
-            return []
-        points: list[qm.PointStruct] = []
-        offset = 0
-        for row in batch.rows:
-            rows = torch.from_numpy(batch.vectors[offset : offset + row.n_vectors])  # (n_vectors, dim)
-            offset += row.n_vectors
-            payload: dict[str, Any] = {
-                "id": row.id,
-                "source": row.source,
-                "page": row.page,
-                "content_hash": row.content_hash,
-                "metadata": json.loads(row.metadata_json),
-                "n_vectors": row.n_vectors,
-            }
-            if row.thumbnail is not None:
-                payload["thumbnail"] = base64.b64encode(row.thumbnail).decode("ascii")
-            points.append(qm.PointStruct(id=point_id(row.id), vector=self._vectors(rows), payload=payload))
-        with self._mutex:
-            if not replace:
-                present = self._present(batch.ids)
-                if present:
-                    raise DuplicatePageError(
-                        f"the index at {self.location} already holds {len(present)} of these pages "
-                        f"(e.g. id {present[0]!r}); nothing was written. Use upsert() to replace them."
-                    )
-            self._call(
-                "store pages",
-                lambda: self._client.upsert(self.collection, points=points, wait=True),
-            )
-        return batch.ids
 
-    def _vectors(self, rows: torch.Tensor) -> dict[str, Any]:
-        if rows.shape[0] == 0:
-            return {}  # stored, filterable, never a search result
-        if self._encoder.kind == "single":
-            return {DENSE: rows[0].tolist()}
-        return {MULTI: rows.tolist(), POOLED: rows.mean(dim=0).tolist()}
-
-    def _present(self, ids: Sequence[str]) -> list[str]:
-        found = self._retrieve(ids, with_payload=["id"])
-        return [str((p.payload or {})["id"]) for p in found]
-
-    def _retrieve(
-        self, ids: Sequence[str], *, with_payload: Any = True, with_vectors: bool = False
-    ) -> list[Any]:
-        out: list[Any] = []
-        for start in range(0, len(ids), SCROLL_PAGE):
-            chunk = [point_id(i) for i in ids[start : start + SCROLL_PAGE]]
-            out.extend(
-                self._call(
-                    "read pages",
-                    lambda chunk=chunk: self._client.retrieve(  # type: ignore[misc]
-                        self.collection, chunk, with_payload=with_payload, with_vectors=with_vectors
-                    ),
-                )
-            )
-        return out
-
-    def _scroll(self, flt: qm.Filter | None, with_payload: Any) -> Iterator[Any]:
-        offset: Any = None
-        while True:
-            points, offset = self._call(
-                "read pages",
-                lambda offset=offset: self._client.scroll(  # type: ignore[misc]
-                    self.collection,
-                    scroll_filter=flt,
-                    limit=SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=with_payload,
-                    with_vectors=False,
-                ),
-            )
-            yield from points
-            if offset is None:
-                return
-
-    def _matching(self, where: Filter | None) -> list[str] | None:
-        """Ids of the pages matching ``where``; ``None`` when it matches every page."""
-        sql, params = compile_filter(where)  # validates: an invalid filter fails before any read
-        if where is None or sql == "1":
-            return None
-        conn = sqlite3.connect(":memory:")
-        try:
-            conn.execute(
-                "CREATE TABLE pages (id TEXT, source TEXT, page INTEGER, content_hash TEXT, metadata TEXT)"
-            )
-            rows = (
-                (p["id"], p["source"], p["page"], p["content_hash"], json.dumps(p["metadata"]))
-                for p in (point.payload or {} for point in self._scroll(native_prefilter(where), RECORD_KEYS))
-            )
-            conn.executemany("INSERT INTO pages VALUES (?, ?, ?, ?, ?)", rows)
-            return [r[0] for r in conn.execute(f"SELECT id FROM pages WHERE {sql}", params)]
-        finally:
-            conn.close()
-
-    def delete(self, ids: Sequence[str] | None = None, *, where: Filter | None = None) -> int:
-        """Delete pages whose id is in ``ids`` and (if given) that match ``where``; returns how
-        many were deleted. ``where={}`` matches every page."""
-        self._writable()
-        if ids is None and where is None:
-            raise MMEmbedError("delete() needs ids and/or where; to delete every page pass where={}.")
-        if isinstance(ids, str):
-            raise MMEmbedError(f"delete() takes a list of ids, got the string {ids!r}; wrap it in a list.")
-        with self._mutex:
-            matching = self._matching(where)
-            if ids is not None:
-                targets = self._present(list(ids))
-                if matching is not None:
-                    keep = set(matching)
-                    targets = [i for i in targets if i in keep]
-            elif matching is None:
-                targets = [str((p.payload or {})["id"]) for p in self._scroll(None, ["id"])]
-            else:
-                targets = matching
-            if targets:
-                self._call(
-                    "delete pages",
-                    lambda: self._client.delete(
-                        self.collection,
-                        points_selector=qm.PointIdsList(points=[point_id(i) for i in targets]),
-                        wait=True,
-                    ),
-                )
-            return len(targets)
-
-    def count(self, where: Filter | None = None) -> int:
-        self._check_open()
-        matching = self._matching(where)
-        if matching is not None:
-            return len(matching)
-        return int(self._call("count pages", lambda: self._client.count(self.collection, exact=True)).count)
-
-    def get(self, ids: Sequence[str]) -> list[PageRecord | None]:
-        self._check_open()
-        by_id = {r.id: r for r in map(_record, self._retrieve(list(ids)))}
-        return [by_id.get(i) for i in ids]
-
-    def get_embeddings(self, ids: Sequence[str]) -> list[torch.Tensor | None]:
-        self._check_open()
-        found: dict[str, torch.Tensor] = {}
-        for p in self._retrieve(list(ids), with_payload=["id"], with_vectors=True):
-            vectors = p.vector or {}
-            if self._encoder.kind == "single":
-                rows = [vectors[DENSE]] if DENSE in vectors else []
-            else:
-                rows = vectors.get(MULTI, [])
-            found[str(p.payload["id"])] = torch.tensor(rows, dtype=torch.float32).reshape(
-                -1, self._encoder.dim
-            )  # (n_vectors, dim)
-        return [found.get(i) for i in ids]
-
-    def records(self, where: Filter | None = None) -> Iterator[PageRecord]:
-        self._check_open()
-        matching = self._matching(where)
-        if matching is None:
-            yield from map(_record, self._scroll(None, True))
-        else:
-            yield from map(_record, self._retrieve(matching))
-
-    def sources(self) -> dict[str, str]:
-        self._check_open()
-        return {
-            str(p.payload["source"]): str(p.payload["content_hash"])
-            for p in self._scroll(None, ["source", "content_hash"])
-        }
-
-    def search(
-        self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
-    ) -> list[list[SearchHit]]:
-        """Top-``k`` pages for each query, best first, among pages matching ``where`` (a
-        pre-filter). Exact MaxSim with ``exact=True`` or while ``candidates`` covers the
-        matching pages; beyond that, MaxSim over the pooled-vector prefetch."""
-        self._check_open()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
-        q = as_ragged(queries)
-        if q.dim != self._encoder.dim:
-            raise MMEmbedError(
-                f"query vectors have dim {q.dim} but the index at {self.location} stores dim "
-                f"{self._encoder.dim} (encoder {self._encoder.name!r}); embed queries with the index's encoder."
-            )
-        values = q.values.detach().to("cpu", torch.float32)  # (total_query_rows, dim)
-        if not bool(torch.isfinite(values).all()):
-            raise MMEmbedError("query embeddings contain NaN or infinite values")
-        offsets = q.offsets.tolist()
-        n_queries = len(offsets) - 1
-        matching = self._matching(where)
-        if k == 0 or (matching is not None and not matching):
-            return [[] for _ in range(n_queries)]
-        flt = (
-            None
-            if matching is None
-            else qm.Filter(must=[qm.HasIdCondition(has_id=[point_id(i) for i in matching])])
+    def _scroll_page(self, where: list[Condition], with_payload: Any, offset: Any) -> tuple[list[Any], Any]:
+        return self._client.scroll(
+            self.collection,
+            scroll_filter=to_filter(where),
+            limit=SCROLL_PAGE,
+            offset=offset,
+            with_payload=with_payload,
+            with_vectors=False,
         )
-        return [self._search_one(values[offsets[i] : offsets[i + 1]], k, flt) for i in range(n_queries)]
 
-    def _search_one(self, rows: torch.Tensor, k: int, flt: qm.Filter | None) -> list[SearchHit]:
+    def _remove(self, pids: list[str]) -> None:
+        self._client.delete(self.collection, points_selector=qm.PointIdsList(points=list(pids)), wait=True)
+
+    def _count_all(self) -> int:
+        return int(self._client.count(self.collection, exact=True).count)
+
+    def _query(self, rows: torch.Tensor, k: int, only: list[str] | None) -> list[Any]:
         # rows: (query_tokens, dim)
+        flt = None if only is None else qm.Filter(must=[qm.HasIdCondition(has_id=list(only))])
         kwargs: dict[str, Any] = {"limit": k, "with_payload": True, "query_filter": flt}
         if self._encoder.kind == "single":
             kwargs.update(query=rows[0].tolist(), using=DENSE)
@@ -458,52 +195,17 @@ class QdrantIndex:
                     limit=max(self.candidates, k),
                 ),
             )
-        found = self._call("search", lambda: self._client.query_points(self.collection, **kwargs)).points
-        return [SearchHit(str((p.payload or {})["id"]), float(p.score), _record(p)) for p in found]
-
-    def info(self) -> dict[str, Any]:
-        enc = self._encoder
-        return {
-            "location": self.location,
-            "pages": self.count(),
-            "model": enc.name,
-            "revision": enc.revision,
-            "family": enc.family,
-            "kind": enc.kind,
-            "similarity": enc.similarity,
-            "dim": enc.dim,
-            "keep_thumbnails": self.keep_thumbnails,
-        }
+        return self._client.query_points(self.collection, **kwargs).points
 
 
-def _record(point: Any) -> PageRecord:
-    p = point.payload or {}
-    thumb = p.get("thumbnail")
-    return PageRecord(
-        id=str(p["id"]),
-        source=str(p["source"]),
-        page=int(p["page"]),
-        content_hash=str(p["content_hash"]),
-        metadata=dict(p.get("metadata") or {}),
-        thumbnail=base64.b64decode(thumb) if isinstance(thumb, str) else None,
-        n_vectors=int(p.get("n_vectors", 0)),
-    )
-
-
-def native_prefilter(where: Filter) -> qm.Filter | None:
-    """Qdrant conditions implied by ``where``'s top-level conditions on the record's own
-    fields (typed, indexed): a superset of the matches, so the client-side pass stays exact."""
+def to_filter(where: list[Condition]) -> qm.Filter | None:
+    """``qdrant-client``'s filter for :func:`~.layout.native_prefilter`'s conditions."""
     must: list[qm.Condition] = []
-    for key, cond in where.items():
-        if key not in ("id", "source", "content_hash", "page"):
-            continue
-        ops = cond if isinstance(cond, dict) else {"$eq": cond}
-        if "$eq" in ops:
-            must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=ops["$eq"])))
-        if ops.get("$in"):
-            must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=list(ops["$in"]))))
-        if key == "page":
-            bounds = {op[1:]: ops[op] for op in ("$gt", "$gte", "$lt", "$lte") if op in ops}
-            if bounds:
-                must.append(qm.FieldCondition(key=key, range=qm.Range(**bounds)))
+    for op, key, operand in where:
+        if op == "eq":
+            must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=operand)))
+        elif op == "any":
+            must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=operand)))
+        else:
+            must.append(qm.FieldCondition(key=key, range=qm.Range(**operand)))
     return qm.Filter(must=must) if must else None

@@ -1,8 +1,8 @@
-"""Qdrant clients, one per local store and process.
+"""Qdrant clients and embedded shards, one per local folder and process.
 
-Qdrant's local mode lets one client at a time open a folder, so every index opened on the
-same ``path=`` in this process shares one client (reference-counted). Server clients are
-cheap HTTP sessions: each index gets its own.
+Qdrant's local mode and its embedded engine (qdrant-edge) each let one handle at a time
+open a folder, so every index opened on the same folder in this process shares one handle
+(reference-counted). Server clients are cheap HTTP sessions: each index gets its own.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from qdrant_client import QdrantClient
 
@@ -20,7 +21,8 @@ from mmembed.index import IndexLockedError
 from .errors import translate_errors
 
 _lock = threading.Lock()
-_local: dict[str, tuple[QdrantClient, int]] = {}
+# folder -> (handle, its close function, users)
+_open: dict[str, tuple[Any, Callable[[], None], int]] = {}
 
 
 @atexit.register
@@ -28,9 +30,36 @@ def _close_all() -> None:
     """Close local stores left open (e.g. by an adapter that never closed its index) while
     the interpreter can still run Qdrant's close; its finaliser fails later in shutdown."""
     with _lock:
-        for client, _ in _local.values():
-            client.close()
-        _local.clear()
+        for _, close, _ in _open.values():
+            close()
+        _open.clear()
+
+
+def acquire_shared(
+    key: str, open_handle: Callable[[], Any], close: Callable[[Any], None]
+) -> tuple[Any, Callable[[], None]]:
+    """``(handle, release)`` for the folder ``key``: opened by ``open_handle`` for its first
+    user in this process, closed by ``close`` when its last user releases it."""
+    with _lock:
+        if key in _open:
+            handle, closer, users = _open[key]
+            _open[key] = (handle, closer, users + 1)
+        else:
+            handle = open_handle()
+            _open[key] = (handle, lambda: close(handle), 1)
+
+    def release() -> None:
+        with _lock:
+            if key not in _open:  # closed at exit already
+                return
+            held, closer, users = _open[key]
+            if users > 1:
+                _open[key] = (held, closer, users - 1)
+            else:
+                del _open[key]
+                closer()
+
+    return handle, release
 
 
 def acquire_client(
@@ -53,29 +82,15 @@ def acquire_client(
         client = QdrantClient(":memory:")
         return client, ":memory:", client.close
     key = str(Path(path).resolve())
-    with _lock:
-        if key in _local:
-            client, users = _local[key]
-            _local[key] = (client, users + 1)
-        else:
-            try:
-                client = QdrantClient(path=key)
-            except RuntimeError as exc:  # "Storage folder ... is already accessed by another instance"
-                raise IndexLockedError(
-                    f"the local Qdrant store at {key} is open in another process ({exc}); local mode allows "
-                    "one process per folder — close it there, or use a Qdrant server for concurrent users."
-                ) from exc
-            _local[key] = (client, 1)
 
-    def release() -> None:
-        with _lock:
-            if key not in _local:  # closed at exit already
-                return
-            client, users = _local[key]
-            if users > 1:
-                _local[key] = (client, users - 1)
-            else:
-                del _local[key]
-                client.close()
+    def open_local() -> QdrantClient:
+        try:
+            return QdrantClient(path=key)
+        except RuntimeError as exc:  # "Storage folder ... is already accessed by another instance"
+            raise IndexLockedError(
+                f"the local Qdrant store at {key} is open in another process ({exc}); local mode allows "
+                "one process per folder — close it there, or use a Qdrant server for concurrent users."
+            ) from exc
 
+    client, release = acquire_shared(key, open_local, QdrantClient.close)
     return client, f"qdrant://{key}", release

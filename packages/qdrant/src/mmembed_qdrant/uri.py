@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from mmembed.types import EncoderInfo, MMEmbedError
 
 from .backend import QdrantIndex
+from .layout import search_options
 
 SCHEMES = ("qdrant", "qdrants")
 
@@ -41,17 +42,7 @@ def parse_qdrant_uri(uri: str) -> QdrantLocation:
             f"the Qdrant URI {uri!r} names no collection; write qdrant://host:6333/COLLECTION "
             "(or qdrant:///folder/COLLECTION for a local store)"
         )
-    options: dict[str, Any] = {}
-    for key, values in parse_qs(parts.query).items():
-        if key == "exact":
-            options["exact"] = values[-1].lower() in ("1", "true", "yes")
-        elif key == "candidates" and values[-1].isdigit():
-            options["candidates"] = int(values[-1])
-        else:
-            raise MMEmbedError(
-                f"unknown option {key!r} in the Qdrant URI {uri!r}; use exact=true or candidates=N "
-                "(the API key goes in QDRANT_API_KEY, not the URI)"
-            )
+    options = search_options(parts.query, uri)
     if not parts.netloc:
         if not folder:
             raise MMEmbedError(f"the Qdrant URI {uri!r} has neither a host nor a local folder")

@@ -1,14 +1,21 @@
 """Index documents on a Ray cluster with Ray Data.
 
 files (driver lists them) → pages (rendered by CPU tasks, one file per task) → batches →
-encoder actors (one per GPU, the model loaded once per actor) → one writer (the driver)
-that upserts each batch into the index — the embedded one or any backend URI such as
-``qdrant://host:6333/pages``.
+encoder actors (one per GPU, the model loaded once per actor) → the index. Who writes:
+
+- ``writers="driver"``: one writer (the driver) upserts each encoded batch — the embedded
+  index, Qdrant's local mode and qdrant-edge allow one process per folder;
+- ``writers="encoders"``: every encoder actor upserts its own batches with its own client
+  (config passed through: URI and ``backend_options`` such as ``api_key``), so vectors
+  never travel to the driver and writes run in parallel — the default for a Qdrant
+  server or cluster (``qdrant://host:6333/pages``). Against a one-process-per-folder target
+  the actors take turns (each holds the folder only while it writes one batch).
 
 Page ids are deterministic (content hash + page) and every write is an upsert by id, so
 a task Ray retries after a worker died rewrites the same pages instead of duplicating
-them, and a re-run skips files whose pages are all committed — as in the single-process
-pipeline (:func:`mmembed.index_documents`), whose report this returns.
+them, and a re-run skips files whose pages are all committed
+(:func:`mmembed.is_source_complete`) — as in the single-process pipeline
+(:func:`mmembed.index_documents`), whose report this returns.
 """
 
 from __future__ import annotations
@@ -17,23 +24,26 @@ import io
 import json
 import os
 import pickle
-from collections.abc import Iterable
-from typing import Any
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 from PIL import Image
 
 from mmembed.explain import LAYOUT_KEY, recorded_layout
-from mmembed.index import IndexNotFoundError, PageInput, open_backend
+from mmembed.index import IndexLockedError, IndexNotFoundError, PageInput, open_backend, uri_scheme
 from mmembed.index.protocol import IndexBackend
 from mmembed.loaders import LoadIssue, load_pages, make_thumbnail
 from mmembed.loaders.options import LoaderOptions
 from mmembed.loaders.sources import SourceItem, iter_sources
-from mmembed.pipeline import IndexReport, _is_complete
-from mmembed.types import EncoderInfo, MMEmbedError
+from mmembed.pipeline import IndexReport, is_source_complete
+from mmembed.types import EncoderInfo, EncoderMismatchError, MMEmbedError
 
 _EMPTY = b""
+CREATION_GRACE = 30.0  # seconds an encoder actor waits for another one to finish creating the index
 
 
 def _row(kind: str, **fields: Any) -> dict[str, Any]:
@@ -97,19 +107,71 @@ class _RenderFile:
         return rows
 
 
+def allows_concurrent_writers(index: str | os.PathLike[str]) -> bool:
+    """Whether several processes may write into ``index`` at once: a Qdrant server or
+    cluster does; a folder, Qdrant's local mode and qdrant-edge allow one process each."""
+    return uri_scheme(index) in ("qdrant", "qdrants") and bool(urlsplit(str(index)).netloc)
+
+
+def _page_input(batch: dict[str, np.ndarray], i: int, dim: int) -> PageInput:
+    """Row ``i`` of an encoded batch as the page to store."""
+    vectors = np.frombuffer(batch["vectors"][i], dtype=np.float32).reshape(-1, dim)  # (n_vectors, dim)
+    return PageInput(
+        embedding=torch.from_numpy(vectors.copy()),
+        source=str(batch["source"][i]),
+        page=int(batch["page"][i]),
+        content_hash=str(batch["content_hash"][i]),
+        metadata=json.loads(batch["metadata"][i]),
+        thumbnail=bytes(batch["thumbnail"][i]) or None,
+        id=str(batch["id"][i]),
+    )
+
+
 class _Encode:
-    """A Ray Data actor holding one encoder (loaded once, on its GPU when it has one)."""
+    """A Ray Data actor holding one encoder (loaded once, at its first page, on its GPU when
+    it has one); with ``write_to`` it also upserts its batches there and passes on only
+    their ids."""
 
-    def __init__(self, model: str, revision: str | None, device: str | None) -> None:
-        import mmembed
+    def __init__(
+        self,
+        model: str,
+        revision: str | None,
+        device: str | None,
+        write_to: str | None = None,
+        backend_options: dict[str, Any] | None = None,
+        lock_timeout: float = 600.0,
+        creating: bool = False,
+    ) -> None:
+        self.model, self.revision, self.device = model, revision, device
+        self._encoder: Any = None
+        self.write_to = write_to
+        self.backend_options = backend_options or {}
+        self.lock_timeout = lock_timeout
+        self.creating = creating
+        # A server client stays open for the actor's life; a one-process-per-folder store
+        # is held only while writing a batch, so that other actors and the driver get turns.
+        self.keep_open = write_to is not None and allows_concurrent_writers(write_to)
+        self.writer: IndexBackend | None = None
 
-        self.encoder = mmembed.load_encoder(model, revision=revision, device=device)
-        self.info = json.dumps(self.encoder.info.to_dict())
+    @property
+    def encoder(self) -> Any:
+        """Loaded for the first batch that has pages: a re-run over unchanged files loads none."""
+        if self._encoder is None:
+            import mmembed
+
+            self._encoder = mmembed.load_encoder(self.model, revision=self.revision, device=self.device)
+            self.info = json.dumps(self._encoder.info.to_dict())
+        return self._encoder
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pages = [i for i, kind in enumerate(batch["kind"]) if kind == "page"]
+        if not pages:
+            return {key: value for key, value in batch.items() if key != "image"} | {
+                "vectors": np.array([_EMPTY] * len(batch["kind"]), dtype=object),
+                "encoder": np.array([""] * len(batch["kind"]), dtype=object),
+            }
         images = [Image.open(io.BytesIO(batch["image"][i])).convert("RGB") for i in pages]
-        embeddings = self.encoder.encode_images(images) if images else []
+        embeddings = self.encoder.encode_images(images)
         vectors = [_EMPTY] * len(batch["kind"])
         metadata = list(batch["metadata"])
         for i, emb, image in zip(pages, embeddings, images, strict=True):
@@ -121,7 +183,40 @@ class _Encode:
         out["metadata"] = np.array(metadata, dtype=object)
         out["vectors"] = np.array(vectors, dtype=object)
         out["encoder"] = np.array([self.info] * len(vectors), dtype=object)
+        if self.write_to is not None:
+            dim = self.encoder.info.dim
+            self._write([_page_input(out, i, dim) for i in pages])
+            kinds = np.array(out["kind"], dtype=object)  # a str array could be too narrow
+            kinds[pages] = "written"
+            out["kind"] = kinds
+            out["vectors"] = np.array([_EMPTY] * len(vectors), dtype=object)  # nothing heavy to the driver
+            out["thumbnail"] = np.array([_EMPTY] * len(vectors), dtype=object)
         return out
+
+    def _write(self, pages: list[PageInput]) -> None:
+        assert self.write_to is not None
+        start = time.monotonic()
+        while True:
+            try:
+                writer = self.writer or open_backend(self.write_to, self.encoder.info, **self.backend_options)
+                break
+            except IndexLockedError:
+                if time.monotonic() - start > self.lock_timeout:
+                    raise
+            except EncoderMismatchError:
+                raise
+            except MMEmbedError:
+                # Actors racing to create a new index: the losers see it half-made for a moment.
+                if not self.creating or time.monotonic() - start > CREATION_GRACE:
+                    raise
+            time.sleep(0.05)  # another process is writing its batch, or creating the index
+        try:
+            writer.upsert(pages)
+        finally:
+            if self.keep_open:
+                self.writer = writer
+            else:
+                writer.close()
 
 
 def index_documents(
@@ -142,6 +237,9 @@ def index_documents(
     thumbnails: bool = True,
     revision: str | None = None,
     device: str | None = None,
+    writers: Literal["auto", "driver", "encoders"] = "auto",
+    backend_options: dict[str, Any] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> IndexReport:
     """Index ``sources`` into the index at ``index`` (folder or backend URI) on Ray.
 
@@ -149,8 +247,13 @@ def index_documents(
     the running Ray or starts a local one. ``encoders`` actors each load ``model`` once
     (``gpus_per_encoder=1`` on a GPU cluster); each holds ``cpus_per_encoder`` logical CPUs,
     so leave CPUs free for the rendering tasks (``encoders * cpus_per_encoder`` below the
-    cluster's CPUs, else rendering waits for ever). Bad files are reported in the returned
-    :class:`~mmembed.pipeline.IndexReport`, as in the single-process pipeline.
+    cluster's CPUs, else rendering waits for ever). ``writers`` says who upserts: the
+    ``"driver"``, or the ``"encoders"`` in parallel with their own clients (``"auto"``: the
+    encoders for a Qdrant server or cluster, else the driver); ``backend_options`` (e.g.
+    ``{"api_key": ...}``; ``QDRANT_API_KEY`` is passed on when set) open the index on every
+    worker. ``on_batch(pages_committed_so_far)`` runs on the driver after each batch. Bad
+    files are reported in the returned :class:`~mmembed.pipeline.IndexReport`, as in the
+    single-process pipeline.
     """
     import ray
 
@@ -158,6 +261,16 @@ def index_documents(
         ray.init(address=address)
     if encoders < 1 or batch_size < 1:
         raise MMEmbedError("encoders and batch_size must be at least 1")
+    if writers not in ("auto", "driver", "encoders"):
+        raise MMEmbedError(f"writers must be 'auto', 'driver' or 'encoders', got {writers!r}")
+    in_encoders = writers == "encoders" or (writers == "auto" and allows_concurrent_writers(index))
+    options = dict(backend_options or {})
+    if (
+        uri_scheme(index) in ("qdrant", "qdrants")
+        and "api_key" not in options
+        and os.environ.get("QDRANT_API_KEY")
+    ):
+        options["api_key"] = os.environ["QDRANT_API_KEY"]  # workers on other nodes lack the driver's env
     report = IndexReport()
     listing = LoaderOptions(include=include, exclude=exclude)
     items: list[SourceItem] = []
@@ -167,25 +280,37 @@ def index_documents(
         else:
             items.append(found)
 
+    writer: IndexBackend | None
     try:
-        writer: IndexBackend | None = open_backend(index, create=False)
+        writer = open_backend(index, create=False, **options)
     except IndexNotFoundError:
         writer = None
+    existed = writer is not None
     stored = writer.sources() if writer is not None else {}
-    complete = {(s, h) for s, h in stored.items() if writer is not None and _is_complete(writer, s, h)}
+    complete = {(s, h) for s, h in stored.items() if writer is not None and is_source_complete(writer, s, h)}
+    if in_encoders and writer is not None:
+        writer.close()  # the encoders write; a one-process-per-folder store must be free for them
+        writer = None
     if not items:
         if writer is not None:
             writer.close()
         return report
 
-    options = {"dpi": dpi, "max_pixels": max_pixels, "password": password}
+    load_options = {"dpi": dpi, "max_pixels": max_pixels, "password": password}
     files = ray.data.from_items(
         [{"item": pickle.dumps(item.path if item.path is not None else item)} for item in items],
         override_num_blocks=len(items),
     )
-    encoded = files.flat_map(_RenderFile(options, complete, thumbnails)).map_batches(
+    encoded = files.flat_map(_RenderFile(load_options, complete, thumbnails)).map_batches(
         _Encode,
-        fn_constructor_kwargs={"model": model, "revision": revision, "device": device},
+        fn_constructor_kwargs={
+            "model": model,
+            "revision": revision,
+            "device": device,
+            "write_to": str(index) if in_encoders else None,
+            "backend_options": options,
+            "creating": not existed,
+        },
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=encoders),
         num_gpus=gpus_per_encoder,
@@ -193,6 +318,7 @@ def index_documents(
         batch_format="numpy",
     )
     new_hashes: dict[str, str] = {}
+    indexed: list[tuple[str, str]] = []  # (id, source) of every page committed, in order
     try:
         for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
             pages: list[PageInput] = []
@@ -201,41 +327,52 @@ def index_documents(
                     report.issues.append(pickle.loads(batch["issue"][i]))
                 elif kind == "unchanged":
                     report.files_unchanged.append(str(batch["source"][i]))
-                else:
-                    info = EncoderInfo.from_dict(json.loads(batch["encoder"][i]))
-                    if writer is None:
-                        writer = open_backend(index, info)
-                    dim = writer.encoder.dim
-                    vectors = np.frombuffer(batch["vectors"][i], dtype=np.float32).reshape(-1, dim)
+                elif kind in ("page", "written"):
                     source = str(batch["source"][i])
                     new_hashes[source] = str(batch["content_hash"][i])
-                    pages.append(
-                        PageInput(
-                            embedding=torch.from_numpy(vectors.copy()),  # (n_vectors, dim)
-                            source=source,
-                            page=int(batch["page"][i]),
-                            content_hash=new_hashes[source],
-                            metadata=json.loads(batch["metadata"][i]),
-                            thumbnail=bytes(batch["thumbnail"][i]) or None,
-                            id=str(batch["id"][i]),
-                        )
-                    )
+                    if kind == "written":  # already upserted by its encoder actor
+                        indexed.append((str(batch["id"][i]), source))
+                        continue
+                    info = EncoderInfo.from_dict(json.loads(batch["encoder"][i]))
+                    if writer is None:
+                        writer = open_backend(index, info, **options)
+                    writer.encoder.check_compatible(info)
+                    pages.append(_page_input(batch, i, writer.encoder.dim))
             if pages:
                 assert writer is not None
-                writer.encoder.check_compatible(info)
-                report.ids += writer.upsert(pages)
-                report.pages_indexed += len(pages)
-                for p in pages:
-                    if p.source not in report.files_indexed:
-                        report.files_indexed.append(p.source)
+                indexed += zip(writer.upsert(pages), (p.source for p in pages), strict=True)
+            if on_batch is not None:
+                on_batch(len(indexed))
+        for page_id, source in indexed:
+            report.ids.append(page_id)
+            if source not in report.files_indexed:
+                report.files_indexed.append(source)
+        report.pages_indexed = len(indexed)
         # Old pages of a changed file go only once its new pages are all committed.
-        for source, new_hash in new_hashes.items():
-            old = stored.get(source)
-            changed = writer is not None and old is not None and old != new_hash
-            if changed and writer is not None and _is_complete(writer, source, new_hash):
+        changed = [s for s, h in new_hashes.items() if stored.get(s) not in (None, h)]
+        if changed and writer is None:
+            writer = _open_when_free(index, options)
+        for source in changed:
+            new_hash = new_hashes[source]
+            if writer is not None and is_source_complete(writer, source, new_hash):
                 writer.delete(where={"source": source, "content_hash": {"$ne": new_hash}})
                 report.files_replaced.append(source)
     finally:
         if writer is not None:
             writer.close()
     return report
+
+
+def _open_when_free(
+    index: str | os.PathLike[str], options: dict[str, Any], timeout: float = 600.0
+) -> IndexBackend:
+    """The index, once the encoder actors (which may linger a moment after the run) let go
+    of a one-process-per-folder store."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open_backend(index, create=False, **options)
+        except IndexLockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -1,0 +1,345 @@
+"""mmembed's :class:`~mmembed.index.IndexBackend` on Qdrant's embedded engine, qdrant-edge.
+
+qdrant-edge (PyPI ``qdrant-edge-py``) runs Qdrant's storage and search in this process —
+no server, no pickle: segments, payload indexes, a write-ahead log. The points are laid
+out exactly as in a Qdrant collection (:mod:`.layout`), so an index moves to a server
+with ``mmembed migrate`` and searches the same. A folder holds::
+
+    mmembed.json        the encoder identity (written last: a folder without it is not an index)
+    shard/              the edge shard (segments + WAL)
+    mmembed-edge.lock   flock held by the process that has the shard open (its pid inside)
+
+Each batch is one update operation, one WAL record: a process killed mid-batch leaves the
+batch in whole or not at all. One process opens a folder at a time — our lock is taken
+before the engine reads anything (the engine locks only its WAL, after loading segments),
+and the kernel drops it when its holder dies; indexes opened on the same folder in one
+process share the shard.
+
+URI: ``qdrant-edge:///absolute/folder`` or ``qdrant-edge://relative/folder``, with the
+``qdrant://`` options ``?exact=true`` / ``?candidates=N``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mmembed.index import IndexFormatError, IndexLockedError, IndexNotFoundError
+from mmembed.index.local import _check_encoder
+from mmembed.index.lock import WriterLock
+from mmembed.types import EncoderInfo, MMEmbedError
+
+from .clients import acquire_shared
+from .layout import (
+    DENSE,
+    INDEXED_KEYS,
+    MULTI,
+    POOLED,
+    SCROLL_PAGE,
+    Condition,
+    Point,
+    QdrantPages,
+    identity,
+    search_options,
+)
+
+if TYPE_CHECKING:
+    import qdrant_edge as qe
+
+SCHEME = "qdrant-edge"
+MANIFEST = "mmembed.json"
+SHARD = "shard"
+LOCK = "mmembed-edge.lock"
+INSTALL_HINT = "pip install 'mmembed-qdrant[edge]'"
+
+
+def _edge() -> Any:
+    try:
+        import qdrant_edge
+    except ImportError as exc:
+        raise MMEmbedError(f"the qdrant-edge backend needs qdrant-edge-py ({exc}); {INSTALL_HINT}") from exc
+    return qdrant_edge
+
+
+class QdrantEdgeIndex(QdrantPages):
+    """Pages of one encoder in a qdrant-edge shard under ``path`` (created when missing,
+    given ``encoder``). Search options as :class:`~mmembed_qdrant.QdrantIndex`'s."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        encoder: EncoderInfo | None = None,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        keep_thumbnails: bool = True,
+        exact: bool = False,
+        candidates: int = 1000,
+    ) -> None:
+        self.path = Path(path).expanduser().resolve()
+        super().__init__(
+            location=f"{SCHEME}://{self.path}", readonly=readonly, exact=exact, candidates=candidates
+        )
+        self._qe = _edge()
+        self._shard: qe.EdgeShard | None = None
+        self._release_shard: Callable[[], None] = lambda: None
+        try:
+            self._encoder, self.keep_thumbnails = self._open(encoder, create, keep_thumbnails)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(
+        self, encoder: EncoderInfo | None, create: bool, keep_thumbnails: bool
+    ) -> tuple[EncoderInfo, bool]:
+        if self.path.exists() and not self.path.is_dir():
+            raise IndexFormatError(
+                f"{self.path} is a file, not a qdrant-edge index folder; nothing was written."
+            )
+        may_create = encoder is not None and create and not self.readonly
+        entries = set(os.listdir(self.path)) if self.path.exists() else set()
+        if MANIFEST in entries:
+            # The manifest never changes once written: check it before taking the folder.
+            stored = self._read_manifest()
+            self.check_identity(stored, encoder)
+        elif not entries - {LOCK}:
+            if not may_create:
+                raise IndexNotFoundError(
+                    f"no mmembed index at {self.location}: the folder is missing or empty. Index documents "
+                    "into it first (mmembed index ... --index URI) or check the path."
+                )
+            assert encoder is not None
+            _check_encoder(encoder)
+        elif LOCK not in entries:
+            raise IndexFormatError(
+                f"{self.path} is not an mmembed qdrant-edge index (it has no {MANIFEST}); pick an empty "
+                "or new folder. Nothing was written."
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self._shard, _), self._release_shard = acquire_shared(
+            f"{SCHEME}:{self.path}",
+            lambda: self._take(encoder if may_create else None, keep_thumbnails),
+            _close_handle,
+        )
+        # Another process may have created it between the check above and the lock.
+        return self.check_identity(self._read_manifest(), encoder)
+
+    def _read_manifest(self) -> Any:
+        manifest = self.path / MANIFEST
+        try:
+            return json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IndexFormatError(
+                f"the qdrant-edge index at {self.path} is damaged: {manifest} is unreadable ({exc}). "
+                "Restore it from a backup or re-index; nothing was written."
+            ) from exc
+
+    def _take(self, create_for: EncoderInfo | None, keep_thumbnails: bool) -> tuple[Any, WriterLock]:
+        """The folder's lock, then its shard (created when the folder has none yet): the
+        engine locks only its WAL, so without ours a second process's load attempt would
+        read (or tidy) segments the holder is writing."""
+        lock = WriterLock(self.path / LOCK, self.path)
+        try:
+            lock.acquire()
+        except IndexLockedError as exc:
+            raise IndexLockedError(
+                f"the qdrant-edge index at {self.location} is open in another process (its pid is in "
+                f"{self.path / LOCK}); the embedded engine allows one process per folder — close it "
+                "there, or use a Qdrant server for concurrent writers."
+            ) from exc
+        try:
+            with self._errors("open the index"):
+                if (self.path / MANIFEST).is_file():
+                    if not (self.path / SHARD).is_dir():
+                        raise IndexFormatError(
+                            f"the qdrant-edge index at {self.path} is damaged: its {SHARD}/ folder is missing. "
+                            "Restore it from a backup or re-index; nothing was written."
+                        )
+                    return self._qe.EdgeShard.load(str(self.path / SHARD)), lock
+                if set(os.listdir(self.path)) - {LOCK}:
+                    raise IndexFormatError(
+                        f"{self.path} holds an interrupted qdrant-edge index creation (no {MANIFEST}): "
+                        "delete the folder and index again. Nothing was written."
+                    )
+                if create_for is None:
+                    raise IndexNotFoundError(f"no mmembed index at {self.location}: the folder is empty.")
+                return self._create(create_for, keep_thumbnails), lock
+        except BaseException:
+            lock.release()
+            raise
+
+    def _create(self, encoder: EncoderInfo, keep_thumbnails: bool) -> Any:
+        qe = self._qe
+        if encoder.kind == "multi":
+            vectors = {
+                MULTI: qe.EdgeVectorParams(
+                    size=encoder.dim,
+                    distance=qe.Distance.Dot,  # MaxSim = sum over query rows of the best dot product
+                    multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+                    # only rescored, never graph-searched
+                    hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+                ),
+                POOLED: qe.EdgeVectorParams(size=encoder.dim, distance=qe.Distance.Cosine),
+            }
+        else:
+            distance = qe.Distance.Cosine if encoder.similarity == "cosine" else qe.Distance.Dot
+            vectors = {DENSE: qe.EdgeVectorParams(size=encoder.dim, distance=distance)}
+        shard = qe.EdgeShard.create(str(self.path / SHARD), qe.EdgeConfig(vectors=vectors))
+        try:
+            schemas = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
+            for key, kind in INDEXED_KEYS.items():
+                shard.update(qe.UpdateOperation.create_field_index(key, schemas[kind]))
+            shard.flush()
+            # The manifest last, atomically: a folder holding it always holds a whole shard.
+            tmp = self.path / f".{MANIFEST}.tmp"
+            with open(tmp, "w", encoding="utf-8") as out:
+                json.dump(identity(encoder, keep_thumbnails), out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path / MANIFEST)
+        except BaseException:
+            shard.close()
+            raise
+        return shard
+
+    @property
+    def _engine(self) -> qe.EdgeShard:
+        assert self._shard is not None
+        return self._shard
+
+    # -- the engine's primitives ------------------------------------------------------------
+
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        return _translate(action, self.location)
+
+    def _release(self) -> None:
+        self._release_shard()
+        self._shard = None
+
+    def _put(self, points: list[Point]) -> None:
+        qe = self._qe
+        batch = [qe.Point(id=pid, vector=vectors, payload=payload) for pid, vectors, payload in points]
+        self._engine.update(qe.UpdateOperation.upsert_points(batch))  # one WAL record
+
+    def _fetch(self, pids: list[str], with_payload: Any, with_vectors: bool) -> list[Any]:
+        return list(self._engine.retrieve(list(pids), with_payload=with_payload, with_vector=with_vectors))
+
+    def _scroll_page(self, where: list[Condition], with_payload: Any, offset: Any) -> tuple[list[Any], Any]:
+        request = self._qe.ScrollRequest(
+            offset=offset, limit=SCROLL_PAGE, filter=self._filter(where), with_payload=with_payload
+        )
+        points, next_offset = self._engine.scroll(request)
+        return list(points), next_offset
+
+    def _remove(self, pids: list[str]) -> None:
+        self._engine.update(self._qe.UpdateOperation.delete_points(list(pids)))
+
+    def _count_all(self) -> int:
+        return int(self._engine.count(self._qe.CountRequest(exact=True)))
+
+    def _query(self, rows: torch.Tensor, k: int, only: list[str] | None) -> list[Any]:
+        # rows: (query_tokens, dim)
+        qe = self._qe
+        flt = None if only is None else qe.Filter(must=[qe.HasIdCondition(set(only))])
+        if self._encoder.kind == "single":
+            request = qe.QueryRequest(
+                query=qe.Query.Nearest(rows[0].tolist(), using=DENSE), filter=flt, limit=k, with_payload=True
+            )
+        elif self.exact:
+            request = qe.QueryRequest(
+                query=qe.Query.Nearest(rows.tolist(), using=MULTI),
+                filter=flt,
+                limit=k,
+                with_payload=True,
+                params=qe.SearchParams(exact=True),
+            )
+        else:
+            prefetch = qe.Prefetch(
+                query=qe.Query.Nearest(rows.mean(dim=0).tolist(), using=POOLED),
+                limit=max(self.candidates, k),
+                filter=flt,
+            )
+            request = qe.QueryRequest(
+                prefetches=[prefetch],
+                query=qe.Query.Nearest(rows.tolist(), using=MULTI),
+                filter=flt,
+                limit=k,
+                with_payload=True,
+            )
+        return list(self._engine.query(request))
+
+    def _filter(self, where: list[Condition]) -> Any:
+        qe = self._qe
+        must: list[Any] = []
+        for op, key, operand in where:
+            if op == "eq":
+                must.append(qe.FieldCondition(key=key, match=qe.MatchValue(operand)))
+            elif op == "any":
+                must.append(qe.FieldCondition(key=key, match=qe.MatchAny(operand)))
+            else:
+                must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(**operand)))
+        return qe.Filter(must=must) if must else None
+
+
+def _close_handle(handle: tuple[Any, WriterLock]) -> None:
+    shard, lock = handle
+    try:
+        shard.close()
+    finally:
+        lock.release()  # only once the engine has let go of the folder
+
+
+@contextmanager
+def _translate(action: str, location: str) -> Iterator[None]:
+    try:
+        yield
+    except MMEmbedError:
+        raise
+    except Exception as exc:
+        if type(exc) is not Exception:  # the engine raises plain Exceptions; ours pass through
+            raise
+        if "WouldBlock" in str(exc):  # the WAL's lock
+            raise IndexLockedError(
+                f"the qdrant-edge index at {location} is open in another process ({exc}); the embedded "
+                "engine allows one process per folder — close it there, or use a Qdrant server for "
+                "concurrent writers."
+            ) from exc
+        raise MMEmbedError(f"qdrant-edge could not {action} at {location}: {exc}") from exc
+
+
+def open_qdrant_edge_index(
+    uri: str | os.PathLike[str],
+    encoder: EncoderInfo | None = None,
+    *,
+    create: bool = True,
+    readonly: bool = False,
+    keep_thumbnails: bool = True,
+    **options: Any,
+) -> QdrantEdgeIndex:
+    """Open the index at a ``qdrant-edge://PATH`` URI (or a plain folder), creating it when
+    missing (needs ``encoder``); an existing one must hold ``encoder``'s vectors."""
+    path, query_options = parse_qdrant_edge_uri(str(uri))
+    return QdrantEdgeIndex(
+        path,
+        encoder,
+        create=create,
+        readonly=readonly,
+        keep_thumbnails=keep_thumbnails,
+        **{**query_options, **options},
+    )
+
+
+def parse_qdrant_edge_uri(uri: str) -> tuple[str, dict[str, Any]]:
+    """``(folder, options)`` of ``qdrant-edge://FOLDER[?exact=true&candidates=N]``."""
+    prefix = f"{SCHEME}://"
+    rest = uri[len(prefix) :] if uri.lower().startswith(prefix) else uri
+    folder, _, query = rest.partition("?")
+    if not folder:
+        raise MMEmbedError(f"the URI {uri!r} names no folder; write qdrant-edge:///absolute/folder")
+    return folder, search_options(query, uri)
