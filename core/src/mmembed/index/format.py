@@ -91,15 +91,19 @@ class Manifest:
     dtype: str
     keep_thumbnails: bool
     format_version: int = FORMAT_VERSION
+    first_stage: str | None = None  # "binary": sign-bit codes beside the segments, shortlist first
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": self.format_version,
             "encoder": self.encoder.to_dict(),
             "dtype": self.dtype,
             "keep_thumbnails": self.keep_thumbnails,
         }
+        if self.first_stage is not None:  # absent: the exact scan, as in older manifests
+            data["first_stage"] = self.first_stage
+        return data
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -139,14 +143,31 @@ class Manifest:
                 raise TypeError(f"dtype {dtype!r} is not a string")
             storage_dtype(dtype)
             keep = bool(data.get("keep_thumbnails", True))
+            first_stage = check_first_stage(data.get("first_stage"))
         except (KeyError, TypeError, ValueError, AttributeError, MMEmbedError) as exc:
             raise IndexFormatError(
                 f"the index manifest {path} is incomplete or invalid ({exc}); rebuild the index."
             ) from exc
-        return cls(encoder=encoder, dtype=dtype, keep_thumbnails=keep, format_version=version)
+        return cls(
+            encoder=encoder,
+            dtype=dtype,
+            keep_thumbnails=keep,
+            format_version=version,
+            first_stage=first_stage,
+        )
 
     def write(self, folder: Path) -> None:
         write_json_atomic(folder / MANIFEST, self.to_json())
+
+
+FIRST_STAGES = ("binary",)
+"""``first_stage`` values besides ``None`` (the exact scan only)."""
+
+
+def check_first_stage(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value in FIRST_STAGES):
+        return value
+    raise ValueError(f"unknown first_stage {value!r}; choose one of {', '.join(FIRST_STAGES)} or None")
 
 
 def fsync_dir(folder: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import sqlite3
@@ -37,7 +38,18 @@ from .errors import (
     IndexWriteError,
 )
 from .filters import Filter, compile_filter
-from .first_stage import BinaryCodes, binary_codes, hamming_maxsim, shortlist, subset
+from .first_stage import (
+    DEFAULT_CANDIDATES,
+    BinaryCodes,
+    binary_codes,
+    codes_name,
+    cut_codes_tail,
+    hamming_maxsim,
+    is_codes_name,
+    shortlist,
+    subset,
+    write_codes,
+)
 from .lock import WriterLock
 from .pages import EncodedBatch, encode_batch
 from .protocol import PageInput
@@ -82,6 +94,7 @@ class LocalIndex:
         dtype: str = "float16",
         keep_thumbnails: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        first_stage: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser().absolute()
         self.readonly = readonly
@@ -104,7 +117,7 @@ class LocalIndex:
                     f"no mmembed index at {self.path}; to create one there, pass the EncoderInfo of the "
                     "encoder that embeds the pages."
                 )
-            self._create(encoder, dtype, keep_thumbnails)
+            self._create(encoder, dtype, keep_thumbnails, first_stage)
             self.created_now = True
         self.manifest = fmt.Manifest.read(self.path)
         if encoder is not None:
@@ -131,7 +144,7 @@ class LocalIndex:
             self._conn.close()
             raise
         self._lock = WriterLock(self.path / fmt.LOCK_FILE, self.path)
-        self._codes = BinaryCodes()
+        self._codes = BinaryCodes(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim)
         self._views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim, self._dtype)
         self._snapshot: _Snapshot | None = None
         self._closed = False
@@ -150,15 +163,31 @@ class LocalIndex:
     def keep_thumbnails(self) -> bool:
         return self.manifest.keep_thumbnails
 
+    @property
+    def first_stage(self) -> str | None:
+        """``"binary"`` (codes on disk, shortlist then exact rerank by default) or ``None``."""
+        return self.manifest.first_stage
+
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writer" if not self._closed and self._lock.held else "reader"
         return f"LocalIndex({str(self.path)!r}, encoder={self.encoder.name!r}, dtype={self.dtype}, {mode})"
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _create(self, encoder: EncoderInfo, dtype: str, keep_thumbnails: bool) -> None:
+    def _create(
+        self, encoder: EncoderInfo, dtype: str, keep_thumbnails: bool, first_stage: str | None
+    ) -> None:
         _check_encoder(encoder)
         fmt.storage_dtype(dtype)
+        try:
+            fmt.check_first_stage(first_stage)
+        except ValueError as exc:
+            raise MMEmbedError(str(exc)) from None
+        if first_stage is not None and encoder.kind == "single":
+            raise MMEmbedError(
+                f"first_stage={first_stage!r} shortlists multi-vector pages; encoder {encoder.name!r} is "
+                "single-vector (its exact scan is already one matrix product): leave first_stage=None."
+            )
         if self.path.is_dir():
             foreign = sorted(
                 n
@@ -191,7 +220,9 @@ class LocalIndex:
                 leftover.unlink()
             fmt.create_database(self.path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
             fmt.fsync_dir(self.path)
-            fmt.Manifest(encoder=encoder, dtype=dtype, keep_thumbnails=keep_thumbnails).write(self.path)
+            fmt.Manifest(
+                encoder=encoder, dtype=dtype, keep_thumbnails=keep_thumbnails, first_stage=first_stage
+            ).write(self.path)
         finally:
             lock.release()
 
@@ -261,15 +292,36 @@ class LocalIndex:
             if states:
                 last = states[-1]
                 cut_uncommitted_tail(last.path, last.committed_bytes)
+                cut_codes_tail(
+                    seg_dir, last.path.name, last.committed_bytes // self._row_bytes, self.encoder.dim
+                )
             integrity.record_shape(self._conn, self.encoder, self._dtype)
         referenced = {state.path.name for state in states}
+        referenced |= {codes_name(name) for name in referenced}
         removed = False
         for entry in seg_dir.iterdir():
-            if entry.name not in referenced and integrity.is_segment_name(entry.name):
+            if entry.name not in referenced and (
+                integrity.is_segment_name(entry.name) or is_codes_name(entry.name)
+            ):
                 entry.unlink()
                 removed = True
         if removed:
             fmt.fsync_dir(seg_dir)
+        self._complete_codes()
+
+    def _complete_codes(self) -> None:
+        """Binary first stage: write the codes segments lack (an index written by an older
+        mmembed, segments rewritten by compaction). Caller holds the writer lock."""
+        if self.first_stage != "binary":
+            return
+        seg_dir = self.path / fmt.SEGMENTS_DIR
+        views = SegmentViews(seg_dir, self.encoder.dim, self._dtype)
+        with integrity.sqlite_errors(self.path):
+            segments = self._conn.execute("SELECT seg_id, file, committed_rows FROM segments").fetchall()
+        for seg_id, file, rows in segments:
+            name = integrity.segment_path(self.path, file, self._dtype).name
+            vectors = functools.partial(views.view, int(seg_id), name, int(rows))
+            write_codes(seg_dir, name, self.encoder.dim, int(rows), vectors)
 
     def add(self, pages: Sequence[PageInput]) -> list[str]:
         """Store ``pages`` as one atomic batch; an id already stored is an error."""
@@ -355,6 +407,8 @@ class LocalIndex:
                 conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (offset, seg_id))
                 # The vectors must be durable before the commit that makes them reachable.
                 append_rows(seg_path, committed_bytes, batch.vectors.data.cast("B"))  # raw row bytes
+                if self.first_stage == "binary":  # and so must their codes
+                    self._append_codes(seg_id, seg_path, committed_rows, batch.vectors)
             committing = True
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -365,6 +419,20 @@ class LocalIndex:
             if isinstance(exc, OSError | sqlite3.Error):
                 raise self._write_error("add the batch", exc) from exc
             raise
+
+    def _append_codes(self, seg_id: int, seg_path: Path, committed_rows: int, vectors: np.ndarray) -> None:
+        values = torch.from_numpy(vectors)
+        if self._dtype.torch == torch.bfloat16:
+            values = values.view(torch.bfloat16)  # raw uint16 bits -> bfloat16
+        views = SegmentViews(seg_path.parent, self.encoder.dim, self._dtype)
+        write_codes(
+            seg_path.parent,
+            seg_path.name,
+            self.encoder.dim,
+            committed_rows,
+            lambda: views.view(seg_id, seg_path.name, committed_rows),
+            values,
+        )
 
     def _active_segment(self) -> tuple[int, str, int, bool]:
         """``(seg_id, file, committed_rows, created)`` of the segment to append to; starts
@@ -446,10 +514,12 @@ class LocalIndex:
                 reclaimed = compact_segments(
                     self._conn, self.path, self.encoder.dim, self._dtype, self.segment_bytes
                 )
+                self._complete_codes()  # the rewritten segments' codes (none if killed before: next writer)
             except (OSError, sqlite3.Error) as exc:
                 raise self._write_error("compact the segments", exc) from exc
             self._snapshot = None
             self._views.clear()
+            self._codes.clear()
             return reclaimed
 
     # ------------------------------------------------------------------ reading
@@ -598,9 +668,11 @@ class LocalIndex:
         (a pre-filter: ``k`` results whenever ``k`` pages match). Pages stored without
         vectors are never results.
 
-        By default every page is scored exactly. With ``candidates=C`` (multi-vector
-        indexes) a binary Hamming MaxSim scan first shortlists the ``C`` most promising
-        pages per query and only those are scored exactly, so returned scores are always
+        An index created with ``first_stage="binary"`` first shortlists the ``candidates``
+        (default :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`) most promising pages
+        per query with a Hamming MaxSim scan of its sign-bit codes, and scores only those
+        exactly; other indexes score every page exactly unless ``candidates=C`` is given
+        (multi-vector indexes; codes are then made in memory). Returned scores are always
         exact; ``exact=True`` forces the full scan."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
@@ -608,6 +680,8 @@ class LocalIndex:
             isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
         ):
             raise MMEmbedError(f"candidates must be a positive integer or None, got {candidates!r}")
+        if candidates is None and self.first_stage is not None:
+            candidates = DEFAULT_CANDIDATES
         first_stage = candidates is not None and not exact and self.encoder.kind != "single"
         q = self._queries(queries)
         sql, params = compile_filter(where)
@@ -637,7 +711,7 @@ class LocalIndex:
 
             if first_stage:
                 assert candidates is not None
-                picks = self._shortlisted(q, locs, view, max(candidates, k), k)
+                picks = self._shortlisted(q, locs, view, max(candidates, k), k, snap)
             else:
                 scores = score_locations(
                     q, locs, view, self.encoder.similarity, single=self.encoder.kind == "single"
@@ -660,7 +734,13 @@ class LocalIndex:
         return self._retrying(run)
 
     def _shortlisted(
-        self, q: Ragged, locs: Locations, view: Callable[[int, int], torch.Tensor], candidates: int, k: int
+        self,
+        q: Ragged,
+        locs: Locations,
+        view: Callable[[int, int], torch.Tensor],
+        candidates: int,
+        k: int,
+        snap: _Snapshot,
     ) -> list[list[tuple[int, float]]]:
         """Per query: binary first stage over ``locs``, exact MaxSim of its shortlist;
         ``(column in locs, exact score)`` pairs like :func:`top_k`."""
@@ -669,7 +749,14 @@ class LocalIndex:
             one = Ragged(
                 q.values[int(q.offsets[i]) : int(q.offsets[i + 1])], q.offsets[i : i + 2] - q.offsets[i]
             )
-            rough = hamming_maxsim(binary_codes(one.values), locs, self._codes, view, self.encoder.dim)
+            rough = hamming_maxsim(
+                binary_codes(one.values),
+                locs,
+                self._codes,
+                view,
+                self.encoder.dim,
+                lambda s: snap.segments[s][0],
+            )  # (n_pages,)
             cols = shortlist(rough, candidates)  # (C,) ascending
             exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
             picks.append([(int(cols[c]), s) for c, s in top_k(exact, k)[0]])
@@ -716,6 +803,7 @@ class LocalIndex:
             "dim": enc.dim,
             "dtype": self.dtype,
             "keep_thumbnails": self.keep_thumbnails,
+            "first_stage": self.first_stage,
             "bytes": int(size),
         }
 
@@ -765,6 +853,7 @@ def open_index(
     readonly: bool = ...,
     dtype: str = ...,
     keep_thumbnails: bool = ...,
+    first_stage: str | None = ...,
     shared: Literal[False] = ...,
 ) -> LocalIndex: ...
 @overload
@@ -776,6 +865,7 @@ def open_index(
     readonly: bool = ...,
     dtype: str = ...,
     keep_thumbnails: bool = ...,
+    first_stage: str | None = ...,
     shared: Literal[True],
 ) -> SharedIndex: ...
 @overload
@@ -787,6 +877,7 @@ def open_index(
     readonly: bool = ...,
     dtype: str = ...,
     keep_thumbnails: bool = ...,
+    first_stage: str | None = ...,
     shared: bool,
 ) -> LocalIndex | SharedIndex: ...
 
@@ -799,6 +890,7 @@ def open_index(
     readonly: bool = False,
     dtype: str = "float16",
     keep_thumbnails: bool = True,
+    first_stage: str | None = None,
     shared: bool = False,
 ) -> LocalIndex | SharedIndex:
     """Open the index in folder ``path``, creating it when missing (needs ``encoder``).
@@ -810,7 +902,10 @@ def open_index(
     ``encoder=None`` opens with the stored encoder (for readers such as ``mmembed info``);
     otherwise the stored one must match it (:class:`EncoderMismatchError`). ``dtype``
     (``float16``, ``bfloat16``, ``float32``) and ``keep_thumbnails`` only apply when the
-    index is created; an existing index keeps its own.
+    index is created; an existing index keeps its own. So does ``first_stage``: ``"binary"``
+    stores sign-bit codes beside the vectors (1/16 of float16) and makes ``search`` shortlist
+    pages by a Hamming MaxSim scan before scoring the shortlist exactly; ``None`` (default)
+    scans every page exactly.
 
     ``shared=True`` returns a :class:`~mmembed.index.shared.SharedIndex` handle on the one
     ``LocalIndex`` this process keeps for the folder (keyed by its real path): every
@@ -824,8 +919,20 @@ def open_index(
         from .shared import open_shared
 
         return open_shared(
-            path, encoder, create=create, readonly=readonly, dtype=dtype, keep_thumbnails=keep_thumbnails
+            path,
+            encoder,
+            create=create,
+            readonly=readonly,
+            dtype=dtype,
+            keep_thumbnails=keep_thumbnails,
+            first_stage=first_stage,
         )
     return LocalIndex(
-        path, encoder, create=create, readonly=readonly, dtype=dtype, keep_thumbnails=keep_thumbnails
+        path,
+        encoder,
+        create=create,
+        readonly=readonly,
+        dtype=dtype,
+        keep_thumbnails=keep_thumbnails,
+        first_stage=first_stage,
     )

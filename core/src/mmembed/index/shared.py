@@ -102,12 +102,13 @@ def open_shared(
     readonly: bool = False,
     dtype: str = "float16",
     keep_thumbnails: bool = True,
+    first_stage: str | None = None,
 ) -> SharedIndex:
     """A new handle on the process's ``LocalIndex`` for ``path`` (opened, or created when
     ``create`` and not ``readonly``, if no handle on that folder is open yet).
 
     ``encoder``, when given, must match the stored encoder (``EncoderMismatchError``).
-    ``dtype`` and ``keep_thumbnails`` only apply when the index is created. The shared
+    ``dtype``, ``keep_thumbnails`` and ``first_stage`` only apply when the index is created. The shared
     ``LocalIndex`` is always opened writer-capable (opening takes no lock); a ``readonly``
     handle refuses writes itself, so readers and writers of one folder share one index.
     """
@@ -126,6 +127,7 @@ def open_shared(
                 create=create and not readonly,
                 dtype=dtype,
                 keep_thumbnails=keep_thumbnails,
+                first_stage=first_stage,
             )
             entry = _registry[key] = _Entry(key, index, identity=folder_identity(key))
         elif encoder is not None:
@@ -278,6 +280,10 @@ class SharedIndex:
     @property
     def keep_thumbnails(self) -> bool:
         return self._index().keep_thumbnails
+
+    @property
+    def first_stage(self) -> str | None:
+        return self._index().first_stage
 
     def info(self) -> dict[str, Any]:
         return self._index().info()
