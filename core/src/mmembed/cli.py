@@ -163,7 +163,16 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.ray is not None:
         return _index_on_ray(args, location, model)
     encoder = load_encoder(model, **_encoder_options(args, stored))
-    with closing(open_backend(location, encoder=encoder.info)) as index:
+    # --first-stage applies when the index is created (like --dtype): an existing one keeps its own.
+    stage: dict[str, Any] = {}
+    if args.first_stage is not None:
+        stage["first_stage"] = None if args.first_stage == "none" else args.first_stage
+    if stage and stored is not None:
+        raise CLIError(
+            f"--first-stage applies when an index is created; {safe(location)} already exists "
+            "(see `mmembed info`): index into a new folder to change it"
+        )
+    with closing(open_backend(location, encoder=encoder.info, **stage)) as index:
         report = index_documents(
             args.paths,
             index,
@@ -229,7 +238,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         encoder = load_encoder(_model_name(args, index.encoder.name), **_encoder_options(args, index.encoder))
         retriever = Retriever(index, encoder)
-        hits = retriever.search(args.query, k=args.k, where=where)
+        shortlist: dict[str, Any] = {}
+        if args.exact:
+            shortlist["exact"] = True
+        if args.candidates is not None:
+            shortlist["candidates"] = args.candidates
+        if shortlist and not hasattr(index, "first_stage"):
+            raise CLIError("--exact and --candidates apply to an index folder, not to a server backend")
+        hits = retriever.search(args.query, k=args.k, where=where, **shortlist)
         if args.tokens and not args.explain:
             raise CLIError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
         overlays: list[Path] = []
@@ -305,6 +321,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "similarity": enc.similarity,
         "dim": enc.dim,
         "dtype": info.get("dtype"),
+        "first_stage": info.get("first_stage") or "none (exact scan)",
         "bytes": info.get("bytes"),
         "format_version": info.get("format_version"),
     }
@@ -464,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", help="glob of files to leave out (repeatable)")
     p.add_argument("--password", help="password of encrypted PDFs")
     p.add_argument("--no-thumbnails", action="store_true", help="do not keep page thumbnails in the index")
+    p.add_argument(
+        "--first-stage",
+        choices=("binary", "none"),
+        help="when creating the index: binary = sign-bit codes beside the vectors, searches shortlist "
+        "pages by Hamming MaxSim then score the shortlist exactly (fast on large indexes); none = "
+        "exact scan of every page (default)",
+    )
     media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")
     media.add_argument(
         "--segment-seconds",
@@ -499,6 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--where", help='a JSON filter, e.g. \'{"page": {"$lte": 3}}\'')
     p.add_argument("--json", action="store_true")
     p.add_argument("--explain", metavar="DIR", help="write a similarity overlay PNG per hit into DIR")
+    p.add_argument(
+        "--exact", action="store_true", help="score every page exactly (skip the index's first stage)"
+    )
+    p.add_argument(
+        "--candidates",
+        type=_positive_int,
+        metavar="C",
+        help="pages the first stage shortlists for exact scoring (default: the index's, 100)",
+    )
     p.add_argument(
         "--tokens",
         type=int,
