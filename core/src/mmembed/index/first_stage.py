@@ -152,7 +152,9 @@ class BinaryCodes:
             return None
         # Only the rows asked for (committed in the caller's snapshot) are mapped: a longer
         # file may end in a crashed batch's codes.
-        codes = np.memmap(path, dtype=np.uint64, mode="r", shape=(rows, words))
+        # Copy-on-write like the segment maps: a writable array (nothing writes through it),
+        # so the compiled scan sees one array type, mapped or in memory.
+        codes = np.memmap(path, dtype=np.uint64, mode="c", shape=(rows, words))
         self._mapped[seg_id] = (file, rows, codes)
         self._memory.pop(seg_id, None)
         return codes

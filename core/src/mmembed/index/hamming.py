@@ -65,7 +65,10 @@ def _numba_scan() -> ScanFn | None:
 
     popcount: Any = intrinsic(ctpop)
 
-    @njit(parallel=True, cache=True, nogil=True)  # type: ignore[misc]
+    # One explicit signature each: a single compiled (and cached) variant, whatever the caller.
+    signature = "void(uint64[:, ::1], uint64[:, ::1], int64[::1], int64[::1], int64, int64[::1])"
+
+    @njit(signature, parallel=True, cache=True, nogil=True)  # type: ignore[misc]
     def kernel(
         query_t: Any, codes: Any, starts: Any, ends: Any, bits: int, out: Any
     ) -> None:  # pragma: no cover
@@ -102,7 +105,7 @@ def _numba_scan() -> ScanFn | None:
                 total += bits - fewest[q]
             out[p] = total
 
-    @njit(parallel=True, cache=True, nogil=True)  # type: ignore[misc]
+    @njit(signature, parallel=True, cache=True, nogil=True)  # type: ignore[misc]
     def kernel2(
         query_t: Any, codes: Any, starts: Any, ends: Any, bits: int, out: Any
     ) -> None:  # pragma: no cover
@@ -135,9 +138,16 @@ def _numba_scan() -> ScanFn | None:
     ) -> np.ndarray:
         out = np.zeros(starts.shape[0], dtype=np.int64)
         if starts.shape[0]:
-            query_t = np.ascontiguousarray(query.T)  # (words, q_tokens)
+            query_t = np.ascontiguousarray(query.T, dtype=np.uint64)  # (words, q_tokens)
             run = kernel2 if codes.shape[1] == 2 else kernel
-            run(query_t, codes, starts.astype(np.int64), ends.astype(np.int64), int(bits), out)
+            run(
+                query_t,
+                np.ascontiguousarray(codes, dtype=np.uint64),  # (no copy for mapped or packed codes)
+                np.ascontiguousarray(starts, dtype=np.int64),
+                np.ascontiguousarray(ends, dtype=np.int64),
+                int(bits),
+                out,
+            )
         return out
 
     return scan
