@@ -178,13 +178,14 @@ def main() -> None:
         arrays = {f"page{i}": p for i, p in enumerate(corpus)} | {
             f"query{i}": q.numpy().astype(np.float16) for i, q in enumerate(queries)
         }
-        np.savez(cache, pages=len(corpus), queries=len(queries), **arrays)
+        arrays |= {"pages": np.array(len(corpus)), "queries": np.array(len(queries))}
+        np.savez(cache, **arrays)  # type: ignore[arg-type]
     n_base = len(corpus)
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mmembed-scale-"))
     table = modes([int(x) for x in args.candidates.split(",")])
     built: dict[str, tuple[Path, float]] = {}  # index options -> (folder, build seconds)
-    results: list[tuple[Mode, float, float, list[float], tuple[float, float]]] = []
+    results: list[tuple[Mode, float, float, list[float], tuple[float, float, float]]] = []
     exact_ids: list[list[str]] = []
     n_pages = 0
     try:
