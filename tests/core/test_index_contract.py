@@ -81,3 +81,12 @@ class TestLocalIndexBinaryCodesOnDisk(IndexBackendContract):
         # encoders refuse a first stage, so they get the exact index.
         stage = "binary" if encoder.kind == "multi" else None
         return open_index(path, encoder, first_stage=stage)
+
+
+class TestLocalIndexHnswFirstStage(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        # first_stage="hnsw" with the graph extended after every batch: searches go through
+        # the graph (plus an exact scan of pages it does not cover yet).
+        index = open_index(path, encoder, first_stage="hnsw" if encoder.kind == "multi" else None)
+        index.graph_extend_pages = 1
+        return index

@@ -160,7 +160,7 @@ class Manifest:
         write_json_atomic(folder / MANIFEST, self.to_json())
 
 
-FIRST_STAGES = ("binary",)
+FIRST_STAGES = ("binary", "hnsw")
 """``first_stage`` values besides ``None`` (the exact scan only)."""
 
 

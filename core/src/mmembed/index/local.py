@@ -26,8 +26,8 @@ import torch
 
 from ..scoring import EmbeddingsLike, Ragged, as_ragged
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
+from . import ann, integrity
 from . import format as fmt
-from . import integrity
 from .compact import compact_segments
 from .errors import (
     DuplicatePageError,
@@ -145,6 +145,8 @@ class LocalIndex:
             raise
         self._lock = WriterLock(self.path / fmt.LOCK_FILE, self.path)
         self._codes = BinaryCodes(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim)
+        self._graph = ann.GraphReader(self.path)
+        self.graph_extend_pages = ann.EXTEND_PAGES
         self._views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim, self._dtype)
         self._snapshot: _Snapshot | None = None
         self._closed = False
@@ -235,6 +237,7 @@ class LocalIndex:
             self._snapshot = None
             self._views.clear()
             self._codes.clear()
+            self._graph.clear()
             try:
                 self._conn.close()
             finally:
@@ -308,6 +311,8 @@ class LocalIndex:
         if removed:
             fmt.fsync_dir(seg_dir)
         self._complete_codes()
+        if self.first_stage == "hnsw":
+            ann.remove_unreferenced(self.path)  # a killed graph build's file
 
     def _complete_codes(self) -> None:
         """Binary first stage: write the codes segments lack (an index written by an older
@@ -344,7 +349,45 @@ class LocalIndex:
             if not batch.rows:
                 return []
             self._commit_batch(batch, replace=replace)
+            if self.first_stage == "hnsw":
+                self.extend_graph(force=False)
             return batch.ids
+
+    def extend_graph(self, *, force: bool = True) -> int:
+        """HNSW first stage: add the pages stored since the graph was last built to it;
+        returns how many were added. Writes do this themselves once
+        ``graph_extend_pages`` pages (or a quarter of the graph) are waiting (searches scan
+        those exactly meanwhile); call it after bulk indexing to cover everything."""
+        if self.first_stage != "hnsw":
+            raise MMEmbedError(
+                f"the index at {self.path} has no HNSW first stage (first_stage={self.first_stage!r})"
+            )
+        with self._mutex:
+            self.lock_for_writing()
+            covers = ann.read_state(self.path).covers_row
+            with integrity.sqlite_errors(self.path):
+                waiting = self._conn.execute(
+                    "SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE row > ? AND n_vectors > 0 ORDER BY row",
+                    (covers,),
+                ).fetchall()
+                covered = int(
+                    self._conn.execute(
+                        "SELECT COUNT(*) FROM pages WHERE row <= ? AND n_vectors > 0", (covers,)
+                    ).fetchone()[0]
+                )
+            if not waiting or (not force and len(waiting) < max(self.graph_extend_pages, covered // 4)):
+                return 0
+            views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.encoder.dim, self._dtype)
+            files = dict(self._conn.execute("SELECT seg_id, file FROM segments").fetchall())
+            pages = []
+            for row, seg_id, off, n in waiting:
+                name = integrity.segment_path(self.path, files[seg_id], self._dtype).name
+                pages.append((int(row), views.view(int(seg_id), name, int(off) + int(n))[int(off) :]))
+            try:
+                ann.extend(self.path, self.encoder.dim, pages)
+            except OSError as exc:
+                raise self._write_error("extend the HNSW graph", exc) from exc
+            return len(pages)
 
     def _commit_batch(self, batch: EncodedBatch, *, replace: bool) -> None:
         conn = self._conn
@@ -709,7 +752,10 @@ class LocalIndex:
             def view(seg_id: int, rows: int) -> torch.Tensor:
                 return self._view(snap, seg_id, rows)
 
-            if first_stage:
+            if first_stage and self.first_stage == "hnsw":
+                assert candidates is not None
+                picks = self._graph_shortlisted(q, locs, view, max(candidates, k), k)
+            elif first_stage:
                 assert candidates is not None
                 picks = self._shortlisted(q, locs, view, max(candidates, k), k, snap)
             else:
@@ -758,6 +804,28 @@ class LocalIndex:
                 lambda s: snap.segments[s][0],
             )  # (n_pages,)
             cols = shortlist(rough, candidates)  # (C,) ascending
+            exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
+            picks.append([(int(cols[c]), s) for c, s in top_k(exact, k)[0]])
+        return picks
+
+    def _graph_shortlisted(
+        self, q: Ragged, locs: Locations, view: Callable[[int, int], torch.Tensor], candidates: int, k: int
+    ) -> list[list[tuple[int, float]]]:
+        """Per query: the graph's best pages plus every page it does not cover yet, scored
+        exactly; the full exact scan when that leaves fewer than ``k`` pages (a selective filter)."""
+        state, graph = self._graph.state_and_graph()
+        uncovered = np.flatnonzero(locs.rows > state.covers_row)  # (n,) columns scanned exactly
+        picks: list[list[tuple[int, float]]] = []
+        for i in range(len(q)):
+            one = Ragged(
+                q.values[int(q.offsets[i]) : int(q.offsets[i + 1])], q.offsets[i : i + 2] - q.offsets[i]
+            )
+            cols = uncovered
+            if graph is not None:
+                rows = ann.candidate_rows(graph, one.values, candidates)
+                cols = np.union1d(cols, np.flatnonzero(np.isin(locs.rows, rows)))
+            if cols.shape[0] < min(k, len(locs)):
+                cols = np.arange(len(locs))
             exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
             picks.append([(int(cols[c]), s) for c, s in top_k(exact, k)[0]])
         return picks
