@@ -52,18 +52,20 @@ def _usearch() -> Any:
     return Index
 
 
-def pooled(values: torch.Tensor, k: int = CENTROIDS, iterations: int = 4) -> torch.Tensor:
+def pooled(values: torch.Tensor, k: int = CENTROIDS, iterations: int = 4) -> np.ndarray:
     """``(min(k, n), dim)`` float32 k-means centroids of one page's ``(n, dim)`` tokens,
-    started from evenly spaced tokens (deterministic)."""
-    x = values.float()  # (n, dim)
+    started from evenly spaced tokens (deterministic). numpy: these matrices are tiny, and
+    per-op overhead is what counts."""
+    x = values.float().numpy()  # (n, dim)
     if x.shape[0] <= k:
         return x
-    centroids = x[torch.linspace(0, x.shape[0] - 1, k).long()].clone()  # (k, dim)
+    centroids = x[np.linspace(0, x.shape[0] - 1, k).astype(np.int64)].copy()  # (k, dim)
     for _ in range(iterations):
-        assign = (x @ centroids.T).argmax(dim=1)  # (n,) nearest centroid by dot product
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).clamp(min=1).unsqueeze(1)
-        centroids = torch.where(counts > 0, sums / counts, centroids)
+        assign = (x @ centroids.T).argmax(axis=1)  # (n,) nearest centroid by dot product
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assign, x)
+        counts = np.bincount(assign, minlength=k)[:, None]  # (k, 1)
+        centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids).astype(np.float32)
     return centroids
 
 
@@ -102,7 +104,7 @@ def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> Gra
     centroids = [pooled(v) for _, v in pages]
     keys = np.repeat(np.array([r for r, _ in pages], dtype=np.uint64), [c.shape[0] for c in centroids])
     if len(keys):
-        graph.add(keys, torch.cat(centroids).numpy(), threads=os.cpu_count() or 1)
+        graph.add(keys, np.concatenate(centroids), threads=os.cpu_count() or 1)
     covers = max([state.covers_row, *(r for r, _ in pages)])
     name = f"graph-{covers:012d}.usearch"
     tmp = ann / f".{name}.{os.getpid()}.tmp"
@@ -163,7 +165,9 @@ def candidate_rows(graph: Any, query: torch.Tensor, candidates: int) -> np.ndarr
     rows, inverse = np.unique(keys[valid], return_inverse=True)
     best = np.full((query.shape[0], rows.shape[0]), -np.inf, dtype=np.float64)  # (q, pages)
     q_index = np.nonzero(valid)[0]
-    np.maximum.at(best, (q_index, inverse), 1.0 - distances[valid].astype(np.float64))  # ip distance = 1 - dot
+    np.maximum.at(
+        best, (q_index, inverse), 1.0 - distances[valid].astype(np.float64)
+    )  # ip distance = 1 - dot
     score = np.where(np.isfinite(best), best, 0.0).sum(axis=0)  # (pages,) centroid MaxSim
     if rows.shape[0] > candidates:
         rows = rows[np.argpartition(-score, candidates - 1)[:candidates]]
