@@ -60,6 +60,7 @@ def modes(candidates: list[int]) -> list[Mode]:
     table += [
         Mode(f"binary -> exact, C={c}", {"first_stage": "binary"}, {"candidates": c}) for c in candidates
     ]
+    table += [Mode(f"hnsw -> exact, C={c}", {"first_stage": "hnsw"}, {"candidates": c}) for c in candidates]
     return table
 
 
@@ -278,6 +279,8 @@ def build(path: Path, corpus: list[np.ndarray], tile: int, options: dict[str, An
                     batch = []
             if batch:
                 ix.add(batch)
+        if options.get("first_stage") == "hnsw":
+            ix.extend_graph()  # cover every page (writes extend it only once enough pages wait)
     return time.perf_counter() - t0
 
 

@@ -65,11 +65,12 @@ def test_scale_benchmark_prints_each_mode() -> None:
     rows = {
         line[:24].strip(): line[24:].split()
         for line in out.splitlines()
-        if line.startswith(("exact (", "binary ->"))
+        if line.startswith(("exact (", "binary ->", "hnsw ->"))
     }
-    assert set(rows) == {"exact (float16)", "binary -> exact, C=3"}, out
+    assert set(rows) == {"exact (float16)", "binary -> exact, C=3", "hnsw -> exact, C=3"}, out
     exact, binary = rows["exact (float16)"], rows["binary -> exact, C=3"]
     # bytes/page, build s, recall@10, p50, p95, speedup, anon MB, total MB
     assert float(exact[2]) == 1.0 and 0.0 <= float(binary[2]) <= 1.0, out
     assert float(binary[0]) > float(exact[0]), "the binary index stores its codes beside the vectors"
     assert "Hamming scan: numba" in out, out
+    assert 0.0 <= float(rows["hnsw -> exact, C=3"][2]) <= 1.0, out

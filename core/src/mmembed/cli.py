@@ -483,10 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-thumbnails", action="store_true", help="do not keep page thumbnails in the index")
     p.add_argument(
         "--first-stage",
-        choices=("binary", "none"),
+        choices=("binary", "hnsw", "none"),
         help="when creating the index: binary = sign-bit codes beside the vectors, searches shortlist "
-        "pages by Hamming MaxSim then score the shortlist exactly (fast on large indexes); none = "
-        "exact scan of every page (default)",
+        "pages by Hamming MaxSim then score the shortlist exactly; hnsw = a graph over pooled page "
+        "vectors shortlists them (largest indexes; needs mmembed-core[ann]); none = exact scan of "
+        "every page (default)",
     )
     media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")
     media.add_argument(
