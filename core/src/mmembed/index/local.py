@@ -711,12 +711,13 @@ class LocalIndex:
         (a pre-filter: ``k`` results whenever ``k`` pages match). Pages stored without
         vectors are never results.
 
-        An index created with ``first_stage="binary"`` first shortlists the ``candidates``
-        (default :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`) most promising pages
-        per query with a Hamming MaxSim scan of its sign-bit codes, and scores only those
-        exactly; other indexes score every page exactly unless ``candidates=C`` is given
-        (multi-vector indexes; codes are then made in memory). Returned scores are always
-        exact; ``exact=True`` forces the full scan."""
+        An index created with ``first_stage="binary"`` (Hamming MaxSim over its sign-bit
+        codes) or ``"hnsw"`` (a graph over pooled page vectors; pages it does not cover yet
+        are all kept) first shortlists the ``candidates`` (default
+        :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`) most promising pages per query
+        and scores only those exactly; other indexes score every page exactly unless
+        ``candidates=C`` is given (multi-vector indexes; codes are then made in memory).
+        Returned scores are always exact; ``exact=True`` forces the full scan."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
         if candidates is not None and (
