@@ -120,3 +120,12 @@ def test_hnsw_needs_a_readable_graph_description(tmp_path: Path) -> None:
             ix.search([_pages(1, seed=6)[0]], k=1)
     with open_index(tmp_path / "plain", ENC) as ix, pytest.raises(MMEmbedError, match="no HNSW first stage"):
         ix.extend_graph()
+
+
+def test_a_shared_handle_extends_the_graph(tmp_path: Path) -> None:
+    pages = _pages(20, seed=7)
+    with open_index(tmp_path / "ix", ENC, first_stage="hnsw", shared=True) as ix:
+        ids = ix.add(_inputs(pages))
+        assert ann.read_state(ix.path).covers_row == 0  # 20 pages: fewer than the default 1,000 wait
+        assert ix.extend_graph() == 20 and ann.read_state(ix.path).covers_row == 20
+        assert ix.search([pages[7][:8]], k=1)[0][0].id == ids[7]

@@ -306,6 +306,9 @@ class SharedIndex:
     def compact(self) -> int:
         return self._writable().compact()
 
+    def extend_graph(self, *, force: bool = True) -> int:
+        return self._writable().extend_graph(force=force)
+
     # ------------------------------------------------------------------ reading
 
     def count(self, where: Filter | None = None) -> int:
