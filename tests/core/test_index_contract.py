@@ -93,3 +93,21 @@ class TestLocalIndexBinaryFirstStage(IndexBackendContract):
 class TestSharedIndexBinaryFirstStage(IndexBackendContract):
     def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
         return _FirstStage(open_index(path, encoder, shared=True), candidates=64)  # type: ignore[return-value]
+
+
+class TestLocalIndexBinaryCodesOnDisk(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        # first_stage="binary": codes written beside the segments, search shortlists by default
+        # (DEFAULT_CANDIDATES pages, more than the contract's corpora hold). Single-vector
+        # encoders refuse a first stage, so they get the exact index.
+        stage = "binary" if encoder.kind == "multi" else None
+        return open_index(path, encoder, first_stage=stage)
+
+
+class TestLocalIndexHnswFirstStage(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        # first_stage="hnsw" with the graph extended after every batch: searches go through
+        # the graph (plus an exact scan of pages it does not cover yet).
+        index = open_index(path, encoder, first_stage="hnsw" if encoder.kind == "multi" else None)
+        index.graph_extend_pages = 1
+        return index

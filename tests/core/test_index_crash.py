@@ -23,11 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from mmembed.index import LocalIndex, open_index
 from mmembed.index.codecs import codec
+from mmembed.index.first_stage import binary_codes, codes_name
 from mmembed.scoring import score
 from mmembed.types import EncoderInfo
 
@@ -76,6 +78,7 @@ WORKER = textwrap.dedent(
     from spec import batch_pages, op
     import mmembed.index.local as local_mod
     import mmembed.index.compact as compact_mod
+    import mmembed.index.first_stage as first_stage_mod
     from mmembed.index import LocalIndex
     from mmembed.types import EncoderInfo
 
@@ -106,6 +109,12 @@ WORKER = textwrap.dedent(
                 original(*a, **k)
                 die(point)
             local_mod.append_rows = append_then_die
+        elif point == "after_codes_fsync":  # vectors and binary codes durable, not committed
+            original_codes = first_stage_mod.append_rows
+            def codes_then_die(*a, **k):
+                original_codes(*a, **k)
+                die(point)
+            first_stage_mod.append_rows = codes_then_die
         elif point == "compact_before_swap":
             compact_mod._swap = lambda *a, **k: die(point)
         elif point == "compact_after_swap":
@@ -277,6 +286,8 @@ def observe(path: Path, spec: dict[str, Any]) -> dict[int, int]:
                 torch.testing.assert_close(pages[p.id][1], want.float(), msg=f"{p.id} has wrong vectors")
             state[batch] = version
         assert ix.count() == len(records)
+        if ix.first_stage == "binary":
+            _check_codes(ix)
         with_vectors = [e for e in embeddings if e is not None and e.shape[0] > 0]
         if with_vectors:
             q = with_vectors[len(with_vectors) // 2]
@@ -285,6 +296,24 @@ def observe(path: Path, spec: dict[str, Any]) -> dict[int, int]:
             assert hits and hits[0].score == pytest.approx(float(best), rel=1e-5)
             assert all(h.record.n_vectors > 0 for h in hits)
     return state
+
+
+def _check_codes(ix: LocalIndex) -> None:
+    """Every committed row's codes on disk are the sign bits of its vectors (a file may be
+    shorter: the writer's recovery completes it)."""
+    seg_dir = ix.path / "segments"
+    for file, rows in ix._conn.execute("SELECT file, committed_rows FROM segments").fetchall():
+        vectors = torch.from_numpy(np.fromfile(seg_dir / file, dtype="<f2")[: rows * DIM].reshape(rows, DIM))
+        path = seg_dir / codes_name(file)
+        on_disk = (
+            np.fromfile(path, dtype=np.uint64).reshape(-1, 1)
+            if path.exists()
+            else np.zeros((0, 1), np.uint64)
+        )
+        covered = min(rows, on_disk.shape[0])
+        assert np.array_equal(on_disk[:covered], binary_codes(vectors[:covered])), (
+            f"{path} disagrees with {file}"
+        )
 
 
 CRASH_POINTS = [
@@ -296,14 +325,18 @@ CRASH_POINTS = [
 ]
 
 
-# int8 rows carry their scale: the same windows must keep values and scales together.
-@pytest.mark.parametrize(("storage", "random_rounds"), [("float16", 28), ("int8", 4)])
+# int8 rows carry their scale: the same windows must keep values and scales together; the
+# binary first stage's codes must be cut and kept with the rows they code.
+@pytest.mark.parametrize(
+    ("storage", "first_stage", "random_rounds"),
+    [("float16", None, 28), ("int8", None, 4), ("float16", "binary", 6), ("int8", "binary", 4)],
+)
 def test_sigkill_at_random_moments_keeps_committed_batches(
-    tmp_path: Path, storage: str, random_rounds: int
+    tmp_path: Path, storage: str, first_stage: str | None, random_rounds: int
 ) -> None:
     rng = random.Random(1234)
     path = tmp_path / "ix"
-    open_index(path, ENCODER, storage=storage).close()
+    open_index(path, ENCODER, storage=storage, first_stage=first_stage).close()
     spec = SPEC_NS
     server = ForkServer(tmp_path, path)
     state: dict[int, int] = {}
@@ -325,7 +358,8 @@ def test_sigkill_at_random_moments_keeps_committed_batches(
 
         # Deterministic windows: vectors durable but not committed; inside a delete; compaction
         # either side of its swap.
-        for crash, wanted in CRASH_POINTS:
+        extra = [("after_codes_fsync", "add")] if first_stage else []
+        for crash, wanted in CRASH_POINTS + extra:
             while True:  # run ops up to one of the wanted kind that has something to do
                 target = next(i for i in range(next_op, next_op + 20) if spec["op"](i)[0] == wanted)
                 if target > next_op:
@@ -362,16 +396,17 @@ def _check_repair(path: Path, crash: str, row_bytes: int) -> None:
         committed = dict(ix._conn.execute("SELECT file, committed_rows FROM segments").fetchall())
         on_disk = {f.name: f.stat().st_size for f in seg_dir.iterdir()}
         assert set(on_disk) >= set(committed)
-        if crash == "after_segment_fsync":  # an uncommitted tail, or a new uncommitted segment
+        if crash in ("after_segment_fsync", "after_codes_fsync"):  # an uncommitted tail, or segment
             assert set(on_disk) > set(committed) or any(
                 on_disk[f] > r * row_bytes for f, r in committed.items()
             )
         else:  # new segments (before the swap) or old ones (after it) are unreferenced
             assert set(on_disk) > set(committed)
         ix.lock_for_writing()
-        assert {f.name: f.stat().st_size for f in seg_dir.iterdir()} == {
-            f: r * row_bytes for f, r in committed.items()
-        }
+        expected = {f: r * row_bytes for f, r in committed.items()}
+        if ix.first_stage == "binary":  # codes: one uint64 word per row at DIM=8, cut/completed too
+            expected |= {codes_name(f): r * 8 for f, r in committed.items()}
+        assert {f.name: f.stat().st_size for f in seg_dir.iterdir()} == expected
 
 
 def _reclaimable(path: Path) -> bool:

@@ -209,3 +209,37 @@ def test_explain_puts_core_s_overlay_in_the_metadata(built_index: Path, encoder:
         # A base64 PNG is no text for the LLM or the embedder.
         for mode in (MetadataMode.LLM, MetadataMode.EMBED):
             assert "png_base64" not in node.node.get_content(metadata_mode=mode)
+
+
+def test_an_index_with_a_binary_first_stage_serves_the_retriever_unchanged(
+    built_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mmembed.open_index(built_index, readonly=True) as source:
+        records = list(source.records())
+        vectors = source.get_embeddings([r.id for r in records])
+    pages = [
+        mmembed.PageInput(
+            embedding=v,
+            source=r.source,
+            page=r.page,
+            content_hash=r.content_hash,
+            metadata=r.metadata,
+            id=r.id,
+        )
+        for r, v in zip(records, vectors, strict=True)
+        if v is not None
+    ]
+    shortlisted: list[int] = []
+    original = LocalIndex._shortlisted
+    monkeypatch.setattr(
+        LocalIndex, "_shortlisted", lambda self, *a: shortlisted.append(a[3]) or original(self, *a)
+    )
+    with mmembed.open_index(tmp_path / "binary", encoder=source.encoder, first_stage="binary") as index:
+        index.add(pages)
+        retriever = MMEmbedRetriever(index, similarity_top_k=3, image_mode="none")
+        results = retriever.retrieve(QUERY)
+        assert shortlisted, "the retriever's search went through the binary first stage"
+        exact = mmembed.Retriever(index, retriever.encoder).search(QUERY, k=3, exact=True)
+        assert [r.node.node_id for r in results] == [h.id for h in exact]
+        assert [r.score for r in results] == pytest.approx([h.score for h in exact], abs=1e-5)
+        retriever.close()

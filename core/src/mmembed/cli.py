@@ -158,22 +158,33 @@ def _parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, An
 
 def cmd_index(args: argparse.Namespace) -> int:
     from .encoders import load_encoder
-    from .index import open_backend
+    from .index import open_backend, uri_scheme
     from .pipeline import index_documents
 
     location = _location(args)
     storage_options = _storage_options(args, location)
     stored = _stored_encoder(location)  # an existing index names its model unless --model does
     model = _model_name(args, stored.name if stored else None)
+    # --first-stage applies when the index is created (like --storage): an existing one keeps its own.
+    stage: dict[str, Any] = {}
+    if args.first_stage is not None:
+        stage["first_stage"] = None if args.first_stage == "none" else args.first_stage
+    if stage and uri_scheme(location) is not None:
+        raise CLIError("--first-stage applies to index folders (the embedded index), not to URIs")
+    if stage and stored is not None:
+        raise CLIError(
+            f"--first-stage applies when an index is created; {safe(location)} already exists "
+            "(see `mmembed info`): index into a new folder to change it"
+        )
     if args.ray is not None:
-        if storage_options:
+        if storage_options or stage:
             raise CLIError(
-                "--storage / --pool are not passed to --ray workers: create the index first without "
-                "--ray (e.g. index one file with --storage/--pool), then index the rest with --ray"
+                "--storage / --pool / --first-stage are not passed to --ray workers: create the index "
+                "first without --ray (e.g. index one file with those options), then index the rest with --ray"
             )
         return _index_on_ray(args, location, model)
     encoder = load_encoder(model, **_encoder_options(args, stored))
-    with closing(open_backend(location, encoder=encoder.info, **storage_options)) as index:
+    with closing(open_backend(location, encoder=encoder.info, **storage_options, **stage)) as index:
         report = index_documents(
             args.paths,
             index,
@@ -251,7 +262,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         encoder = load_encoder(_model_name(args, index.encoder.name), **_encoder_options(args, index.encoder))
         retriever = Retriever(index, encoder)
-        hits = retriever.search(args.query, k=args.k, where=where)
+        shortlist: dict[str, Any] = {}
+        if args.exact:
+            shortlist["exact"] = True
+        if args.candidates is not None:
+            shortlist["candidates"] = args.candidates
+        if shortlist and not hasattr(index, "first_stage"):
+            raise CLIError("--exact and --candidates apply to an index folder, not to a server backend")
+        hits = retriever.search(args.query, k=args.k, where=where, **shortlist)
         if args.tokens and not args.explain:
             raise CLIError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
         overlays: list[Path] = []
@@ -334,6 +352,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "pooling": info.get("pooling"),
         "bytes_per_page": info.get("bytes_per_page"),
         "bytes_per_token": info.get("bytes_per_token"),
+        "first_stage": info.get("first_stage") or "none (exact scan)",
         "bytes": info.get("bytes"),
         "format_version": info.get("format_version"),
     }
@@ -553,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", help="glob of files to leave out (repeatable)")
     p.add_argument("--password", help="password of encrypted PDFs")
     p.add_argument("--no-thumbnails", action="store_true", help="do not keep page thumbnails in the index")
+    p.add_argument(
+        "--first-stage",
+        choices=("binary", "hnsw", "none"),
+        help="when creating the index: binary = sign-bit codes beside the vectors, searches shortlist "
+        "pages by Hamming MaxSim then score the shortlist exactly; hnsw = a graph over pooled page "
+        "vectors shortlists them (largest indexes; needs mmembed-core[ann]); none = exact scan of "
+        "every page (default)",
+    )
     media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")
     media.add_argument(
         "--segment-seconds",
@@ -588,6 +615,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--where", help='a JSON filter, e.g. \'{"page": {"$lte": 3}}\'')
     p.add_argument("--json", action="store_true")
     p.add_argument("--explain", metavar="DIR", help="write a similarity overlay PNG per hit into DIR")
+    p.add_argument(
+        "--exact", action="store_true", help="score every page exactly (skip the index's first stage)"
+    )
+    p.add_argument(
+        "--candidates",
+        type=_positive_int,
+        metavar="C",
+        help="pages the first stage shortlists for exact scoring (default: the index's, 100)",
+    )
     p.add_argument(
         "--tokens",
         type=int,

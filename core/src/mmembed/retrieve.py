@@ -117,17 +117,18 @@ class Retriever:
 
     @overload
     def search(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
-        self, queries: str, k: int = ..., where: Filter | None = ...
+        self, queries: str, k: int = ..., where: Filter | None = ..., **shortlist: Any
     ) -> list[SearchHit]: ...
     @overload
     def search(
-        self, queries: Sequence[str], k: int = ..., where: Filter | None = ...
+        self, queries: Sequence[str], k: int = ..., where: Filter | None = ..., **shortlist: Any
     ) -> list[list[SearchHit]]: ...
 
     def search(
-        self, queries: str | Sequence[str], k: int = 10, where: Filter | None = None
+        self, queries: str | Sequence[str], k: int = 10, where: Filter | None = None, **shortlist: Any
     ) -> list[SearchHit] | list[list[SearchHit]]:
         """Top-``k`` pages for one query (a list of hits) or several (a list per query).
+        ``shortlist`` (``candidates=C``, ``exact=True``) goes to the embedded index's search.
 
         :raises ValueError: ``k`` is below 1, or a query is empty or blank.
         """
@@ -140,7 +141,7 @@ class Retriever:
         if not texts:
             return []
         embeddings = self.encoder.encode_queries(texts)
-        hits = self.index.search(embeddings, k=k, where=where)
+        hits = self.index.search(embeddings, k=k, where=where, **shortlist)
         return hits[0] if single else hits
 
     def explain(

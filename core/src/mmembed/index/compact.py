@@ -95,8 +95,9 @@ def compact_segments(
     finally:
         sources.clear()
     for _seg_id, (name, _) in segments.items():
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(seg_dir / name)
+        for stale in (name, name.rsplit(".", 1)[0] + ".bits"):  # the segment and its binary codes
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(seg_dir / stale)
     fsync_dir(seg_dir)
     return (committed - live) * row_bytes
 

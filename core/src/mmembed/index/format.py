@@ -70,6 +70,9 @@ class Manifest:
     keep_thumbnails: bool
     format_version: int = 0  # 0: the lowest version that can describe this index
     pooling: int = 1  # token pooling factor applied at write time (1 = none)
+    # "binary": sign-bit codes beside the segments, shortlist first; "hnsw": a graph over pooled
+    # page vectors. Older readers ignore it and scan exactly, so it needs no version bump.
+    first_stage: str | None = None
 
     def __post_init__(self) -> None:
         if self.format_version == 0:
@@ -77,7 +80,7 @@ class Manifest:
             object.__setattr__(self, "format_version", 2 if needs_v2 else 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT_NAME,
             "format_version": self.format_version,
             "encoder": self.encoder.to_dict(),
@@ -85,6 +88,9 @@ class Manifest:
             "pooling": self.pooling,
             "keep_thumbnails": self.keep_thumbnails,
         }
+        if self.first_stage is not None:  # absent: the exact scan, as in older manifests
+            data["first_stage"] = self.first_stage
+        return data
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -129,16 +135,32 @@ class Manifest:
             if pooling > 1 and encoder.kind != "multi":
                 raise ValueError("token pooling applies to multi-vector indexes only")
             keep = bool(data.get("keep_thumbnails", True))
+            first_stage = check_first_stage(data.get("first_stage"))
         except (KeyError, TypeError, ValueError, AttributeError, MMEmbedError) as exc:
             raise IndexFormatError(
                 f"the index manifest {path} is incomplete or invalid ({exc}); rebuild the index."
             ) from exc
         return cls(
-            encoder=encoder, dtype=dtype, keep_thumbnails=keep, format_version=version, pooling=pooling
+            encoder=encoder,
+            dtype=dtype,
+            keep_thumbnails=keep,
+            format_version=version,
+            pooling=pooling,
+            first_stage=first_stage,
         )
 
     def write(self, folder: Path) -> None:
         write_json_atomic(folder / MANIFEST, self.to_json())
+
+
+FIRST_STAGES = ("binary", "hnsw")
+"""``first_stage`` values besides ``None`` (the exact scan only)."""
+
+
+def check_first_stage(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value in FIRST_STAGES):
+        return value
+    raise ValueError(f"unknown first_stage {value!r}; choose one of {', '.join(FIRST_STAGES)} or None")
 
 
 def fsync_dir(folder: Path) -> None:

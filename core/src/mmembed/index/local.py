@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import sqlite3
@@ -25,8 +26,8 @@ import torch
 
 from ..scoring import EmbeddingsLike, Ragged, as_ragged
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
+from . import ann, integrity
 from . import format as fmt
-from . import integrity
 from .codecs import Rows
 from .compact import compact_segments
 from .errors import (
@@ -39,7 +40,18 @@ from .errors import (
     IndexWriteError,
 )
 from .filters import Filter, compile_filter
-from .first_stage import BinaryCodes, binary_codes, hamming_maxsim, shortlist, subset
+from .first_stage import (
+    DEFAULT_CANDIDATES,
+    BinaryCodes,
+    binary_codes,
+    codes_name,
+    cut_codes_tail,
+    hamming_maxsim,
+    is_codes_name,
+    shortlist,
+    subset,
+    write_codes,
+)
 from .lock import WriterLock
 from .pages import EncodedBatch, encode_batch
 from .protocol import PageInput
@@ -86,6 +98,7 @@ class LocalIndex:
         dtype: str | None = None,
         keep_thumbnails: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        first_stage: str | None = None,
     ) -> None:
         create_storage = _storage_option(storage, dtype)
         _check_pooling(pooling, encoder)
@@ -110,7 +123,7 @@ class LocalIndex:
                     f"no mmembed index at {self.path}; to create one there, pass the EncoderInfo of the "
                     "encoder that embeds the pages."
                 )
-            self._create(encoder, create_storage or "float16", pooling or 1, keep_thumbnails)
+            self._create(encoder, create_storage or "float16", pooling or 1, keep_thumbnails, first_stage)
             self.created_now = True
         self.manifest = fmt.Manifest.read(self.path)
         if encoder is not None:
@@ -138,7 +151,9 @@ class LocalIndex:
             self._conn.close()
             raise
         self._lock = WriterLock(self.path / fmt.LOCK_FILE, self.path)
-        self._codes = BinaryCodes()
+        self._codes = BinaryCodes(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim)
+        self._graph = ann.GraphReader(self.path)
+        self.graph_extend_pages = ann.EXTEND_PAGES
         self._views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim, self._dtype)
         self._snapshot: _Snapshot | None = None
         self._closed = False
@@ -174,6 +189,11 @@ class LocalIndex:
         _check_pooling(pooling, self.encoder)
         _check_options(self.manifest, self.path, storage=storage, pooling=pooling)
 
+    @property
+    def first_stage(self) -> str | None:
+        """``"binary"`` (codes on disk, shortlist then exact rerank by default) or ``None``."""
+        return self.manifest.first_stage
+
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writer" if not self._closed and self._lock.held else "reader"
         pooled = f", pooling={self.pooling}" if self.pooling > 1 else ""
@@ -181,9 +201,20 @@ class LocalIndex:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _create(self, encoder: EncoderInfo, dtype: str, pooling: int, keep_thumbnails: bool) -> None:
+    def _create(
+        self, encoder: EncoderInfo, dtype: str, pooling: int, keep_thumbnails: bool, first_stage: str | None
+    ) -> None:
         _check_encoder(encoder)
         fmt.codec(dtype)
+        try:
+            fmt.check_first_stage(first_stage)
+        except ValueError as exc:
+            raise MMEmbedError(str(exc)) from None
+        if first_stage is not None and encoder.kind == "single":
+            raise MMEmbedError(
+                f"first_stage={first_stage!r} shortlists multi-vector pages; encoder {encoder.name!r} is "
+                "single-vector (its exact scan is already one matrix product): leave first_stage=None."
+            )
         if self.path.is_dir():
             foreign = sorted(
                 n
@@ -217,7 +248,11 @@ class LocalIndex:
             fmt.create_database(self.path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
             fmt.fsync_dir(self.path)
             manifest = fmt.Manifest(
-                encoder=encoder, dtype=dtype, keep_thumbnails=keep_thumbnails, pooling=pooling
+                encoder=encoder,
+                dtype=dtype,
+                keep_thumbnails=keep_thumbnails,
+                pooling=pooling,
+                first_stage=first_stage,
             )
             manifest.write(self.path)
         finally:
@@ -232,6 +267,7 @@ class LocalIndex:
             self._snapshot = None
             self._views.clear()
             self._codes.clear()
+            self._graph.clear()
             try:
                 self._conn.close()
             finally:
@@ -289,15 +325,38 @@ class LocalIndex:
             if states:
                 last = states[-1]
                 cut_uncommitted_tail(last.path, last.committed_bytes)
+                cut_codes_tail(
+                    seg_dir, last.path.name, last.committed_bytes // self._row_bytes, self.encoder.dim
+                )
             integrity.record_shape(self._conn, self.encoder, self._dtype)
         referenced = {state.path.name for state in states}
+        referenced |= {codes_name(name) for name in referenced}
         removed = False
         for entry in seg_dir.iterdir():
-            if entry.name not in referenced and integrity.is_segment_name(entry.name):
+            if entry.name not in referenced and (
+                integrity.is_segment_name(entry.name) or is_codes_name(entry.name)
+            ):
                 entry.unlink()
                 removed = True
         if removed:
             fmt.fsync_dir(seg_dir)
+        self._complete_codes()
+        if self.first_stage == "hnsw":
+            ann.remove_unreferenced(self.path)  # a killed graph build's file
+
+    def _complete_codes(self) -> None:
+        """Binary first stage: write the codes segments lack (an index written by an older
+        mmembed, segments rewritten by compaction). Caller holds the writer lock."""
+        if self.first_stage != "binary":
+            return
+        seg_dir = self.path / fmt.SEGMENTS_DIR
+        views = SegmentViews(seg_dir, self.encoder.dim, self._dtype)
+        with integrity.sqlite_errors(self.path):
+            segments = self._conn.execute("SELECT seg_id, file, committed_rows FROM segments").fetchall()
+        for seg_id, file, rows in segments:
+            name = integrity.segment_path(self.path, file, self._dtype).name
+            vectors = functools.partial(views.view, int(seg_id), name, int(rows))
+            write_codes(seg_dir, name, self.encoder.dim, int(rows), vectors)
 
     def add(self, pages: Sequence[PageInput]) -> list[str]:
         """Store ``pages`` as one atomic batch; an id already stored is an error."""
@@ -324,7 +383,45 @@ class LocalIndex:
             if not batch.rows:
                 return []
             self._commit_batch(batch, replace=replace)
+            if self.first_stage == "hnsw":
+                self.extend_graph(force=False)
             return batch.ids
+
+    def extend_graph(self, *, force: bool = True) -> int:
+        """HNSW first stage: add the pages stored since the graph was last built to it;
+        returns how many were added. Writes do this themselves once
+        ``graph_extend_pages`` pages (or a quarter of the graph) are waiting (searches scan
+        those exactly meanwhile); call it after bulk indexing to cover everything."""
+        if self.first_stage != "hnsw":
+            raise MMEmbedError(
+                f"the index at {self.path} has no HNSW first stage (first_stage={self.first_stage!r})"
+            )
+        with self._mutex:
+            self.lock_for_writing()
+            covers = ann.read_state(self.path).covers_row
+            with integrity.sqlite_errors(self.path):
+                waiting = self._conn.execute(
+                    "SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE row > ? AND n_vectors > 0 ORDER BY row",
+                    (covers,),
+                ).fetchall()
+                covered = int(
+                    self._conn.execute(
+                        "SELECT COUNT(*) FROM pages WHERE row <= ? AND n_vectors > 0", (covers,)
+                    ).fetchone()[0]
+                )
+            if not waiting or (not force and len(waiting) < max(self.graph_extend_pages, covered // 4)):
+                return 0
+            views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.encoder.dim, self._dtype)
+            files = dict(self._conn.execute("SELECT seg_id, file FROM segments").fetchall())
+            pages = []
+            for row, seg_id, off, n in waiting:
+                name = integrity.segment_path(self.path, files[seg_id], self._dtype).name
+                pages.append((int(row), views.view(int(seg_id), name, int(off) + int(n))[int(off) :]))
+            try:
+                ann.extend(self.path, self.encoder.dim, pages)
+            except OSError as exc:
+                raise self._write_error("extend the HNSW graph", exc) from exc
+            return len(pages)
 
     def _commit_batch(self, batch: EncodedBatch, *, replace: bool) -> None:
         conn = self._conn
@@ -387,6 +484,8 @@ class LocalIndex:
                 conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (offset, seg_id))
                 # The vectors must be durable before the commit that makes them reachable.
                 append_rows(seg_path, committed_bytes, batch.vectors.data.cast("B"))  # raw row bytes
+                if self.first_stage == "binary":  # and so must their codes
+                    self._append_codes(seg_id, seg_path, committed_rows, batch.vectors)
             committing = True
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -397,6 +496,19 @@ class LocalIndex:
             if isinstance(exc, OSError | sqlite3.Error):
                 raise self._write_error("add the batch", exc) from exc
             raise
+
+    def _append_codes(self, seg_id: int, seg_path: Path, committed_rows: int, vectors: np.ndarray) -> None:
+        # Codes of the stored rows as the codec decodes them (int8: scaled), like every reader's.
+        values = self._dtype.rows(self._dtype.raw(vectors))[:]  # (batch rows, dim)
+        views = SegmentViews(seg_path.parent, self.encoder.dim, self._dtype)
+        write_codes(
+            seg_path.parent,
+            seg_path.name,
+            self.encoder.dim,
+            committed_rows,
+            lambda: views.view(seg_id, seg_path.name, committed_rows),
+            values,
+        )
 
     def _active_segment(self) -> tuple[int, str, int, bool]:
         """``(seg_id, file, committed_rows, created)`` of the segment to append to; starts
@@ -478,10 +590,12 @@ class LocalIndex:
                 reclaimed = compact_segments(
                     self._conn, self.path, self.encoder.dim, self._dtype, self.segment_bytes
                 )
+                self._complete_codes()  # the rewritten segments' codes (none if killed before: next writer)
             except (OSError, sqlite3.Error) as exc:
                 raise self._write_error("compact the segments", exc) from exc
             self._snapshot = None
             self._views.clear()
+            self._codes.clear()
             return reclaimed
 
     # ------------------------------------------------------------------ reading
@@ -630,16 +744,21 @@ class LocalIndex:
         (a pre-filter: ``k`` results whenever ``k`` pages match). Pages stored without
         vectors are never results.
 
-        By default every page is scored exactly. With ``candidates=C`` (multi-vector
-        indexes) a binary Hamming MaxSim scan first shortlists the ``C`` most promising
-        pages per query and only those are scored exactly, so returned scores are always
-        exact; ``exact=True`` forces the full scan."""
+        An index created with ``first_stage="binary"`` (Hamming MaxSim over its sign-bit
+        codes) or ``"hnsw"`` (a graph over pooled page vectors; pages it does not cover yet
+        are all kept) first shortlists the ``candidates`` (default
+        :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`) most promising pages per query
+        and scores only those exactly; other indexes score every page exactly unless
+        ``candidates=C`` is given (multi-vector indexes; codes are then made in memory).
+        Returned scores are always exact; ``exact=True`` forces the full scan."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
         if candidates is not None and (
             isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
         ):
             raise MMEmbedError(f"candidates must be a positive integer or None, got {candidates!r}")
+        if candidates is None and self.first_stage is not None:
+            candidates = DEFAULT_CANDIDATES
         first_stage = candidates is not None and not exact and self.encoder.kind != "single"
         q = self._queries(queries)
         sql, params = compile_filter(where)
@@ -667,9 +786,12 @@ class LocalIndex:
             def view(seg_id: int, rows: int) -> Rows:
                 return self._view(snap, seg_id, rows)
 
-            if first_stage:
+            if first_stage and self.first_stage == "hnsw":
                 assert candidates is not None
-                picks = self._shortlisted(q, locs, view, max(candidates, k), k)
+                picks = self._graph_shortlisted(q, locs, view, max(candidates, k), k)
+            elif first_stage:
+                assert candidates is not None
+                picks = self._shortlisted(q, locs, view, max(candidates, k), k, snap)
             else:
                 scores = score_locations(
                     q, locs, view, self.encoder.similarity, single=self.encoder.kind == "single"
@@ -692,7 +814,13 @@ class LocalIndex:
         return self._retrying(run)
 
     def _shortlisted(
-        self, q: Ragged, locs: Locations, view: Callable[[int, int], Rows], candidates: int, k: int
+        self,
+        q: Ragged,
+        locs: Locations,
+        view: Callable[[int, int], Rows],
+        candidates: int,
+        k: int,
+        snap: _Snapshot,
     ) -> list[list[tuple[int, float]]]:
         """Per query: binary first stage over ``locs``, exact MaxSim of its shortlist;
         ``(column in locs, exact score)`` pairs like :func:`top_k`."""
@@ -701,8 +829,37 @@ class LocalIndex:
             one = Ragged(
                 q.values[int(q.offsets[i]) : int(q.offsets[i + 1])], q.offsets[i : i + 2] - q.offsets[i]
             )
-            rough = hamming_maxsim(binary_codes(one.values), locs, self._codes, view, self.encoder.dim)
+            rough = hamming_maxsim(
+                binary_codes(one.values),
+                locs,
+                self._codes,
+                view,
+                self.encoder.dim,
+                lambda s: snap.segments[s][0],
+            )  # (n_pages,)
             cols = shortlist(rough, candidates)  # (C,) ascending
+            exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
+            picks.append([(int(cols[c]), s) for c, s in top_k(exact, k)[0]])
+        return picks
+
+    def _graph_shortlisted(
+        self, q: Ragged, locs: Locations, view: Callable[[int, int], Rows], candidates: int, k: int
+    ) -> list[list[tuple[int, float]]]:
+        """Per query: the graph's best pages plus every page it does not cover yet, scored
+        exactly; the full exact scan when that leaves fewer than ``k`` pages (a selective filter)."""
+        state, graph = self._graph.state_and_graph()
+        uncovered = np.flatnonzero(locs.rows > state.covers_row)  # (n,) columns scanned exactly
+        picks: list[list[tuple[int, float]]] = []
+        for i in range(len(q)):
+            one = Ragged(
+                q.values[int(q.offsets[i]) : int(q.offsets[i + 1])], q.offsets[i : i + 2] - q.offsets[i]
+            )
+            cols = uncovered
+            if graph is not None:
+                rows = ann.candidate_rows(graph, one.values, candidates)
+                cols = np.union1d(cols, np.flatnonzero(np.isin(locs.rows, rows)))
+            if cols.shape[0] < min(k, len(locs)):
+                cols = np.arange(len(locs))
             exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
             picks.append([(int(cols[c]), s) for c, s in top_k(exact, k)[0]])
         return picks
@@ -753,6 +910,7 @@ class LocalIndex:
             "bytes_per_token": self._row_bytes,
             "bytes_per_page": round(int(vectors) * self._row_bytes / int(scored)) if scored else 0,
             "keep_thumbnails": self.keep_thumbnails,
+            "first_stage": self.first_stage,
             "bytes": int(size),
         }
 
@@ -846,6 +1004,7 @@ def open_index(
     pooling: int | None = ...,
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
+    first_stage: str | None = ...,
     shared: Literal[False] = ...,
 ) -> LocalIndex: ...
 @overload
@@ -859,6 +1018,7 @@ def open_index(
     pooling: int | None = ...,
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
+    first_stage: str | None = ...,
     shared: Literal[True],
 ) -> SharedIndex: ...
 @overload
@@ -872,6 +1032,7 @@ def open_index(
     pooling: int | None = ...,
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
+    first_stage: str | None = ...,
     shared: bool,
 ) -> LocalIndex | SharedIndex: ...
 
@@ -886,6 +1047,7 @@ def open_index(
     pooling: int | None = None,
     dtype: str | None = None,
     keep_thumbnails: bool = True,
+    first_stage: str | None = None,
     shared: bool = False,
 ) -> LocalIndex | SharedIndex:
     """Open the index in folder ``path``, creating it when missing (needs ``encoder``).
@@ -904,6 +1066,10 @@ def open_index(
     existing index keeps its own; given, they must equal the stored ones
     (:class:`IndexOptionError` names the option). ``dtype`` is the older name of ``storage``
     and, like ``keep_thumbnails``, only applies at creation.
+    ``first_stage`` also applies at creation only: ``"binary"`` stores sign-bit codes beside
+    the vectors (1/16 of float16) and ``"hnsw"`` a graph over pooled page vectors, and
+    ``search`` then shortlists pages before scoring the shortlist exactly; ``None`` (default)
+    scans every page exactly.
 
     ``shared=True`` returns a :class:`~mmembed.index.shared.SharedIndex` handle on the one
     ``LocalIndex`` this process keeps for the folder (keyed by its real path): every
@@ -925,6 +1091,7 @@ def open_index(
             pooling=pooling,
             dtype=dtype,
             keep_thumbnails=keep_thumbnails,
+            first_stage=first_stage,
         )
     return LocalIndex(
         path,
@@ -935,4 +1102,5 @@ def open_index(
         pooling=pooling,
         dtype=dtype,
         keep_thumbnails=keep_thumbnails,
+        first_stage=first_stage,
     )

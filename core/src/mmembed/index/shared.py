@@ -104,14 +104,15 @@ def open_shared(
     pooling: int | None = None,
     dtype: str | None = None,
     keep_thumbnails: bool = True,
+    first_stage: str | None = None,
 ) -> SharedIndex:
     """A new handle on the process's ``LocalIndex`` for ``path`` (opened, or created when
     ``create`` and not ``readonly``, if no handle on that folder is open yet).
 
     ``encoder``, when given, must match the stored encoder (``EncoderMismatchError``).
     ``storage`` and ``pooling`` apply at creation and are checked against an existing index
-    (already open or not), like :func:`~mmembed.index.open_index`; ``dtype`` and
-    ``keep_thumbnails`` only apply when the index is created. The shared
+    (already open or not), like :func:`~mmembed.index.open_index`; ``dtype``,
+    ``keep_thumbnails`` and ``first_stage`` only apply when the index is created. The shared
     ``LocalIndex`` is always opened writer-capable (opening takes no lock); a ``readonly``
     handle refuses writes itself, so readers and writers of one folder share one index.
     """
@@ -132,6 +133,7 @@ def open_shared(
                 pooling=pooling,
                 dtype=dtype,
                 keep_thumbnails=keep_thumbnails,
+                first_stage=first_stage,
             )
             entry = _registry[key] = _Entry(key, index, identity=folder_identity(key))
         else:
@@ -295,6 +297,10 @@ class SharedIndex:
     def keep_thumbnails(self) -> bool:
         return self._index().keep_thumbnails
 
+    @property
+    def first_stage(self) -> str | None:
+        return self._index().first_stage
+
     def info(self) -> dict[str, Any]:
         return self._index().info()
 
@@ -315,6 +321,9 @@ class SharedIndex:
 
     def compact(self) -> int:
         return self._writable().compact()
+
+    def extend_graph(self, *, force: bool = True) -> int:
+        return self._writable().extend_graph(force=force)
 
     # ------------------------------------------------------------------ reading
 

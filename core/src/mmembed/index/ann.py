@@ -1,0 +1,174 @@
+"""HNSW first stage: a graph over a few pooled vectors per page, for indexes too large to scan.
+
+Each page's tokens are pooled into at most :data:`CENTROIDS` k-means centroids; an HNSW graph
+(usearch, ``pip install 'mmembed-core[ann]'``) holds them keyed by the page's SQLite row. A
+query's tokens each fetch their nearest centroids; pages are ranked by the sum over query
+tokens of their best centroid similarity (MaxSim over centroids) and the best ``candidates``
+are scored exactly by the caller, so search cost grows with the graph's depth, not the
+number of pages.
+
+On disk: ``ann/graph.json`` names the graph file and ``covers_row``, the highest page row the
+graph holds. The writer extends the graph after batches commit: it writes a new graph file,
+fsyncs it, then replaces ``graph.json`` atomically and removes the old file. A kill at any
+point leaves ``graph.json`` naming a complete graph; pages past ``covers_row`` (never added,
+or added by a killed build) are always scored exactly, so none is ever silently missed.
+Deleted pages stay in the graph until rebuilt and are dropped at search (only live rows
+count). Compaction moves vectors, not rows, so the graph stays valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..types import MMEmbedError
+from .format import fsync_dir, write_json_atomic
+
+ANN_DIR = "ann"
+META = "graph.json"
+CENTROIDS = 16
+"""Pooled vectors per page: k-means centroids of its tokens (all tokens if fewer)."""
+NEIGHBOURS = 64
+"""Centroids each query token fetches from the graph."""
+EXTEND_PAGES = 1000
+"""The writer extends the graph once this many pages are past its coverage (the rest are
+scanned exactly meanwhile)."""
+
+
+def _usearch() -> Any:
+    try:
+        from usearch.index import Index
+    except ImportError as exc:
+        raise MMEmbedError(
+            "first_stage='hnsw' needs the usearch package: pip install 'mmembed-core[ann]'"
+        ) from exc
+    return Index
+
+
+def pooled(values: torch.Tensor, k: int = CENTROIDS, iterations: int = 4) -> np.ndarray:
+    """``(min(k, n), dim)`` float32 k-means centroids of one page's ``(n, dim)`` tokens,
+    started from evenly spaced tokens (deterministic). numpy: these matrices are tiny, and
+    per-op overhead is what counts."""
+    x = values.float().numpy()  # (n, dim)
+    if x.shape[0] <= k:
+        return x
+    centroids = x[np.linspace(0, x.shape[0] - 1, k).astype(np.int64)].copy()  # (k, dim)
+    for _ in range(iterations):
+        assign = (x @ centroids.T).argmax(axis=1)  # (n,) nearest centroid by dot product
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assign, x)
+        counts = np.bincount(assign, minlength=k)[:, None]  # (k, 1)
+        centroids = np.where(counts > 0, sums / np.maximum(counts, 1), centroids).astype(np.float32)
+    return centroids
+
+
+@dataclass(frozen=True)
+class GraphState:
+    file: str | None  # graph file inside ann/, None before the first build
+    covers_row: int  # pages with row <= covers_row are in the graph (if live)
+
+
+def read_state(folder: Path) -> GraphState:
+    try:
+        data = json.loads((folder / ANN_DIR / META).read_text(encoding="utf-8"))
+        file, covers = data["file"], int(data["covers_row"])
+    except FileNotFoundError:
+        return GraphState(None, 0)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MMEmbedError(
+            f"{folder / ANN_DIR / META} is damaged ({exc}); delete the {ANN_DIR} folder and the next "
+            "write rebuilds the graph (searches scan exactly meanwhile)."
+        ) from exc
+    if not isinstance(file, str) or "/" in file or file.startswith("."):
+        raise MMEmbedError(f"{folder / ANN_DIR / META} names an invalid graph file {file!r}")
+    return GraphState(file, covers)
+
+
+def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> GraphState:
+    """Add ``(row, (n, dim) vectors)`` pages (rows above the current coverage, ascending)
+    to a new graph file and switch ``graph.json`` to it. Caller holds the writer lock."""
+    Index = _usearch()
+    ann = folder / ANN_DIR
+    ann.mkdir(exist_ok=True)
+    state = read_state(folder)
+    graph = Index(ndim=dim, metric="ip", dtype="f16", multi=True)
+    if state.file is not None:
+        graph.load(str(ann / state.file))
+    centroids = [pooled(v) for _, v in pages]
+    keys = np.repeat(np.array([r for r, _ in pages], dtype=np.uint64), [c.shape[0] for c in centroids])
+    if len(keys):
+        graph.add(keys, np.concatenate(centroids), threads=os.cpu_count() or 1)
+    covers = max([state.covers_row, *(r for r, _ in pages)])
+    name = f"graph-{covers:012d}.usearch"
+    tmp = ann / f".{name}.{os.getpid()}.tmp"
+    graph.save(str(tmp))
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, ann / name)
+    fsync_dir(ann)
+    write_json_atomic(ann / META, {"file": name, "covers_row": covers, "centroids": CENTROIDS})
+    remove_unreferenced(folder)
+    return GraphState(name, covers)
+
+
+def remove_unreferenced(folder: Path) -> None:
+    """Delete graph files ``graph.json`` does not name (a killed build's, replaced ones)."""
+    ann = folder / ANN_DIR
+    if not ann.is_dir():
+        return
+    keep = {META, read_state(folder).file}
+    for entry in ann.iterdir():
+        if entry.name not in keep and (entry.name.startswith(("graph-", ".graph-"))):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+
+class GraphReader:
+    """The memory-mapped graph a search uses, reopened when the writer switched files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._open: tuple[str, Any] | None = None
+
+    def state_and_graph(self) -> tuple[GraphState, Any | None]:
+        state = read_state(self.folder)
+        if state.file is None:
+            return state, None
+        if self._open is None or self._open[0] != state.file:
+            Index = _usearch()
+            self._open = (state.file, Index.restore(str(self.folder / ANN_DIR / state.file), view=True))
+        return state, self._open[1]
+
+    def clear(self) -> None:
+        self._open = None
+
+
+def candidate_rows(graph: Any, query: torch.Tensor, candidates: int) -> np.ndarray:
+    """Rows of the ``candidates`` pages with the best centroid MaxSim for ``(q, dim)`` query
+    tokens, among those the graph returns."""
+    found = graph.search(query.float().numpy(), NEIGHBOURS)
+    keys = np.asarray(found.keys).reshape(query.shape[0], -1).astype(np.int64)  # (q, NEIGHBOURS)
+    distances = np.asarray(found.distances).reshape(query.shape[0], -1)  # unfilled slots: garbage
+    # One query token comes back as Matches (its count is its length), several as BatchMatches.
+    counts = np.asarray(getattr(found, "counts", [len(found.keys)])).reshape(-1, 1)
+    valid = np.arange(keys.shape[1])[None, :] < counts  # (q, NEIGHBOURS) filled slots
+    rows, inverse = np.unique(keys[valid], return_inverse=True)
+    best = np.full((query.shape[0], rows.shape[0]), -np.inf, dtype=np.float64)  # (q, pages)
+    q_index = np.nonzero(valid)[0]
+    np.maximum.at(
+        best, (q_index, inverse), 1.0 - distances[valid].astype(np.float64)
+    )  # ip distance = 1 - dot
+    score = np.where(np.isfinite(best), best, 0.0).sum(axis=0)  # (pages,) centroid MaxSim
+    if rows.shape[0] > candidates:
+        rows = rows[np.argpartition(-score, candidates - 1)[:candidates]]
+    return np.sort(rows)
