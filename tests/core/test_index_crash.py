@@ -303,7 +303,10 @@ def _check_codes(ix: LocalIndex) -> None:
     shorter: the writer's recovery completes it)."""
     seg_dir = ix.path / "segments"
     for file, rows in ix._conn.execute("SELECT file, committed_rows FROM segments").fetchall():
-        vectors = torch.from_numpy(np.fromfile(seg_dir / file, dtype="<f2")[: rows * DIM].reshape(rows, DIM))
+        stored = codec(ix.storage)  # the codes are the sign bits of the rows as the codec decodes them
+        width = stored.width(DIM)
+        raw = np.fromfile(seg_dir / file, dtype=stored.numpy)[: rows * width].reshape(rows, width)
+        vectors = stored.rows(stored.raw(raw))[:]
         path = seg_dir / codes_name(file)
         on_disk = (
             np.fromfile(path, dtype=np.uint64).reshape(-1, 1)
