@@ -622,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--candidates",
         type=_positive_int,
         metavar="C",
-        help="pages the first stage shortlists for exact scoring (default: the index's, 100)",
+        help="pages the first stage shortlists for exact scoring (default 200)",
     )
     p.add_argument(
         "--tokens",
