@@ -291,9 +291,15 @@ def observe(path: Path, spec: dict[str, Any]) -> dict[int, int]:
         with_vectors = [e for e in embeddings if e is not None and e.shape[0] > 0]
         if with_vectors:
             q = with_vectors[len(with_vectors) // 2]
-            hits = ix.search([q], k=3)[0]
+            hits = ix.search([q], k=3, exact=True)[0]
             best = score([q], with_vectors, "maxsim")[0].max()
             assert hits and hits[0].score == pytest.approx(float(best), rel=1e-5)
+            if ix.first_stage is not None:
+                # The shortlist is approximate (8-bit codes here), but what it returns is scored exactly.
+                by_id = {r.id: e for r, e in zip(records, embeddings, strict=True)}
+                for hit in ix.search([q], k=3)[0]:
+                    own = score([q], [by_id[hit.id]], "maxsim")[0, 0]
+                    assert hit.score == pytest.approx(float(own), rel=1e-5)
             assert all(h.record.n_vectors > 0 for h in hits)
     return state
 
@@ -389,7 +395,8 @@ def test_sigkill_at_random_moments_keeps_committed_batches(
     finally:
         server.close()
     print("random kills landed during:", {k: kinds_in_flight.count(k) for k in sorted(set(kinds_in_flight))})
-    assert "add" in kinds_in_flight
+    if random_rounds >= 20:  # the short variants rely on the deterministic windows above
+        assert "add" in kinds_in_flight
 
 
 def _check_repair(path: Path, crash: str, row_bytes: int) -> None:
