@@ -222,10 +222,9 @@ def index_encoder(info: EncoderInfo) -> Encoder:
 
 def stored_vectors_pooled(index: IndexBackend) -> bool:
     """Whether ``index`` keeps fewer vectors than the encoder made per page (token pooling,
-    recorded in its manifest as ``pooling``): then stored rows are no longer patches."""
-    manifest = getattr(index, "manifest", None)
-    pooling = getattr(manifest, "pooling", 1)  # backends without a manifest store what they got
-    return isinstance(pooling, int) and not isinstance(pooling, bool) and pooling > 1
+    the embedded index's validated ``pooling`` factor): then stored rows are no longer patches.
+    Backends without the option store what they are given."""
+    return int(getattr(index, "pooling", 1)) > 1
 
 
 def page_image(record: PageRecord, *, dpi: float = 144) -> Image.Image:
