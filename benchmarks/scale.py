@@ -167,7 +167,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base-pages", type=int, default=1000)
     ap.add_argument("--page-tokens", type=int, default=1000)
-    ap.add_argument("--tile", type=int, default=1)
+    ap.add_argument(
+        "--tile",
+        default="1",
+        help="copies of the corpus; a comma-separated list runs each size in turn (e.g. 5,50)",
+    )
+    ap.add_argument(
+        "--exact-latency-queries",
+        type=int,
+        default=0,
+        help="time the exact scan on only this many queries (0: all); its recall reference is "
+        "always every query, scored in one pass",
+    )
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--candidates", default="100,300")
     ap.add_argument("--cache", default="/tmp/mmembed-scale-cache")
@@ -203,41 +214,78 @@ def main() -> None:
     if args.modes:
         wanted = [w.strip() for w in args.modes.split(",")]
         table = [table[0]] + [m for m in table[1:] if any(w in m.name for w in wanted)]
+    # Modes sharing an index run one after the other, so each index can go once its modes ran
+    # (a float16 index of 100k pages x 1,000 tokens is 25.6 GB).
+    order = list(dict.fromkeys(_index_key(m) for m in table))
+    table = sorted(table, key=lambda m: order.index(_index_key(m)))
+    p50s: dict[int, dict[str, float]] = {}
+    try:
+        for tile in [int(t) for t in str(args.tile).split(",")]:
+            p50s[tile * n_base] = run_size(args, table, corpus, queries, tile, workdir / f"x{tile}")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if len(p50s) > 1:
+        print_growth(p50s)
+
+
+def _index_key(mode: Mode) -> str:
+    return repr(sorted(mode.index.items()))
+
+
+def run_size(
+    args: argparse.Namespace,
+    table: list[Mode],
+    corpus: list[np.ndarray],
+    queries: list[torch.Tensor],
+    tile: int,
+    workdir: Path,
+) -> dict[str, float]:
+    """Build and search every mode at ``len(corpus) * tile`` pages; print the table; returns
+    each mode's p50 seconds."""
     built: dict[str, tuple[Path, float]] = {}  # index options -> (folder, build seconds)
     results: list[tuple[Mode, float, float, list[float], tuple[float, float, float]]] = []
     exact_ids: list[list[str]] = []
     n_pages = 0
-    try:
-        for mode in table:
-            key = repr(sorted(mode.index.items()))
-            if key not in built:
-                path = workdir / f"ix{len(built)}"
-                shutil.rmtree(path, ignore_errors=True)
-                built[key] = (path, build(path, corpus, args.tile, mode.index))
-            path, build_s = built[key]
-            with open_index(path, readonly=True) as ix:
-                info = ix.info()
-                n_pages = info["pages"]
-                ix.search([queries[0]], k=10, **mode.search)  # warm-up: maps, compiled kernel
-                ids, lat = [], []
+    for at, mode in enumerate(table):
+        key = _index_key(mode)
+        if key not in built:
+            path = workdir / f"ix{len(built)}"
+            shutil.rmtree(path, ignore_errors=True)
+            built[key] = (path, build(path, corpus, tile, mode.index))
+        path, build_s = built[key]
+        with open_index(path, readonly=True) as ix:
+            info = ix.info()
+            n_pages = info["pages"]
+            ix.search([queries[0]], k=10, **mode.search)  # warm-up: maps, compiled kernel
+            ids, lat = [], []
+            if mode.search.get("exact"):
+                # Exact scans score all queries in one pass over the index (one read of it,
+                # however large: the recall reference and int8's recall), then time single
+                # queries (the first --exact-latency-queries of them).
+                ids = [[h.id for h in hits] for hits in ix.search(queries, k=10, **mode.search)]
+                for q in queries[: args.exact_latency_queries or None]:
+                    t = time.perf_counter()
+                    ix.search([q], k=10, **mode.search)
+                    lat.append(time.perf_counter() - t)
+            else:
                 for q in queries:
                     t = time.perf_counter()
                     hits = ix.search([q], k=10, **mode.search)[0]
                     lat.append(time.perf_counter() - t)
                     ids.append([h.id for h in hits])
-                rss = rss_mb()
             if not exact_ids:
                 exact_ids = ids
-            recall = statistics.mean(
-                len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, exact_ids, strict=True)
-            )
-            results.append((mode, info["bytes"] / n_pages, build_s, lat, (recall, *rss)))
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+            rss = rss_mb()
+        recall = statistics.mean(
+            len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(ids, exact_ids, strict=True)
+        )
+        results.append((mode, info["bytes"] / n_pages, build_s, lat, (recall, *rss)))
+        if args.workdir is None and all(_index_key(m) != key for m in table[at + 1 :]):
+            shutil.rmtree(path, ignore_errors=True)  # its modes ran
     print(
-        f"corpus: {n_base} MiniLM pages x {args.page_tokens} tokens x {DIM}-d"
-        f"{f', tiled x{args.tile} (noisy copies)' if args.tile > 1 else ''} = {n_pages} pages; "
+        f"corpus: {len(corpus)} MiniLM pages x {args.page_tokens} tokens x {DIM}-d"
+        f"{f', tiled x{tile} (noisy copies)' if tile > 1 else ''} = {n_pages} pages; "
         f"{len(queries)} queries ({args.queries // 2} paraphrased, rest held out); "
         f"Hamming scan: {hamming.backend()}; {os.cpu_count()} cores (shared with other jobs)"
     )
@@ -253,6 +301,23 @@ def main() -> None:
             f"{mode.name:<24} {bpp:>11.0f} {build_s:>8.1f} {recall:>9.3f} {p50 * 1e3:>8.1f} {p95 * 1e3:>8.1f} "
             f"{base / p50:>7.1f}x {anon:>8.0f} {total:>8.0f}"
         )
+    sys.stdout.flush()
+    return {mode.name: statistics.median(lat) for mode, _, _, lat, _ in results}
+
+
+def print_growth(p50s: dict[int, dict[str, float]]) -> None:
+    """Each mode's p50 growth per 10x pages between the smallest and largest size, and the
+    p50 it predicts at 1M pages (a power law through the two points: the cost curve)."""
+    small, large = min(p50s), max(p50s)
+    decades = float(np.log10(large / small))
+    print(f"p50 growth per 10x pages ({small} -> {large} pages) and the p50 it predicts at 1,000,000 pages:")
+    for name, a in p50s[small].items():
+        b = p50s[large].get(name)
+        if b is None:
+            continue
+        per_decade = (b / a) ** (1 / decades)
+        at_1m = b * per_decade ** float(np.log10(1_000_000 / large))
+        print(f"  {name:<24} {per_decade:>5.2f}x per 10x  ->  {at_1m * 1e3:>9.0f} ms at 1M")
     sys.stdout.flush()
 
 

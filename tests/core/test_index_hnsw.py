@@ -129,3 +129,54 @@ def test_a_shared_handle_extends_the_graph(tmp_path: Path) -> None:
         assert ann.read_state(ix.path).covers_row == 0  # 20 pages: fewer than the default 1,000 wait
         assert ix.extend_graph() == 20 and ann.read_state(ix.path).covers_row == 20
         assert ix.search([pages[7][:8]], k=1)[0][0].id == ids[7]
+
+
+def test_hnsw_index_stores_sign_codes_and_refines_with_them(tmp_path: Path) -> None:
+    pages = _pages(60, seed=8)
+    g = torch.Generator().manual_seed(9)
+    with open_index(tmp_path / "ix", ENC, first_stage="hnsw") as ix:
+        ix.graph_extend_pages = 10
+        ids = ix.add(_inputs(pages))
+        seg_dir = ix.path / "segments"
+        vectors = sorted(p for p in seg_dir.iterdir() if not p.name.endswith(".bits"))
+        codes = sorted(p for p in seg_dir.iterdir() if p.name.endswith(".bits"))
+        assert [p.stem for p in codes] == [p.stem for p in vectors]
+        assert sum(p.stat().st_size for p in codes) == 60 * 40 * DIM // 8  # 1 bit per dimension
+        # 2 candidates out of the graph's 2 * REFINE proposals: the Hamming stage picks them
+        # from the mapped codes (nothing coded in memory) and the exact scores are kept.
+        queries = [_query(pages[t], g) for t in (3, 33, 59)]
+        fast = ix.search(queries, k=2, candidates=2)
+        assert ix._codes.in_memory_bytes() == 0
+        exact = ix.search(queries, k=2, exact=True)
+        assert [f[0].id for f in fast] == [e[0].id for e in exact] == [ids[3], ids[33], ids[59]]
+        np.testing.assert_allclose(fast[0][0].score, exact[0][0].score, rtol=1e-5)
+
+
+def test_a_page_some_query_tokens_missed_is_scored_with_their_weakest_match(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from usearch.index import Index
+
+    e = torch.eye(DIM)
+
+    # Page 1 matches query token 0 well (0.9) and token 1 not at all; page 2 matches both
+    # halfway (0.5, 0.5). Pages 3 and 4 fill token 1's neighbour list (its weakest match
+    # 0.45). Counting page 1's miss as 0 would rank page 2 first (1.0 vs 0.9); token 1's weakest
+    # match, an upper bound on what it missed, ranks page 1 first (0.9 + 0.45 = 1.35).
+    def unit(a: float, i: int, j: int) -> np.ndarray:
+        return (a * e[i] + (1 - a * a) ** 0.5 * e[j]).numpy()
+
+    vectors = {
+        1: [unit(0.90, 0, 5)],
+        2: [unit(0.50, 0, 6), unit(0.50, 1, 7)],
+        3: [unit(0.48, 1, 8)],
+        4: [unit(0.45, 1, 9)],
+    }
+    graph = Index(ndim=DIM, metric="ip", dtype="f32", multi=True)
+    for row, vs in vectors.items():
+        graph.add(np.full(len(vs), row, dtype=np.uint64), np.stack(vs), threads=1)
+    monkeypatch.setattr(ann, "NEIGHBOURS", 3)
+    query = torch.stack([e[0], e[1]])
+    assert ann.candidate_rows(graph, query, 1).tolist() == [1]
+    assert ann.candidate_rows(graph, query, 2).tolist() == [1, 2]
+    assert ann.candidate_rows(graph, query, 10).tolist() == [1, 2, 3, 4]

@@ -344,10 +344,15 @@ class LocalIndex:
         if self.first_stage == "hnsw":
             ann.remove_unreferenced(self.path)  # a killed graph build's file
 
+    @property
+    def _stores_codes(self) -> bool:
+        """Sign-bit codes on disk: the binary first stage's scan, the HNSW stage's refinement."""
+        return self.first_stage in ("binary", "hnsw")
+
     def _complete_codes(self) -> None:
-        """Binary first stage: write the codes segments lack (an index written by an older
+        """Binary and HNSW first stages: write the codes segments lack (an index written by an older
         mmembed, segments rewritten by compaction). Caller holds the writer lock."""
-        if self.first_stage != "binary":
+        if not self._stores_codes:
             return
         seg_dir = self.path / fmt.SEGMENTS_DIR
         views = SegmentViews(seg_dir, self.encoder.dim, self._dtype)
@@ -484,7 +489,7 @@ class LocalIndex:
                 conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (offset, seg_id))
                 # The vectors must be durable before the commit that makes them reachable.
                 append_rows(seg_path, committed_bytes, batch.vectors.data.cast("B"))  # raw row bytes
-                if self.first_stage == "binary":  # and so must their codes
+                if self._stores_codes:  # and so must their codes
                     self._append_codes(seg_id, seg_path, committed_rows, batch.vectors)
             committing = True
             conn.execute("COMMIT")
@@ -788,7 +793,7 @@ class LocalIndex:
 
             if first_stage and self.first_stage == "hnsw":
                 assert candidates is not None
-                picks = self._graph_shortlisted(q, locs, view, max(candidates, k), k)
+                picks = self._graph_shortlisted(q, locs, view, max(candidates, k), k, snap)
             elif first_stage:
                 assert candidates is not None
                 picks = self._shortlisted(q, locs, view, max(candidates, k), k, snap)
@@ -843,9 +848,16 @@ class LocalIndex:
         return picks
 
     def _graph_shortlisted(
-        self, q: Ragged, locs: Locations, view: Callable[[int, int], Rows], candidates: int, k: int
+        self,
+        q: Ragged,
+        locs: Locations,
+        view: Callable[[int, int], Rows],
+        candidates: int,
+        k: int,
+        snap: _Snapshot,
     ) -> list[list[tuple[int, float]]]:
-        """Per query: the graph's best pages plus every page it does not cover yet, scored
+        """Per query: the graph's best pages, narrowed to ``candidates`` by Hamming MaxSim
+        over their sign-bit codes, plus every page the graph does not cover yet, scored
         exactly; the full exact scan when that leaves fewer than ``k`` pages (a selective filter)."""
         state, graph = self._graph.state_and_graph()
         uncovered = np.flatnonzero(locs.rows > state.covers_row)  # (n,) columns scanned exactly
@@ -856,8 +868,19 @@ class LocalIndex:
             )
             cols = uncovered
             if graph is not None:
-                rows = ann.candidate_rows(graph, one.values, candidates)
-                cols = np.union1d(cols, np.flatnonzero(np.isin(locs.rows, rows)))
+                rows = ann.candidate_rows(graph, one.values, candidates * ann.REFINE)
+                found = np.flatnonzero(np.isin(locs.rows, rows))  # (<= C * REFINE,) ascending
+                if found.shape[0] > candidates:
+                    rough = hamming_maxsim(
+                        binary_codes(one.values),
+                        subset(locs, found),
+                        self._codes,
+                        view,
+                        self.encoder.dim,
+                        lambda s: snap.segments[s][0],
+                    )  # (found,)
+                    found = found[shortlist(rough, candidates)]
+                cols = np.union1d(cols, found)
             if cols.shape[0] < min(k, len(locs)):
                 cols = np.arange(len(locs))
             exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
