@@ -180,3 +180,24 @@ def test_a_page_some_query_tokens_missed_is_scored_with_their_weakest_match(
     assert ann.candidate_rows(graph, query, 1).tolist() == [1]
     assert ann.candidate_rows(graph, query, 2).tolist() == [1, 2]
     assert ann.candidate_rows(graph, query, 10).tolist() == [1, 2, 3, 4]
+
+
+def test_an_hnsw_index_without_codes_is_searched_and_completed_by_the_next_writer(tmp_path: Path) -> None:
+    # An hnsw index written before hnsw indexes stored codes: no .bits files.
+    pages = _pages(30, seed=10)
+    g = torch.Generator().manual_seed(11)
+    with open_index(tmp_path / "ix", ENC, first_stage="hnsw") as ix:
+        ix.graph_extend_pages = 10
+        ids = ix.add(_inputs(pages))
+    for codes in (tmp_path / "ix" / "segments").glob("*.bits"):
+        codes.unlink()
+    query = _query(pages[12], g)
+    with open_index(tmp_path / "ix", readonly=True) as ix:
+        assert ix.search([query], k=1, candidates=2)[0][0].id == ids[12]
+        assert ix._codes.in_memory_bytes() == 30 * 40 * DIM // 8  # coded from the vectors
+    with open_index(tmp_path / "ix", ENC) as ix:
+        ix.lock_for_writing()  # the next writer stores them
+    assert sum(p.stat().st_size for p in (tmp_path / "ix" / "segments").glob("*.bits")) == 30 * 40 * DIM // 8
+    with open_index(tmp_path / "ix", readonly=True) as ix:
+        assert ix.search([query], k=1, candidates=2)[0][0].id == ids[12]
+        assert ix._codes.in_memory_bytes() == 0

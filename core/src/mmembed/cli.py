@@ -577,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("binary", "hnsw", "none"),
         help="when creating the index: binary = sign-bit codes beside the vectors, searches shortlist "
         "pages by Hamming MaxSim then score the shortlist exactly; hnsw = a graph over pooled page "
-        "vectors shortlists them (largest indexes; needs mmembed-core[ann]); none = exact scan of "
+        "vectors proposes pages, their codes narrow them (largest indexes; needs mmembed-core[ann]); none = exact scan of "
         "every page (default)",
     )
     media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")

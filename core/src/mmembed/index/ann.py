@@ -2,10 +2,12 @@
 
 Each page's tokens are pooled into at most :data:`CENTROIDS` k-means centroids; an HNSW graph
 (usearch, ``pip install 'mmembed-core[ann]'``) holds them keyed by the page's SQLite row. A
-query's tokens each fetch their nearest centroids; pages are ranked by the sum over query
-tokens of their best centroid similarity (MaxSim over centroids) and the best ``candidates``
-are scored exactly by the caller, so search cost grows with the graph's depth, not the
-number of pages.
+query's tokens each fetch their :data:`NEIGHBOURS` nearest centroids; pages are ranked by the
+sum over query tokens of their best centroid similarity (MaxSim over centroids, a token's
+weakest match standing in where it missed a page). The caller narrows the best
+``REFINE x candidates`` of them by Hamming MaxSim over their sign-bit codes (stored beside
+the vectors, as for the binary first stage) and scores the best ``candidates`` exactly, so
+search cost grows with the graph's depth, not the number of pages.
 
 On disk: ``ann/graph.json`` names the graph file and ``covers_row``, the highest page row the
 graph holds. The writer extends the graph after batches commit: it writes a new graph file,
@@ -178,7 +180,8 @@ def candidate_rows(graph: Any, query: torch.Tensor, candidates: int) -> np.ndarr
     valid = np.arange(keys.shape[1])[None, :] < counts  # (q, NEIGHBOURS) filled slots
     if not valid.any():
         return np.zeros(0, dtype=np.int64)
-    similarity = np.where(valid, 1.0 - distances.astype(np.float64), np.inf)  # ip distance = 1 - dot
+    similarity = np.full(keys.shape, np.inf)  # (q, NEIGHBOURS); unfilled slots never read
+    similarity[valid] = 1.0 - distances[valid].astype(np.float64)  # ip distance = 1 - dot
     floor = similarity.min(axis=1)  # (q,) each token's weakest returned similarity
     floor = np.where(np.isfinite(floor), floor, 0.0)  # a token that found nothing adds nothing
     rows, inverse = np.unique(keys[valid], return_inverse=True)

@@ -1090,9 +1090,9 @@ def open_index(
     (:class:`IndexOptionError` names the option). ``dtype`` is the older name of ``storage``
     and, like ``keep_thumbnails``, only applies at creation.
     ``first_stage`` also applies at creation only: ``"binary"`` stores sign-bit codes beside
-    the vectors (1/16 of float16) and ``"hnsw"`` a graph over pooled page vectors, and
-    ``search`` then shortlists pages before scoring the shortlist exactly; ``None`` (default)
-    scans every page exactly.
+    the vectors (1/16 of float16) and ``"hnsw"`` those codes plus a graph over pooled page
+    vectors, and ``search`` then shortlists pages before scoring the shortlist exactly;
+    ``None`` (default) scans every page exactly.
 
     ``shared=True`` returns a :class:`~mmembed.index.shared.SharedIndex` handle on the one
     ``LocalIndex`` this process keeps for the folder (keyed by its real path): every
