@@ -411,3 +411,41 @@ def test_ranker_model_kwargs_reach_the_encoder_and_survive_dumps_loads(model: st
     image = mmembed.render_page(pdfs[0], 1, dpi=DPI)
     expected = maxsim(encoder.encode_queries([QUESTION]), encoder.encode_images([image]))  # (1, 1)
     assert ranked.score == pytest.approx(float(expected[0, 0]), abs=1e-4)
+
+
+def test_text_documents_are_embedded_on_the_document_side_and_retrieved(model: str, tmp_path: Path) -> None:
+    from haystack_integrations.components.embedders.mmembed import MMEmbedDocumentTextEmbedder
+    from haystack_integrations.document_stores.mmembed.documents import read_attached_embedding
+
+    texts = ["Solar capacity grew in 2023.", "Wind farms in the North Sea.", "A recipe for bread."]
+    inputs = [Document(content=t, meta={"topic": i}) for i, t in enumerate(texts)]
+    embedder = MMEmbedDocumentTextEmbedder(model=model, batch_size=2)
+    assert type(embedder).from_dict(embedder.to_dict()).to_dict() == embedder.to_dict()
+    embedder.warm_up()
+    documents = embedder.run(documents=inputs)["documents"]
+    assert [d.id for d in documents] == [d.id for d in inputs] and inputs[0].embedding is None
+    # The core's document side (the document prompt, not the query's), vector for vector.
+    expected = embedder._encoder.encode_text_documents(texts)
+    queries_side = embedder._encoder.encode_queries(texts)
+    for d, e, q in zip(documents, expected, queries_side, strict=True):
+        attached = read_attached_embedding(d)
+        assert attached is not None
+        torch.testing.assert_close(attached[0], e.float())
+        assert e.shape != q.shape or not torch.equal(e, q)
+    store = MMEmbedDocumentStore(path=str(tmp_path / "index"))
+    assert store.write_documents(documents) == 3
+    query = MMEmbedTextEmbedder(model=model).run(text=QUESTION)
+    hits = MMEmbedRetriever(document_store=store, top_k=3).run(
+        query_multi_embedding=query["multi_embedding"]
+    )["documents"]
+    scores = maxsim([torch.tensor(query["multi_embedding"])], expected)[0]  # (3,) exact MaxSim
+    assert [h.content for h in hits] == [texts[i] for i in scores.argsort(descending=True).tolist()]
+    # the store keeps float16 vectors
+    torch.testing.assert_close(
+        torch.tensor([h.score for h in hits]), scores.sort(descending=True).values, rtol=1e-3, atol=1e-3
+    )
+    with pytest.raises(InvalidDocumentError, match="no text content"):
+        embedder.run(documents=[Document(content="  ")])
+    with pytest.raises(TypeError, match="MMEmbedTextEmbedder"):
+        embedder.run(documents="a query")  # type: ignore[arg-type]
+    assert embedder.run(documents=[])["documents"] == []
