@@ -17,7 +17,13 @@ searches: ``anon`` is the process's private memory (what a larger index would gr
 ``total`` adds the file pages of the memory-mapped index the searches touched (page cache,
 reclaimable, shared).
 
-    python benchmarks/scale.py --base-pages 1000 --tile 10 --candidates 100,300
+``--tile 5,50`` runs each size in turn (10k then 100k pages from 2,000 encoded ones) and ends
+with each mode's p50 growth per 10x pages and the p50 that predicts at 1M pages. An index is
+removed once its modes ran (a float16 index of 100k pages x 1,000 tokens is 24 GiB).
+The README's headline run:
+
+    python benchmarks/scale.py --base-pages 2000 --page-tokens 1000 --tile 5,50 --queries 40 \
+        --candidates 100,200,400 --modes "binary ->,hnsw,int8" --exact-latency-queries 6
 """
 
 from __future__ import annotations
