@@ -286,7 +286,7 @@ def observe(path: Path, spec: dict[str, Any]) -> dict[int, int]:
                 torch.testing.assert_close(pages[p.id][1], want.float(), msg=f"{p.id} has wrong vectors")
             state[batch] = version
         assert ix.count() == len(records)
-        if ix.first_stage == "binary":
+        if ix.first_stage in ("binary", "hnsw"):  # both store sign-bit codes
             _check_codes(ix)
         with_vectors = [e for e in embeddings if e is not None and e.shape[0] > 0]
         if with_vectors:
@@ -335,10 +335,16 @@ CRASH_POINTS = [
 
 
 # int8 rows carry their scale: the same windows must keep values and scales together; the
-# binary first stage's codes must be cut and kept with the rows they code.
+# binary and hnsw first stages' codes must be cut and kept with the rows they code.
 @pytest.mark.parametrize(
     ("storage", "first_stage", "random_rounds"),
-    [("float16", None, 28), ("int8", None, 4), ("float16", "binary", 6), ("int8", "binary", 4)],
+    [
+        ("float16", None, 28),
+        ("int8", None, 4),
+        ("float16", "binary", 6),
+        ("int8", "binary", 4),
+        ("float16", "hnsw", 4),  # its codes, like binary's (the graph's own kill test: test_index_hnsw)
+    ],
 )
 def test_sigkill_at_random_moments_keeps_committed_batches(
     tmp_path: Path, storage: str, first_stage: str | None, random_rounds: int
@@ -414,7 +420,7 @@ def _check_repair(path: Path, crash: str, row_bytes: int) -> None:
             assert set(on_disk) > set(committed)
         ix.lock_for_writing()
         expected = {f: r * row_bytes for f, r in committed.items()}
-        if ix.first_stage == "binary":  # codes: one uint64 word per row at DIM=8, cut/completed too
+        if ix.first_stage in ("binary", "hnsw"):  # codes: one uint64 word per row at DIM=8, cut/completed too
             expected |= {codes_name(f): r * 8 for f, r in committed.items()}
         assert {f.name: f.stat().st_size for f in seg_dir.iterdir()} == expected
 
