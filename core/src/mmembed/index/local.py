@@ -834,18 +834,25 @@ class LocalIndex:
             one = Ragged(
                 q.values[int(q.offsets[i]) : int(q.offsets[i + 1])], q.offsets[i : i + 2] - q.offsets[i]
             )
-            rough = hamming_maxsim(
-                binary_codes(one.values),
-                locs,
-                self._codes,
-                view,
-                self.encoder.dim,
-                lambda s: snap.segments[s][0],
-            )  # (n_pages,)
-            cols = shortlist(rough, candidates)  # (C,) ascending
+            cols = self._hamming_shortlist(one, locs, view, candidates, snap)  # (C,) ascending
             exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
             picks.append([(int(cols[c]), s) for c, s in top_k(exact, k)[0]])
         return picks
+
+    def _hamming_shortlist(
+        self, one: Ragged, locs: Locations, view: Callable[[int, int], Rows], candidates: int, snap: _Snapshot
+    ) -> np.ndarray:
+        """Columns of ``locs`` (ascending) of the ``candidates`` best Hamming MaxSim scores of
+        one query's sign-bit codes against the pages' codes."""
+        rough = hamming_maxsim(
+            binary_codes(one.values),
+            locs,
+            self._codes,
+            view,
+            self.encoder.dim,
+            lambda s: snap.segments[s][0],
+        )  # (len(locs),)
+        return shortlist(rough, candidates)
 
     def _graph_shortlisted(
         self,
@@ -871,15 +878,7 @@ class LocalIndex:
                 rows = ann.candidate_rows(graph, one.values, candidates * ann.REFINE)
                 found = np.flatnonzero(np.isin(locs.rows, rows))  # (<= C * REFINE,) ascending
                 if found.shape[0] > candidates:
-                    rough = hamming_maxsim(
-                        binary_codes(one.values),
-                        subset(locs, found),
-                        self._codes,
-                        view,
-                        self.encoder.dim,
-                        lambda s: snap.segments[s][0],
-                    )  # (found,)
-                    found = found[shortlist(rough, candidates)]
+                    found = found[self._hamming_shortlist(one, subset(locs, found), view, candidates, snap)]
                 cols = np.union1d(cols, found)
             if cols.shape[0] < min(k, len(locs)):
                 cols = np.arange(len(locs))
