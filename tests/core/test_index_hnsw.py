@@ -152,22 +152,21 @@ def test_hnsw_index_stores_sign_codes_and_refines_with_them(tmp_path: Path) -> N
         np.testing.assert_allclose(fast[0][0].score, exact[0][0].score, rtol=1e-5)
 
 
-def test_a_page_some_query_tokens_missed_is_scored_with_their_weakest_match(
+def test_graph_pages_are_ranked_by_centroid_maxsim_summed_over_query_tokens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from usearch.index import Index
 
     e = torch.eye(DIM)
 
-    # Page 1 matches query token 0 well (0.9) and token 1 not at all; page 2 matches both
-    # halfway (0.5, 0.5). Pages 3 and 4 fill token 1's neighbour list (its weakest match
-    # 0.45). Counting page 1's miss as 0 would rank page 2 first (1.0 vs 0.9); token 1's weakest
-    # match, an upper bound on what it missed, ranks page 1 first (0.9 + 0.45 = 1.35).
     def unit(a: float, i: int, j: int) -> np.ndarray:
         return (a * e[i] + (1 - a * a) ** 0.5 * e[j]).numpy()
 
+    # Page 1 matches query token 0 best (0.9) and token 1 not at all; page 2 matches both
+    # halfway (0.5 + 0.5 = 1.0 beats 0.9: the sum over tokens, not the single best match).
+    # Pages 3 and 4 match only token 1. A page's best centroid counts, not its others.
     vectors = {
-        1: [unit(0.90, 0, 5)],
+        1: [unit(0.90, 0, 5), unit(0.20, 0, 11)],
         2: [unit(0.50, 0, 6), unit(0.50, 1, 7)],
         3: [unit(0.48, 1, 8)],
         4: [unit(0.45, 1, 9)],
@@ -177,7 +176,7 @@ def test_a_page_some_query_tokens_missed_is_scored_with_their_weakest_match(
         graph.add(np.full(len(vs), row, dtype=np.uint64), np.stack(vs), threads=1)
     monkeypatch.setattr(ann, "NEIGHBOURS", 3)
     query = torch.stack([e[0], e[1]])
-    assert ann.candidate_rows(graph, query, 1).tolist() == [1]
+    assert ann.candidate_rows(graph, query, 1).tolist() == [2]
     assert ann.candidate_rows(graph, query, 2).tolist() == [1, 2]
     assert ann.candidate_rows(graph, query, 10).tolist() == [1, 2, 3, 4]
 

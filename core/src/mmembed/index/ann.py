@@ -3,8 +3,8 @@
 Each page's tokens are pooled into at most :data:`CENTROIDS` k-means centroids; an HNSW graph
 (usearch, ``pip install 'mmembed-core[ann]'``) holds them keyed by the page's SQLite row. A
 query's tokens each fetch their :data:`NEIGHBOURS` nearest centroids; pages are ranked by the
-sum over query tokens of their best centroid similarity (MaxSim over centroids, a token's
-weakest match standing in where it missed a page). The caller narrows the best
+sum over query tokens of their best centroid similarity (MaxSim over centroids). The caller
+narrows the best
 ``REFINE x candidates`` of them by Hamming MaxSim over their sign-bit codes (stored beside
 the vectors, as for the binary first stage) and scores the best ``candidates`` exactly, so
 search cost grows with the graph's depth, not the number of pages.
@@ -166,12 +166,9 @@ class GraphReader:
 
 
 def candidate_rows(graph: Any, query: torch.Tensor, candidates: int) -> np.ndarray:
-    """Rows of the ``candidates`` pages with the best estimated centroid MaxSim for ``(q,
-    dim)`` query tokens, among those the graph returns.
-
-    A page a query token's :data:`NEIGHBOURS` did not reach is given that token's weakest
-    returned similarity (an upper bound on its own best centroid) rather than 0: a page found
-    by only some tokens is then not ranked below pages found by more but matching worse."""
+    """Rows of the ``candidates`` pages with the best centroid MaxSim for ``(q, dim)`` query
+    tokens, among those the graph returns (a token that did not reach a page adds 0 for it:
+    standing in the token's weakest match instead measured no better, README)."""
     graph.expansion_search = max(NEIGHBOURS, graph.expansion_search)
     found = graph.search(query.float().numpy(), NEIGHBOURS)
     keys = np.asarray(found.keys).reshape(query.shape[0], -1).astype(np.int64)  # (q, NEIGHBOURS)
@@ -179,16 +176,11 @@ def candidate_rows(graph: Any, query: torch.Tensor, candidates: int) -> np.ndarr
     # One query token comes back as Matches (its count is its length), several as BatchMatches.
     counts = np.asarray(getattr(found, "counts", [len(found.keys)])).reshape(-1, 1)
     valid = np.arange(keys.shape[1])[None, :] < counts  # (q, NEIGHBOURS) filled slots
-    if not valid.any():
-        return np.zeros(0, dtype=np.int64)
-    similarity = np.full(keys.shape, np.inf)  # (q, NEIGHBOURS); unfilled slots never read
-    similarity[valid] = 1.0 - distances[valid].astype(np.float64)  # ip distance = 1 - dot
-    floor = similarity.min(axis=1)  # (q,) each token's weakest returned similarity
-    floor = np.where(np.isfinite(floor), floor, 0.0)  # a token that found nothing adds nothing
     rows, inverse = np.unique(keys[valid], return_inverse=True)
-    best = np.repeat(floor[:, None], rows.shape[0], axis=1)  # (q, pages) imputed
-    np.maximum.at(best, (np.nonzero(valid)[0], inverse), similarity[valid])
-    score = best.sum(axis=0)  # (pages,) estimated centroid MaxSim
+    best = np.full((query.shape[0], rows.shape[0]), -np.inf, dtype=np.float64)  # (q, pages)
+    similarity = 1.0 - distances[valid].astype(np.float64)  # ip distance = 1 - dot; filled slots only
+    np.maximum.at(best, (np.nonzero(valid)[0], inverse), similarity)
+    score = np.where(np.isfinite(best), best, 0.0).sum(axis=0)  # (pages,) centroid MaxSim
     if rows.shape[0] > candidates:
         rows = rows[np.argpartition(-score, candidates - 1)[:candidates]]
     return np.sort(rows)
