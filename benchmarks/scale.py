@@ -264,22 +264,22 @@ def run_size(
             info = ix.info()
             n_pages = info["pages"]
             ix.search([queries[0]], k=10, **mode.search)  # warm-up: maps, compiled kernel
-            ids, lat = [], []
-            if mode.search.get("exact"):
-                # Exact scans score all queries in one pass over the index (one read of it,
-                # however large: the recall reference and int8's recall), then time single
-                # queries (the first --exact-latency-queries of them).
-                ids = [[h.id for h in hits] for hits in ix.search(queries, k=10, **mode.search)]
-                for q in queries[: args.exact_latency_queries or None]:
-                    t = time.perf_counter()
-                    ix.search([q], k=10, **mode.search)
-                    lat.append(time.perf_counter() - t)
-            else:
-                for q in queries:
-                    t = time.perf_counter()
-                    hits = ix.search([q], k=10, **mode.search)[0]
-                    lat.append(time.perf_counter() - t)
-                    ids.append([h.id for h in hits])
+            exact = bool(mode.search.get("exact"))
+            # Exact scans score all queries in one pass over the index (one read of it, however
+            # large: the recall reference and int8's recall), then time single queries (the
+            # first --exact-latency-queries of them); other modes time and rank every query.
+            timed = queries[: args.exact_latency_queries or None] if exact else queries
+            singles, lat = [], []
+            for q in timed:
+                t = time.perf_counter()
+                hits = ix.search([q], k=10, **mode.search)[0]
+                lat.append(time.perf_counter() - t)
+                singles.append([h.id for h in hits])
+            ids = (
+                [[h.id for h in hits] for hits in ix.search(queries, k=10, **mode.search)]
+                if exact
+                else singles
+            )
             if not exact_ids:
                 exact_ids = ids
             rss = rss_mb()

@@ -831,9 +831,7 @@ class LocalIndex:
         ``(column in locs, exact score)`` pairs like :func:`top_k`."""
         picks: list[list[tuple[int, float]]] = []
         for i in range(len(q)):
-            one = Ragged(
-                q.values[int(q.offsets[i]) : int(q.offsets[i + 1])], q.offsets[i : i + 2] - q.offsets[i]
-            )
+            one = Ragged.from_list([q[i]])  # (tokens, dim) of query i
             cols = self._hamming_shortlist(one, locs, view, candidates, snap)  # (C,) ascending
             exact = score_locations(one, subset(locs, cols), view, self.encoder.similarity, single=False)
             picks.append([(int(cols[c]), s) for c, s in top_k(exact, k)[0]])
@@ -870,9 +868,7 @@ class LocalIndex:
         uncovered = np.flatnonzero(locs.rows > state.covers_row)  # (n,) columns scanned exactly
         picks: list[list[tuple[int, float]]] = []
         for i in range(len(q)):
-            one = Ragged(
-                q.values[int(q.offsets[i]) : int(q.offsets[i + 1])], q.offsets[i : i + 2] - q.offsets[i]
-            )
+            one = Ragged.from_list([q[i]])  # (tokens, dim) of query i
             cols = uncovered
             if graph is not None:
                 rows = ann.candidate_rows(graph, one.values, candidates * ann.REFINE)
