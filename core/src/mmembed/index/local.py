@@ -1,5 +1,8 @@
 """The embedded on-disk index: one folder, one writer, many readers, crash-safe batches.
 
+Long because ``open_index``, public from this module, keeps its three typed overloads and
+its full docstring here; the :class:`LocalIndex` facade itself is about 270 lines.
+
 :class:`LocalIndex` is the facade that composes the parts, each in its own module:
 
 - :mod:`.options` — creation options, their checks, the creation of a new folder;
