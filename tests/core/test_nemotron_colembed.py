@@ -21,7 +21,12 @@ from PIL import Image
 
 import mmembed
 from mmembed.encoders import get_family, inspect_checkpoint, list_models, load_encoder, match_family
-from mmembed.encoders.nemotron_colembed import MAX_QUERY_TOKENS, NemotronColEmbedEncoder
+from mmembed.encoders.nemotron_colembed import (
+    MAX_DOCUMENT_TOKENS,
+    MAX_QUERY_TOKENS,
+    RESERVED_TEXT_TOKENS,
+    NemotronColEmbedEncoder,
+)
 from mmembed.encoders.vlm import QueryTooLongWarning
 from mmembed.types import EncoderMismatchError, MMEmbedError
 from mmembed_testing.parity import (
@@ -208,7 +213,12 @@ def test_the_stricter_of_max_query_tokens_and_the_models_512_applies(
     # after the warning promised truncation.
     with pytest.warns(QueryTooLongWarning, match=rf"first {own_limit} are used .*{MAX_QUERY_TOKENS}-token"):
         (cut,) = encoder.encode_queries([long_query])
-    assert cut.shape[0] <= MAX_QUERY_TOKENS  # every prompted token is a vector
+    # Every prompted token is a vector, and the cut fills the reference's q_max_length exactly
+    # (issue 29: it stopped one token short, counting the prompt's trailing space on its own).
+    assert cut.shape[0] == MAX_QUERY_TOKENS
+    for text in ("The quarterly revenue table, 2024 (EUR): " * 120, "héllo wörld 12345 " * 300):
+        with pytest.warns(QueryTooLongWarning):
+            assert encoder.encode_queries([text])[0].shape[0] == MAX_QUERY_TOKENS
     saved = encoder.max_query_tokens  # the encoder is cached process-wide: restore it
     try:
         encoder.max_query_tokens = 10_000  # raising the shared cap cannot lift the model's
@@ -264,3 +274,25 @@ def test_index_of_another_width_is_refused(tmp_path: Path, encoder: NemotronColE
     index.close()
     with pytest.raises(EncoderMismatchError, match=r"dim: 128 != 64.*re-index"):
         mmembed.open_index(tmp_path / "index", encoder=narrow.info)
+
+
+def test_documents_keep_up_to_4096_tokens_where_the_reference_cuts_earlier(
+    encoder: NemotronColEmbedEncoder,
+) -> None:
+    """Issue 29 item 2, pinned. NVIDIA's ``process_documents`` passes ``p_max_length - (the
+    batch's largest image tokens) - 100`` as ``max_length`` of the *whole* sequence (visual
+    tokens included), so a captioned page is cut well before 4096 tokens there (and a page of
+    more than ~2000 visual tokens crashes it: the cut eats image tokens). mmembed keeps the whole
+    document up to 4096 tokens and refuses beyond, never cutting silently."""
+    page = pages()[0]
+    bare = encoder._image_item(encoder.recipe.interleaved, "", page, "page")
+    image_tokens = encoder._size(bare) - len(bare.text)
+    references_cap = MAX_DOCUMENT_TOKENS - image_tokens - RESERVED_TEXT_TOKENS
+    caption = "revenue " * ((references_cap + 60 - image_tokens) // 2)  # ~2 tokens each
+    item = encoder._image_item(encoder.recipe.interleaved, caption, page, "page")
+    total = image_tokens + encoder._token_count(item.text) - 1  # the placeholder became the image tokens
+    assert references_cap < total <= MAX_DOCUMENT_TOKENS
+    assert item.image is not None
+    inputs = encoder.image_inputs([item.text], [item.image])  # what the model is given (no model run)
+    # Every token kept (one vector each): the reference would stop at references_cap.
+    assert int(inputs["attention_mask"].sum()) == total
