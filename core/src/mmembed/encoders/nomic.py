@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
+from ..loaders.images import to_rgb
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import CheckpointFacts, CheckpointNotFoundError, inspect_checkpoint, safetensors_files
@@ -206,7 +207,7 @@ class NomicEncoder(Encoder):
         views: list[Image.Image] = []
         owners: list[int] = []
         for i, image in enumerate(images):
-            image = image.convert("RGB")
+            image = to_rgb(image)  # alpha composited on white, as the page loader does
             crops = [image] + (
                 [image.crop(box) for box in tile_boxes(*image.size, self.tiles)] if self.tiles > 1 else []
             )
@@ -252,7 +253,7 @@ class NomicEncoder(Encoder):
         from ..explain import similarity_maps
 
         query_vectors = self.encode_queries([query])[0]  # (1, dim)
-        return similarity_maps(query_vectors, page_vectors, layout, [query], image.convert("RGB"), source)
+        return similarity_maps(query_vectors, page_vectors, layout, [query], to_rgb(image), source)
 
     def encode_documents(
         self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False
@@ -291,7 +292,7 @@ class NomicEncoder(Encoder):
             ):
                 out[i] = vector
         if images:
-            encoded = self._vision().encode([q.convert("RGB") for _, q in images], batch_size=batch_size)
+            encoded = self._vision().encode([to_rgb(q) for _, q in images], batch_size=batch_size)
             for (i, _), vector in zip(images, self._image_vectors(encoded), strict=True):
                 out[i] = vector.unsqueeze(0)
         return [v for v in out if v is not None]

@@ -45,6 +45,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..loaders.images import to_rgb
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder, MediaClip, MultimodalQuery, checked_texts
 from .checkpoint import CheckpointFacts, safetensors_files
@@ -351,7 +352,7 @@ class OmniEmbedEncoder(Encoder):
             )
         for frame in frames:
             _checked_image(frame, what)
-        return np.stack([np.asarray(frame.convert("RGB")) for frame in frames]), fps  # (frames, h, w, 3)
+        return np.stack([np.asarray(to_rgb(frame)) for frame in frames]), fps  # (frames, h, w, 3)
 
     def _media_input(
         self, index: int, audio: np.ndarray | None, frames: np.ndarray | None, fps: float
@@ -486,7 +487,7 @@ def _checked_image(image: object, what: str) -> Image.Image:
         raise MMEmbedError(f"{what}: a {type(image).__name__} where a PIL.Image.Image was expected")
     if image.width < 1 or image.height < 1:
         raise MMEmbedError(f"{what} has an empty image ({image.width}x{image.height} pixels)")
-    return image.convert("RGB")
+    return to_rgb(image)  # alpha composited on white, as the page loader does
 
 
 def _checked_audio(clip: MediaClip, what: str) -> np.ndarray | None:
