@@ -212,6 +212,24 @@ def test_frames_are_sampled_at_video_fps_and_capped(folder: Path) -> None:
     assert enc.info.settings["max_frames"] == 3
 
 
+def test_a_tail_segment_keeps_its_true_frame_rate(folder: Path) -> None:
+    """Issue 29 item 8: a clip between 2 and 4 fps keeps every frame and was labelled 2.0 fps;
+    the rate reaches the model's time positions (``video_second_per_grid``), so the label must
+    be the frames' true rate."""
+    enc = encoder(folder)
+    frames = tuple(Image.new("RGB", (56, 56), (40 * i, 90, 0)) for i in range(5))
+    tail = MediaClip(frames=frames, fps=5 / 2.2, start=60.0, end=62.2)  # the loader's 2.2 s tail
+    _, sampled, fps = enc._streams(tail, 0)
+    assert sampled is not None and sampled.shape[0] == 5 and fps == pytest.approx(5 / 2.2)
+    thirty = tuple(Image.new("RGB", (56, 56), (i, 0, 0)) for i in range(66))  # 2.2 s at 30 fps
+    _, sampled, fps = enc._streams(MediaClip(frames=thirty, fps=30.0), 0)
+    assert sampled is not None and sampled.shape[0] == 5 and fps == pytest.approx(2.0)  # every 15th
+    _, tail_frames, tail_fps = enc._streams(tail, 0)
+    inputs = enc.processor_inputs([enc._media_input(0, None, tail_frames, tail_fps)])
+    temporal = enc.processor.video_processor.temporal_patch_size
+    assert float(inputs["video_second_per_grid"][0]) == pytest.approx(temporal / (5 / 2.2))
+
+
 def test_an_index_stores_late_fused_clips_and_refuses_another_fusion(
     folder: Path, reference: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
@@ -249,3 +267,12 @@ def test_sdpa_attention_keeps_the_padding_only_mask(folder: Path, reference: dic
     queries = [str(q).removeprefix("query: ") for q in reference["text_queries"]]
     sdpa = encoder(folder, attn_implementation="sdpa")
     assert_close(sdpa.encode_queries(queries, batch_size=2), reference["queries"])
+
+
+def test_images_go_through_the_torchvision_processor(folder: Path) -> None:
+    """Issue 29 item 9, pinned: image parity holds against transformers 4.52.4's *fast*
+    (torchvision) Qwen2-VL image processor; 4.52.4's default for the published checkpoint is the
+    slow PIL one, ~1.1e-3 away. mmembed must keep the torchvision one."""
+    from transformers.image_processing_backends import TorchvisionBackend
+
+    assert isinstance(encoder(folder).processor.image_processor, TorchvisionBackend)

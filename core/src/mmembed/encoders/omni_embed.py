@@ -12,7 +12,11 @@ executed. What it computes, as the published model does:
   transformers >= 4.53 never calls the ``_update_causal_mask`` override the published code
   relies on, so there it silently runs causal attention (``attention="causal"`` reproduces
   that);
-- the last hidden state is mean-pooled over the real tokens and L2-normalised (2048-d).
+- the last hidden state is mean-pooled over the real tokens and L2-normalised (2048-d);
+- images go through the torchvision Qwen2-VL image processor: parity holds against transformers
+  4.52.4's fast processor, not its slow PIL default (~1e-3 apart);
+- a clip's frames carry their true rate to the processor (it sets the time positions), also a
+  short tail segment's (e.g. 5 frames over 2.2 s: 2.27 fps).
 
 Audio and video (:meth:`OmniEmbedEncoder.encode_media`) follow the paper's settings: audio at
 16 kHz, at most 2,048,000 samples per clip; video frames at ``video_fps`` (default 2, at most
@@ -340,7 +344,13 @@ class OmniEmbedEncoder(Encoder):
         fps = clip.fps if clip.fps > 0 else self.video_fps
         if fps > self.video_fps:  # keep every (fps / video_fps)-th frame
             keep = np.arange(0.0, len(frames), fps / self.video_fps).astype(int)
-            frames, fps = [frames[i] for i in keep], self.video_fps
+            if len(keep) > 1:
+                # The kept frames' true rate (their mean step), not video_fps: a 2.2 s tail of 5
+                # frames (2.27 fps) keeps all 5, still 2.27 fps; 30 fps keeps every 15th, 2 fps.
+                fps *= (len(keep) - 1) / float(keep[-1] - keep[0])
+            else:
+                fps = self.video_fps
+            frames = [frames[i] for i in keep]
         if len(frames) > self.max_frames:  # spread max_frames over the clip
             keep = np.linspace(0, len(frames) - 1, self.max_frames).round().astype(int)
             fps *= self.max_frames / len(frames)
