@@ -337,3 +337,14 @@ def test_a_page_far_above_the_models_pixel_limit_gets_the_processors_resize_alon
     with torch.inference_mode():
         (old,) = encoder._forward(encoder.image_inputs([prompt], [shrunk]))
     assert old.shape == ours.shape and relative_error(old, ours) > 1e-3
+
+
+def test_sdpa_on_cpu_gives_the_eager_vectors_with_left_padding(encoder: NemotronColEmbedEncoder) -> None:
+    """Issue 29 item 4, pinned: bidirectional attention has no fully masked row, so CPU SDPA on a
+    left-padded batch gives no NaN and the eager vectors (eager stays the CPU default because the
+    parity fixtures ran under it)."""
+    sdpa = load_encoder(CHECKPOINT, device="cpu", dtype="float32", attn_implementation="sdpa")
+    queries = ["a", "quarterly revenue by region, in euros, for the last three years"]
+    for mine, eager in zip(sdpa.encode_queries(queries), encoder.encode_queries(queries), strict=True):
+        assert torch.isfinite(mine).all()
+        assert relative_error(mine, eager) < 1e-4
