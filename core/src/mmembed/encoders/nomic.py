@@ -322,7 +322,8 @@ def _tiles(request: LoadRequest) -> int:
 
 
 def build(request: LoadRequest) -> NomicEncoder:
-    from .cache import load_encoder
+    from ..fingerprint import combine_fingerprints
+    from .cache import checkpoint_fingerprint_of, load_encoder
 
     batch_size = int(request.options.get("batch_size") or DEFAULT_BATCH_SIZE)
     facts = request.facts
@@ -389,6 +390,8 @@ def build(request: LoadRequest) -> NomicEncoder:
         similarity="maxsim" if tiles > 1 else "dot",
         revision=request.revision,
         settings={"matryoshka_dim": dim, "text_model": partner.info.name, "tiles": tiles},
+        # The pair is one model: its identity is both checkpoints' content.
+        fingerprint=combine_fingerprints([checkpoint_fingerprint_of(facts), partner.info.fingerprint]),
     )
     return NomicEncoder(partner.text, vision, info=info, matryoshka_dim=dim, tiles=tiles, dtype=request.dtype)
 
