@@ -276,3 +276,18 @@ def test_images_go_through_the_torchvision_processor(folder: Path) -> None:
     from transformers.image_processing_backends import TorchvisionBackend
 
     assert isinstance(encoder(folder).processor.image_processor, TorchvisionBackend)
+
+
+def test_a_tail_segment_matches_the_reference_at_its_true_rate(
+    folder: Path, reference: dict[str, np.ndarray]
+) -> None:
+    """Issue 29 item 8 against the reference: ``video_tail`` is the published recipe on the
+    fixture's five frames given their true rate as a 2.2 s tail (5 / 2.2 fps). The old label
+    (2.0 fps) gives the ``video`` array instead, more than the tolerance away."""
+    frames = tuple(Image.fromarray(f) for f in reference["input_frames"])
+    tail = MediaClip(frames=frames, fps=5 / 2.2, start=60.0, end=62.2)
+    assert_close(encoder(folder, fusion="video").encode_media([tail]), reference["video_tail"])
+    assert (
+        parity.relative_error(torch.from_numpy(reference["video"]), torch.from_numpy(reference["video_tail"]))
+        > 1e-4
+    )
