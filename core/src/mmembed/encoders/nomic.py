@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from ..loaders.images import to_rgb
+from ..pixels import to_rgb
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import CheckpointFacts, CheckpointNotFoundError, inspect_checkpoint, safetensors_files

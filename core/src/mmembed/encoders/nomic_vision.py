@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..loaders.images import to_rgb
+from ..pixels import to_rgb
 from ..types import MMEmbedError
 
 _SWIGLU_MULTIPLE = 256

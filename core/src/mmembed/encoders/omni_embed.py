@@ -53,7 +53,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..loaders.images import to_rgb
+from ..pixels import to_rgb
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder, MediaClip, MultimodalQuery, checked_texts
 from .checkpoint import CheckpointFacts, safetensors_files

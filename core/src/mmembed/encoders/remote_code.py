@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..loaders.images import to_rgb
+from ..pixels import to_rgb
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder
 from .checkpoint import CheckpointFacts

@@ -36,7 +36,7 @@ from PIL import Image
 from torch import nn
 
 from ..explain import Explanation, PatchLayout, similarity_maps
-from ..loaders.images import to_rgb
+from ..pixels import to_rgb
 from ..types import EncoderInfo, Kind, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import ADAPTER_WEIGHTS, CheckpointFacts, safetensors_files
