@@ -33,11 +33,11 @@ from ..types import MMEmbedError, PageRecord
 from . import output
 from .families import TrainableEncoder, UntrainableFamilyError, refusal
 from .heldout import evaluate_held_out
-from .losses import DEFAULT_TEMPERATURE
-from .mining import DEFAULT_MAX_NEG_RATIO, DEFAULT_NEGATIVES, MinedQuery, mine_hard_negatives, write_mined
+from .mining import MinedQuery, mine_hard_negatives, write_mined
 from .pages import PageImages
 from .pairs import PairsError, PairSplit, TrainPair, positives_by_query, read_pairs, split_pairs
-from .sampling import Sampling, SourceBatchSampler, source_of
+from .sampling import SourceBatchSampler, source_of
+from .settings import TrainSettings
 from .trainer import Example, LoraSettings, PairCollator, build_trainer, wrap_with_lora
 
 logger = logging.getLogger(__name__)
@@ -47,30 +47,6 @@ RUN_FILE = "run.json"
 
 class TrainError(MMEmbedError):
     """A training run that cannot start or continue (the message says what to change)."""
-
-
-@dataclass
-class TrainSettings:
-    """Everything that decides what a run trains (a resumed run must use the same)."""
-
-    negatives: int = DEFAULT_NEGATIVES
-    max_neg_ratio: float = DEFAULT_MAX_NEG_RATIO
-    sampling: Sampling = "same-source"
-    source_key: str = "file"
-    batch_size: int = 8
-    epochs: float = 1.0
-    max_steps: int | None = None
-    learning_rate: float = 2e-4
-    warmup_steps: int = 0
-    temperature: float = DEFAULT_TEMPERATURE
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False
-    eval_fraction: float = 0.2
-    seed: int = 0
-    dpi: float = 144
 
 
 @dataclass
@@ -186,22 +162,29 @@ def _settings(settings: TrainSettings | None, options: dict[str, Any]) -> TrainS
 def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     """The index's model, loaded for this run only (never the shared cached encoder: training
     changes its module)."""
-    from ..encoders import remote_code
     from ..encoders.cache import _load
     from ..encoders.runtime import resolve_device, resolve_dtype
 
     info = index.encoder
-    if info.family == remote_code.FAMILY_ID:
-        raise UntrainableFamilyError(
-            f"the index's model {info.name!r} runs its own code (trust_remote_code) and cannot be "
-            "fine-tuned by mmembed train: mmembed cannot tell which of its modules are the language model "
-            "nor reproduce its training inputs. Use its authors' training scripts."
-        )
+    refuse_remote_code(info.name, info.family)
     resolved = resolve_device(device)
     dtype = torch.float32 if resolved.type == "cpu" else resolve_dtype(None, resolved)
     encoder = _load(info.name, info.revision, None, resolved, dtype, {})
     index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
     return encoder
+
+
+def refuse_remote_code(name: str, family: str) -> None:
+    """Checkpoints that run their own code are refused before anything is read or loaded."""
+    from ..encoders import remote_code
+
+    if family == remote_code.FAMILY_ID:
+        raise UntrainableFamilyError(
+            f"the index's model {name!r} runs its own code (trust_remote_code) and cannot be fine-tuned "
+            "by mmembed train: mmembed cannot tell which of its modules are the language model nor "
+            "reproduce its training inputs. Use its authors' training scripts, or index with a natively "
+            "supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)."
+        )
 
 
 def _digest(pairs: Sequence[TrainPair]) -> str:
@@ -252,6 +235,7 @@ def _train(
     from transformers import TrainerCallback, TrainingArguments
 
     index_path = str(getattr(index, "path", index.encoder.name))
+    refuse_remote_code(index.encoder.name, index.encoder.family)
     all_records = list(index.records())
     records: dict[str, PageRecord] = {r.id: r for r in all_records}
     pairs = read_pairs(pairs_path, all_records, index_path=index_path)

@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_TEMPERATURE = 0.02
-"""colpali-engine's default for ColBERT and bi-encoder InfoNCE."""
+from .settings import DEFAULT_TEMPERATURE
 
 
 def maxsim_matrix(

@@ -24,10 +24,8 @@ from ..index.protocol import Filter, IndexBackend
 from ..scoring import score
 from ..types import MMEmbedError
 from .pairs import TrainPair
+from .settings import DEFAULT_MAX_NEG_RATIO, DEFAULT_NEGATIVES
 
-DEFAULT_NEGATIVES = 2
-"""Omni-Embed-Nemotron's K; Nomic reports gains up to 6."""
-DEFAULT_MAX_NEG_RATIO = 0.95
 MINING_BATCH = 16
 
 

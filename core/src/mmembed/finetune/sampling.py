@@ -13,12 +13,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 
 from ..types import MMEmbedError, PageRecord
-
-Sampling = Literal["same-source", "shuffle"]
-SAMPLINGS: tuple[Sampling, ...] = ("same-source", "shuffle")
+from .settings import SAMPLINGS, Sampling
 
 
 def source_of(record: PageRecord, source_key: str) -> str:
@@ -88,7 +85,8 @@ class SourceBatchSampler:
 
     def _pack(self, order: list[int]) -> list[list[int]]:
         """Examples in ``order`` into batches, each taking the next examples whose page it
-        does not hold yet (the others wait for the next batch); batches of 1 are dropped."""
+        does not hold yet (the others wait for the next batch). A last lone example joins an
+        earlier batch that lacks its page; only when every batch holds its page is it left out."""
         batches: list[list[int]] = []
         remaining = order
         while remaining:
@@ -103,5 +101,11 @@ class SourceBatchSampler:
                     rest.append(i)
             if len(batch) >= 2:
                 batches.append(batch)
+            else:  # a lone example joins a batch without its page (one batch grows by one)
+                home = next(
+                    (b for b in batches if self.pages[batch[0]] not in {self.pages[i] for i in b}), None
+                )
+                if home is not None:
+                    home.append(batch[0])
             remaining = rest
         return batches

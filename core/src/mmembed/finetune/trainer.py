@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from .families import TrainableEncoder
-from .losses import DEFAULT_TEMPERATURE, dense_info_nce, late_interaction_info_nce
+from .losses import dense_info_nce, late_interaction_info_nce
 from .pages import PageImages
 from .sampling import SourceBatchSampler
+from .settings import DEFAULT_TEMPERATURE
 
 
 @dataclass(frozen=True)
