@@ -82,23 +82,40 @@ def mine_hard_negatives(
         known = [known_positives.get(p.query.strip(), {p.page_id}) | {p.page_id} for p in batch]
         depth = k + max(len(s) for s in known) + 4 * k  # room for skipped positives and close pages
         hits = _exact_search(index, query_vectors, depth, where)
-        for pair, vectors, positive, own, found in zip(
-            batch, query_vectors, positive_vectors, known, hits, strict=True
-        ):
+        rows: list[MinedQuery] = []
+        for pair, vectors, positive in zip(batch, query_vectors, positive_vectors, strict=True):
             if positive is None or positive.shape[0] == 0:
                 raise MMEmbedError(f"{pair.where}: page {pair.page_id} has no stored vectors to mine against")
-            positive_score = float(score([vectors], [positive], similarity)[0, 0])
-            row = MinedQuery(pair.query, pair.page_id, positive_score)
-            limit = threshold(positive_score, max_ratio)
-            for hit in found:
-                if hit.id in own:
-                    continue
-                if hit.score >= limit:
-                    row.too_close.append(MinedNegative(hit.id, float(hit.score)))
-                elif len(row.negatives) < k:
-                    row.negatives.append(MinedNegative(hit.id, float(hit.score)))
-            mined.append(row)
+            rows.append(
+                MinedQuery(pair.query, pair.page_id, float(score([vectors], [positive], similarity)[0, 0]))
+            )
+        total = index.count(where)
+        while True:
+            for row, own, found in zip(rows, known, hits, strict=True):
+                _select(row, own, found, k, threshold(row.positive_score, max_ratio))
+            short = [i for i, row in enumerate(rows) if len(row.negatives) < k]
+            if not short or depth >= total:
+                break
+            # A positive the model ranks low leaves many pages above the ratio: look deeper.
+            depth = min(total, depth * 4)
+            deeper = _exact_search(index, [query_vectors[i] for i in short], depth, where)
+            for i, found in zip(short, deeper, strict=True):
+                hits[i] = found
+        mined += rows
     return mined
+
+
+def _select(row: MinedQuery, own: set[str], found: Sequence[Any], k: int, limit: float) -> None:
+    """``row``'s negatives: the first ``k`` of ``found`` (best first) that are not known
+    positives and score below ``limit``; those at or above it are kept aside as too close."""
+    row.negatives, row.too_close = [], []
+    for hit in found:
+        if hit.id in own:
+            continue
+        if hit.score >= limit:
+            row.too_close.append(MinedNegative(hit.id, float(hit.score)))
+        elif len(row.negatives) < k:
+            row.negatives.append(MinedNegative(hit.id, float(hit.score)))
 
 
 def _exact_search(
