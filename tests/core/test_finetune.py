@@ -121,6 +121,27 @@ def test_learns_reloads_and_reproduces_embeddings(
         old.close()
 
 
+def test_a_lora_starting_model_gets_its_merged_weights_as_the_new_base(
+    tmp_path: Path, colour_pages: ColourPages, tiny_colqwen2_5_lora: Path
+) -> None:
+    """An index built with a LoRA adapter (like vidore/colqwen2.5-v0.2) trains on the adapter's
+    merged weights; the new adapter points at those, written to <out>/base, and reloads."""
+    index = _index(tmp_path, tiny_colqwen2_5_lora, colour_pages)
+    result = mmembed.train(
+        index, colour_pages.pairs, tmp_path / "adapter", max_steps=2, dpi=DPI, eval_fraction=0.0
+    )
+    config = json.loads((result.out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(result.out / "base")
+    reloaded = mmembed.load_encoder(result.out)
+    assert result.trained is not None
+    torch.testing.assert_close(
+        result.trained.encode_queries(["a red page"])[0],
+        reloaded.encode_queries(["a red page"])[0],
+        atol=1e-5,
+        rtol=0,
+    )
+
+
 # -- mining ----------------------------------------------------------------------------
 
 

@@ -118,6 +118,10 @@ def train(
     file for the before / after evaluation instead of holding out ``eval_fraction`` of the
     pages (its pages must not be in ``pairs``)."""
     settings = _settings(settings, options)
+    try:
+        import accelerate  # noqa: F401 - transformers' Trainer needs it
+    except ImportError as err:
+        raise TrainError("training runs on transformers' Trainer, which needs accelerate: pip install 'mmembed-core[train]'") from err
     out = Path(out).expanduser().absolute()
     opened = None
     if not isinstance(index, IndexBackend):
@@ -383,11 +387,17 @@ def _train(
     staging = out / ".finishing"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    output.write_adapter(model, staging, base=encoder.info.name)
     facts = _facts(encoder.info.name, encoder.info.revision)
+    base = encoder.info.name
+    if facts.adapter is not None:  # LoRA over LoRA: the new adapter's base is the merged start
+        output.write_untrained_base(model, facts, staging / output.BASE)
+        base = str(out / output.BASE)  # where it is once moved in
+    output.write_adapter(model, staging, base=base)
     output.copy_processor_files(facts, staging)
     write_mined(staging / output.NEGATIVES_FILE, mined)
     for file in sorted(staging.iterdir()):
+        if file.is_dir():
+            shutil.rmtree(out / file.name, ignore_errors=True)
         os.replace(file, out / file.name)
     staging.rmdir()
 

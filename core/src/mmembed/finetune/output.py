@@ -11,6 +11,8 @@ Layout of ``--out``::
     training.json                # the same, machine-readable
     hard_negatives.jsonl         # what mining chose (and left out) per pair
     merged/                      # --merge: config.json + model.safetensors + processor files
+    base/                        # only when the index's model was itself a LoRA adapter: its
+                                 # merged weights, the new adapter's base
     checkpoints/                 # while a run is unfinished (removed when it finishes)
 """
 
@@ -121,6 +123,28 @@ def model_card(summary: Mapping[str, Any], table: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+BASE = "base"
+
+
+@torch.no_grad()
+def write_untrained_base(peft_model: Any, facts: CheckpointFacts, folder: Path) -> Path:
+    """The model training started from, as a full checkpoint: for a starting model that was
+    itself a LoRA adapter, the new adapter applies to these (merged) weights, not to the old
+    adapter's own base."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(facts.model_path / MODEL_CONFIG, folder / MODEL_CONFIG)
+    state = {
+        k.replace(".base_layer.", "."): v.detach().to("cpu").contiguous()
+        for k, v in peft_model.get_base_model().state_dict().items()
+        if ".lora_" not in k
+    }
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    copy_processor_files(facts, folder)
+    return folder
 
 
 @torch.no_grad()
