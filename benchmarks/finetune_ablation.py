@@ -35,7 +35,9 @@ FAMILIES = {"multi-vector (colqwen2_5)": "colqwen2_5", "dense (biqwen2_5)": "biq
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run (the budget)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (batch order, LoRA init)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="training seeds (batch order, LoRA init)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--temperature", type=float, default=0.05)
@@ -82,7 +84,9 @@ def main() -> None:
                     (family_name, arm, statistics.mean(before), statistics.mean(after), statistics.mean(mrr),
                      statistics.mean(negatives))
                 )  # fmt: skip
-    print(f"held-out R@1 after {args.steps} steps (batch {args.batch_size}, seeds {args.seeds}), chance 0.125")
+    print(
+        f"held-out R@1 after {args.steps} steps (batch {args.batch_size}, seeds {args.seeds}), chance 0.125"
+    )
     print(f"{'model':28} {'arm':30} {'R@1 before':>10} {'R@1 after':>10} {'MRR@10':>8} {'negatives':>9}")
     for family_name, arm, before, after, mrr, negatives in rows:
         print(f"{family_name:28} {arm:30} {before:10.3f} {after:10.3f} {mrr:8.3f} {negatives:9.0f}")

@@ -79,7 +79,12 @@ def test_learns_reloads_and_reproduces_embeddings(
 ) -> None:
     index = request.getfixturevalue(f"{which}_index")
     result = mmembed.train(
-        index, colour_pages.pairs, tmp_path / "adapter", eval_pairs=colour_pages.held_out, **LEARNING
+        index,
+        colour_pages.pairs,
+        tmp_path / "adapter",
+        eval_pairs=colour_pages.held_out,
+        merge=which == "multi",
+        **LEARNING,
     )
     print(result.table())
     assert result.before is not None and result.after is not None
@@ -111,6 +116,14 @@ def test_learns_reloads_and_reproduces_embeddings(
     ):
         assert mine.shape == theirs.shape
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+
+    if which == "multi":  # --merge: a full checkpoint that loads and gives the same vectors
+        assert result.merged is not None
+        merged = mmembed.load_encoder(result.merged)
+        assert merged.info.family == "colqwen2_5"
+        torch.testing.assert_close(
+            merged.encode_queries(queries)[0], reloaded.encode_queries(queries)[0], atol=1e-5, rtol=0
+        )
 
     # The old index refuses the new model, and says how to re-index.
     old = mmembed.open_index(index, create=False)

@@ -121,7 +121,9 @@ def train(
     try:
         import accelerate  # noqa: F401 - transformers' Trainer needs it
     except ImportError as err:
-        raise TrainError("training runs on transformers' Trainer, which needs accelerate: pip install 'mmembed-core[train]'") from err
+        raise TrainError(
+            "training runs on transformers' Trainer, which needs accelerate: pip install 'mmembed-core[train]'"
+        ) from err
     out = Path(out).expanduser().absolute()
     opened = None
     if not isinstance(index, IndexBackend):
@@ -442,7 +444,7 @@ def _train(
         steps=steps,
         train_pairs=len(split.train),
         held_out_pairs=len(split.held_out),
-        negatives=summary_data["negatives"],
+        negatives=sum(len(row.negatives) for row in mined),
         resumed_from=resume_from,
         before=before,
         after=after,
