@@ -31,7 +31,7 @@ from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
 from ..types import MMEmbedError, PageRecord
 from . import output
-from .families import TrainableEncoder, UntrainableFamilyError, refusal
+from .families import NOT_YET, TrainableEncoder, UntrainableFamilyError, refusal
 from .heldout import evaluate_held_out
 from .mining import MinedQuery, mine_hard_negatives, write_mined
 from .pages import PageImages
@@ -242,6 +242,11 @@ def _train(
 
     index_path = str(getattr(index, "path", index.encoder.name))
     refuse_remote_code(index.encoder.name, index.encoder.family)
+    if index.encoder.family in NOT_YET:  # refused before the model is even loaded
+        raise UntrainableFamilyError(
+            f"the index's model {index.encoder.name!r} (family {index.encoder.family}) cannot be fine-tuned: "
+            f"{NOT_YET[index.encoder.family]}"
+        )
     all_records = list(index.records())
     records: dict[str, PageRecord] = {r.id: r for r in all_records}
     pairs = read_pairs(pairs_path, all_records, index_path=index_path)

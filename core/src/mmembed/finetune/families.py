@@ -34,6 +34,23 @@ LANGUAGE_MODEL_NAMES = ("language_model", "text_model")
 HEAD = "custom_text_proj"
 
 
+TRAINABLE_FAMILIES = frozenset(
+    {"colqwen2_5", "biqwen2_5", "colqwen2", "biqwen2", "colqwen3", "colpali", "colidefics3"}
+)
+"""Families whose saved adapter reloads into the in-training model (checked on tiny checkpoints)."""
+NOT_YET = {
+    "colpali_hf": "mmembed does not load LoRA adapters over transformers-native ColPali checkpoints yet",
+    "colqwen2_hf": "mmembed does not load LoRA adapters over transformers-native ColQwen2 checkpoints yet",
+    "dse_qwen2": (
+        "an adapter over a DSE checkpoint would load as BiQwen2 (another prompt recipe), not as DSE"
+    ),
+    "nemotron_colembed": (
+        "its bidirectional backbone reloaded from an adapter does not reproduce the in-training "
+        "vectors yet (off by 1e-2 on the tiny checkpoint)"
+    ),
+}
+
+
 class UntrainableFamilyError(MMEmbedError):
     """The index's model family cannot be fine-tuned by ``mmembed train``."""
 
@@ -49,7 +66,7 @@ class TrainableEncoder:
     """An encoder's trainable module and its inputs (see module docstring)."""
 
     def __init__(self, encoder: Encoder) -> None:
-        if not isinstance(encoder, VLMEncoder):
+        if not isinstance(encoder, VLMEncoder) or encoder.info.family not in TRAINABLE_FAMILIES:
             raise refusal(encoder)
         self.encoder = encoder
         self.module: nn.Module = encoder.model
@@ -70,6 +87,10 @@ class TrainableEncoder:
     def query_inputs(self, queries: list[str]) -> dict[str, torch.Tensor]:
         encoder = self.encoder
         items = [encoder._text_item(encoder.recipe.query, q, f"query {i}") for i, q in enumerate(queries)]
+        if any(item.image is not None for item in items):  # DSE pairs text with a blank image
+            return encoder.image_inputs(
+                [item.text for item in items], [item.image for item in items if item.image]
+            )
         return encoder.text_inputs([item.text for item in items])
 
     def page_inputs(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
@@ -105,7 +126,11 @@ def language_model_prefix(module: nn.Module, family: str) -> str:
 
 def refusal(encoder: Encoder) -> UntrainableFamilyError:
     family = encoder.info.family
-    if family == "remote_code":
+    if family in NOT_YET:
+        why = (
+            NOT_YET[family] + "; pick a family mmembed trains (" + ", ".join(sorted(TRAINABLE_FAMILIES)) + ")"
+        )
+    elif family == "remote_code":
         why = (
             "it runs the checkpoint's own code (trust_remote_code), so mmembed cannot tell which modules "
             "are the language model nor reproduce its training inputs; fine-tune it with its authors' "
