@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ import mmembed
 from mmembed_testing import make_tiny_checkpoint
 from mmembed_testing.colour_pages import DPI, write_colour_pages
 
-ARMS = {
+ARMS: dict[str, dict[str, Any]] = {
     "hard negatives + same-source": {"negatives": 2, "sampling": "same-source"},
     "in-batch only (shuffled)": {"negatives": 0, "sampling": "shuffle"},
 }
@@ -88,8 +89,8 @@ def main() -> None:
         f"held-out R@1 after {args.steps} steps (batch {args.batch_size}, seeds {args.seeds}), chance 0.125"
     )
     print(f"{'model':28} {'arm':30} {'R@1 before':>10} {'R@1 after':>10} {'MRR@10':>8} {'negatives':>9}")
-    for family_name, arm, before, after, mrr, negatives in rows:
-        print(f"{family_name:28} {arm:30} {before:10.3f} {after:10.3f} {mrr:8.3f} {negatives:9.0f}")
+    for family_name, arm, r1_before, r1_after, mrr_after, mined in rows:
+        print(f"{family_name:28} {arm:30} {r1_before:10.3f} {r1_after:10.3f} {mrr_after:8.3f} {mined:9.0f}")
     ratios = []
     for family_name in FAMILIES:
         recipe, baseline = (r for r in rows if r[0] == family_name)

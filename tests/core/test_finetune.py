@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from mmembed.finetune import PairsError, TrainError, UntrainableFamilyError
 from mmembed_testing.colour_pages import DPI, ColourPages, write_colour_pages
 
 # Small steps of a tiny model: one thread each avoids waiting on the other core (2-core CI).
-LEARNING = {
+LEARNING: dict[str, Any] = {
     "max_steps": 40,
     "batch_size": 8,
     "learning_rate": 2e-3,
@@ -287,7 +288,7 @@ def test_a_family_whose_adapter_would_not_reload_is_refused_up_front(
 ) -> None:
     index, _ = tiny_nemotron_index
     out = tmp_path / "adapter"
-    with pytest.raises(UntrainableFamilyError, match="nemotron_colembed.*does not reproduce"):
+    with pytest.raises(UntrainableFamilyError, match=r"nemotron_colembed.*does not reproduce"):
         mmembed.train(index, colour_pages.pairs, out)
     assert not out.exists()
 
