@@ -64,6 +64,7 @@ def test_the_rules_catch_an_upward_import_a_plugin_import_and_a_circle(tmp_path:
         "scoring",
         "explain",
     ]
+    layers += ["pixels", "fingerprint"]
     package = tmp_path / "src" / "mmembed"
     (package / "index").mkdir(parents=True)
     (package / "__init__.py").write_text("")
