@@ -20,9 +20,9 @@ count). Compaction moves vectors, not rows, so the graph stays valid.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,9 @@ import numpy as np
 import torch
 
 from ..types import MMEmbedError
+from . import safe_files
 from .format import fsync_dir, write_json_atomic
+from .integrity import IndexDamageWarning
 
 ANN_DIR = "ann"
 META = "graph.json"
@@ -86,7 +88,8 @@ class GraphState:
 
 def read_state(folder: Path) -> GraphState:
     try:
-        data = json.loads((folder / ANN_DIR / META).read_text(encoding="utf-8"))
+        with safe_files.opened(folder, f"{ANN_DIR}/{META}") as fd, open(fd, "rb", closefd=False) as fh:
+            data = json.loads(fh.read().decode("utf-8"))
         file, covers = data["file"], int(data["covers_row"])
     except FileNotFoundError:
         return GraphState(None, 0)
@@ -105,11 +108,11 @@ def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> Gra
     to a new graph file and switch ``graph.json`` to it. Caller holds the writer lock."""
     Index = _usearch()
     ann = folder / ANN_DIR
-    ann.mkdir(exist_ok=True)
-    state = read_state(folder)
+    safe_files.mkdir(folder, ANN_DIR)
+    state = usable_state(folder)
     graph = Index(ndim=dim, metric="ip", dtype="f16", multi=True)
     if state.file is not None:
-        graph.load(str(ann / state.file))
+        graph.load(load_graph_bytes(folder, state.file))
     centroids = [pooled(v) for _, v in pages]
     keys = np.repeat(np.array([r for r, _ in pages], dtype=np.uint64), [c.shape[0] for c in centroids])
     if len(keys):
@@ -119,30 +122,78 @@ def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> Gra
         graph.add(keys, np.concatenate(centroids), threads=1)
     covers = max([state.covers_row, *(r for r, _ in pages)])
     name = f"graph-{covers:012d}.usearch"
-    tmp = ann / f".{name}.{os.getpid()}.tmp"
-    graph.save(str(tmp))
-    fd = os.open(tmp, os.O_RDONLY)
+    tmp = f"{ANN_DIR}/.{name}.{os.getpid()}.tmp"
+    fd = safe_files.create_new(folder, tmp)  # the graph goes through our descriptor, not a path
     try:
+        safe_files.write_all(fd, 0, graph.save())
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, ann / name)
+    safe_files.rename(folder, tmp, f"{ANN_DIR}/{name}")
     fsync_dir(ann)
-    write_json_atomic(ann / META, {"file": name, "covers_row": covers, "centroids": CENTROIDS})
+    write_json_atomic(ann / META, {"file": name, "covers_row": covers, "centroids": CENTROIDS}, root=folder)
     remove_unreferenced(folder)
     return GraphState(name, covers)
 
 
 def remove_unreferenced(folder: Path) -> None:
     """Delete graph files ``graph.json`` does not name (a killed build's, replaced ones)."""
-    ann = folder / ANN_DIR
-    if not ann.is_dir():
+    if not safe_files.is_dir(folder, ANN_DIR):
         return
     keep = {META, read_state(folder).file}
-    for entry in ann.iterdir():
-        if entry.name not in keep and (entry.name.startswith(("graph-", ".graph-"))):
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
+    for name in safe_files.listdir(folder, ANN_DIR):
+        if name not in keep and name.startswith(("graph-", ".graph-")):
+            safe_files.remove(folder, f"{ANN_DIR}/{name}", missing_ok=True)
+
+
+class GraphDamagedError(MMEmbedError):
+    """The graph file ``graph.json`` names is missing or cannot be loaded."""
+
+
+def open_graph(folder: Path, file: str) -> Any:
+    """The memory-mapped graph ``ann/<file>``; :class:`GraphDamagedError` when it is missing
+    or not a usearch graph (a link is refused, never followed)."""
+    Index = _usearch()
+    try:
+        present = safe_files.check_plain(folder, f"{ANN_DIR}/{file}")
+    except safe_files.UnsafeIndexFileError as exc:
+        raise GraphDamagedError(f"{_graph_problem(folder, file)}: {exc}") from exc
+    if not present:
+        raise GraphDamagedError(f"{_graph_problem(folder, file)}: the file is missing")
+    try:
+        graph = Index.restore(str(folder / ANN_DIR / file), view=True)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise GraphDamagedError(f"{_graph_problem(folder, file)}: {exc}") from exc
+    if graph is None:
+        raise GraphDamagedError(f"{_graph_problem(folder, file)}: not a usearch graph")
+    return graph
+
+
+def _graph_problem(folder: Path, file: str) -> str:
+    return (
+        f"the HNSW graph {folder / ANN_DIR / file} of the index at {folder} cannot be used, so every "
+        "page is scanned exactly (correct, slower) until the next write rebuilds it "
+        "(`mmembed index --repair --index FOLDER`)"
+    )
+
+
+def usable_state(folder: Path) -> GraphState:
+    """:func:`read_state`, or an empty state (the next extension rebuilds the whole graph)
+    when the named graph file is missing or damaged. Caller holds the writer lock."""
+    state = read_state(folder)
+    if state.file is None:
+        return state
+    try:
+        open_graph(folder, state.file)
+    except GraphDamagedError:
+        return GraphState(None, 0)
+    return state
+
+
+def load_graph_bytes(folder: Path, file: str) -> bytes:
+    """The bytes of ``ann/<file>``, read without following a link."""
+    with safe_files.opened(folder, f"{ANN_DIR}/{file}") as fd, open(fd, "rb", closefd=False) as fh:
+        return fh.read()
 
 
 class GraphReader:
@@ -153,12 +204,18 @@ class GraphReader:
         self._open: tuple[str, Any] | None = None
 
     def state_and_graph(self) -> tuple[GraphState, Any | None]:
+        """The graph and what it covers; a missing or damaged graph file covers nothing (every
+        page is scanned exactly, with a warning) until the next write rebuilds it."""
         state = read_state(self.folder)
         if state.file is None:
             return state, None
         if self._open is None or self._open[0] != state.file:
-            Index = _usearch()
-            self._open = (state.file, Index.restore(str(self.folder / ANN_DIR / state.file), view=True))
+            try:
+                graph = open_graph(self.folder, state.file)
+            except GraphDamagedError as exc:
+                warnings.warn(str(exc), IndexDamageWarning, stacklevel=4)
+                return GraphState(None, 0), None
+            self._open = (state.file, graph)
         return state, self._open[1]
 
     def clear(self) -> None:

@@ -17,7 +17,6 @@ next writer (``add``/``compact``) of a binary index writes the missing codes to 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import hamming
+from . import hamming, safe_files
 from .codecs import Rows
 from .search import Locations, ViewFn, _chunks
-from .segments import append_rows
+from .segments import append_rows, map_rows
 
 DEFAULT_CANDIDATES = 200
 """Pages per query scored exactly after the first stage when ``candidates`` is not given,
@@ -81,12 +80,13 @@ def write_codes(
     the writer lock; like the vectors, the codes become reachable only with the commit.
     ``committed()`` gives the segment's committed vectors, ``(committed_rows, dim)``.
     """
-    path = seg_dir / codes_name(segment_file)
+    root, rel = seg_dir.parent, f"{seg_dir.name}/{codes_name(segment_file)}"
     row_bytes = code_words(dim) * 8
     try:
-        have = path.stat().st_size // row_bytes
+        size: int | None = safe_files.size(root, rel)
     except FileNotFoundError:
-        have = 0
+        size = None
+    have = (size or 0) // row_bytes
     start = min(have, committed_rows)
     parts = []
     if start < committed_rows:
@@ -94,20 +94,20 @@ def write_codes(
     if new_vectors is not None and new_vectors.shape[0]:
         parts.append(binary_codes(new_vectors))  # (batch rows, words)
     if not parts:
-        if path.exists() and path.stat().st_size != committed_rows * row_bytes:
-            os.truncate(path, committed_rows * row_bytes)
+        if size is not None and size != committed_rows * row_bytes:
+            safe_files.truncate(root, rel, committed_rows * row_bytes)
         return
     data = np.ascontiguousarray(np.concatenate(parts))
-    append_rows(path, start * row_bytes, data.data.cast("B"))
+    append_rows(root, rel, start * row_bytes, data.data.cast("B"))
 
 
 def cut_codes_tail(seg_dir: Path, segment_file: str, committed_rows: int, dim: int) -> None:
     """Drop codes past the committed rows (a crashed batch); a shorter file is allowed."""
-    path = seg_dir / codes_name(segment_file)
+    root, rel = seg_dir.parent, f"{seg_dir.name}/{codes_name(segment_file)}"
     committed_bytes = committed_rows * code_words(dim) * 8
     try:
-        if path.stat().st_size > committed_bytes:
-            os.truncate(path, committed_bytes)
+        if safe_files.size(root, rel) > committed_bytes:
+            safe_files.truncate(root, rel, committed_bytes)
     except FileNotFoundError:
         pass
 
@@ -145,10 +145,10 @@ class BinaryCodes:
 
     def _map(self, seg_id: int, file: str, rows: int) -> np.ndarray | None:
         assert self.seg_dir is not None
-        path = self.seg_dir / codes_name(file)
+        root, rel = self.seg_dir.parent, f"{self.seg_dir.name}/{codes_name(file)}"
         words = self.words
         try:
-            covered = path.stat().st_size // (words * 8)
+            covered = safe_files.size(root, rel) // (words * 8)
         except FileNotFoundError:
             return None
         if covered < rows:
@@ -157,7 +157,7 @@ class BinaryCodes:
         # file may end in a crashed batch's codes.
         # Copy-on-write like the segment maps: a writable array (nothing writes through it),
         # so the compiled scan sees one array type, mapped or in memory.
-        codes = np.memmap(path, dtype=np.uint64, mode="c", shape=(rows, words))
+        codes = map_rows(root, rel, np.uint64, (rows, words))
         self._mapped[seg_id] = (file, rows, codes)
         self._memory.pop(seg_id, None)
         return codes

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..types import EncoderInfo, MMEmbedError
+from . import safe_files
 from .codecs import CODECS, Codec, codec
 from .errors import IndexFormatError
 
@@ -172,19 +173,26 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file, fsync it, rename it over ``path``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_json_atomic(path: Path, data: dict[str, Any], *, root: Path | None = None) -> None:
+    """Write to a temporary file, fsync it, rename it over ``path``, fsync the folder.
+
+    ``root`` (default: ``path``'s folder) is the index folder: below it no link is followed,
+    so a link planted at the temporary name, at ``path`` or on the way is never written through.
+    """
+    root = path.parent if root is None else root
+    rel = path.relative_to(root).as_posix()
+    tmp = (path.parent / f".{path.name}.{os.getpid()}.tmp").relative_to(root).as_posix()
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = safe_files.create_new(root, tmp)
+        with open(fd, "w", encoding="utf-8", closefd=True) as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        safe_files.rename(root, tmp, rel)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            safe_files.remove(root, tmp)
     fsync_dir(path.parent)
 
 

@@ -26,7 +26,7 @@ import torch
 
 from ..scoring import EmbeddingsLike, Ragged, as_ragged
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
-from . import ann, integrity
+from . import ann, integrity, safe_files
 from . import format as fmt
 from .codecs import Rows
 from .compact import compact_segments
@@ -239,12 +239,10 @@ class LocalIndex:
                 fmt.DATABASE + "-shm",
                 fmt.DATABASE + "-journal",
             ):
-                with contextlib.suppress(FileNotFoundError):
-                    (self.path / name).unlink()
-            seg_dir = self.path / fmt.SEGMENTS_DIR
-            seg_dir.mkdir(exist_ok=True)
-            for leftover in seg_dir.iterdir():
-                leftover.unlink()
+                safe_files.remove(self.path, name, missing_ok=True)
+            safe_files.mkdir(self.path, fmt.SEGMENTS_DIR)
+            for leftover in safe_files.listdir(self.path, fmt.SEGMENTS_DIR):
+                safe_files.remove(self.path, f"{fmt.SEGMENTS_DIR}/{leftover}")
             fmt.create_database(self.path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
             fmt.fsync_dir(self.path)
             manifest = fmt.Manifest(
@@ -324,7 +322,7 @@ class LocalIndex:
             states = integrity.check_segments(self._conn, self.path, self.encoder, self._dtype)
             if states:
                 last = states[-1]
-                cut_uncommitted_tail(last.path, last.committed_bytes)
+                cut_uncommitted_tail(self.path, _in_segments(last.path.name), last.committed_bytes)
                 cut_codes_tail(
                     seg_dir, last.path.name, last.committed_bytes // self._row_bytes, self.encoder.dim
                 )
@@ -332,11 +330,9 @@ class LocalIndex:
         referenced = {state.path.name for state in states}
         referenced |= {codes_name(name) for name in referenced}
         removed = False
-        for entry in seg_dir.iterdir():
-            if entry.name not in referenced and (
-                integrity.is_segment_name(entry.name) or is_codes_name(entry.name)
-            ):
-                entry.unlink()
+        for name in safe_files.listdir(self.path, fmt.SEGMENTS_DIR):
+            if name not in referenced and (integrity.is_segment_name(name) or is_codes_name(name)):
+                safe_files.remove(self.path, _in_segments(name))
                 removed = True
         if removed:
             fmt.fsync_dir(seg_dir)
@@ -403,7 +399,10 @@ class LocalIndex:
             )
         with self._mutex:
             self.lock_for_writing()
-            covers = ann.read_state(self.path).covers_row
+            state = ann.usable_state(self.path)
+            # A damaged or missing graph file is rebuilt from every page on the next write.
+            force = force or state.file != ann.read_state(self.path).file
+            covers = state.covers_row
             with integrity.sqlite_errors(self.path):
                 waiting = self._conn.execute(
                     "SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE row > ? AND n_vectors > 0 ORDER BY row",
@@ -488,7 +487,10 @@ class LocalIndex:
             if seg_path is not None:
                 conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (offset, seg_id))
                 # The vectors must be durable before the commit that makes them reachable.
-                append_rows(seg_path, committed_bytes, batch.vectors.data.cast("B"))  # raw row bytes
+                # raw row bytes
+                append_rows(
+                    self.path, _in_segments(seg_path.name), committed_bytes, batch.vectors.data.cast("B")
+                )
                 if self._stores_codes:  # and so must their codes
                     self._append_codes(seg_id, seg_path, committed_rows, batch.vectors)
             committing = True
@@ -530,7 +532,7 @@ class LocalIndex:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seg_id'", (seg_id + 1,))
         conn.execute("INSERT INTO segments(seg_id, file, committed_rows) VALUES (?, ?, 0)", (seg_id, file))
         seg_dir = self.path / fmt.SEGMENTS_DIR
-        os.close(os.open(seg_dir / file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644))
+        os.close(safe_files.create_new(self.path, _in_segments(file)))
         fmt.fsync_dir(seg_dir)
         return seg_id, file, 0, True
 
@@ -538,11 +540,11 @@ class LocalIndex:
         """Best effort; the next writer's recovery does the same if this fails."""
         if seg_path is None:
             return
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, MMEmbedError):
             if created:
-                seg_path.unlink()
-            elif seg_path.stat().st_size > committed_bytes:
-                os.truncate(seg_path, committed_bytes)
+                safe_files.remove(self.path, _in_segments(seg_path.name))
+            elif safe_files.size(self.path, _in_segments(seg_path.name)) > committed_bytes:
+                safe_files.truncate(self.path, _in_segments(seg_path.name), committed_bytes)
 
     def _write_error(self, action: str, exc: BaseException) -> IndexWriteError:
         full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
@@ -931,6 +933,11 @@ class LocalIndex:
             "first_stage": self.first_stage,
             "bytes": int(size),
         }
+
+
+def _in_segments(name: str) -> str:
+    """``segments/<name>``: a segment or codes file's path relative to the index folder."""
+    return f"{fmt.SEGMENTS_DIR}/{name}"
 
 
 def _record(r: tuple[Any, ...]) -> PageRecord:
