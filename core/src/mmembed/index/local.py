@@ -141,6 +141,10 @@ class LocalIndex:
         self._folder_readonly = not readonly and not (
             os.access(self.path, os.W_OK) and os.access(db_path, os.W_OK)
         )
+        # SQLite opens these by path and follows links: refuse links before it does.
+        safe_files.check_database_files(
+            self.path, fmt.DATABASE, writer=not (readonly or self._folder_readonly)
+        )
         with integrity.sqlite_errors(self.path):
             self._conn = fmt.connect(db_path, readonly=readonly or self._folder_readonly)
         try:

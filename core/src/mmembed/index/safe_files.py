@@ -236,7 +236,36 @@ def check_plain(root: Path, rel: str | os.PathLike[str], *, single_name: bool = 
     return True
 
 
-def path_via_fd(dir_fd: int, name: str) -> str:
-    """A path to ``name`` in the folder ``dir_fd`` that the kernel resolves through the
-    descriptor (Linux ``/proc/self/fd``): for libraries that only take a path."""
-    return f"/proc/self/fd/{dir_fd}/{name}"
+def check_database_files(root: Path, database: str, *, writer: bool) -> None:
+    """SQLite opens ``database`` and its ``-wal``, ``-shm`` and ``-journal`` files by path,
+    following links, and writes the ``-shm`` even for a read-only connection: refuse a link
+    at any of them (and a hard link at any a connection may write) before connecting."""
+    check_plain(root, database, single_name=writer)
+    for suffix in ("-wal", "-shm", "-journal"):
+        check_plain(root, database + suffix, single_name=True)
+
+
+def check_tree(root: Path, rel: str | os.PathLike[str]) -> None:
+    """Refuse when anything under the folder ``root/rel`` is a link (symbolic, or a hard-linked
+    file): for an engine that writes inside the folder by path (qdrant-edge's shard)."""
+    parts = _parts(rel)
+    with _folder(root, parts, "/".join(parts)) as top:
+        _check_below(root, "/".join(parts), top)
+
+
+def _check_below(root: Path, rel: str, dir_fd: int) -> None:
+    for entry in os.scandir(dir_fd):
+        name = f"{rel}/{entry.name}"
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            raise _unsafe(root, name, "is a symbolic link")
+        if stat.S_ISDIR(st.st_mode):
+            child = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                _check_below(root, name, child)
+            finally:
+                os.close(child)
+        elif not stat.S_ISREG(st.st_mode):
+            raise _unsafe(root, name, "is not a regular file")
+        elif st.st_nlink > 1:
+            raise _unsafe(root, name, f"is a hard link ({st.st_nlink} names share its data)")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmembed.index import IndexFormatError, IndexLockedError, IndexNotFoundError
+from mmembed.index import IndexFormatError, IndexLockedError, IndexNotFoundError, safe_files
 from mmembed.index.local import _check_encoder
 from mmembed.index.lock import WriterLock
 from mmembed.types import EncoderInfo, MMEmbedError
@@ -133,7 +133,8 @@ class QdrantEdgeIndex(QdrantPages):
     def _read_manifest(self) -> Any:
         manifest = self.path / MANIFEST
         try:
-            return json.loads(manifest.read_text(encoding="utf-8"))
+            with safe_files.opened(self.path, MANIFEST) as fd, open(fd, "rb", closefd=False) as fh:
+                return json.loads(fh.read().decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise IndexFormatError(
                 f"the qdrant-edge index at {self.path} is damaged: {manifest} is unreadable ({exc}). "
@@ -161,6 +162,8 @@ class QdrantEdgeIndex(QdrantPages):
                             f"the qdrant-edge index at {self.path} is damaged: its {SHARD}/ folder is missing. "
                             "Restore it from a backup or re-index; nothing was written."
                         )
+                    # The engine writes inside the shard by path: no link may lead it outside.
+                    safe_files.check_tree(self.path, SHARD)
                     return self._qe.EdgeShard.load(str(self.path / SHARD)), lock
                 if set(os.listdir(self.path)) - {LOCK}:
                     raise IndexFormatError(
@@ -197,12 +200,12 @@ class QdrantEdgeIndex(QdrantPages):
                 shard.update(qe.UpdateOperation.create_field_index(key, schemas[kind]))
             shard.flush()
             # The manifest last, atomically: a folder holding it always holds a whole shard.
-            tmp = self.path / f".{MANIFEST}.tmp"
-            with open(tmp, "w", encoding="utf-8") as out:
+            tmp = f".{MANIFEST}.tmp"
+            with open(safe_files.create_new(self.path, tmp), "w", encoding="utf-8") as out:
                 json.dump(identity(encoder, keep_thumbnails), out)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, self.path / MANIFEST)
+            safe_files.rename(self.path, tmp, MANIFEST)
         except BaseException:
             shard.close()
             raise
