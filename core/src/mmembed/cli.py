@@ -304,6 +304,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         model=args.model,
         max_k=args.max_k,
+        allowed_host=args.allowed_host or (),
         **_encoder_options(args),
     )
     return 0
@@ -641,6 +642,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-k", type=int, default=50, help="largest k a request may ask for (default 50)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (repeatable; default: the bound "
+        "address and loopback names only, against DNS rebinding)",
+    )
     model_args(p)
     p.set_defaults(func=cmd_serve)
 
