@@ -3,7 +3,12 @@ a read-only folder's unreadable WAL, an older index's segment sizes. Random vect
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +40,8 @@ def test_an_int8_scale_no_writer_stores_ranks_the_page_last(tmp_path: Path, scal
     raw = np.fromfile(seg, dtype=np.uint8).reshape(-1, DIM + 4)  # (rows, dim + scale)
     raw[off : off + n, DIM:] = np.array([scale], dtype="<f4").view(np.uint8)
     raw.tofile(seg)
-    with open_index(ix, readonly=True) as index:
-        with pytest.warns(IndexDamageWarning, match=repr(pid)):
-            hits = index.search(query(), k=12)[0]
+    with open_index(ix, readonly=True) as index, pytest.warns(IndexDamageWarning, match=repr(pid)):
+        hits = index.search(query(), k=12)[0]
     assert hits[-1].id == pid and len(hits) == 12
 
 
@@ -47,3 +51,60 @@ def test_int8_storage_bounds_what_it_takes() -> None:
         int8.encode(np.full((1, DIM), 1e7, dtype=np.float32))
     tiny = int8.encode(np.full((1, DIM), 1e-35, dtype=np.float32))  # a token of (practically) zeros
     assert (int8.rows(torch.from_numpy(tiny))[:] == 0).all()
+
+
+# ---------------------------------------------------------------- item 6: read-only WAL without -shm
+
+_STALE_SCRIPT = """
+import sys, warnings
+from mmembed.index import open_index
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    with open_index(sys.argv[1], readonly=True) as ix:
+        print(ix.count())
+print(" | ".join(f"{w.category.__name__}: {w.message}" for w in caught))
+"""
+
+
+def _read_only_run(folder: Path, script: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", textwrap.dedent(script), str(folder)]
+    if os.geteuid() == 0:  # root ignores permissions: a read-only bind mount
+        if shutil.which("unshare") is None:
+            pytest.skip("running as root without unshare: cannot make a read-only folder")
+        command = [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            'mount --bind -o ro "$0" "$0" && exec "$@"',
+            str(folder),
+            *command,
+        ]
+    else:
+        for path in [folder, *folder.rglob("*")]:
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    try:
+        done = subprocess.run(["timeout", "60", *command], capture_output=True, text=True, check=False)
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    if "mount" in done.stderr and done.returncode != 0 and not done.stdout:
+        pytest.skip(f"cannot bind-mount read-only here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_read_only_folder_with_unreadable_wal_frames_warns(tmp_path: Path) -> None:
+    ix, copy = tmp_path / "ix", tmp_path / "copy"
+    with open_index(ix, MULTI) as index:
+        index.add(make_pages(21))
+        index._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        index.add(make_pages(5, start=21))  # committed, still in the WAL while the writer is open
+        shutil.copytree(ix, copy, ignore=shutil.ignore_patterns("*-shm", "lock"))
+    assert (copy / "index.sqlite-wal").stat().st_size > 32
+    lines = _read_only_run(copy, _STALE_SCRIPT).stdout.splitlines()
+    assert lines[0] == "21"  # what an immutable open can see ...
+    assert "IndexStaleWarning" in lines[1] and "index.sqlite-wal" in lines[1]  # ... and it says so
+    (copy / "index.sqlite-wal").unlink()  # a clean folder: no warning
+    lines = _read_only_run(copy, _STALE_SCRIPT).stdout.splitlines()
+    assert lines == ["21", ""] or lines == ["21"]

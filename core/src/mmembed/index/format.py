@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from ..types import EncoderInfo, MMEmbedError
 from . import safe_files
 from .codecs import CODECS, Codec, codec
-from .errors import IndexFormatError
+from .errors import IndexFormatError, IndexStaleWarning
 
 FORMAT_NAME = "mmembed-index"
 FORMAT_VERSION = 2
@@ -261,11 +262,35 @@ def _connect_readonly(db_path: Path) -> sqlite3.Connection:
         conn.close()
         if os.access(db_path.parent, os.W_OK) and os.access(db_path, os.W_OK):
             raise  # a writable folder: the problem is elsewhere, report it
+    _warn_unreadable_wal(db_path)
     conn = sqlite3.connect(
         f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False
     )
     conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+WAL_HEADER_BYTES = 32
+
+
+def _warn_unreadable_wal(db_path: Path) -> None:
+    """An immutable open ignores the write-ahead log: say so when it holds frames (batches
+    committed by a writer whose log was never checkpointed, copied without its ``-shm``)."""
+    wal = db_path.with_name(db_path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except OSError:
+        return
+    if size > WAL_HEADER_BYTES:
+        warnings.warn(
+            f"the index at {db_path.parent} is read-only and its {wal.name} holds {size} bytes of "
+            f"committed changes that cannot be read without {db_path.name}-shm and write access: "
+            "searches see the index as it was before them (recent pages may be missing). Open it "
+            "once where the folder is writable (that folds the log into the index), or copy the "
+            "folder somewhere writable.",
+            IndexStaleWarning,
+            stacklevel=4,
+        )
 
 
 def create_database(db_path: Path, *, dim: int, dtype: str, kind: str) -> None:
