@@ -3,7 +3,9 @@ at the lock, in the shard or at the shard itself is refused before the engine op
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 pytest.importorskip("qdrant_edge")
 
 from mmembed.cli import main
+from mmembed.index import IndexDamagedError
 from mmembed.index.safe_files import UnsafeIndexFileError
 from mmembed_qdrant import QdrantEdgeIndex
 from mmembed_testing.backend_contract import MULTI, make_pages
@@ -63,3 +66,35 @@ def test_links_inside_or_at_the_shard_are_refused(edge: Path, victim: Path, tmp_
     with pytest.raises(UnsafeIndexFileError, match="shard is a symbolic link"):
         QdrantEdgeIndex(edge, MULTI)
     assert victim.read_bytes() == VICTIM
+
+
+def test_lost_segment_data_is_an_error_not_fewer_pages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, old = tmp_path / "edge", tmp_path / "old-shard"
+    with QdrantEdgeIndex(path, MULTI) as index:
+        index.add(make_pages(5))
+    shutil.copytree(path / "shard", old)
+    with QdrantEdgeIndex(path, MULTI) as index:
+        index.add(make_pages(16, start=5))
+    shutil.rmtree(path / "shard")  # the segments of 16 pages lost: an older shard put back
+    shutil.copytree(old, path / "shard")
+    assert main(["info", "--index", f"qdrant-edge://{path}"]) == 1
+    err = capsys.readouterr().err
+    assert "damaged: the shard holds 5 pages but mmembed committed 21" in err and "Traceback" not in err
+    with pytest.raises(IndexDamagedError, match="committed 21"):
+        QdrantEdgeIndex(path, MULTI, readonly=True)
+
+
+@pytest.mark.parametrize(("key", "value"), [("dim", 32), ("kind", "single")])
+def test_an_edited_manifest_is_refused_before_any_write(
+    edge: Path, key: str, value: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = json.loads((edge / "mmembed.json").read_text())
+    manifest["encoder"][key] = value
+    (edge / "mmembed.json").write_text(json.dumps(manifest))
+    before = {p: p.read_bytes() for p in (edge / "shard").rglob("*") if p.is_file()}
+    assert main(["delete", "--index", f"qdrant-edge://{edge}", "--source", "doc0.pdf"]) == 1
+    err = capsys.readouterr().err
+    assert "damaged: mmembed.json describes" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in (edge / "shard").rglob("*") if p.is_file()} == before
