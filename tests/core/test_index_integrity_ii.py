@@ -3,6 +3,7 @@ a read-only folder's unreadable WAL, an older index's segment sizes. Random vect
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -15,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from mmembed.cli import main
 from mmembed.index import open_index
 from mmembed.index.codecs import codec
+from mmembed.index.errors import IndexDamagedError
 from mmembed.index.integrity import IndexDamageWarning
 from mmembed_testing.backend_contract import DIM, MULTI, make_pages
 
@@ -57,7 +60,9 @@ def test_int8_storage_bounds_what_it_takes() -> None:
 
 _STALE_SCRIPT = """
 import sys, warnings
+from mmembed.cli import main
 from mmembed.index import open_index
+from mmembed.index.errors import IndexDamagedError
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     with open_index(sys.argv[1], readonly=True) as ix:
@@ -108,3 +113,58 @@ def test_a_read_only_folder_with_unreadable_wal_frames_warns(tmp_path: Path) -> 
     (copy / "index.sqlite-wal").unlink()  # a clean folder: no warning
     lines = _read_only_run(copy, _STALE_SCRIPT).stdout.splitlines()
     assert lines == ["21", ""] or lines == ["21"]
+
+
+# ---------------------------------------------------------------- item 5: indexes older than the recorded shape
+
+
+def _legacy(folder: Path) -> None:
+    """Make ``folder`` look like an index written before SQLite recorded dim/dtype/kind."""
+    conn = sqlite3.connect(folder / "index.sqlite")
+    conn.execute("DELETE FROM meta WHERE key IN ('dim', 'dtype', 'kind')")
+    conn.commit()
+    conn.close()
+
+
+def _edit_dim(folder: Path, dim: int) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["encoder"]["dim"] = dim
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_older_index_with_a_halved_dim_is_neither_cut_nor_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ix = tmp_path / "ix"
+    with open_index(ix, MULTI) as index:
+        index.add(make_pages(9))
+    _legacy(ix)
+    _edit_dim(ix, DIM // 2)
+    (seg,) = (ix / "segments").iterdir()
+    before = seg.read_bytes()
+    assert main(["delete", "--index", str(ix), "--id", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "times the" in err and "manifest's dim or dtype is probably wrong" in err and "Traceback" not in err
+    )
+    assert seg.read_bytes() == before
+    with pytest.raises(IndexDamagedError, match="probably wrong"):
+        open_index(ix, readonly=True)
+    conn = sqlite3.connect(ix / "index.sqlite")
+    assert conn.execute("SELECT COUNT(*) FROM meta WHERE key = 'dim'").fetchone()[0] == 0  # nothing recorded
+    conn.close()
+
+
+def test_an_older_index_still_cuts_an_interrupted_batch(tmp_path: Path) -> None:
+    ix = tmp_path / "ix"
+    with open_index(ix, MULTI) as index:
+        index.add(make_pages(9))
+    _legacy(ix)
+    (seg,) = (ix / "segments").iterdir()
+    size = seg.stat().st_size
+    with open(seg, "ab") as fh:
+        fh.write(b"\1" * (DIM * 2 * 3 + 5))  # a killed writer's partial batch
+    with open_index(ix, MULTI) as index:
+        assert index.count() == 9
+        index.delete(ids=["nope"])
+    assert seg.stat().st_size == size

@@ -151,6 +151,8 @@ class LocalIndex:
             fmt.check_database(self._conn, db_path)
             with integrity.sqlite_errors(self.path):
                 integrity.check_recorded_shape(self._conn, self.path, self.manifest.encoder, self._dtype)
+                # An index older than the recorded shape: sizes must fit the manifest's rows.
+                integrity.check_sizes(self._conn, self.path, self.manifest.encoder, self._dtype)
         except BaseException:
             self._conn.close()
             raise
