@@ -4,6 +4,7 @@ refused, never followed (issue 30, items 1-4 and 9). Random vectors, no model.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -126,7 +127,7 @@ def test_the_manifest_temp_file_is_not_written_through(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- item 9: a damaged HNSW graph
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "deleted"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "deleted", "swapped", "covers_row"])
 def test_a_damaged_graph_warns_scans_exactly_and_the_next_write_rebuilds_it(
     tmp_path: Path, damage: str
 ) -> None:
@@ -138,7 +139,16 @@ def test_a_damaged_graph_warns_scans_exactly_and_the_next_write_rebuilds_it(
     with open_index(ix, readonly=True) as index:
         exact = [(h.id, round(h.score, 4)) for h in index.search(query(), k=5, exact=True)[0]]
     graph = ix / "ann" / ann.read_state(ix).file  # type: ignore[operator]
-    if damage == "garbage":
+    if damage == "swapped":  # another index's graph (same pages, other vectors) under this name
+        other = tmp_path / "other"
+        with open_index(other, MULTI, first_stage="hnsw") as index:
+            index.add(make_pages(30, seed=5))
+            index.extend_graph()
+        graph.write_bytes((other / "ann" / ann.read_state(other).file).read_bytes())  # type: ignore[operator]
+    elif damage == "covers_row":  # pages the graph never held would be left to it alone
+        meta = json.loads((ix / "ann" / "graph.json").read_text())
+        (ix / "ann" / "graph.json").write_text(json.dumps({**meta, "covers_row": meta["covers_row"] + 100}))
+    elif damage == "garbage":
         graph.write_bytes(b"not a graph" * 100)
     elif damage == "truncated":
         graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])

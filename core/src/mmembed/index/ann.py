@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,13 @@ def pooled(values: torch.Tensor, k: int = CENTROIDS, iterations: int = 4) -> np.
 class GraphState:
     file: str | None  # graph file inside ann/, None before the first build
     covers_row: int  # pages with row <= covers_row are in the graph (if live)
+    crc32: int | None = None  # of the graph file's bytes and covers_row (None: written before checksums)
+
+
+def checksum(data: bytes | bytearray | memoryview, covers_row: int, start: int = 0) -> int:
+    """CRC-32 of a graph file's bytes followed by its ``covers_row``: a changed file, another
+    index's graph or an edited coverage all fail to match what the writer recorded."""
+    return zlib.crc32(str(int(covers_row)).encode(), zlib.crc32(data, start))
 
 
 def read_state(folder: Path) -> GraphState:
@@ -91,16 +99,18 @@ def read_state(folder: Path) -> GraphState:
         with safe_files.opened(folder, f"{ANN_DIR}/{META}") as fd, open(fd, "rb", closefd=False) as fh:
             data = json.loads(fh.read().decode("utf-8"))
         file, covers = data["file"], int(data["covers_row"])
+        crc = data.get("crc32")
+        crc = None if crc is None else int(crc)
     except FileNotFoundError:
         return GraphState(None, 0)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MMEmbedError(
             f"{folder / ANN_DIR / META} is damaged ({exc}); delete the {ANN_DIR} folder and the next "
             "write rebuilds the graph (searches scan exactly meanwhile)."
         ) from exc
     if not isinstance(file, str) or "/" in file or file.startswith("."):
         raise MMEmbedError(f"{folder / ANN_DIR / META} names an invalid graph file {file!r}")
-    return GraphState(file, covers)
+    return GraphState(file, covers, crc)
 
 
 def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> GraphState:
@@ -124,16 +134,22 @@ def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> Gra
     name = f"graph-{covers:012d}.usearch"
     tmp = f"{ANN_DIR}/.{name}.{os.getpid()}.tmp"
     fd = safe_files.create_new(folder, tmp)  # the graph goes through our descriptor, not a path
+    data = graph.save()
     try:
-        safe_files.write_all(fd, 0, graph.save())
+        safe_files.write_all(fd, 0, data)
         os.fsync(fd)
     finally:
         os.close(fd)
     safe_files.rename(folder, tmp, f"{ANN_DIR}/{name}")
     fsync_dir(ann)
-    write_json_atomic(ann / META, {"file": name, "covers_row": covers, "centroids": CENTROIDS}, root=folder)
+    crc = checksum(data, covers)
+    write_json_atomic(
+        ann / META,
+        {"file": name, "covers_row": covers, "centroids": CENTROIDS, "crc32": crc},
+        root=folder,
+    )
     remove_unreferenced(folder)
-    return GraphState(name, covers)
+    return GraphState(name, covers, crc)
 
 
 def remove_unreferenced(folder: Path) -> None:
@@ -150,10 +166,23 @@ class GraphDamagedError(MMEmbedError):
     """The graph file ``graph.json`` names is missing or cannot be loaded."""
 
 
-def open_graph(folder: Path, file: str) -> Any:
-    """The memory-mapped graph ``ann/<file>``; :class:`GraphDamagedError` when it is missing
-    or not a usearch graph (a link is refused, never followed)."""
+def open_graph(folder: Path, file: str, crc32: int | None = None, covers_row: int = 0) -> Any:
+    """The memory-mapped graph ``ann/<file>``; :class:`GraphDamagedError` when it is missing,
+    does not match the checksum ``graph.json`` recorded, or is not a usearch graph (a link is
+    refused, never followed)."""
     Index = _usearch()
+    if crc32 is not None:
+        try:
+            found = _file_checksum(folder, f"{ANN_DIR}/{file}", covers_row)
+        except FileNotFoundError:
+            found = None
+        except safe_files.UnsafeIndexFileError as exc:
+            raise GraphDamagedError(f"{_graph_problem(folder, file)}: {exc}") from exc
+        if found is not None and found != crc32:
+            raise GraphDamagedError(
+                f"{_graph_problem(folder, file)}: its checksum does not match the one {META} recorded "
+                "(the file or its covers_row was changed outside mmembed)"
+            )
     try:
         present = safe_files.check_plain(folder, f"{ANN_DIR}/{file}")
     except safe_files.UnsafeIndexFileError as exc:
@@ -167,6 +196,14 @@ def open_graph(folder: Path, file: str) -> Any:
     if graph is None:
         raise GraphDamagedError(f"{_graph_problem(folder, file)}: not a usearch graph")
     return graph
+
+
+def _file_checksum(folder: Path, rel: str, covers_row: int) -> int:
+    crc = 0
+    with safe_files.opened(folder, rel) as fd:
+        while chunk := os.read(fd, 1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return checksum(b"", covers_row, crc)
 
 
 def _graph_problem(folder: Path, file: str) -> str:
@@ -184,7 +221,7 @@ def usable_state(folder: Path) -> GraphState:
     if state.file is None:
         return state
     try:
-        open_graph(folder, state.file)
+        open_graph(folder, state.file, state.crc32, state.covers_row)
     except GraphDamagedError:
         return GraphState(None, 0)
     return state
@@ -211,7 +248,7 @@ class GraphReader:
             return state, None
         if self._open is None or self._open[0] != state.file:
             try:
-                graph = open_graph(self.folder, state.file)
+                graph = open_graph(self.folder, state.file, state.crc32, state.covers_row)
             except GraphDamagedError as exc:
                 warnings.warn(str(exc), IndexDamageWarning, stacklevel=4)
                 return GraphState(None, 0), None
