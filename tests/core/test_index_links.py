@@ -165,3 +165,60 @@ def test_a_damaged_graph_warns_scans_exactly_and_the_next_write_rebuilds_it(
     with open_index(ix, readonly=True) as index, warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(index.search(query(), k=5)[0]) == 5
+
+
+# ---------------------------------------------------------------- item 8: side data damaged in place
+
+
+@pytest.mark.parametrize("damage", ["random", "zeros", "half-flipped", "other-index"])
+def test_damaged_codes_warn_fall_back_to_the_vectors_and_repair_rewrites_them(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ix = build(tmp_path / "ix", n=40, first_stage="binary")
+    (bits,) = (ix / "segments").glob("*.bits")
+    good = bits.read_bytes()
+    with open_index(ix, readonly=True) as index:
+        expected = [
+            [(h.id, round(h.score, 4)) for h in hits] for hits in index.search(query(), k=5, candidates=8)
+        ]
+    if damage == "random":
+        bits.write_bytes(os.urandom(len(good)))
+    elif damage == "zeros":
+        bits.write_bytes(bytes(len(good)))
+    elif damage == "half-flipped":
+        bits.write_bytes(bytes(b ^ 0xFF for b in good[: len(good) // 2]) + good[len(good) // 2 :])
+    else:
+        other = tmp_path / "other"
+        with open_index(other, MULTI, first_stage="binary") as index:
+            index.add(make_pages(40, seed=3))  # other vectors, same page ids
+        (other_bits,) = (other / "segments").glob("*.bits")
+        bits.write_bytes(other_bits.read_bytes()[: len(good)].ljust(len(good), b"\0"))
+    with (
+        open_index(ix, readonly=True) as index,
+        pytest.warns(IndexDamageWarning, match="do not match the checksum"),
+    ):
+        got = [[(h.id, round(h.score, 4)) for h in hits] for hits in index.search(query(), k=5, candidates=8)]
+    assert got == expected  # the codes were recomputed from the vectors: the same shortlist
+    assert main(["index", "--repair", "--index", str(ix)]) == 0
+    assert f"rewrote the codes {bits.name}" in capsys.readouterr().out
+    assert bits.read_bytes() == good
+    with open_index(ix, readonly=True) as index, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        index.search(query(), k=5, candidates=8)
+
+
+def test_repair_rebuilds_a_damaged_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("usearch")
+    ix = tmp_path / "ix"
+    with open_index(ix, MULTI, first_stage="hnsw") as index:
+        index.add(make_pages(30))
+        index.extend_graph()
+    graph = ix / "ann" / ann.read_state(ix).file  # type: ignore[operator]
+    graph.write_bytes(b"\0" * 64)
+    assert main(["index", "--repair", "--index", str(ix)]) == 0
+    assert "rebuilt the HNSW graph" in capsys.readouterr().out
+    with open_index(ix, readonly=True) as index, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(index.search(query(), k=5)[0]) == 5
+    assert main(["index", "--repair", "--index", str(ix)]) == 0  # nothing left to do
+    assert "codes match their checksums" in capsys.readouterr().out

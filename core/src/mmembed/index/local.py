@@ -41,13 +41,19 @@ from .errors import (
 )
 from .filters import Filter, compile_filter
 from .first_stage import (
+    CODES_CHECKSUM,
     DEFAULT_CANDIDATES,
     BinaryCodes,
     binary_codes,
+    code_words,
     codes_name,
     cut_codes_tail,
+    file_checksum,
+    forget_checksums,
     hamming_maxsim,
     is_codes_name,
+    record_checksum,
+    recorded_checksums,
     shortlist,
     subset,
     write_codes,
@@ -360,10 +366,56 @@ class LocalIndex:
         views = SegmentViews(seg_dir, self.encoder.dim, self._dtype)
         with integrity.sqlite_errors(self.path):
             segments = self._conn.execute("SELECT seg_id, file, committed_rows FROM segments").fetchall()
+            recorded = recorded_checksums(self._conn)
         for seg_id, file, rows in segments:
             name = integrity.segment_path(self.path, file, self._dtype).name
             vectors = functools.partial(views.view, int(seg_id), name, int(rows))
-            write_codes(seg_dir, name, self.encoder.dim, int(rows), vectors)
+            known = recorded.get(codes_name(name))
+            crc = write_codes(seg_dir, name, self.encoder.dim, int(rows), vectors, recorded=known)
+            if known != (int(rows), crc):
+                record_checksum(self._conn, name, int(rows), crc)  # (autocommit: the rows are committed)
+        forget_checksums(
+            self._conn,
+            {codes_name(integrity.segment_path(self.path, f, self._dtype).name) for _, f, _ in segments},
+        )
+
+    def repair(self) -> dict[str, Any]:
+        """Rewrite first-stage side data that no longer matches what was committed: sign-bit
+        codes whose checksum fails (or that are missing) are recomputed from the vectors, and a
+        damaged or missing HNSW graph is rebuilt from every page. Vectors and page records are
+        never touched. Returns ``{"codes_rewritten": [files], "graph_rebuilt": bool}``."""
+        with self._mutex:
+            self.lock_for_writing()
+            seg_dir = self.path / fmt.SEGMENTS_DIR
+            rewritten = []
+            if self._stores_codes:
+                with integrity.sqlite_errors(self.path):
+                    recorded = recorded_checksums(self._conn)
+                    segments = self._conn.execute("SELECT file, committed_rows FROM segments").fetchall()
+                for file, rows in segments:
+                    name = codes_name(integrity.segment_path(self.path, file, self._dtype).name)
+                    known = recorded.get(name)
+                    bytes_ = int(rows) * code_words(self.encoder.dim) * 8
+                    try:
+                        ok = known is not None and known[0] == int(rows)
+                        ok = ok and file_checksum(self.path, _in_segments(name), bytes_) == known[1]  # type: ignore[index]
+                        ok = ok and safe_files.size(self.path, _in_segments(name)) >= bytes_
+                    except FileNotFoundError:
+                        ok = False
+                    if not ok:
+                        safe_files.remove(self.path, _in_segments(name), missing_ok=True)
+                        self._conn.execute("DELETE FROM meta WHERE key = ?", (CODES_CHECKSUM + name,))
+                        rewritten.append(name)
+                if rewritten:
+                    fmt.fsync_dir(seg_dir)
+                    self._complete_codes()
+            rebuilt = False
+            if self.first_stage == "hnsw" and ann.usable_state(self.path).file is None:
+                rebuilt = self.extend_graph(force=True) > 0
+            self._snapshot = None
+            self._codes.clear()
+            self._graph.clear()
+            return {"codes_rewritten": rewritten, "graph_rebuilt": rebuilt}
 
     def add(self, pages: Sequence[PageInput]) -> list[str]:
         """Store ``pages`` as one atomic batch; an id already stored is an error."""
@@ -514,14 +566,17 @@ class LocalIndex:
         # Codes of the stored rows as the codec decodes them (int8: scaled), like every reader's.
         values = self._dtype.rows(self._dtype.raw(vectors))[:]  # (batch rows, dim)
         views = SegmentViews(seg_path.parent, self.encoder.dim, self._dtype)
-        write_codes(
+        crc = write_codes(
             seg_path.parent,
             seg_path.name,
             self.encoder.dim,
             committed_rows,
             lambda: views.view(seg_id, seg_path.name, committed_rows),
             values,
+            recorded=recorded_checksums(self._conn).get(codes_name(seg_path.name)),
         )
+        # In the batch's transaction: the checksum covers exactly the rows it commits.
+        record_checksum(self._conn, seg_path.name, committed_rows + int(values.shape[0]), crc)
 
     def _active_segment(self) -> tuple[int, str, int, bool]:
         """``(seg_id, file, committed_rows, created)`` of the segment to append to; starts
@@ -635,6 +690,7 @@ class LocalIndex:
                 for s, f, r in conn.execute("SELECT seg_id, file, committed_rows FROM segments")
             }
             snap = _Snapshot(generation, segments)
+            self._codes.checksums = recorded_checksums(conn)
             self._snapshot = snap
             self._views.forget_except(set(segments))
             self._codes.forget_except(set(segments))
