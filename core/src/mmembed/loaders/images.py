@@ -19,6 +19,12 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 # Formats whose extra frames are extra pages; for GIF / WebP / APNG only the first frame counts.
 _MULTIPAGE_FORMATS = {"TIFF"}
+MAX_DECODED_PIXELS = 4096 * 4096
+"""Pages decoded from images are downscaled to at most this many pixels when no ``max_pixels``
+is given (48 MB of RGB): far above what any supported model takes in, so embeddings do not
+change, while a batch of 9000 x 9000 scans holds 8 bounded pages instead of 8 x 243 MB (JPEGs
+are decoded at the reduced scale directly; other formats are decoded one at a time and
+downscaled before the next)."""
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -193,7 +199,9 @@ class ImageHandle:
                 self._frames = None
 
     def render(self, index: int, max_pixels: int | None) -> Image.Image:
-        """Decode page (frame) ``index`` as upright RGB, downscaled to ``max_pixels`` if set."""
+        """Decode page (frame) ``index`` as upright RGB, downscaled to ``max_pixels`` if set
+        (else to :data:`MAX_DECODED_PIXELS`)."""
+        max_pixels = MAX_DECODED_PIXELS if max_pixels is None else max_pixels
         with self._source() as image:
             try:
                 if index or getattr(image, "n_frames", 1) > 1:
