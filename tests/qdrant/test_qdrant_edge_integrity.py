@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,41 @@ def test_an_edited_manifest_is_refused_before_any_write(
     err = capsys.readouterr().err
     assert "damaged: mmembed.json describes" in err and "Traceback" not in err
     assert {p: p.read_bytes() for p in (edge / "shard").rglob("*") if p.is_file()} == before
+
+
+def test_a_read_only_folder_can_be_inspected(edge: Path) -> None:
+    """The engine rewrites files of a shard it loads: a read-only folder is searched through a
+    private copy instead of failing, and is never written."""
+    script = [
+        sys.executable,
+        "-c",
+        "import sys; from mmembed.cli import main; sys.exit(main(['info', '--index', 'qdrant-edge://' + sys.argv[1]]))",
+        str(edge),
+    ]
+    if os.geteuid() == 0:  # root ignores permissions: a read-only bind mount
+        if shutil.which("unshare") is None:
+            pytest.skip("running as root without unshare: cannot make a read-only folder")
+        command = [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            'mount --bind -o ro "$0" "$0" && exec "$@"',
+            str(edge),
+            *script,
+        ]
+    else:
+        command = script
+        for path in [edge, *edge.rglob("*")]:
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    before = {p: p.read_bytes() for p in edge.rglob("*") if p.is_file()}
+    try:
+        done = subprocess.run(["timeout", "120", *command], capture_output=True, text=True, check=False)
+    finally:
+        for path in [edge, *edge.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    if "mount" in done.stderr and done.returncode != 0 and not done.stdout:
+        pytest.skip(f"cannot bind-mount read-only here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert "pages: 5" in done.stdout or '"pages": 5' in done.stdout, done.stdout
+    assert {p: p.read_bytes() for p in edge.rglob("*") if p.is_file()} == before

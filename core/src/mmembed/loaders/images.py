@@ -21,8 +21,8 @@ _WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 _MULTIPAGE_FORMATS = {"TIFF"}
 MAX_DECODED_PIXELS = 4096 * 4096
 """Pages decoded from images are downscaled to at most this many pixels when no ``max_pixels``
-is given (48 MB of RGB): far above what any supported model takes in, so embeddings do not
-change, while a batch of 9000 x 9000 scans holds 8 bounded pages instead of 8 x 243 MB (JPEGs
+is given (48 MB of RGB): above what the supported models take in (their processors downscale
+further), while a batch of 9000 x 9000 scans holds 8 bounded pages instead of 8 x 243 MB (JPEGs
 are decoded at the reduced scale directly; other formats are decoded one at a time and
 downscaled before the next)."""
 _EXIF_ORIENTATION = 0x0112

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -159,6 +161,8 @@ class QdrantEdgeIndex(QdrantPages):
         """The folder's lock, then its shard (created when the folder has none yet): the
         engine locks only its WAL, so without ours a second process's load attempt would
         read (or tidy) segments the holder is writing."""
+        if self.readonly and (self.path / MANIFEST).is_file() and not os.access(self.path, os.W_OK):
+            return self._take_private_copy()
         lock = WriterLock(self.path / LOCK, self.path)
         try:
             lock.acquire()
@@ -197,6 +201,27 @@ class QdrantEdgeIndex(QdrantPages):
         except BaseException:
             lock.release()
             raise
+
+    def _take_private_copy(self) -> tuple[Any, Any]:
+        """A read-only folder (a mounted snapshot): the engine rewrites files of the shard it
+        loads, so it loads a private copy in a temporary folder; the folder is never written."""
+        safe_files.check_tree(self.path, SHARD)
+        self._check_shard_config()
+        temp = tempfile.mkdtemp(prefix="mmembed-edge-")
+        copy = _PrivateCopy(temp)
+        try:
+            with self._errors("open the index"):
+                shutil.copytree(self.path / SHARD, Path(temp) / SHARD)
+                shard = self._qe.EdgeShard.load(str(Path(temp) / SHARD))
+                try:
+                    self._check_committed(shard)
+                except BaseException:
+                    shard.close()
+                    raise
+        except BaseException:
+            copy.release()
+            raise
+        return shard, copy
 
     def _create(self, encoder: EncoderInfo, keep_thumbnails: bool) -> Any:
         qe = self._qe
@@ -375,6 +400,17 @@ class QdrantEdgeIndex(QdrantPages):
             else:
                 must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(**operand)))
         return qe.Filter(must=must) if must else None
+
+
+class _PrivateCopy:
+    """Stands in for the lock of a read-only folder: the shard was loaded from a temporary
+    copy (the engine rewrites files of the shard it loads), removed on release."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def release(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _close_handle(handle: tuple[Any, WriterLock]) -> None:
