@@ -96,6 +96,24 @@ class PageRecord:
     n_vectors: int = 0
 
 
+SearchMode = Literal["visual", "text", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("visual", "text", "hybrid")
+
+
+@dataclass(frozen=True)
+class SideMatch:
+    """How one side of a text or hybrid search ranked a hit."""
+
+    side: Literal["visual", "text"]
+    rank: int
+    """1-based rank of the hit in that side's list."""
+    score: float
+    """That side's own score: MaxSim / dot / cosine for ``visual``, ``-bm25()`` for ``text``."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"side": self.side, "rank": self.rank, "score": self.score}
+
+
 @dataclass(frozen=True)
 class SearchHit:
     """One ranked result of a search."""
@@ -103,6 +121,14 @@ class SearchHit:
     id: str
     score: float
     record: PageRecord
+    matches: tuple[SideMatch, ...] = ()
+    """Text and hybrid searches: which side(s) found the hit, with its rank and score on each
+    (a side that did not find it is absent). Empty for a visual search."""
+
+    @property
+    def found_by(self) -> tuple[str, ...]:
+        """The sides that found the hit, e.g. ``("visual", "text")`` (empty for a visual search)."""
+        return tuple(m.side for m in self.matches)
 
     @property
     def source(self) -> str:
@@ -135,4 +161,6 @@ class SearchHit:
         span = self.time_span
         if span is not None:  # a media hit says where in the recording, as a page number does
             data["start"], data["end"] = span
+        if self.matches:  # text / hybrid only: visual output is unchanged
+            data["matches"] = [m.to_json() for m in self.matches]
         return data

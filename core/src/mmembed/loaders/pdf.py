@@ -264,6 +264,14 @@ class PdfHandle:
                     page.close()
         return image if image.mode == "RGB" else image.convert("RGB")
 
+    def text(self, index: int) -> str:
+        """Text layer of the 0-based page ``index`` as extracted (``""`` without one)."""
+        from .pdf_text import document_page_text
+
+        with PDFIUM_LOCK:
+            self.open()
+            return document_page_text(self._cell[0], index)
+
     def _page_error(self, index: int, exc: BaseException) -> LoadError:
         return issue_error(
             self.source,

@@ -16,6 +16,22 @@ from .errors import issue_error
 from .pdf import PDFIUM_LOCK, looks_like_pdf
 
 
+def document_page_text(doc: Any, index: int) -> str:
+    """Text layer of the 0-based page ``index`` of an open ``pypdfium2.PdfDocument``, as
+    PDFium extracts it (CRLF line ends made plain newlines). Caller holds ``PDFIUM_LOCK``.
+    The one place mmembed reads a text layer: LangChain's ``page_content`` and the index's
+    text search both come from here."""
+    pdf_page = doc[index]
+    try:
+        textpage = pdf_page.get_textpage()
+        try:
+            return str(textpage.get_text_bounded()).replace("\r\n", "\n")
+        finally:
+            textpage.close()
+    finally:
+        pdf_page.close()
+
+
 def _is_pdf(path: Path) -> bool:
     with path.open("rb") as f:
         return looks_like_pdf(f.read(1024))
@@ -85,16 +101,7 @@ class PdfTextReader:
                     code="page_range",
                     page=page,
                 )
-            pdf_page = doc[page - 1]
-            try:
-                textpage = pdf_page.get_textpage()
-                try:
-                    # PDFium ends lines with CRLF; plain newlines are what text tools expect.
-                    return str(textpage.get_text_bounded()).replace("\r\n", "\n")
-                finally:
-                    textpage.close()
-            finally:
-                pdf_page.close()
+            return document_page_text(doc, page - 1)
 
     def close(self) -> None:
         with PDFIUM_LOCK:

@@ -1,0 +1,279 @@
+"""A page's own text, stored beside its record and searched with SQLite's FTS5 (``bm25()``).
+
+Layout inside ``index.sqlite`` (created with the index, or by ``--backfill-text`` for an
+index built before text existed)::
+
+    page_texts(row INTEGER PRIMARY KEY, text TEXT)    one row per page that has text
+    page_fts                                          FTS5 over page_texts.text (external content)
+
+``page_texts.row`` is ``pages.row``: triggers keep both tables in step with ``pages``, so
+the text of a page is inserted, replaced and deleted inside the very transaction that writes
+its record and vectors (all or nothing under a crash). Because the FTS index holds no copy
+of the text, a damaged FTS index is rebuilt from ``page_texts`` alone (``--backfill-text``).
+
+User queries are never FTS5 syntax: :func:`match_expression` keeps the words of a query and
+quotes each one, so ``"``, ``*``, ``NEAR``, ``OR``, ``AND``, ``NOT``, ``(`` or an unbalanced quote
+are plain words or nothing, never an error or an injection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..types import MMEmbedError
+from .errors import IndexDamagedError
+from .filters import Sql
+
+logger = logging.getLogger(__name__)
+
+TOKENIZERS = {
+    "unicode61": "unicode61 remove_diacritics 2",
+    "trigram": "trigram",
+}
+"""Text tokenizer name (recorded in the manifest) -> FTS5 ``tokenize`` argument.
+``unicode61`` (default): words, case and diacritics folded. ``trigram``: substrings of 3+
+characters, for CJK text and code-like identifiers."""
+DEFAULT_TOKENIZER = "unicode61"
+
+MAX_TEXT_CHARS = 200_000
+"""Most characters of text stored per page (a dense printed page holds ~5 000); longer text
+layers are cut there, and the cut is logged naming the page."""
+MAX_QUERY_TERMS = 64
+"""Most words of one query sent to FTS5 (the rest are ignored)."""
+
+TEXT_TABLE = "page_texts"
+FTS_TABLE = "page_fts"
+REPAIR = "--backfill-text"
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_WORD = re.compile(r"\w+")
+
+
+def check_tokenizer(name: object) -> str:
+    """``name`` when it is a known tokenizer, else an error listing them."""
+    if isinstance(name, str) and name in TOKENIZERS:
+        return name
+    raise MMEmbedError(f"unknown text tokenizer {name!r}; choose one of {', '.join(TOKENIZERS)}")
+
+
+def schema(tokenizer: str) -> str:
+    """SQL creating the text tables and the triggers that keep them in step with ``pages``."""
+    tokenize = TOKENIZERS[check_tokenizer(tokenizer)]  # a fixed string from TOKENIZERS
+    return f"""
+CREATE TABLE IF NOT EXISTS {TEXT_TABLE} (
+    row INTEGER PRIMARY KEY,
+    text TEXT NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(
+    text, content='{TEXT_TABLE}', content_rowid='row', tokenize='{tokenize}'
+);
+{_TRIGGERS}
+"""
+
+
+_TRIGGERS = f"""
+CREATE TRIGGER IF NOT EXISTS page_texts_insert AFTER INSERT ON {TEXT_TABLE} BEGIN
+    INSERT INTO {FTS_TABLE}(rowid, text) VALUES (NEW.row, NEW.text);
+END;
+CREATE TRIGGER IF NOT EXISTS page_texts_delete AFTER DELETE ON {TEXT_TABLE} BEGIN
+    INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', OLD.row, OLD.text);
+END;
+CREATE TRIGGER IF NOT EXISTS pages_drop_text AFTER DELETE ON pages BEGIN
+    DELETE FROM {TEXT_TABLE} WHERE row = OLD.row;
+END;
+"""
+
+
+def has_text_tables(conn: sqlite3.Connection) -> bool:
+    names = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name IN (?, ?)", (TEXT_TABLE, FTS_TABLE)
+        ).fetchall()
+    }
+    return TEXT_TABLE in names and FTS_TABLE in names
+
+
+def create_tables(conn: sqlite3.Connection, tokenizer: str) -> None:
+    """Create the text tables inside the caller's open transaction (idempotent)."""
+    for statement in _statements(schema(tokenizer)):
+        conn.execute(statement)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of ``script`` one by one (``execute`` runs inside the caller's
+    transaction, ``executescript`` would commit it)."""
+    buffer = ""
+    for line in script.strip().splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+
+
+def clean_text(text: str | bytes | None, *, where: str = "a page") -> str:
+    """Text fit to store: invalid UTF-8 replaced, control characters (except newline and
+    tab) turned into spaces, at most :data:`MAX_TEXT_CHARS` characters (a longer text is cut
+    and the cut logged, naming ``where``).
+
+    >>> clean_text(b"caf\\xc3\\xa9 \\xff\\x00ok")
+    'café \ufffd ok'
+    """
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = _SURROGATE.sub("\ufffd", text)  # lone surrogates cannot be encoded for SQLite
+    text = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+    if len(text) > MAX_TEXT_CHARS:
+        logger.warning(
+            "%s has a text layer of %d characters; only the first %d are stored for text search",
+            where,
+            len(text),
+            MAX_TEXT_CHARS,
+        )
+        text = text[:MAX_TEXT_CHARS]
+    return text if text.strip() else ""
+
+
+def check_page_text(text: object, where: str) -> str | None:
+    """A :class:`PageInput`'s ``text`` as stored: ``None`` (no text) or a cleaned string.
+    Raises :class:`InvalidPageError` for a non-string or an over-long text."""
+    from .errors import InvalidPageError
+
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise InvalidPageError(f"{where}: text must be a string or None, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidPageError(
+            f"{where}: text has {len(text):_} characters, more than the {MAX_TEXT_CHARS:_} stored per page; "
+            "cut it (mmembed.index.text.clean_text does) or leave it out"
+        )
+    cleaned = clean_text(text, where=where)
+    return cleaned or None
+
+
+def write_texts(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]]) -> None:
+    """Insert ``(pages.row, text)`` pairs inside the caller's transaction (the triggers
+    index them; a replaced page's old text went with its old ``pages`` row)."""
+    if rows:
+        conn.executemany(f"INSERT OR REPLACE INTO {TEXT_TABLE}(row, text) VALUES (?, ?)", rows)
+
+
+def match_expression(query: str, tokenizer: str = DEFAULT_TOKENIZER) -> str | None:
+    """An FTS5 ``MATCH`` expression that finds pages holding any word of ``query``, or
+    ``None`` when the query has no searchable word. Each word is a quoted FTS5 string, so
+    operators and punctuation in the query are only ever words.
+
+    >>> match_expression('part "X-200* NEAR(a b) OR')
+    '"part" OR "X" OR "200" OR "NEAR" OR "a" OR "b" OR "OR"'
+    """
+    words = _WORD.findall(query)
+    if tokenizer == "trigram":
+        # Trigrams match substrings of 3+ characters: shorter words cannot match anything.
+        words = [w for w in words if len(w) >= 3]
+    unique = list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
+    if not unique:
+        return None
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    row: int
+    score: float
+    """``-bm25()``: higher is better."""
+
+
+def search_rows(
+    conn: sqlite3.Connection, query: str, k: int, where: Sql, *, tokenizer: str, folder: Path
+) -> list[TextMatch]:
+    """Best ``k`` pages (by bm25) holding words of ``query`` among those matching the
+    compiled filter ``where`` (applied before the top-k, like the visual side's)."""
+    expression = match_expression(query, tokenizer)
+    if expression is None or k <= 0:
+        return []
+    sql, params = where
+    with fts_errors(folder):
+        rows = conn.execute(
+            f"SELECT s.r, s.score FROM (SELECT rowid AS r, bm25({FTS_TABLE}) AS score FROM {FTS_TABLE} "
+            f"WHERE {FTS_TABLE} MATCH ?) AS s JOIN pages ON pages.row = s.r WHERE ({sql}) "
+            "ORDER BY s.score, s.r LIMIT ?",
+            [expression, *params, k],
+        ).fetchall()
+    return [TextMatch(int(r), -float(s)) for r, s in rows]
+
+
+def texts_of(conn: sqlite3.Connection, rows: Sequence[int]) -> dict[int, str]:
+    """Stored text of ``rows`` (rows without text are absent)."""
+    if not rows:
+        return {}
+    import json
+
+    return {
+        int(r): str(t)
+        for r, t in conn.execute(
+            f"SELECT row, text FROM {TEXT_TABLE} WHERE row IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(rows)),),
+        )
+    }
+
+
+def count_with_text(conn: sqlite3.Connection) -> int:
+    return int(
+        conn.execute(
+            f"SELECT COUNT(*) FROM {TEXT_TABLE} JOIN pages ON pages.row = {TEXT_TABLE}.row"
+        ).fetchone()[0]
+    )
+
+
+def damaged_text(folder: Path, what: str) -> IndexDamagedError:
+    return IndexDamagedError(
+        f"the text index of the index at {folder} is damaged ({what}); text and hybrid search cannot "
+        f"trust it. Nothing was changed. Repair it with `mmembed index --backfill-text --index {folder}` "
+        "(rebuilds the full-text index from the stored text), or search with mode='visual'."
+    )
+
+
+@contextlib.contextmanager
+def fts_errors(folder: Path) -> Iterator[None]:
+    """An unreadable FTS index becomes :class:`IndexDamagedError` naming the repair."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        message = str(exc).lower()
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in message or "busy" in message):
+            raise MMEmbedError(f"could not read the index at {folder}: {exc}; retry.") from exc
+        raise damaged_text(folder, str(exc)) from exc
+
+
+def rebuild_fts(conn: sqlite3.Connection, tokenizer: str) -> None:
+    """Drop and re-create the FTS index from ``page_texts`` inside the caller's transaction
+    (the repair for a damaged FTS index; stored text is kept)."""
+    try:
+        conn.execute(f"DROP TABLE IF EXISTS {FTS_TABLE}")
+    except sqlite3.DatabaseError:
+        # A shadow table too damaged for FTS5's own DROP: remove the pieces one by one.
+        for suffix in ("data", "idx", "docsize", "config", "content"):
+            conn.execute(f"DROP TABLE IF EXISTS {FTS_TABLE}_{suffix}")
+        conn.execute("PRAGMA writable_schema=ON")
+        try:
+            conn.execute("DELETE FROM sqlite_master WHERE name = ?", (FTS_TABLE,))
+        finally:
+            conn.execute("PRAGMA writable_schema=OFF")
+    create_tables(conn, tokenizer)
+    conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
+
+
+def check_fts(conn: sqlite3.Connection, folder: Path) -> None:
+    """FTS5's own integrity check (reads the whole index: for repairs and tests, not searches)."""
+    with fts_errors(folder):
+        conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
