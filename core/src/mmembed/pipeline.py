@@ -26,6 +26,7 @@ from .loaders import (
     LoadIssue,
     MediaSegment,
     MediaSettings,
+    Page,
     make_thumbnail,
 )
 from .loaders.errors import NOTE_CODES
@@ -104,13 +105,16 @@ def index_documents(
     fps: float = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     media_streams: str = "auto",
+    text: bool = True,
 ) -> IndexReport:
     """Render every page of ``sources`` (PDFs, images, folders), embed and store it.
 
     Audio and video files are cut into segments (see :func:`mmembed.loaders.load_documents`
     for ``segment_seconds``, ``fps``, ``max_frames``, ``media_streams``) and embedded with
     ``encoder.encode_media``; each segment is a record with ``media``, ``start``, ``end`` and
-    ``duration`` in its metadata. With an encoder that cannot take audio or video, recordings
+    ``duration`` in its metadata. ``text`` (default on) stores each page's own text layer
+    (PDF, Office through its converted PDF; images and scans have none) for text / hybrid
+    search, in the same commit as its vectors. With an encoder that cannot take audio or video, recordings
     are reported as ``media_not_loaded`` issues (naming the encoder) and pages still index.
 
     >>> report = index_documents("examples/data", index, encoder)  # doctest: +SKIP
@@ -184,6 +188,7 @@ def index_documents(
                 else {**p.metadata, "page_count": p.page_count, **_layout_metadata(encoder, p, emb)},
                 thumbnail=_thumbnail(p) if thumbnails else None,
                 id=p.id,
+                text=(p.text or None) if text and isinstance(p, Page) else None,
             )
             for p, emb in zip(batch, embeddings, strict=True)
         ]

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -52,16 +53,21 @@ from .first_stage import (
     subset,
     write_codes,
 )
+from .fusion import search_options
+from .hybrid import check_texts, search_modes, text_search
 from .lock import WriterLock
 from .pages import EncodedBatch, encode_batch
 from .protocol import PageInput
 from .search import Locations, score_locations, top_k
 from .segments import SegmentViews, append_rows, cut_uncommitted_tail, segment_name
+from .text import DEFAULT_TOKENIZER, check_tokenizer, count_with_text, has_text_tables, write_texts
 
 if TYPE_CHECKING:
+    from .backfill import BackfillReport
     from .shared import SharedIndex
 
 _T = TypeVar("_T")
+logger = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 1 << 30
 """A new segment file is started once the active one holds this many bytes."""
@@ -99,6 +105,7 @@ class LocalIndex:
         keep_thumbnails: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         first_stage: str | None = None,
+        text_tokenizer: str | None = DEFAULT_TOKENIZER,
     ) -> None:
         create_storage = _storage_option(storage, dtype)
         _check_pooling(pooling, encoder)
@@ -123,7 +130,14 @@ class LocalIndex:
                     f"no mmembed index at {self.path}; to create one there, pass the EncoderInfo of the "
                     "encoder that embeds the pages."
                 )
-            self._create(encoder, create_storage or "float16", pooling or 1, keep_thumbnails, first_stage)
+            self._create(
+                encoder,
+                create_storage or "float16",
+                pooling or 1,
+                keep_thumbnails,
+                first_stage,
+                text_tokenizer,
+            )
             self.created_now = True
         self.manifest = fmt.Manifest.read(self.path)
         if encoder is not None:
@@ -156,6 +170,7 @@ class LocalIndex:
         self.graph_extend_pages = ann.EXTEND_PAGES
         self._views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.manifest.encoder.dim, self._dtype)
         self._snapshot: _Snapshot | None = None
+        self._warned_no_text = False
         self._closed = False
 
     # ------------------------------------------------------------------ properties
@@ -202,9 +217,17 @@ class LocalIndex:
     # ------------------------------------------------------------------ lifecycle
 
     def _create(
-        self, encoder: EncoderInfo, dtype: str, pooling: int, keep_thumbnails: bool, first_stage: str | None
+        self,
+        encoder: EncoderInfo,
+        dtype: str,
+        pooling: int,
+        keep_thumbnails: bool,
+        first_stage: str | None,
+        text_tokenizer: str | None,
     ) -> None:
         _check_encoder(encoder)
+        if text_tokenizer is not None:
+            check_tokenizer(text_tokenizer)
         fmt.codec(dtype)
         try:
             fmt.check_first_stage(first_stage)
@@ -245,7 +268,13 @@ class LocalIndex:
             seg_dir.mkdir(exist_ok=True)
             for leftover in seg_dir.iterdir():
                 leftover.unlink()
-            fmt.create_database(self.path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
+            fmt.create_database(
+                self.path / fmt.DATABASE,
+                dim=encoder.dim,
+                dtype=dtype,
+                kind=encoder.kind,
+                text_tokenizer=text_tokenizer,  # hybrid (issue 25)
+            )
             fmt.fsync_dir(self.path)
             manifest = fmt.Manifest(
                 encoder=encoder,
@@ -253,6 +282,7 @@ class LocalIndex:
                 keep_thumbnails=keep_thumbnails,
                 pooling=pooling,
                 first_stage=first_stage,
+                text_tokenizer=text_tokenizer,
             )
             manifest.write(self.path)
         finally:
@@ -484,6 +514,7 @@ class LocalIndex:
                 records,
             )
             conn.executemany("INSERT INTO thumbnails(row, data) VALUES (?, ?)", thumbs)
+            self._write_texts(conn, batch, first_row)  # hybrid (issue 25): same transaction
             conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
             if seg_path is not None:
                 conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (offset, seg_id))
@@ -501,6 +532,40 @@ class LocalIndex:
             if isinstance(exc, OSError | sqlite3.Error):
                 raise self._write_error("add the batch", exc) from exc
             raise
+
+    def _write_texts(self, conn: sqlite3.Connection, batch: EncodedBatch, first_row: int) -> None:
+        """Hybrid (issue 25): the batch's page texts, inside the batch's transaction."""
+        texts = [(first_row + i, r.text) for i, r in enumerate(batch.rows) if r.text]
+        if not texts:
+            return
+        if self.manifest.text_tokenizer is None:
+            if not self._warned_no_text:
+                self._warned_no_text = True
+                logger.warning(
+                    "the index at %s has no text store (built before text search); page text is not "
+                    "stored. Run `mmembed index --backfill-text --index %s` to add it.",
+                    self.path,
+                    self.path,
+                )
+            return
+        write_texts(conn, texts)
+
+    def backfill_text(
+        self, *, tokenizer: str | None = None, password: str | dict[str, str] | None = None
+    ) -> BackfillReport:
+        """Hybrid (issue 25): create / repair the text store and fill the text of pages that have
+        none from their recorded source files whose hash still matches (others are named in
+        the report and skipped). ``mmembed index --backfill-text`` runs this."""
+        from .backfill import backfill_text
+
+        with self._mutex:
+            self.lock_for_writing()
+            try:
+                report = backfill_text(self, tokenizer=tokenizer, password=password)
+            except (OSError, sqlite3.OperationalError) as exc:
+                raise self._write_error("fill in the page text", exc) from exc
+            self._snapshot = None
+            return report
 
     def _append_codes(self, seg_id: int, seg_path: Path, committed_rows: int, vectors: np.ndarray) -> None:
         # Codes of the stored rows as the codec decodes them (int8: scaled), like every reader's.
@@ -738,12 +803,16 @@ class LocalIndex:
 
     def search(
         self,
-        queries: EmbeddingsLike,
+        queries: EmbeddingsLike | None,
         k: int = 10,
         where: Filter | None = None,
         *,
         candidates: int | None = None,
         exact: bool = False,
+        mode: str = "visual",
+        texts: Sequence[str] | str | None = None,
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` pages for each query, best first, among pages matching ``where``
         (a pre-filter: ``k`` results whenever ``k`` pages match). Pages stored without
@@ -755,9 +824,28 @@ class LocalIndex:
         :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`) most promising pages per query
         and scores only those exactly; other indexes score every page exactly unless
         ``candidates=C`` is given (multi-vector indexes; codes are then made in memory).
-        Returned scores are always exact; ``exact=True`` forces the full scan."""
+        Returned scores are always exact; ``exact=True`` forces the full scan.
+
+        ``mode="text"`` ranks pages by their own text (FTS5 ``bm25()``) for ``texts`` (one query
+        string per query; ``queries`` may then be ``None``); ``mode="hybrid"`` fuses both ranked
+        lists by reciprocal rank fusion (``rrf_k``, 60 by default) or, given ``alpha``, by the
+        weighted sum ``alpha * visual + (1 - alpha) * text`` of min-max normalised scores. Hits of
+        these modes say which side(s) found them (:attr:`SearchHit.matches`)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
+        options = search_options(mode, alpha, rrf_k)
+        if options.mode != "visual":  # hybrid (issue 25)
+            n_queries = None if queries is None else len(as_ragged(queries))
+            query_texts = check_texts(texts, n_queries, options.mode)
+            visual = None
+            if options.mode == "hybrid":
+                if queries is None:
+                    raise MMEmbedError("mode='hybrid' needs the query embeddings as well as texts")
+
+                def visual(depth: int) -> list[list[SearchHit]]:
+                    return self.search(queries, depth, where, candidates=candidates, exact=exact)
+
+            return search_modes(options, k, query_texts, visual, lambda t, n: self.search_text(t, n, where))
         if candidates is not None and (
             isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1
         ):
@@ -765,6 +853,8 @@ class LocalIndex:
         if candidates is None and self.first_stage is not None:
             candidates = DEFAULT_CANDIDATES
         first_stage = candidates is not None and not exact and self.encoder.kind != "single"
+        if queries is None:
+            raise MMEmbedError("search() needs query embeddings (only mode='text' searches with texts alone)")
         q = self._queries(queries)
         sql, params = compile_filter(where)
 
@@ -817,6 +907,28 @@ class LocalIndex:
             ]
 
         return self._retrying(run)
+
+    def search_text(
+        self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` pages by their own text (FTS5 ``bm25()``) for each query string, among
+        pages matching ``where``. Query text is always taken as plain words."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
+        query_texts = check_texts(texts, None, "text")
+        with self._read() as conn:
+            return text_search(
+                conn, self.path, self.manifest.text_tokenizer, query_texts, k, where, self._records_by_row
+            )
+
+    def _records_by_row(self, conn: sqlite3.Connection, rows: Sequence[int]) -> dict[int, PageRecord]:
+        return {
+            int(r[0]): _record(r)
+            for r in conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM {_RECORD_FROM} WHERE p.row IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(rows)),),
+            )
+        }
 
     def _shortlisted(
         self,
@@ -904,6 +1016,11 @@ class LocalIndex:
                 "SELECT COALESCE(SUM(committed_rows), 0), COUNT(*) FROM segments"
             ).fetchone()
             sources = conn.execute("SELECT COUNT(DISTINCT source) FROM pages").fetchone()[0]
+            with_text = (  # hybrid (issue 25)
+                count_with_text(conn)
+                if self.manifest.text_tokenizer is not None and has_text_tables(conn)
+                else 0
+            )
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         enc = self.encoder
         return {
@@ -929,6 +1046,8 @@ class LocalIndex:
             "bytes_per_page": round(int(vectors) * self._row_bytes / int(scored)) if scored else 0,
             "keep_thumbnails": self.keep_thumbnails,
             "first_stage": self.first_stage,
+            "text_tokenizer": self.manifest.text_tokenizer,
+            "pages_with_text": int(with_text),
             "bytes": int(size),
         }
 
@@ -1023,6 +1142,7 @@ def open_index(
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     first_stage: str | None = ...,
+    text_tokenizer: str | None = ...,
     shared: Literal[False] = ...,
 ) -> LocalIndex: ...
 @overload
@@ -1037,6 +1157,7 @@ def open_index(
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     first_stage: str | None = ...,
+    text_tokenizer: str | None = ...,
     shared: Literal[True],
 ) -> SharedIndex: ...
 @overload
@@ -1051,6 +1172,7 @@ def open_index(
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     first_stage: str | None = ...,
+    text_tokenizer: str | None = ...,
     shared: bool,
 ) -> LocalIndex | SharedIndex: ...
 
@@ -1066,6 +1188,7 @@ def open_index(
     dtype: str | None = None,
     keep_thumbnails: bool = True,
     first_stage: str | None = None,
+    text_tokenizer: str | None = DEFAULT_TOKENIZER,
     shared: bool = False,
 ) -> LocalIndex | SharedIndex:
     """Open the index in folder ``path``, creating it when missing (needs ``encoder``).
@@ -1088,6 +1211,9 @@ def open_index(
     the vectors (1/16 of float16) and ``"hnsw"`` those codes plus a graph over pooled page
     vectors, and ``search`` then shortlists pages before scoring the shortlist exactly;
     ``None`` (default) scans every page exactly.
+    ``text_tokenizer`` also applies at creation only: the FTS5 tokenizer of the pages' text
+    store (``"unicode61"``, diacritics removed, by default; ``"trigram"`` for CJK or code-like
+    text; ``None``: no text store).
 
     ``shared=True`` returns a :class:`~mmembed.index.shared.SharedIndex` handle on the one
     ``LocalIndex`` this process keeps for the folder (keyed by its real path): every
@@ -1110,6 +1236,7 @@ def open_index(
             dtype=dtype,
             keep_thumbnails=keep_thumbnails,
             first_stage=first_stage,
+            text_tokenizer=text_tokenizer,
         )
     return LocalIndex(
         path,
@@ -1121,4 +1248,5 @@ def open_index(
         dtype=dtype,
         keep_thumbnails=keep_thumbnails,
         first_stage=first_stage,
+        text_tokenizer=text_tokenizer,
     )

@@ -105,6 +105,7 @@ def open_shared(
     dtype: str | None = None,
     keep_thumbnails: bool = True,
     first_stage: str | None = None,
+    text_tokenizer: str | None = "unicode61",
 ) -> SharedIndex:
     """A new handle on the process's ``LocalIndex`` for ``path`` (opened, or created when
     ``create`` and not ``readonly``, if no handle on that folder is open yet).
@@ -134,6 +135,7 @@ def open_shared(
                 dtype=dtype,
                 keep_thumbnails=keep_thumbnails,
                 first_stage=first_stage,
+                text_tokenizer=text_tokenizer,
             )
             entry = _registry[key] = _Entry(key, index, identity=folder_identity(key))
         else:
@@ -344,11 +346,33 @@ class SharedIndex:
 
     def search(
         self,
-        queries: EmbeddingsLike,
+        queries: EmbeddingsLike | None,
         k: int = 10,
         where: Filter | None = None,
         *,
         candidates: int | None = None,
         exact: bool = False,
+        mode: str = "visual",
+        texts: Sequence[str] | str | None = None,
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> list[list[SearchHit]]:
-        return self._index().search(queries, k=k, where=where, candidates=candidates, exact=exact)
+        return self._index().search(
+            queries,
+            k=k,
+            where=where,
+            candidates=candidates,
+            exact=exact,
+            mode=mode,
+            texts=texts,
+            alpha=alpha,
+            rrf_k=rrf_k,
+        )
+
+    def search_text(
+        self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        return self._index().search_text(texts, k=k, where=where)
+
+    def backfill_text(self, **kwargs: Any) -> Any:
+        return self._writable().backfill_text(**kwargs)
