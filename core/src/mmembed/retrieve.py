@@ -190,7 +190,8 @@ class Retriever:
                 "only searches vectors. Use the embedded index (or qdrant://, qdrant-edge://), or mode='visual'."
             )
         embeddings = self.encoder.encode_queries(texts) if options.mode == "hybrid" else None
-        return self.index.search(  # type: ignore[call-arg,arg-type]  # a mode-taking backend (checked above)
+        search: Any = self.index.search  # a backend whose search takes mode= (checked above)
+        return search(  # type: ignore[no-any-return]
             embeddings,
             k=k,
             where=where,
