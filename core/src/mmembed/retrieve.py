@@ -198,7 +198,7 @@ class Retriever:
             mode=options.mode,
             texts=texts,
             alpha=options.alpha,
-            rrf_k=None if options.alpha is not None else options.rrf_k,
+            rrf_k=options.rrf_k if options.mode == "hybrid" and options.alpha is None else None,
             **shortlist,
         )
 
