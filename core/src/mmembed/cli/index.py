@@ -16,7 +16,7 @@ from .output import safe, safe_lines
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("index", help="add PDFs, images, audio, video and folders to an index")
-    p.add_argument("paths", nargs="+", help="files or folders (recursive)")
+    p.add_argument("paths", nargs="*", help="files or folders (recursive)")
     p.add_argument(
         "--index", required=True, help="index folder or qdrant://host:6333/collection (created if missing)"
     )
@@ -48,6 +48,24 @@ def add_parser(sub: Subparsers) -> None:
         "pages by Hamming MaxSim then score the shortlist exactly; hnsw = a graph over pooled page "
         "vectors proposes pages, their codes narrow them (largest indexes; needs mmembed-core[ann]); none = exact scan of "
         "every page (default)",
+    )
+    text = p.add_argument_group("page text (text and hybrid search)")
+    text.add_argument(
+        "--no-text",
+        action="store_true",
+        help="do not store the pages' text layer (then only --mode visual finds them)",
+    )
+    text.add_argument(
+        "--text-tokenizer",
+        choices=("unicode61", "trigram"),
+        help="when creating the index: unicode61 = words, case and accents folded (default); trigram = "
+        "substrings, for CJK or code-like text",
+    )
+    text.add_argument(
+        "--backfill-text",
+        action="store_true",
+        help="fill in the text of pages indexed without it (an index built before text search, or a damaged "
+        "text index) from their recorded source files whose hash still matches; others are named and skipped",
     )
     media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")
     media.add_argument(
@@ -82,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import index_documents
 
     where = location(args)
+    if args.backfill_text:
+        return _backfill_text(args, where)
+    if not args.paths:
+        raise CLIError("give the files or folders to index (or --backfill-text to fill in page text)")
     storage = storage_options(args, where)
     stored = stored_encoder(where)  # an existing index names its model unless --model does
     model = model_name(args, stored.name if stored else None)
@@ -89,11 +111,13 @@ def run(args: argparse.Namespace) -> int:
     stage: dict[str, Any] = {}
     if args.first_stage is not None:
         stage["first_stage"] = None if args.first_stage == "none" else args.first_stage
+    if args.text_tokenizer is not None:
+        stage["text_tokenizer"] = args.text_tokenizer
     if stage and uri_scheme(where) is not None:
         raise CLIError("--first-stage applies to index folders (the embedded index), not to URIs")
     if stage and stored is not None:
         raise CLIError(
-            f"--first-stage applies when an index is created; {safe(where)} already exists "
+            f"--first-stage / --text-tokenizer apply when an index is created; {safe(where)} already exists "
             "(see `mmembed info`): index into a new folder to change it"
         )
     if args.ray is not None:
@@ -123,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             max_frames=args.max_frames,
             media_streams=args.media_streams,
+            text=not args.no_text,
         )
         total = index.count()
     print(safe_lines(report.summary()))
@@ -130,6 +155,21 @@ def run(args: argparse.Namespace) -> int:
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
+    return 0
+
+
+def _backfill_text(args: argparse.Namespace, where: str) -> int:
+    from ..index import open_index, uri_scheme
+
+    if args.paths:
+        raise CLIError("--backfill-text reads the files the index recorded; give no paths with it")
+    if uri_scheme(where) is not None:
+        raise CLIError("--backfill-text applies to index folders (the embedded index), not to URIs")
+    with closing(open_index(where, create=False)) as index:
+        report = index.backfill_text(tokenizer=args.text_tokenizer, password=args.password)
+        with_text = index.info()["pages_with_text"]
+    print(safe_lines(report.summary()))
+    print(f"index {safe(where)} now has text for {with_text} page(s)")
     return 0
 
 
