@@ -115,9 +115,14 @@ def run(args: argparse.Namespace) -> int:
         stage["text_tokenizer"] = args.text_tokenizer
     if stage and uri_scheme(where) is not None:
         raise CLIError("--first-stage applies to index folders (the embedded index), not to URIs")
+    flags = [
+        f
+        for f, key in (("--first-stage", "first_stage"), ("--text-tokenizer", "text_tokenizer"))
+        if key in stage
+    ]
     if stage and stored is not None:
         raise CLIError(
-            f"--first-stage / --text-tokenizer apply when an index is created; {safe(where)} already exists "
+            f"{' / '.join(flags)} applies when an index is created; {safe(where)} already exists "
             "(see `mmembed info`): index into a new folder to change it"
         )
     if args.ray is not None:
