@@ -122,7 +122,7 @@ def test_upsert_replaces_and_delete_removes_text_in_the_same_commit(index: Local
     index.delete(where={"i": 0})
     assert index.search_text(["wording"], k=3) == [[]]
     assert index.info()["pages_with_text"] == 3
-    with index._read() as conn:
+    with index._snapshots.read() as conn:
         check_fts(conn, index.path)
         orphans = conn.execute("SELECT COUNT(*) FROM page_texts WHERE row NOT IN (SELECT row FROM pages)")
         assert orphans.fetchone()[0] == 0

@@ -98,7 +98,7 @@ def _check(path: Path, acked: set[int], in_flight: int | None) -> set[int]:
             assert all(e is not None and e.shape == (2, 8) for e in embeddings)
         if in_flight is not None and in_flight not in present:
             assert ix.search_text([f"batchword{in_flight}"], k=5) == [[]]
-        with ix._read() as conn:
+        with ix._snapshots.read() as conn:
             check_fts(conn, ix.path)
             orphans = conn.execute("SELECT COUNT(*) FROM page_texts WHERE row NOT IN (SELECT row FROM pages)")
             assert orphans.fetchone()[0] == 0
