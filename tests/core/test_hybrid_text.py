@@ -247,3 +247,24 @@ def test_a_bad_text_layer_costs_the_page_nothing_but_its_text(caplog):
     assert page(broken).text == ""
     assert "page 2 of x.pdf" in caplog.text
     assert page(lambda: "a\x00b\udcffc").text == "a b\ufffdc"
+
+
+def test_terms_in_half_the_pages_or_more_do_not_fill_the_list():
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE pages(row INTEGER PRIMARY KEY, id TEXT, metadata TEXT)")
+    conn.execute("BEGIN")
+    create_tables(conn, "unicode61")
+    texts = ["the zebra stripes", "the lion", "the cat", "the dog", "the fish", "a bird"]
+    conn.executemany("INSERT INTO pages VALUES (?, ?, '{}')", [(i, f"p{i}") for i in range(1, 7)])
+    write_texts(conn, list(enumerate(texts, start=1)))
+    conn.execute("COMMIT")
+
+    def scores(query: str) -> list[tuple[int, float]]:
+        return [
+            (m.row, m.score)
+            for m in search_rows(conn, query, 10, compile_filter(None), tokenizer="unicode61", folder=Path("/"))
+        ]
+
+    (only,) = scores("the zebra")  # not five pages that hold nothing but "the"
+    assert only[0] == 1 and only[1] == pytest.approx(scores("zebra")[0][1], abs=1e-5)
+    assert sorted(r for r, _ in scores("the")) == [1, 2, 3, 4, 5]  # all terms common: all kept

@@ -168,22 +168,49 @@ def write_texts(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]]) -> No
         conn.executemany(f"INSERT OR REPLACE INTO {TEXT_TABLE}(row, text) VALUES (?, ?)", rows)
 
 
-def match_expression(query: str, tokenizer: str = DEFAULT_TOKENIZER) -> str | None:
-    """An FTS5 ``MATCH`` expression that finds pages holding any word of ``query``, or
-    ``None`` when the query has no searchable word. Each word is a quoted FTS5 string, so
-    operators and punctuation in the query are only ever words.
-
-    >>> match_expression('part "X-200* NEAR(a b) OR')
-    '"part" OR "X" OR "200" OR "NEAR" OR "a" OR "b" OR "OR"'
-    """
+def query_terms(query: str, tokenizer: str = DEFAULT_TOKENIZER) -> list[str]:
+    """The words of ``query`` a search looks for (each once, at most :data:`MAX_QUERY_TERMS`)."""
     words = _WORD.findall(query)
     if tokenizer == "trigram":
         # Trigrams match substrings of 3+ characters: shorter words cannot match anything.
         words = [w for w in words if len(w) >= 3]
-    unique = list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
-    if not unique:
+    return list(dict.fromkeys(words))[:MAX_QUERY_TERMS]
+
+
+def match_expression(query: str | Sequence[str], tokenizer: str = DEFAULT_TOKENIZER) -> str | None:
+    """An FTS5 ``MATCH`` expression that finds pages holding any word of ``query`` (a string,
+    or its terms), or ``None`` when there is no searchable word. Each word is a quoted FTS5
+    string, so operators and punctuation in the query are only ever words.
+
+    >>> match_expression('part "X-200* NEAR(a b) OR')
+    '"part" OR "X" OR "200" OR "NEAR" OR "a" OR "b" OR "OR"'
+    """
+    terms = query_terms(query, tokenizer) if isinstance(query, str) else list(query)
+    if not terms:
         return None
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+    return " OR ".join(_quoted(w) for w in terms)
+
+
+def _quoted(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
+
+
+def informative_terms(conn: sqlite3.Connection, terms: list[str]) -> list[str]:
+    """``terms`` without those found in half the pages or more. FTS5's ``bm25()`` gives such a
+    term an idf of 1e-6 (``log((N - n + 0.5) / (n + 0.5)) <= 0`` is clamped), so it cannot
+    change the order of pages that hold another term (by more than 1e-6); matching it would only make bm25 score
+    (nearly) every page and fill the list's tail with pages that hold nothing but ``the`` or
+    ``of`` — which a rank fusion would credit as text matches. All terms are kept when every
+    one is that common."""
+    if len(terms) < 2:
+        return terms
+    pages = int(conn.execute(f"SELECT COUNT(*) FROM {TEXT_TABLE}").fetchone()[0])
+    kept = [
+        t
+        for t in terms
+        if 2 * int(conn.execute(f"SELECT COUNT(*) FROM {FTS_TABLE}(?)", (_quoted(t),)).fetchone()[0]) < pages
+    ]
+    return kept or terms
 
 
 @dataclass(frozen=True)
@@ -198,11 +225,12 @@ def search_rows(
 ) -> list[TextMatch]:
     """Best ``k`` pages (by bm25) holding words of ``query`` among those matching the
     compiled filter ``where`` (applied before the top-k, like the visual side's)."""
-    expression = match_expression(query, tokenizer)
-    if expression is None or k <= 0:
+    terms = query_terms(query, tokenizer)
+    if not terms or k <= 0:
         return []
     sql, params = where
     with fts_errors(folder):
+        expression = match_expression(informative_terms(conn, terms), tokenizer)
         rows = conn.execute(
             f"SELECT s.r, s.score FROM (SELECT rowid AS r, bm25({FTS_TABLE}) AS score FROM {FTS_TABLE} "
             f"WHERE {FTS_TABLE} MATCH ?) AS s JOIN pages ON pages.row = s.r WHERE ({sql}) "
