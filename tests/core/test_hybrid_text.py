@@ -262,7 +262,9 @@ def test_terms_in_half_the_pages_or_more_do_not_fill_the_list():
     def scores(query: str) -> list[tuple[int, float]]:
         return [
             (m.row, m.score)
-            for m in search_rows(conn, query, 10, compile_filter(None), tokenizer="unicode61", folder=Path("/"))
+            for m in search_rows(
+                conn, query, 10, compile_filter(None), tokenizer="unicode61", folder=Path("/")
+            )
         ]
 
     (only,) = scores("the zebra")  # not five pages that hold nothing but "the"

@@ -240,21 +240,6 @@ def search_rows(
     return [TextMatch(int(r), -float(s)) for r, s in rows]
 
 
-def texts_of(conn: sqlite3.Connection, rows: Sequence[int]) -> dict[int, str]:
-    """Stored text of ``rows`` (rows without text are absent)."""
-    if not rows:
-        return {}
-    import json
-
-    return {
-        int(r): str(t)
-        for r, t in conn.execute(
-            f"SELECT row, text FROM {TEXT_TABLE} WHERE row IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(rows)),),
-        )
-    }
-
-
 def count_with_text(conn: sqlite3.Connection) -> int:
     return int(
         conn.execute(
