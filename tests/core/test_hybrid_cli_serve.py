@@ -142,3 +142,11 @@ def test_serve_has_a_mode_selector(index: Path) -> None:
         assert 'id="mode"' in client.get("/").text
     finally:
         server.index.close()
+
+
+def test_migrate_keeps_the_page_text(index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "copy"
+    assert main(["migrate", "--from", str(index), "--to", str(target)]) == 0
+    assert _json(capsys, ["info", "--index", str(target), "--json"])["pages_with_text"] == 9
+    hits = _json(capsys, ["search", "income statement", "--index", str(target), "--mode", "text", "--json"])
+    assert hits[0]["page"] == 2

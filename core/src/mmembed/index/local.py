@@ -43,7 +43,7 @@ from .recovery import recover
 from .segments import append_rows
 from .shared import SharedIndex, open_shared
 from .snapshot import IndexSnapshots
-from .text import DEFAULT_TOKENIZER, count_with_text, has_text_tables
+from .text import DEFAULT_TOKENIZER, count_with_text, has_text_tables, page_texts
 from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, check_delete_args, write_error
 
 if TYPE_CHECKING:
@@ -386,6 +386,14 @@ class LocalIndex:
                 where,
                 self._snapshots.records_by_row,
             )
+
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        """The stored page text of ``ids`` in order (``None``: unknown id, or a page without text)."""
+        if self.manifest.text_tokenizer is None:
+            return [None] * len(ids)
+        with self._snapshots.read() as conn:
+            found = page_texts(conn, ids)
+        return [found.get(i) for i in ids]
 
     def info(self) -> dict[str, Any]:
         """Summary for ``mmembed info``: sizes, encoder, storage format, pages with text."""

@@ -80,6 +80,7 @@ class SharedTarget(IndexBackend, Protocol):
     def backfill_text(
         self, *, tokenizer: str | None = None, password: str | dict[str, str] | None = None
     ) -> Any: ...
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]: ...
 
 
 Opener = Callable[..., SharedTarget]
@@ -424,6 +425,9 @@ class SharedIndex:
         self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
     ) -> list[list[SearchHit]]:
         return self._index().search_text(texts, k=k, where=where)
+
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        return self._index().get_texts(ids)
 
     def backfill_text(self, **kwargs: Any) -> Any:
         return self._writable().backfill_text(**kwargs)

@@ -240,6 +240,20 @@ def search_rows(
     return [TextMatch(int(r), -float(s)) for r, s in rows]
 
 
+def page_texts(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
+    """Stored text of the pages ``ids`` (pages without text are absent)."""
+    import json
+
+    return {
+        str(i): str(t)
+        for i, t in conn.execute(
+            f"SELECT p.id, t.text FROM pages AS p JOIN {TEXT_TABLE} AS t ON t.row = p.row "
+            "WHERE p.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+    }
+
+
 def count_with_text(conn: sqlite3.Connection) -> int:
     return int(
         conn.execute(
