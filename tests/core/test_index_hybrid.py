@@ -13,6 +13,7 @@ from reportlab.pdfgen import canvas
 
 from mmembed.index import IndexDamagedError, InvalidPageError, LocalIndex, PageInput, open_index
 from mmembed.index.text import MAX_TEXT_CHARS, check_fts
+from mmembed.pipeline import backfill_text
 from mmembed.types import EncoderInfo, MMEmbedError
 
 DIM = 8
@@ -155,7 +156,7 @@ def test_damaged_fts_is_an_error_naming_the_repair_and_backfill_repairs_it(index
         index.search(_q(), k=3, mode="hybrid", texts=["clause"])
     (visual,) = index.search(_q(), k=3)  # the visual side is unaffected
     assert visual
-    report = index.backfill_text()
+    report = backfill_text(index)
     assert report.rebuilt_fts
     assert [h.page for h in index.search_text(["X-200"], k=3)[0]] == [1]
 
@@ -189,7 +190,7 @@ def test_older_index_refuses_text_modes_and_backfill_fills_matching_sources(tmp_
     _pdf(changed, ["New wording"])
     gone.unlink()
 
-    report = ix.backfill_text()
+    report = backfill_text(ix)
     assert report.created_text_store and report.pages_filled == 2
     assert report.sources_read == [str(good)]
     assert set(report.sources_skipped) == {str(changed), str(gone)}
@@ -201,7 +202,7 @@ def test_older_index_refuses_text_modes_and_backfill_fills_matching_sources(tmp_
     reopened = LocalIndex(tmp_path / "ix")
     assert reopened.manifest.text_tokenizer == "unicode61"
     assert reopened.info()["pages_with_text"] == 2
-    assert reopened.backfill_text().pages_filled == 0  # nothing left that can be filled
+    assert backfill_text(reopened).pages_filled == 0  # nothing left that can be filled
     reopened.close()
 
 

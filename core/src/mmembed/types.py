@@ -7,6 +7,8 @@ That single convention lets the index and scorer treat both kinds the same way.
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -20,6 +22,41 @@ Storage = Literal["float16", "bfloat16", "float32", "int8"]
 STORAGE_NAMES: tuple[Storage, ...] = get_args(Storage)
 """How an index folder stores vectors (one codec each in :mod:`mmembed.index.codecs`); named
 here so that the command line offers them without importing the codecs (and torch)."""
+
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 200_000
+"""Most characters of text stored per page (a dense printed page holds ~5 000); longer text
+layers are cut there, and the cut is logged naming the page."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def clean_text(text: str | bytes | None, *, where: str = "a page") -> str:
+    """Text fit to store: invalid UTF-8 replaced, control characters (except newline and
+    tab) turned into spaces, at most :data:`MAX_TEXT_CHARS` characters (a longer text is cut
+    and the cut logged, naming ``where``).
+
+    >>> clean_text(b"caf\\xc3\\xa9 \\xff\\x00ok")
+    'café \ufffd ok'
+    """
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = _SURROGATE.sub("\ufffd", text)  # lone surrogates cannot be encoded for SQLite
+    text = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+    if len(text) > MAX_TEXT_CHARS:
+        logger.warning(
+            "%s has a text layer of %d characters; only the first %d are stored for text search",
+            where,
+            len(text),
+            MAX_TEXT_CHARS,
+        )
+        text = text[:MAX_TEXT_CHARS]
+    return text if text.strip() else ""
 
 
 def page_id(content_hash: str, page: int) -> str:

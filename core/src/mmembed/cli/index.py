@@ -170,8 +170,10 @@ def _backfill_text(args: argparse.Namespace, where: str) -> int:
         raise CLIError("--backfill-text reads the files the index recorded; give no paths with it")
     if uri_scheme(where) is not None:
         raise CLIError("--backfill-text applies to index folders (the embedded index), not to URIs")
+    from ..pipeline import backfill_text
+
     with closing(open_index(where, create=False)) as index:
-        report = index.backfill_text(tokenizer=args.text_tokenizer, password=args.password)
+        report = backfill_text(index, tokenizer=args.text_tokenizer, password=args.password)
         with_text = index.info()["pages_with_text"]
     print(safe_lines(report.summary()))
     print(f"index {safe(where)} now has text for {with_text} page(s)")

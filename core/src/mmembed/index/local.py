@@ -1,5 +1,8 @@
 """The embedded on-disk index: one folder, one writer, many readers, crash-safe batches.
 
+Long because ``open_index``, public from this module, keeps its three typed overloads and
+its full docstring here; the :class:`LocalIndex` facade itself is about 270 lines.
+
 :class:`LocalIndex` is the facade that composes the parts, each in its own module:
 
 - :mod:`.options` — creation options, their checks, the creation of a new folder;
@@ -16,24 +19,24 @@ Opening never takes the writer lock: the first ``add``/``upsert``/``delete``/``c
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 
 from ..scoring import EmbeddingsLike, as_ragged
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
 from . import format as fmt
+from .backfill import pages_without_text, prepare_text_store, store_texts
 from .errors import IndexClosedError, IndexReadOnlyError
-from .filters import Filter, compile_filter
+from .filters import Filter
 from .first_stage import shortlist
 from .fusion import search_options
-from .hybrid import check_texts, search_modes, text_search
+from .hybrid import check_texts, missing_text_store, search_modes, text_search
 from .lock import WriterLock
 from .options import check_encoder as _check_encoder  # noqa: F401  (mmembed-qdrant imports it from here)
 from .options import check_options, check_pooling, open_folder, storage_option
@@ -44,10 +47,7 @@ from .segments import append_rows
 from .shared import SharedIndex, open_shared
 from .snapshot import IndexSnapshots
 from .text import DEFAULT_TOKENIZER, count_with_text, has_text_tables, page_texts
-from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, check_delete_args, write_error
-
-if TYPE_CHECKING:
-    from .backfill import BackfillReport
+from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, pages_to_delete, write_error
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "LocalIndex", "open_index"]
 
@@ -234,24 +234,43 @@ class LocalIndex:
             self.lock_for_writing()
             return self._writer.write(pages, replace=replace, pooled=pooled, append=append_rows)
 
-    def backfill_text(
-        self, *, tokenizer: str | None = None, password: str | dict[str, str] | None = None
-    ) -> BackfillReport:
-        """Hybrid (issue 25): create / repair the text store and fill the text of pages that have
-        none from their recorded source files whose hash still matches (others are named in
-        the report and skipped). ``mmembed index --backfill-text`` runs this."""
-        from .backfill import backfill_text
-
+    def prepare_text_store(self, tokenizer: str | None = None) -> dict[str, bool]:
+        """Hybrid (issue 25): create the text store of an index built before text search
+        (``tokenizer`` recorded in the manifest) and rebuild a damaged FTS index from the stored
+        text. Returns ``{"created": ..., "rebuilt": ...}``. Part of ``--backfill-text``
+        (:func:`mmembed.pipeline.backfill_text`)."""
         with self._mutex:
             self.lock_for_writing()
             try:
-                report = backfill_text(self, tokenizer=tokenizer, password=password)
+                manifest, created, rebuilt = prepare_text_store(
+                    self._conn, self.path, self.manifest, tokenizer
+                )
             except (OSError, sqlite3.OperationalError) as exc:
-                raise write_error(self.path, "fill in the page text", exc) from exc
+                raise write_error(self.path, "prepare the text store", exc) from exc
             finally:
-                self._writer.manifest = self.manifest  # (a new text store is recorded there)
                 self._snapshots.forget()
-            return report
+            self.manifest = self._writer.manifest = manifest
+            return {"created": created, "rebuilt": rebuilt}
+
+    def pages_without_text(self) -> list[tuple[str, str, int, str]]:
+        """``(id, source, page, content_hash)`` of every page without stored text."""
+        with self._snapshots.read() as conn:
+            if self.manifest.text_tokenizer is None or not has_text_tables(conn):
+                return [(r.id, r.source, r.page, r.content_hash) for r in self.records()]
+            return pages_without_text(conn)
+
+    def store_texts(self, texts: Sequence[tuple[str, str]]) -> int:
+        """Store ``(page id, text)`` pairs in one transaction; returns how many pages got text."""
+        if self.manifest.text_tokenizer is None:
+            raise missing_text_store(self.path)
+        with self._mutex:
+            self.lock_for_writing()
+            try:
+                return store_texts(self._conn, texts)
+            except (OSError, sqlite3.OperationalError) as exc:
+                raise write_error(self.path, "store page text", exc) from exc
+            finally:
+                self._snapshots.forget()
 
     def extend_graph(self, *, force: bool = True) -> int:
         """HNSW first stage: add the pages stored since the graph was last built to it;
@@ -269,14 +288,10 @@ class LocalIndex:
     def delete(self, ids: Sequence[str] | None = None, *, where: Filter | None = None) -> int:
         """Delete pages whose id is in ``ids`` and (if given) that match ``where``, in one
         transaction; returns how many were deleted. ``where={}`` matches every page."""
-        check_delete_args(ids, where)
-        sql, params = compile_filter(where)
-        if ids is not None:
-            sql = f"({sql}) AND id IN (SELECT value FROM json_each(?))"
-            params = [*params, json.dumps(list(ids))]
+        matching = pages_to_delete(ids, where)
         with self._mutex:
             self.lock_for_writing()
-            return self._writer.delete((sql, params))
+            return self._writer.delete(matching)
 
     def compact(self) -> int:
         """Rewrite live vectors into fresh segments, dropping the space of deleted and

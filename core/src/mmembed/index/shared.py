@@ -77,9 +77,9 @@ class SharedTarget(IndexBackend, Protocol):
     def search_text(
         self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
     ) -> list[list[SearchHit]]: ...
-    def backfill_text(
-        self, *, tokenizer: str | None = None, password: str | dict[str, str] | None = None
-    ) -> Any: ...
+    def prepare_text_store(self, tokenizer: str | None = None) -> dict[str, bool]: ...
+    def pages_without_text(self) -> list[tuple[str, str, int, str]]: ...
+    def store_texts(self, texts: Sequence[tuple[str, str]]) -> int: ...
     def get_texts(self, ids: Sequence[str]) -> list[str | None]: ...
 
 
@@ -429,5 +429,11 @@ class SharedIndex:
     def get_texts(self, ids: Sequence[str]) -> list[str | None]:
         return self._index().get_texts(ids)
 
-    def backfill_text(self, **kwargs: Any) -> Any:
-        return self._writable().backfill_text(**kwargs)
+    def prepare_text_store(self, tokenizer: str | None = None) -> dict[str, bool]:
+        return self._writable().prepare_text_store(tokenizer)
+
+    def pages_without_text(self) -> list[tuple[str, str, int, str]]:
+        return self._index().pages_without_text()
+
+    def store_texts(self, texts: Sequence[tuple[str, str]]) -> int:
+        return self._writable().store_texts(texts)

@@ -19,18 +19,15 @@ are plain words or nothing, never an error or an injection.
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..types import MMEmbedError
+from ..types import MAX_TEXT_CHARS, MMEmbedError, clean_text
 from .errors import IndexDamagedError
 from .filters import Sql
-
-logger = logging.getLogger(__name__)
 
 TOKENIZERS = {
     "unicode61": "unicode61 remove_diacritics 2",
@@ -41,9 +38,6 @@ TOKENIZERS = {
 characters, for CJK text and code-like identifiers."""
 DEFAULT_TOKENIZER = "unicode61"
 
-MAX_TEXT_CHARS = 200_000
-"""Most characters of text stored per page (a dense printed page holds ~5 000); longer text
-layers are cut there, and the cut is logged naming the page."""
 MAX_QUERY_TERMS = 64
 """Most words of one query sent to FTS5 (the rest are ignored)."""
 
@@ -51,8 +45,6 @@ TEXT_TABLE = "page_texts"
 FTS_TABLE = "page_fts"
 REPAIR = "--backfill-text"
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _WORD = re.compile(r"\w+")
 
 
@@ -116,31 +108,6 @@ def _statements(script: str) -> Iterator[str]:
         if sqlite3.complete_statement(buffer):
             yield buffer.strip()
             buffer = ""
-
-
-def clean_text(text: str | bytes | None, *, where: str = "a page") -> str:
-    """Text fit to store: invalid UTF-8 replaced, control characters (except newline and
-    tab) turned into spaces, at most :data:`MAX_TEXT_CHARS` characters (a longer text is cut
-    and the cut logged, naming ``where``).
-
-    >>> clean_text(b"caf\\xc3\\xa9 \\xff\\x00ok")
-    'café \ufffd ok'
-    """
-    if text is None:
-        return ""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    text = _SURROGATE.sub("\ufffd", text)  # lone surrogates cannot be encoded for SQLite
-    text = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
-    if len(text) > MAX_TEXT_CHARS:
-        logger.warning(
-            "%s has a text layer of %d characters; only the first %d are stored for text search",
-            where,
-            len(text),
-            MAX_TEXT_CHARS,
-        )
-        text = text[:MAX_TEXT_CHARS]
-    return text if text.strip() else ""
 
 
 def check_page_text(text: object, where: str) -> str | None:

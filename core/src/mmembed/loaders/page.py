@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from PIL import Image
 
-from ..types import page_id
+from ..types import clean_text, page_id
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +129,8 @@ class Page(LazyItem[Image.Image]):
     @property
     def text(self) -> str:
         """The page's own text layer, cleaned for storage (invalid UTF-8 and control characters
-        replaced, bounded by :data:`mmembed.index.text.MAX_TEXT_CHARS`); ``""`` for an image, a
+        replaced, bounded by :data:`mmembed.types.MAX_TEXT_CHARS`); ``""`` for an image, a
         scan without a text layer, or a text layer PDFium cannot read (logged). Never OCR."""
-        from ..index.text import clean_text
-
         if self._text_reader is None:
             return ""
         where = f"page {self.page} of {self.source}"

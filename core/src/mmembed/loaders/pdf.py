@@ -266,8 +266,6 @@ class PdfHandle:
 
     def text(self, index: int) -> str:
         """Text layer of the 0-based page ``index`` as extracted (``""`` without one)."""
-        from .pdf_text import document_page_text
-
         with PDFIUM_LOCK:
             self.open()
             return document_page_text(self._cell[0], index)
@@ -308,3 +306,19 @@ def _close_document(cell: list[Any]) -> None:
         doc, cell[0] = cell[0], None
         if doc is not None:
             doc.close()
+
+
+def document_page_text(doc: Any, index: int) -> str:
+    """Text layer of the 0-based page ``index`` of an open ``pypdfium2.PdfDocument``, as
+    PDFium extracts it (CRLF line ends made plain newlines). Caller holds ``PDFIUM_LOCK``.
+    The one place mmembed reads a text layer: LangChain's ``page_content`` and the index's
+    text search both come from here."""
+    pdf_page = doc[index]
+    try:
+        textpage = pdf_page.get_textpage()
+        try:
+            return str(textpage.get_text_bounded()).replace("\r\n", "\n")
+        finally:
+            textpage.close()
+    finally:
+        pdf_page.close()

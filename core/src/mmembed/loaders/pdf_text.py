@@ -13,23 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import issue_error
-from .pdf import PDFIUM_LOCK, looks_like_pdf
-
-
-def document_page_text(doc: Any, index: int) -> str:
-    """Text layer of the 0-based page ``index`` of an open ``pypdfium2.PdfDocument``, as
-    PDFium extracts it (CRLF line ends made plain newlines). Caller holds ``PDFIUM_LOCK``.
-    The one place mmembed reads a text layer: LangChain's ``page_content`` and the index's
-    text search both come from here."""
-    pdf_page = doc[index]
-    try:
-        textpage = pdf_page.get_textpage()
-        try:
-            return str(textpage.get_text_bounded()).replace("\r\n", "\n")
-        finally:
-            textpage.close()
-    finally:
-        pdf_page.close()
+from .pdf import PDFIUM_LOCK, document_page_text, looks_like_pdf
 
 
 def _is_pdf(path: Path) -> bool:
