@@ -262,8 +262,12 @@ def evaluate(
     where: Filter | None = None,
     batch_size: int = 16,
     name: str = "",
+    mode: str = "visual",
+    alpha: float | None = None,
+    rrf_k: int | None = None,
 ) -> EvalReport:
-    """Search every judged query (top ``k``) and measure the run against ``qrels``."""
+    """Search every judged query (top ``k``) and measure the run against ``qrels``.
+    ``mode`` / ``alpha`` / ``rrf_k``: the search mode (see :meth:`mmembed.Retriever.search`)."""
     if k < 1:
         raise EvalError(f"k must be at least 1, got {k}")
     missing = [q for q in qrels if q not in queries]
@@ -278,7 +282,9 @@ def evaluate(
     run: Run = {}
     for start in range(0, len(judged), batch_size):
         ids = judged[start : start + batch_size]
-        for qid, hits in zip(ids, retriever.search([queries[q] for q in ids], k=k, where=where), strict=True):
+        modes: dict[str, Any] = {} if mode == "visual" else {"mode": mode, "alpha": alpha, "rrf_k": rrf_k}
+        found = retriever.search([queries[q] for q in ids], k=k, where=where, **modes)
+        for qid, hits in zip(ids, found, strict=True):
             run[qid] = {}
             for hit in hits:  # several pages may share a name (same file name in two folders): keep the best
                 run[qid].setdefault(doc_id(hit.record, scheme), hit.score)

@@ -8,7 +8,8 @@ serves only pages *of the index*: a request names a page id, never a path, and t
 page is rendered from the source file the index recorded (only while its bytes still hash
 to what was indexed; otherwise the stored thumbnail is shown).
 
-Routes: ``GET /`` (the page), ``GET /search?q=&k=&source=&page_min=&page_max=``,
+Routes: ``GET /`` (the page), ``GET /search?q=&k=&source=&page_min=&page_max=&mode=``
+(``mode``: ``visual``, ``text`` or ``hybrid``),
 ``GET /sources``, ``GET /pages/{id}/thumbnail``, ``GET /pages/{id}/image`` and
 ``GET /pages/{id}/explain?q=`` (the similarity overlay, multi-vector image models).
 """
@@ -23,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .types import MMEmbedError, PageRecord
 
@@ -93,9 +94,11 @@ class PageServer:
         self._pngs: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._renders_lock = threading.Lock()
 
-    def search(self, query: str, k: int, where: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def search(
+        self, query: str, k: int, where: dict[str, Any] | None, mode: str = "visual"
+    ) -> list[dict[str, Any]]:
         with self._model_lock:
-            hits = self.retriever.search(query, k=k, where=where)
+            hits = self.retriever.search(query, k=k, where=where, mode=mode)
         return [
             {
                 "id": hit.id,
@@ -106,6 +109,7 @@ class PageServer:
                 "metadata": hit.metadata,
                 "thumbnail": f"pages/{hit.id}/thumbnail" if hit.record.thumbnail else None,
                 "image": f"pages/{hit.id}/image",
+                "matches": [m.to_json() for m in hit.matches],
             }
             for hit in hits
         ]
@@ -230,14 +234,15 @@ def create_app(
         source: str | None = Query(None, max_length=4096),
         page_min: int | None = Query(None, ge=1),
         page_max: int | None = Query(None, ge=1),
+        mode: Literal["visual", "text", "hybrid"] = Query("visual"),
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(422, "q is blank: type a query")
         try:
-            hits = server.search(q, k, _where(source, page_min, page_max))
+            hits = server.search(q, k, _where(source, page_min, page_max), mode)
         except MMEmbedError as exc:
             raise HTTPException(400, str(exc)) from exc
-        return {"query": q, "k": k, "hits": hits}
+        return {"query": q, "k": k, "mode": mode, "hits": hits}
 
     @app.get("/sources")
     def sources() -> dict[str, Any]:

@@ -43,6 +43,16 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--compare", nargs="+", metavar="INDEX", help="other indexes (e.g. another model) side by side"
     )
+    p.add_argument(
+        "--mode",
+        nargs="+",
+        choices=("visual", "text", "hybrid"),
+        default=["visual"],
+        help="search mode(s); several (e.g. --mode visual text hybrid) compare the modes side by side",
+    )
+    fusion = p.add_mutually_exclusive_group()
+    fusion.add_argument("--alpha", type=float, metavar="A", help="hybrid: weighted-sum fusion (0..1)")
+    fusion.add_argument("--rrf-k", type=int, metavar="K", help="hybrid: reciprocal rank fusion's constant")
     p.add_argument("--json", action="store_true")
     model_args(p)
     p.set_defaults(func=run)
@@ -95,17 +105,25 @@ def run(args: argparse.Namespace) -> int:
                 args.model if own_model else stored,
                 **encoder_options(args, None if own_model else index.encoder),
             )
-            reports.append(
-                evaluate(
-                    Retriever(index, encoder),
-                    queries,
-                    qrels,
-                    k=args.k,
-                    doc_ids=doc_ids,
-                    metrics=args.metrics or DEFAULT_METRICS,
-                    name=f"{Path(path).name} ({Path(stored).name})",
+            modes = list(dict.fromkeys(args.mode))
+            for mode in modes:
+                label = f"{Path(path).name} ({Path(stored).name})" + (
+                    f" [{mode}]" if modes != ["visual"] else ""
                 )
-            )
+                fusion = {"alpha": args.alpha, "rrf_k": args.rrf_k} if mode == "hybrid" else {}
+                reports.append(
+                    evaluate(
+                        Retriever(index, encoder),
+                        queries,
+                        qrels,
+                        k=args.k,
+                        doc_ids=doc_ids,
+                        metrics=args.metrics or DEFAULT_METRICS,
+                        name=label,
+                        mode=mode,
+                        **fusion,
+                    )
+                )
         finally:
             index.close()
     if args.json:

@@ -55,6 +55,24 @@ def add_parser(sub: Subparsers) -> None:
         "vectors proposes pages, their codes narrow them (largest indexes; needs mmembed-core[ann]); none = exact scan of "
         "every page (default)",
     )
+    text = p.add_argument_group("page text (text and hybrid search)")
+    text.add_argument(
+        "--no-text",
+        action="store_true",
+        help="do not store the pages' text layer (then only --mode visual finds them)",
+    )
+    text.add_argument(
+        "--text-tokenizer",
+        choices=("unicode61", "trigram"),
+        help="when creating the index: unicode61 = words, case and accents folded (default); trigram = "
+        "substrings, for CJK or code-like text",
+    )
+    text.add_argument(
+        "--backfill-text",
+        action="store_true",
+        help="fill in the text of pages indexed without it (an index built before text search, or a damaged "
+        "text index) from their recorded source files whose hash still matches; others are named and skipped",
+    )
     media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")
     media.add_argument(
         "--segment-seconds",
@@ -88,12 +106,17 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import index_documents
 
     where = location(args)
+    if args.backfill_text:
+        return _backfill_text(args, where)
     if args.repair:
         _repair(where)
         if not args.paths:
             return 0
     elif not args.paths:
-        raise CLIError("mmembed index needs files or folders to index (or --repair)")
+        raise CLIError(
+            "give the files or folders to index (or --repair to rewrite first-stage data, "
+            "or --backfill-text to fill in page text)"
+        )
     storage = storage_options(args, where)
     stored = stored_encoder(where)  # an existing index names its model unless --model does
     model = model_name(args, stored.name if stored else None)
@@ -101,11 +124,18 @@ def run(args: argparse.Namespace) -> int:
     stage: dict[str, Any] = {}
     if args.first_stage is not None:
         stage["first_stage"] = None if args.first_stage == "none" else args.first_stage
+    if args.text_tokenizer is not None:
+        stage["text_tokenizer"] = args.text_tokenizer
     if stage and uri_scheme(where) is not None:
         raise CLIError("--first-stage applies to index folders (the embedded index), not to URIs")
+    flags = [
+        f
+        for f, key in (("--first-stage", "first_stage"), ("--text-tokenizer", "text_tokenizer"))
+        if key in stage
+    ]
     if stage and stored is not None:
         raise CLIError(
-            f"--first-stage applies when an index is created; {safe(where)} already exists "
+            f"{' / '.join(flags)} applies when an index is created; {safe(where)} already exists "
             "(see `mmembed info`): index into a new folder to change it"
         )
     if args.ray is not None:
@@ -135,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             max_frames=args.max_frames,
             media_streams=args.media_streams,
+            text=not args.no_text,
         )
         total = index.count()
     print(safe_lines(report.summary()))
@@ -142,6 +173,23 @@ def run(args: argparse.Namespace) -> int:
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
+    return 0
+
+
+def _backfill_text(args: argparse.Namespace, where: str) -> int:
+    from ..index import open_index, uri_scheme
+
+    if args.paths:
+        raise CLIError("--backfill-text reads the files the index recorded; give no paths with it")
+    if uri_scheme(where) is not None:
+        raise CLIError("--backfill-text applies to index folders (the embedded index), not to URIs")
+    from ..pipeline import backfill_text
+
+    with closing(open_index(where, create=False)) as index:
+        report = backfill_text(index, tokenizer=args.text_tokenizer, password=args.password)
+        with_text = index.info()["pages_with_text"]
+    print(safe_lines(report.summary()))
+    print(f"index {safe(where)} now has text for {with_text} page(s)")
     return 0
 
 

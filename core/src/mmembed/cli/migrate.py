@@ -66,9 +66,12 @@ def _copy_pages(args: argparse.Namespace, source: Any, target: Any, *, pooled: b
     def flush() -> None:
         nonlocal copied
         vectors = source.get_embeddings([r.id for r in batch])
+        # The page text goes along (hybrid search), from a source that stores it.
+        get_texts = getattr(source, "get_texts", None)
+        texts = get_texts([r.id for r in batch]) if get_texts else [None] * len(batch)
         pages = [
-            PageInput(rows, r.source, r.page, r.content_hash, r.metadata, r.thumbnail, id=r.id)
-            for r, rows in zip(batch, vectors, strict=True)
+            PageInput(rows, r.source, r.page, r.content_hash, r.metadata, r.thumbnail, id=r.id, text=text)
+            for r, rows, text in zip(batch, vectors, texts, strict=True)
             if rows is not None  # deleted meanwhile
         ]
         copied += len(target.upsert(pages, **upsert_options))

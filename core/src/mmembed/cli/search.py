@@ -39,6 +39,26 @@ def add_parser(sub: Subparsers) -> None:
         metavar="I",
         help="with --explain: also one overlay per query token I",
     )
+    p.add_argument(
+        "--mode",
+        choices=("visual", "text", "hybrid"),
+        default="visual",
+        help="rank by the page images' vectors (visual, default), the pages' own text layer (text, bm25) "
+        "or both fused (hybrid)",
+    )
+    fusion = p.add_mutually_exclusive_group()
+    fusion.add_argument(
+        "--alpha",
+        type=float,
+        metavar="A",
+        help="with --mode hybrid: fuse by A * visual + (1 - A) * text of normalised scores (0..1)",
+    )
+    fusion.add_argument(
+        "--rrf-k",
+        type=positive_int,
+        metavar="K",
+        help="with --mode hybrid: reciprocal rank fusion's constant (default 60)",
+    )
     model_args(p, default="the model the index was built with")
     p.set_defaults(func=run)
 
@@ -59,7 +79,12 @@ def run(args: argparse.Namespace) -> int:
             shortlist["candidates"] = args.candidates
         if shortlist and not hasattr(index, "first_stage"):
             raise CLIError("--exact and --candidates apply to an index folder, not to a server backend")
-        hits = retriever.search(args.query, k=args.k, where=filters, **shortlist)
+        if args.mode != "hybrid" and (args.alpha is not None or args.rrf_k is not None):
+            raise CLIError("--alpha and --rrf-k tune --mode hybrid; add --mode hybrid")
+        modes: dict[str, Any] = {}
+        if args.mode != "visual":
+            modes = {"mode": args.mode, "alpha": args.alpha, "rrf_k": args.rrf_k}
+        hits = retriever.search(args.query, k=args.k, where=filters, **modes, **shortlist)
         if args.tokens and not args.explain:
             raise CLIError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
         overlays: list[Path] = []
@@ -77,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     if not hits:
         print("no matching pages or segments")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  {where(hit)}  [{safe(hit.id)}]")
+        sides = "  " + " ".join(f"{m.side}#{m.rank}" for m in hit.matches) if hit.matches else ""
+        print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  {where(hit)}  [{safe(hit.id)}]{sides}")
     if overlays:
         how = " and ".join(sorted(vectors_from))  # "stored" vectors, or the page "re-encoded"
         print(f"wrote {len(overlays)} similarity overlay(s) to {safe(args.explain)} ({how} page vectors)")

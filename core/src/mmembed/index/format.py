@@ -75,6 +75,9 @@ class Manifest:
     # "binary": sign-bit codes beside the segments, shortlist first; "hnsw": a graph over pooled
     # page vectors. Older readers ignore it and scan exactly, so it needs no version bump.
     first_stage: str | None = None
+    # FTS5 tokenizer of the page-text tables (see text.py); None: an index made before text
+    # search (no text tables until `--backfill-text`). Older readers ignore it: no version bump.
+    text_tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.format_version == 0:
@@ -92,6 +95,8 @@ class Manifest:
         }
         if self.first_stage is not None:  # absent: the exact scan, as in older manifests
             data["first_stage"] = self.first_stage
+        if self.text_tokenizer is not None:
+            data["text"] = {"tokenizer": self.text_tokenizer}
         return data
 
     @classmethod
@@ -138,6 +143,7 @@ class Manifest:
                 raise ValueError("token pooling applies to multi-vector indexes only")
             keep = bool(data.get("keep_thumbnails", True))
             first_stage = check_first_stage(data.get("first_stage"))
+            text_tokenizer = _text_tokenizer(data.get("text"))
         except (KeyError, TypeError, ValueError, AttributeError, MMEmbedError) as exc:
             raise IndexFormatError(
                 f"the index manifest {path} is incomplete or invalid ({exc}); rebuild the index."
@@ -149,10 +155,21 @@ class Manifest:
             format_version=version,
             pooling=pooling,
             first_stage=first_stage,
+            text_tokenizer=text_tokenizer,
         )
 
     def write(self, folder: Path) -> None:
         write_json_atomic(folder / MANIFEST, self.to_json())
+
+
+def _text_tokenizer(value: object) -> str | None:
+    from .text import check_tokenizer
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"text {value!r} is not an object")
+    return check_tokenizer(value.get("tokenizer"))
 
 
 FIRST_STAGES = ("binary", "hnsw")
@@ -293,7 +310,9 @@ def _warn_unreadable_wal(db_path: Path) -> None:
         )
 
 
-def create_database(db_path: Path, *, dim: int, dtype: str, kind: str) -> None:
+def create_database(
+    db_path: Path, *, dim: int, dtype: str, kind: str, text_tokenizer: str | None = None
+) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -311,8 +330,11 @@ def create_database(db_path: Path, *, dim: int, dtype: str, kind: str) -> None:
             f"INSERT INTO meta(key, value) VALUES ('dim', {int(dim)}), "
             f"('dtype', '{codec(dtype).name}'), ('kind', '{kind}');"
         )
+        from .text import schema as text_schema
+
+        texts = text_schema(text_tokenizer) if text_tokenizer is not None else ""
         conn.executescript(
-            f"BEGIN IMMEDIATE;\n{SCHEMA}\n{shape}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
+            f"BEGIN IMMEDIATE;\n{SCHEMA}\n{texts}\n{shape}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
         )
     finally:
         conn.close()

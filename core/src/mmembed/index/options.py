@@ -19,6 +19,7 @@ from . import format as fmt
 from .codecs import Codec
 from .errors import IndexFormatError, IndexNotFoundError, IndexOptionError
 from .lock import WriterLock
+from .text import check_tokenizer
 
 
 def storage_option(storage: str | None, dtype: str | None) -> str | None:
@@ -89,6 +90,7 @@ def create_index(
     pooling: int,
     keep_thumbnails: bool,
     first_stage: str | None,
+    text_tokenizer: str | None = None,
 ) -> None:
     """Make ``path`` (missing, empty, or left by an interrupted creation) a new empty index.
 
@@ -97,6 +99,8 @@ def create_index(
     creating the index first wins (its manifest is kept)."""
     check_encoder(encoder)
     fmt.codec(dtype)
+    if text_tokenizer is not None:
+        check_tokenizer(text_tokenizer)
     try:
         fmt.check_first_stage(first_stage)
     except ValueError as exc:
@@ -127,7 +131,13 @@ def create_index(
         files.mkdir(path, fmt.SEGMENTS_DIR)
         for leftover in files.listdir(path, fmt.SEGMENTS_DIR):
             files.remove(path, files.in_segments(leftover))
-        fmt.create_database(path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
+        fmt.create_database(
+            path / fmt.DATABASE,
+            dim=encoder.dim,
+            dtype=dtype,
+            kind=encoder.kind,
+            text_tokenizer=text_tokenizer,  # hybrid (issue 25): the page-text tables
+        )
         fmt.fsync_dir(path)
         manifest = fmt.Manifest(
             encoder=encoder,
@@ -135,6 +145,7 @@ def create_index(
             keep_thumbnails=keep_thumbnails,
             pooling=pooling,
             first_stage=first_stage,
+            text_tokenizer=text_tokenizer,
         )
         manifest.write(path)
     finally:
@@ -163,6 +174,7 @@ def open_folder(
     dtype: str | None,
     keep_thumbnails: bool,
     first_stage: str | None,
+    text_tokenizer: str | None = None,
 ) -> OpenedFolder:
     """Open (creating it when missing, if allowed) the index in ``path`` after checking the
     given options and encoder against it; see :func:`~mmembed.index.open_index`."""
@@ -189,6 +201,7 @@ def open_folder(
             pooling=pooling or 1,
             keep_thumbnails=keep_thumbnails,
             first_stage=first_stage,
+            text_tokenizer=text_tokenizer,
         )
         created_now = True
     manifest = fmt.Manifest.read(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -45,6 +46,9 @@ from .protocol import PageInput
 from .recovery import complete_codes, stores_codes
 from .segments import SegmentViews, append_rows, segment_name
 from .snapshot import IndexSnapshots
+from .text import write_texts
+
+logger = logging.getLogger(__name__)
 
 AppendFn = Callable[[Path, str, int, memoryview], None]
 """Writes rows after a file's committed bytes durably (:func:`~.segments.append_rows`)."""
@@ -66,6 +70,7 @@ class IndexWriter:
         self.row_bytes = self.codec.row_bytes(self.encoder.dim)
         self.segment_bytes = int(segment_bytes)
         self.graph_extend_pages = ann.EXTEND_PAGES
+        self._warned_no_text = False
 
     # ------------------------------------------------------------------ adding pages
 
@@ -168,7 +173,25 @@ class IndexWriter:
             records,
         )
         conn.executemany("INSERT INTO thumbnails(row, data) VALUES (?, ?)", thumbs)
+        self._insert_texts(batch, first_row)  # hybrid (issue 25): in the batch's transaction
         return offset
+
+    def _insert_texts(self, batch: EncodedBatch, first_row: int) -> None:
+        """The batch's page texts (rows ``first_row`` on), for the full-text index."""
+        texts = [(first_row + i, r.text) for i, r in enumerate(batch.rows) if r.text]
+        if not texts:
+            return
+        if self.manifest.text_tokenizer is None:
+            if not self._warned_no_text:
+                self._warned_no_text = True
+                logger.warning(
+                    "the index at %s has no text store (built before text search); page text is not "
+                    "stored. Run `mmembed index --backfill-text --index %s` to add it.",
+                    self.path,
+                    self.path,
+                )
+            return
+        write_texts(self.conn, texts)
 
     def _append_codes(self, seg_id: int, seg_path: Path, committed_rows: int, vectors: np.ndarray) -> None:
         # Codes of the stored rows as the codec decodes them (int8: scaled), like every reader's.

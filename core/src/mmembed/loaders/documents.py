@@ -37,6 +37,11 @@ class Document(ABC):
     def close(self) -> None:
         """Free what the open file holds; renderers handed out stay usable (they reopen)."""
 
+    def text_reader(self, index: int) -> Callable[[], str] | None:
+        """Reads the text layer of the 0-based page ``index`` (``None``: the kind has none,
+        e.g. an image). Like renderers, it stays usable after :meth:`close`."""
+        return None
+
 
 class PdfPages(Document):
     def __init__(
@@ -85,6 +90,10 @@ class PdfPages(Document):
         else:
             render = partial(self._handle.render, index, plan.scale)
         return settings, guarded(self.source, index + 1, render)
+
+    def text_reader(self, index: int) -> Callable[[], str] | None:
+        # An Office file's handle holds its converted PDF: its text layer is read from there.
+        return partial(self._handle.text, index)
 
     def close(self) -> None:
         self._handle.close()

@@ -219,6 +219,8 @@ class QdrantPages:
             }
             if row.thumbnail is not None:
                 payload["thumbnail"] = base64.b64encode(row.thumbnail).decode("ascii")
+            if row.text is not None:  # kept for a later text side (see docs/hybrid.md); not searched yet
+                payload["text"] = row.text
             points.append((point_id(row.id), self._vectors(rows), payload))
         with self._mutex:
             if not replace:

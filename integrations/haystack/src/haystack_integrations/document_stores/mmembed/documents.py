@@ -152,7 +152,17 @@ def to_page_input(document: Any, encoder: EncoderInfo, index_path: str) -> PageI
         else _id_hash(document.id),
         metadata=metadata,
         id=document.id,
+        text=_searchable_text(document),
     )
+
+
+def _searchable_text(document: Document) -> str | None:
+    """The document's content for the index's text search (bounded and cleaned by core)."""
+    if not isinstance(document.content, str) or not document.content:
+        return None
+    from mmembed.index.text import clean_text
+
+    return clean_text(document.content, where=f"document {document.id!r}") or None
 
 
 def _id_hash(document_id: str) -> str:

@@ -28,6 +28,12 @@ class MMEmbedRetriever:
     by the store's own model from the page's stored vectors when the index recorded its
     patch layout.
 
+    ``mode="hybrid"`` fuses the vector ranking with the pages' own text ranking (bm25) for
+    the query's text given as ``query`` — by reciprocal rank fusion (``rrf_k``) or with
+    ``alpha`` by ``alpha * visual + (1 - alpha) * text`` of normalised scores — and each
+    document's ``meta["matches"]`` says which side(s) found it. For Haystack's own fusion,
+    join this retriever with ``MMEmbedBM25Retriever`` in a ``DocumentJoiner``.
+
     ```python
     from haystack import Pipeline
     from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
@@ -52,6 +58,9 @@ class MMEmbedRetriever:
         filter_policy: str | FilterPolicy = FilterPolicy.REPLACE,
         return_embedding: bool = False,
         explain: bool = False,
+        mode: str = "visual",
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> None:
         """
         :param document_store: The store to search.
@@ -60,6 +69,10 @@ class MMEmbedRetriever:
         :param filter_policy: How run-time ``filters`` combine with ``filters``: ``replace`` or ``merge``.
         :param return_embedding: Return documents with their (pooled) embedding.
         :param explain: Add each page's similarity overlay (needs the query's text as ``query``).
+        :param mode: ``"visual"`` (vectors only) or ``"hybrid"`` (fused with the pages' text ranking;
+            needs the query's text as ``query``). For text only, use ``MMEmbedBM25Retriever``.
+        :param alpha: Hybrid: weight of the visual side in a weighted sum (``None``: reciprocal rank fusion).
+        :param rrf_k: Hybrid: reciprocal rank fusion's constant (default 60).
         """
         if not isinstance(document_store, MMEmbedDocumentStore):
             raise ValueError("document_store must be an instance of MMEmbedDocumentStore")
@@ -73,6 +86,17 @@ class MMEmbedRetriever:
         )
         self.return_embedding = return_embedding
         self.explain = explain
+        from mmembed.index.fusion import search_options
+
+        if mode == "text":
+            raise ValueError("MMEmbedRetriever searches with vectors; for text only use MMEmbedBM25Retriever")
+        try:
+            search_options(mode, alpha, rrf_k)  # core's rule, checked now
+        except Exception as exc:
+            raise ValueError(str(exc)) from exc
+        self.mode = mode
+        self.alpha = alpha
+        self.rrf_k = rrf_k
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (the store by its folder)."""
@@ -84,6 +108,9 @@ class MMEmbedRetriever:
             filter_policy=self.filter_policy.value,
             return_embedding=self.return_embedding,
             explain=self.explain,
+            mode=self.mode,
+            alpha=self.alpha,
+            rrf_k=self.rrf_k,
         )
 
     @classmethod
@@ -111,7 +138,8 @@ class MMEmbedRetriever:
         :param return_embedding: Overrides the init value.
         :param query_encoder: Which encoder made the query (``MMEmbedTextEmbedder.encoder``); a query
             from another model than the store's is refused with ``EncoderMismatchError``.
-        :param query: The query's text; needed with ``explain=True`` (the overlay shows its tokens).
+        :param query: The query's text; needed with ``explain=True`` (the overlay shows its tokens)
+            and with ``mode="hybrid"`` (the text side searches it).
         :raises IndexNotFoundError: the store's folder holds no index.
         """
         self._check_explain(query)
@@ -119,7 +147,7 @@ class MMEmbedRetriever:
             query_multi_embedding, query_embedding, filters, top_k, return_embedding, query_encoder
         )
         documents = self.document_store.embedding_retrieval(
-            vectors, filters=where, top_k=k, return_embedding=with_embedding
+            vectors, filters=where, top_k=k, return_embedding=with_embedding, **self._modes(query)
         )
         return {"documents": self._explained(documents, query)}
 
@@ -140,13 +168,23 @@ class MMEmbedRetriever:
             query_multi_embedding, query_embedding, filters, top_k, return_embedding, query_encoder
         )
         documents = await self.document_store.embedding_retrieval_async(
-            vectors, filters=where, top_k=k, return_embedding=with_embedding
+            vectors, filters=where, top_k=k, return_embedding=with_embedding, **self._modes(query)
         )
         if self.explain:
             import asyncio
 
             documents = await asyncio.to_thread(self._explained, documents, query)
         return {"documents": documents}
+
+    def _modes(self, query: str | None) -> dict[str, Any]:
+        if self.mode == "visual":
+            return {}
+        if not (isinstance(query, str) and query.strip()):
+            raise ValueError(
+                "mode='hybrid' needs the query's text: pass query=<the text> to MMEmbedRetriever.run "
+                "(e.g. pipeline.run({'embedder': {'text': q}, 'retriever': {'query': q}}))"
+            )
+        return {"mode": self.mode, "query": query, "alpha": self.alpha, "rrf_k": self.rrf_k}
 
     def _check_explain(self, query: str | None) -> None:
         if self.explain and not (isinstance(query, str) and query.strip()):
