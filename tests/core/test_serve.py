@@ -65,6 +65,26 @@ def test_search_returns_pages_with_thumbnails(client: TestClient) -> None:
     assert Image.open(io.BytesIO(page.content)).size[0] > Image.open(io.BytesIO(thumb.content)).size[0]
 
 
+def test_core_metadata_is_hidden_on_every_user_facing_path(
+    client: TestClient, server: PageServer, served_index: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The patch layout core records with each page stays on the record: not in hit.metadata,
+    `search --json` or GET /search (the README's own example prints hit.metadata)."""
+    import json
+
+    from mmembed.cli import main
+    from mmembed.explain import LAYOUT_KEY
+
+    [hit] = server.retriever.search("revenue", k=1)
+    assert LAYOUT_KEY in hit.record.metadata  # recorded, so explain can use the stored vectors
+    assert LAYOUT_KEY not in hit.metadata and LAYOUT_KEY not in hit.to_json()["metadata"]
+    assert hit.metadata["page_count"] >= 1  # the user-visible keys are still there
+    web = client.get("/search", params={"q": "revenue", "k": 3}).json()["hits"]
+    assert web and all(LAYOUT_KEY not in h["metadata"] for h in web)
+    assert main(["search", "--index", str(served_index), "--json", "-k", "3", "revenue"]) == 0
+    assert LAYOUT_KEY not in capsys.readouterr().out
+
+
 def test_filters(client: TestClient, server: PageServer) -> None:
     sources = client.get("/sources").json()["sources"]
     first = sources[0]["source"]
