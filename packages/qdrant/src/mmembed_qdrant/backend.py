@@ -89,7 +89,10 @@ class QdrantIndex(QdrantPages):
         ``path`` or, with neither, in memory. ``options`` are the constructor's."""
         from .clients import acquire_client
 
-        client, location, release = acquire_client(url=url, api_key=api_key, path=path, timeout=timeout)
+        must_exist = options.get("readonly", False) or not options.get("create", True)
+        client, location, release = acquire_client(
+            url=url, api_key=api_key, path=path, timeout=timeout, must_exist=must_exist
+        )
         return cls(
             client, collection, encoder, location=f"{location}/{collection}", release=release, **options
         )

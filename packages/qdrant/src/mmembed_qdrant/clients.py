@@ -16,7 +16,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient
 
-from mmembed.index import IndexLockedError
+from mmembed.index import IndexLockedError, IndexNotFoundError
 
 from .errors import translate_errors
 
@@ -68,9 +68,11 @@ def acquire_client(
     api_key: str | None,
     path: str | os.PathLike[str] | None,
     timeout: int,
+    must_exist: bool = False,
 ) -> tuple[QdrantClient, str, Callable[[], None]]:
     """``(client, location, release)`` for a server at ``url``, a local store at ``path``
-    or (neither) a fresh in-memory store."""
+    or (neither) a fresh in-memory store. ``must_exist`` (a read, or ``create=False``): a local
+    store that is not there is refused before Qdrant's local mode would create its files."""
     if url is not None and path is not None:
         raise ValueError("pass url= (a Qdrant server) or path= (a local store), not both")
     if url is not None:
@@ -82,6 +84,8 @@ def acquire_client(
         client = QdrantClient(":memory:")
         return client, ":memory:", client.close
     key = str(Path(path).resolve())
+    if must_exist:
+        check_local_store(Path(key))
 
     def open_local() -> QdrantClient:
         try:
@@ -94,3 +98,28 @@ def acquire_client(
 
     client, release = acquire_shared(key, open_local, QdrantClient.close)
     return client, f"qdrant://{key}", release
+
+
+LOCAL_STORE_MARKER = "meta.json"
+"""The file Qdrant's local mode keeps at the top of its folder (and creates on open)."""
+
+
+def check_local_store(folder: Path) -> None:
+    """Refuse to open ``folder`` for reading unless Qdrant's local mode already keeps a store
+    there: opening it would write ``meta.json`` and ``.lock`` (a read never writes), and a
+    mistyped ``qdrant:///`` path, even one inside an embedded index's folder, would silently
+    become an empty store."""
+    if (folder / LOCAL_STORE_MARKER).is_file():
+        return
+    hint = "check the path, or index into it first (`mmembed index FILES --index qdrant:///FOLDER/COLLECTION`)"
+    for candidate in (folder, *folder.parents):
+        if (candidate / "manifest.json").is_file():
+            hint = f"{candidate} is an embedded mmembed index: pass it as `--index {candidate}` (no qdrant:///)"
+            break
+        if (candidate / "mmembed.json").is_file() and (candidate / "shard").is_dir():
+            hint = f"{candidate} looks like a qdrant-edge shard: open it as qdrant-edge://{candidate}"
+            break
+    raise IndexNotFoundError(
+        f"no Qdrant local store at {folder} (a qdrant:///FOLDER/COLLECTION URI names a folder holding "
+        f"Qdrant's {LOCAL_STORE_MARKER}): {hint}. Nothing was written."
+    )

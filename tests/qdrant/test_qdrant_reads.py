@@ -1,0 +1,52 @@
+"""Reads on Qdrant locations never write: a mistyped ``qdrant:///`` local path (even one
+inside an embedded index's folder) is refused before Qdrant's local mode creates its files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mmembed
+from mmembed.cli import main
+from mmembed.index import IndexNotFoundError, open_backend
+from mmembed_qdrant import QdrantIndex
+from mmembed_testing.backend_contract import MULTI, make_pages
+
+
+def tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_a_read_on_a_missing_local_store_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"qdrant://{tmp_path}/typo/pages"
+    for argv in (["info", "--index", uri], ["search", "x", "--index", uri, "--model", "m"]):
+        assert main(argv) == 1
+        assert "no Qdrant local store" in capsys.readouterr().err
+    with pytest.raises(IndexNotFoundError, match="Nothing was written"):
+        open_backend(uri, create=False)
+    with pytest.raises(IndexNotFoundError):
+        QdrantIndex.connect("pages", MULTI, path=tmp_path / "typo", readonly=True)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_read_inside_an_embedded_index_names_it_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "embedded"
+    with mmembed.open_index(folder, MULTI) as index:
+        index.add(make_pages(2))
+    before = tree(folder)
+    assert main(["info", "--index", f"qdrant://{folder}/pages"]) == 1
+    err = capsys.readouterr().err
+    assert f"{folder} is an embedded mmembed index" in err and f"--index {folder}" in err
+    assert tree(folder) == before  # no .lock, no meta.json
+
+
+def test_writing_still_creates_a_local_store(tmp_path: Path) -> None:
+    with open_backend(f"qdrant://{tmp_path}/store/pages", MULTI) as index:
+        index.add(make_pages(2))
+    with open_backend(f"qdrant://{tmp_path}/store/pages", readonly=True, create=False) as index:
+        assert index.count() == 2
