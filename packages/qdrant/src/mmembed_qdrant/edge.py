@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ from mmembed.index.local import _check_encoder
 from mmembed.index.lock import WriterLock
 from mmembed.types import EncoderInfo, MMEmbedError
 
-from .clients import acquire_shared
+from .clients import Release, acquire_shared
 from .layout import (
     DENSE,
     INDEXED_KEYS,
@@ -88,7 +88,7 @@ class QdrantEdgeIndex(QdrantPages):
         )
         self._qe = _edge()
         self._shard: qe.EdgeShard | None = None
-        self._release_shard: Callable[[], None] = lambda: None
+        self._release_shard: Release = _nothing_to_release
         try:
             self._encoder, self.keep_thumbnails = self._open(encoder, create, keep_thumbnails)
         except BaseException:
@@ -222,6 +222,10 @@ class QdrantEdgeIndex(QdrantPages):
         self._release_shard()
         self._shard = None
 
+    def _release_from_gc(self) -> None:
+        self._release_shard(from_gc=True)
+        self._shard = None
+
     def _put(self, points: list[Point]) -> None:
         qe = self._qe
         batch = [qe.Point(id=pid, vector=vectors, payload=payload) for pid, vectors, payload in points]
@@ -285,6 +289,10 @@ class QdrantEdgeIndex(QdrantPages):
             else:
                 must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(**operand)))
         return qe.Filter(must=must) if must else None
+
+
+def _nothing_to_release(from_gc: bool = False) -> None:
+    return None
 
 
 def _close_handle(handle: tuple[Any, WriterLock]) -> None:
