@@ -183,7 +183,7 @@ def test_every_loading_and_model_option_reaches_the_workers(
     with open_index(path, create=False, readonly=True) as got:
         assert_same_index(got, reference)
         assert max(r.n_vectors for r in got.records()) < 64  # the visual-token budget held on the actors
-    with pytest.raises(LoadError, match="broken.pdf"):
+    with pytest.raises(LoadError, match=r"broken\.pdf"):
         index_documents(corpus, str(tmp_path / "strict"), str(tiny_colqwen2_5), dpi=DPI, strict=True)
 
 
