@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                 "--storage / --pool / --first-stage are not passed to --ray workers: create the index "
                 "first without --ray (e.g. index one file with those options), then index the rest with --ray"
             )
-        return _index_on_ray(args, where, model)
+        return _index_on_ray(args, where, model, encoder_options(args, stored))
     encoder = load_encoder(model, **encoder_options(args, stored))
     with closing(open_backend(where, encoder=encoder.info, **storage, **stage)) as index:
         report = index_documents(
@@ -133,11 +133,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
+MEDIA_DEFAULTS = {"segment_seconds": None, "fps": 2.0, "max_frames": 64, "media_streams": "auto"}
+"""The audio / video options' defaults: ``--ray`` indexes pages only, so it refuses any other value."""
+
+
+def _index_on_ray(args: argparse.Namespace, location: str, model: str, model_options: dict[str, Any]) -> int:
+    from ..index import IndexNotFoundError, open_backend
+
+    changed = [f"--{k.replace('_', '-')}" for k, v in MEDIA_DEFAULTS.items() if getattr(args, k) != v]
+    if changed:
+        raise CLIError(
+            f"{' / '.join(changed)} are not passed to --ray workers (they index pages: PDFs, images, "
+            "office documents); index audio and video without --ray"
+        )
     try:
         from mmembed_ray import index_documents as index_on_ray
     except ImportError as exc:
         raise CLIError(f"--ray needs the mmembed-ray package ({exc}); pip install 'mmembed-ray'") from exc
+    # Every loading and model option goes to the workers: the same index as without --ray.
+    revision, device = model_options.pop("revision", None), model_options.pop("device", None)
     report = index_on_ray(
         args.paths,
         location,
@@ -147,14 +161,23 @@ def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
         gpus_per_encoder=args.gpus_per_encoder,
         batch_size=args.batch_size,
         dpi=args.dpi,
+        max_pixels=args.max_pixels,
+        **({} if args.max_image_pixels is None else {"max_image_pixels": args.max_image_pixels or None}),
+        strict=args.strict,
         password=args.password,
         include=args.include or None,
         exclude=args.exclude or None,
         thumbnails=not args.no_thumbnails,
-        revision=getattr(args, "revision", None),
-        device=getattr(args, "device", None),
+        revision=revision,
+        device=device,
+        encoder_options=model_options,
     )
     print(safe_lines(report.summary()))
+    try:
+        with closing(open_backend(location, create=False, readonly=True)) as index:
+            print(f"index {safe(location)} now holds {index.count()} page(s)")
+    except IndexNotFoundError:  # nothing could be indexed into a new index
+        pass
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
