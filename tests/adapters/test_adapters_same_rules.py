@@ -106,8 +106,9 @@ def test_an_empty_query_is_refused_everywhere(
         for attempt in attempts:
             with pytest.raises(ValueError, match="the query is empty"):
                 attempt(query)
-    assert main(["search", "", "--index", str(multi_index)]) == 1
-    assert "the query is empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # the CLI's usage errors exit 2
+        main(["search", "", "--index", str(multi_index)])
+    assert usage.value.code == 2 and "the query is empty" in capsys.readouterr().err
 
 
 def test_haystack_private_keys_stay_out_of_the_other_adapters(multi_index: Path) -> None:

@@ -70,7 +70,6 @@ def test_core_metadata_is_hidden_on_every_user_facing_path(
 ) -> None:
     """The patch layout core records with each page stays on the record: not in hit.metadata,
     `search --json` or GET /search (the README's own example prints hit.metadata)."""
-    import json
 
     from mmembed.cli import main
     from mmembed.explain import LAYOUT_KEY
@@ -232,6 +231,7 @@ def test_search_page_in_headless_chromium(live_url: str, tmp_path: Path) -> None
     print(f"screenshots: {tmp_path}")
 
 
+@pytest.mark.timeout(240)
 def test_cli_serve_runs_on_loopback(served_index: Path, tmp_path: Path) -> None:
     import json
     import subprocess
@@ -253,20 +253,18 @@ def test_cli_serve_runs_on_loopback(served_index: Path, tmp_path: Path) -> None:
         "--port",
         str(port),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/sources", timeout=5) as response:
-                    assert json.load(response)["pages"] >= 6
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"mmembed serve did not come up: {process.stderr.read() if process.stderr else ''!r}"
-                    )
-                time.sleep(0.2)
+        assert process.stderr is not None
+        said: list[str] = []
+        for line in process.stderr:  # "serving" is said once the page answers, not before
+            said.append(line)
+            if line.startswith("serving"):
+                break
+        assert said and said[0].startswith("loading"), said
+        assert said[-1].startswith("serving") and f"http://127.0.0.1:{port}/" in said[-1], said
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sources", timeout=5) as response:
+            assert json.load(response)["pages"] >= 6  # at once: no retry
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -58,6 +58,11 @@ class EvalReport:
         }
 
 
+def require_ir_measures() -> None:
+    """Refuse early (before a model loads) when the ``[eval]`` extra is missing."""
+    _ir_measures()
+
+
 def _ir_measures() -> Any:
     try:
         import ir_measures

@@ -17,6 +17,7 @@ import io
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,11 @@ MAX_K = 50
 MAX_QUERY_CHARS = 512
 PAGE_DPI = 110
 _RENDER_MEMO = 16
+
+
+def require_web() -> None:
+    """Refuse early, before the index and the model are opened, when the ``[serve]`` extra is missing."""
+    _require_web()
 
 
 def _require_web() -> None:
@@ -253,14 +259,23 @@ def serve(
     port: int = DEFAULT_PORT,
     model: str | None = None,
     max_k: int = MAX_K,
+    announce: Callable[[str], None] | None = None,
     **encoder_options: Any,
 ) -> None:
-    """Serve the search page for ``index_path`` until interrupted."""
+    """Serve the search page for ``index_path`` until interrupted. ``announce(url)`` is called
+    once the model is loaded and the socket listens, i.e. when the page answers."""
     _require_web()
     import uvicorn
 
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and announce is not None:
+                announce(f"http://{host}:{port}/")
+
     server = open_server(index_path, model=model, **encoder_options)
     try:
-        uvicorn.run(create_app(server, max_k=max_k), host=host, port=port, log_level="info")
+        config = uvicorn.Config(create_app(server, max_k=max_k), host=host, port=port, log_level="info")
+        AnnouncingServer(config).run()
     finally:
         server.index.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import index as index_command
 from .arguments import Subparsers, model_args
-from .errors import CLIError
+from .errors import UsageError
 from .options import encoder_options, open_existing
 from .output import safe, safe_lines
 
@@ -44,7 +44,11 @@ def add_parser(sub: Subparsers) -> None:
         "--compare", nargs="+", metavar="INDEX", help="other indexes (e.g. another model) side by side"
     )
     p.add_argument("--json", action="store_true")
-    model_args(p)
+    model_args(
+        p,
+        default="the model --index was built with; a new index made from --corpus / --dataset: "
+        "$MMEMBED_MODEL or vidore/colqwen2.5-v0.2",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,14 +61,16 @@ def run(args: argparse.Namespace) -> int:
         load_beir_dataset,
         load_qrels,
         load_queries,
+        require_ir_measures,
     )
     from ..retrieve import Retriever
     from .main import build_parser
 
+    require_ir_measures()  # a missing [eval] extra is said before any model loads
     doc_ids = args.doc_ids
     if args.dataset:
         if args.queries or args.qrels or args.corpus:
-            raise CLIError(
+            raise UsageError(
                 "--dataset brings its own queries, qrels and corpus; drop --queries / --qrels / --corpus"
             )
         dataset = load_beir_dataset(args.dataset, split=args.split, language=args.language)
@@ -77,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif not (args.queries and args.qrels):
-        raise CLIError("give --queries and --qrels (BEIR files), or --dataset vidore/<name>")
+        raise UsageError("give --queries and --qrels (BEIR files), or --dataset vidore/<name>")
     else:
         queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
     if args.corpus:  # index the corpus first (a no-op for files the index already holds)

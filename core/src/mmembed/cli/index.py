@@ -9,7 +9,7 @@ from contextlib import closing
 from typing import Any
 
 from .arguments import Subparsers, backend_args, model_args, positive_int, storage_args
-from .errors import CLIError
+from .errors import CLIError, UsageError
 from .options import encoder_options, location, model_name, storage_options, stored_encoder
 from .output import safe, safe_lines
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.first_stage is not None:
         stage["first_stage"] = None if args.first_stage == "none" else args.first_stage
     if stage and uri_scheme(where) is not None:
-        raise CLIError("--first-stage applies to index folders (the embedded index), not to URIs")
+        raise UsageError("--first-stage applies to index folders (the embedded index), not to URIs")
     if stage and stored is not None:
         raise CLIError(
             f"--first-stage applies when an index is created; {safe(where)} already exists "
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.ray is not None:
         if storage or stage:
-            raise CLIError(
+            raise UsageError(
                 "--storage / --pool / --first-stage are not passed to --ray workers: create the index "
                 "first without --ray (e.g. index one file with those options), then index the rest with --ray"
             )
@@ -142,7 +142,7 @@ def _index_on_ray(args: argparse.Namespace, location: str, model: str, model_opt
 
     changed = [f"--{k.replace('_', '-')}" for k, v in MEDIA_DEFAULTS.items() if getattr(args, k) != v]
     if changed:
-        raise CLIError(
+        raise UsageError(
             f"{' / '.join(changed)} are not passed to --ray workers (they index pages: PDFs, images, "
             "office documents); index audio and video without --ray"
         )
@@ -152,6 +152,9 @@ def _index_on_ray(args: argparse.Namespace, location: str, model: str, model_opt
         raise CLIError(f"--ray needs the mmembed-ray package ({exc}); pip install 'mmembed-ray'") from exc
     # Every loading and model option goes to the workers: the same index as without --ray.
     revision, device = model_options.pop("revision", None), model_options.pop("device", None)
+    image_cap: dict[str, Any] = {}
+    if args.max_image_pixels is not None:
+        image_cap["max_image_pixels"] = args.max_image_pixels or None
     report = index_on_ray(
         args.paths,
         location,
@@ -162,7 +165,7 @@ def _index_on_ray(args: argparse.Namespace, location: str, model: str, model_opt
         batch_size=args.batch_size,
         dpi=args.dpi,
         max_pixels=args.max_pixels,
-        **({} if args.max_image_pixels is None else {"max_image_pixels": args.max_image_pixels or None}),
+        **image_cap,
         strict=args.strict,
         password=args.password,
         include=args.include or None,
