@@ -9,6 +9,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy
 from haystack.document_stores.types.filter_policy import apply_filter_policy
 from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+from haystack_integrations.document_stores.mmembed.provenance import made_by_mmembed_family, query_maker
 
 from mmembed.types import EncoderInfo, EncoderMismatchError
 
@@ -17,30 +18,31 @@ from mmembed.types import EncoderInfo, EncoderMismatchError
 class MMEmbedRetriever:
     """Exact search of an ``MMEmbedDocumentStore`` with the query's vectors.
 
-    Scoring follows the store's index: late interaction (MaxSim) for multi-vector models
-    such as ColQwen2.5 / ColPali, dot product or cosine for single-vector (dense) models.
-    Filters (Haystack syntax) are applied inside the index before scoring, so ``top_k``
-    results come back whenever that many documents match.
+        Scoring follows the store's index: late interaction (MaxSim) for multi-vector models
+        such as ColQwen2.5 / ColPali, dot product or cosine for single-vector (dense) models.
+        Filters (Haystack syntax) are applied inside the index before scoring, so ``top_k``
+        results come back whenever that many documents match.
 
-    With ``explain=True`` (and the query's text given as ``query``), each document's
-    ``meta["similarity_map"]`` holds its page's similarity overlay (``png_base64``,
-    ``rows``, ``cols``, ``tokens``, ``vectors_from``; multi-vector image models only), made
-    by the store's own model from the page's stored vectors when the index recorded its
-    patch layout.
+        With ``explain=True`` (and the query's text given as ``query``), each document's
+        ``meta["similarity_map"]`` holds its page's similarity overlay (``png_base64``,
+        ``rows``, ``cols``, ``tokens``, ``vectors_from``; multi-vector image models only), made
+        by the store's own model from the page's stored vectors when the index recorded its
+        patch layout.
 
-    ```python
-    from haystack import Pipeline
-    from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
-    from haystack_integrations.components.retrievers.mmembed import MMEmbedRetriever
-    from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+        ```python
+        from haystack import Pipeline
+        from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
+        from haystack_integrations.components.retrievers.mmembed import MMEmbedRetriever
+        from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+    from haystack_integrations.document_stores.mmembed.provenance import made_by_mmembed_family, query_maker
 
-    pipeline = Pipeline()
-    pipeline.add_component("embedder", MMEmbedTextEmbedder(model="vidore/colqwen2.5-v0.2"))
-    pipeline.add_component("retriever", MMEmbedRetriever(document_store=MMEmbedDocumentStore(path="./pages")))
-    pipeline.connect("embedder.multi_embedding", "retriever.query_multi_embedding")
-    pipeline.connect("embedder.encoder", "retriever.query_encoder")  # refuses another model's query
-    pipeline.run({"embedder": {"text": "solar capacity in 2023"}, "retriever": {"top_k": 3}})
-    ```
+        pipeline = Pipeline()
+        pipeline.add_component("embedder", MMEmbedTextEmbedder(model="vidore/colqwen2.5-v0.2"))
+        pipeline.add_component("retriever", MMEmbedRetriever(document_store=MMEmbedDocumentStore(path="./pages")))
+        pipeline.connect("embedder.multi_embedding", "retriever.query_multi_embedding")
+        pipeline.connect("embedder.encoder", "retriever.query_encoder")  # refuses another model's query
+        pipeline.run({"embedder": {"text": "solar capacity in 2023"}, "retriever": {"top_k": 3}})
+        ```
     """
 
     def __init__(
@@ -52,6 +54,8 @@ class MMEmbedRetriever:
         filter_policy: str | FilterPolicy = FilterPolicy.REPLACE,
         return_embedding: bool = False,
         explain: bool = False,
+        check_query_encoder: bool = True,
+        dpi: float = 144,
     ) -> None:
         """
         :param document_store: The store to search.
@@ -60,6 +64,12 @@ class MMEmbedRetriever:
         :param filter_policy: How run-time ``filters`` combine with ``filters``: ``replace`` or ``merge``.
         :param return_embedding: Return documents with their (pooled) embedding.
         :param explain: Add each page's similarity overlay (needs the query's text as ``query``).
+        :param check_query_encoder: Refuse a query the store's model did not make. The model is
+            known from ``query_encoder`` when connected, else from ``MMEmbedTextEmbedder``, which
+            remembers the queries it embeds in this process; a query of unknown origin on a store
+            of an mmembed model is refused too. ``False`` only for queries embedded with the
+            store's model outside mmembed.
+        :param dpi: Resolution the page is rendered at for its ``explain`` overlay.
         """
         if not isinstance(document_store, MMEmbedDocumentStore):
             raise ValueError("document_store must be an instance of MMEmbedDocumentStore")
@@ -73,6 +83,8 @@ class MMEmbedRetriever:
         )
         self.return_embedding = return_embedding
         self.explain = explain
+        self.check_query_encoder = check_query_encoder
+        self.dpi = dpi
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (the store by its folder)."""
@@ -84,6 +96,8 @@ class MMEmbedRetriever:
             filter_policy=self.filter_policy.value,
             return_embedding=self.return_embedding,
             explain=self.explain,
+            check_query_encoder=self.check_query_encoder,
+            dpi=self.dpi,
         )
 
     @classmethod
@@ -166,7 +180,7 @@ class MMEmbedRetriever:
         records = index.get([d.id for d in documents])
         for document, record in zip(documents, records, strict=True):
             if record is not None:
-                document.meta[SIMILARITY_MAP_KEY] = retriever.explain_metadata(query, record)
+                document.meta[SIMILARITY_MAP_KEY] = retriever.explain_metadata(query, record, dpi=self.dpi)
         return documents
 
     def _prepare(
@@ -207,6 +221,8 @@ class MMEmbedRetriever:
             raise ValueError(
                 f"the query embedding must be a non-empty list of vectors, got shape {tuple(query.shape)}"
             )
+        if query_encoder is None and self.check_query_encoder:
+            self._check_query_maker(query, encoder)
         if encoder.kind == "single" and query.shape[0] != 1:
             raise EncoderMismatchError(
                 f"the store at {self.document_store.path} holds single-vector embeddings of {encoder.name}, "
@@ -214,3 +230,18 @@ class MMEmbedRetriever:
                 f"with {encoder.name}"
             )
         return query, k, where, with_embedding
+
+    def _check_query_maker(self, query: torch.Tensor, encoder: EncoderInfo) -> None:
+        """The query's model, known without ``query_encoder``: the one ``MMEmbedTextEmbedder``
+        recorded for these vectors; unknown on a store of an mmembed model is refused too."""
+        maker = query_maker(query)
+        if maker is not None:
+            encoder.check_compatible(maker, index_path=self.document_store.path)
+        elif made_by_mmembed_family(encoder):
+            raise EncoderMismatchError(
+                f"the store at {self.document_store.path} holds pages embedded by {encoder.name}, and this "
+                "query embedding was not made by an MMEmbedTextEmbedder in this process, so its model is "
+                f"unknown: embed the query with MMEmbedTextEmbedder(model={encoder.name!r}), or connect "
+                "embedder.encoder to retriever.query_encoder (or pass query_encoder=...). If the query was "
+                f"embedded with {encoder.name} elsewhere, set MMEmbedRetriever(check_query_encoder=False)."
+            )
