@@ -24,7 +24,7 @@ from PIL import Image
 from .errors import LoadError, issue_error
 
 if TYPE_CHECKING:
-    from ..encoders.base import MediaClip
+    from ..types import MediaClip
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi"})
@@ -274,7 +274,7 @@ class MediaFile:
     def _decode(
         self, number: int, start: float, end: float, frame_count: int, size: tuple[int, int]
     ) -> MediaClip:
-        from ..encoders.base import MediaClip
+        from ..types import MediaClip
 
         av = require_av()
         targets = [start + (i + 0.5) * (end - start) / frame_count for i in range(frame_count)]
