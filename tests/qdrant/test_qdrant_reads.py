@@ -50,3 +50,38 @@ def test_writing_still_creates_a_local_store(tmp_path: Path) -> None:
         index.add(make_pages(2))
     with open_backend(f"qdrant://{tmp_path}/store/pages", readonly=True, create=False) as index:
         assert index.count() == 2
+
+
+def test_info_on_qdrant_says_what_runs_and_local_mode_opens_quietly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import warnings
+
+    uri = f"qdrant://{tmp_path}/store/pages"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "payload indexes have no effect" warning per open
+        with open_backend(uri, MULTI) as index:
+            index.add(make_pages(4))
+    assert main(["info", "--index", uri, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["sources"] == 3 and info["storage"] == "float32"
+    assert info["first_stage"].startswith("pooled-vector prefetch of 1000 candidates")
+    assert main(["info", "--index", f"{uri}?exact=true", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["first_stage"].startswith("none (exact MaxSim")
+
+
+def test_another_backends_folder_without_its_scheme_says_which(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_backend(f"qdrant://{tmp_path}/store/pages", MULTI) as index:
+        index.add(make_pages(1))
+    assert main(["info", "--index", str(tmp_path / "store")]) == 1
+    assert f"it is a Qdrant local store: open one of its collections as qdrant://{tmp_path}/store/" in (
+        capsys.readouterr().err
+    )
+    pytest.importorskip("qdrant_edge")
+    with open_backend(f"qdrant-edge://{tmp_path}/edge", MULTI) as index:
+        index.add(make_pages(1))
+    assert main(["info", "--index", str(tmp_path / "edge")]) == 1
+    assert f"open it as qdrant-edge://{tmp_path}/edge" in capsys.readouterr().err

@@ -134,6 +134,10 @@ class QdrantIndex(QdrantPages):
                 self.collection, vectors_config=vectors, metadata=metadata, **options
             ),
         )
+        if not self.location.startswith(("http://", "https://")):
+            # Qdrant's local mode (a folder, or in memory) ignores payload indexes and warns on
+            # each one: a server copy (`mmembed migrate`) creates them.
+            return
         schemas = {"keyword": qm.PayloadSchemaType.KEYWORD, "integer": qm.PayloadSchemaType.INTEGER}
         for key, kind in INDEXED_KEYS.items():
             self._call(

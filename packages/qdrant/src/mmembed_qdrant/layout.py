@@ -409,7 +409,21 @@ class QdrantPages:
             "similarity": enc.similarity,
             "dim": enc.dim,
             "keep_thumbnails": self.keep_thumbnails,
+            "sources": len(self.sources()),
+            "storage": "float32",  # the collection's vectors: Qdrant's default datatype, no quantisation
+            "first_stage": self.search_plan(),
         }
+
+    def search_plan(self) -> str:
+        """How a search runs, as ``mmembed info`` shows it."""
+        if self._encoder.kind == "single":
+            return "qdrant vector index (HNSW; exact below its full-scan threshold)"
+        if self.exact:
+            return "none (exact MaxSim over every page: exact=true)"
+        return (
+            f"pooled-vector prefetch of {self.candidates} candidates (HNSW), then exact MaxSim "
+            "(exact whenever the candidates cover the pages)"
+        )
 
 
 def _record(point: Any) -> PageRecord:
