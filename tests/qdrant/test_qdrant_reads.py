@@ -85,3 +85,25 @@ def test_another_backends_folder_without_its_scheme_says_which(
         index.add(make_pages(1))
     assert main(["info", "--index", str(tmp_path / "edge")]) == 1
     assert f"open it as qdrant-edge://{tmp_path}/edge" in capsys.readouterr().err
+
+
+def test_a_read_of_a_qdrant_edge_index_leaves_mmembeds_files_and_the_pages(tmp_path: Path) -> None:
+    """Pinned, not fixed: qdrant-edge 0.9 has no read-only load; every load rewrites
+    ``shard/edge_config.json`` (the same settings, keys reordered, defaults filled in) and
+    touches files of its mutable segments. What a read leaves as it was: mmembed's own
+    ``mmembed.json`` and the pages (records and vectors)."""
+    import hashlib
+
+    pytest.importorskip("qdrant_edge")
+    uri = f"qdrant-edge://{tmp_path}/edge"
+    with open_backend(uri, MULTI) as index:
+        index.add(make_pages(3))
+    manifest = tmp_path / "edge" / "mmembed.json"
+
+    def state() -> tuple[str, list[object], list[object]]:
+        with open_backend(uri, readonly=True, create=False) as index:
+            records = sorted(index.records(), key=lambda r: r.id)
+            vectors = [v.tolist() for v in index.get_embeddings([r.id for r in records]) if v is not None]
+        return hashlib.sha256(manifest.read_bytes()).hexdigest(), records, vectors
+
+    assert state() == state()
