@@ -1,5 +1,8 @@
 """The embedded on-disk index: one folder, one writer, many readers, crash-safe batches.
 
+Long because ``open_index``, public from this module, keeps its three typed overloads and
+its full docstring here; the :class:`LocalIndex` facade itself is about 270 lines.
+
 :class:`LocalIndex` is the facade that composes the parts, each in its own module:
 
 - :mod:`.options` — creation options, their checks, the creation of a new folder;
@@ -16,7 +19,6 @@ Opening never takes the writer lock: the first ``add``/``upsert``/``delete``/``c
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,7 +31,7 @@ from ..scoring import EmbeddingsLike
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
 from . import format as fmt
 from .errors import IndexClosedError, IndexReadOnlyError
-from .filters import Filter, compile_filter
+from .filters import Filter
 from .first_stage import shortlist
 from .lock import WriterLock
 from .options import check_encoder as _check_encoder  # noqa: F401  (mmembed-qdrant imports it from here)
@@ -40,7 +42,7 @@ from .recovery import recover
 from .segments import append_rows
 from .shared import SharedIndex, open_shared
 from .snapshot import IndexSnapshots
-from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, check_delete_args
+from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, pages_to_delete
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "LocalIndex", "open_index"]
 
@@ -241,14 +243,10 @@ class LocalIndex:
     def delete(self, ids: Sequence[str] | None = None, *, where: Filter | None = None) -> int:
         """Delete pages whose id is in ``ids`` and (if given) that match ``where``, in one
         transaction; returns how many were deleted. ``where={}`` matches every page."""
-        check_delete_args(ids, where)
-        sql, params = compile_filter(where)
-        if ids is not None:
-            sql = f"({sql}) AND id IN (SELECT value FROM json_each(?))"
-            params = [*params, json.dumps(list(ids))]
+        matching = pages_to_delete(ids, where)
         with self._mutex:
             self.lock_for_writing()
-            return self._writer.delete((sql, params))
+            return self._writer.delete(matching)
 
     def compact(self) -> int:
         """Rewrite live vectors into fresh segments, dropping the space of deleted and

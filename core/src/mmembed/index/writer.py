@@ -29,7 +29,7 @@ from . import format as fmt
 from .codecs import Codec
 from .compact import compact_segments
 from .errors import DuplicatePageError, IndexWriteError
-from .filters import Sql
+from .filters import Filter, Sql, compile_filter
 from .first_stage import write_codes
 from .pages import EncodedBatch, encode_batch
 from .protocol import PageInput
@@ -280,8 +280,14 @@ def write_error(path: Path, action: str, exc: BaseException) -> IndexWriteError:
     )
 
 
-def check_delete_args(ids: Sequence[str] | None, where: object) -> None:
+def pages_to_delete(ids: Sequence[str] | None, where: Filter | None) -> Sql:
+    """The SQL condition of ``delete(ids, where=...)``: ids in ``ids`` and (if given) matching ``where``."""
     if ids is None and where is None:
         raise MMEmbedError("delete() needs ids and/or where; to delete every page pass where={}.")
     if isinstance(ids, str):
         raise MMEmbedError(f"delete() takes a list of ids, got the string {ids!r}; wrap it in a list.")
+    sql, params = compile_filter(where)
+    if ids is not None:
+        sql = f"({sql}) AND id IN (SELECT value FROM json_each(?))"
+        params = [*params, json.dumps(list(ids))]
+    return sql, params

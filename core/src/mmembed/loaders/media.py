@@ -1,5 +1,8 @@
 """Audio and video files as time segments, decoded with PyAV (FFmpeg bundled in the wheel).
 
+Long because :class:`MediaFile` follows one recording from probe to decoded segments, and
+the PyAV helpers below it serve only that path.
+
 A recording is probed once (streams, codecs, duration, frame size) and cut into segments
 of ``segment_seconds``; each segment is decoded only when asked for — the file is reopened,
 seeked to the segment's start and decoded up to its end — so a two-hour file never sits in
