@@ -191,8 +191,9 @@ def test_every_loading_and_model_option_reaches_the_workers(
     with pytest.raises(LoadError, match=r"broken\.pdf"):
         index_documents(corpus, str(tmp_path / "strict"), str(tiny_colqwen2_5), dpi=DPI, strict=True)
     argv = ["index", str(corpus), "--index", str(tmp_path / "media"), "--model", str(tiny_colqwen2_5)]
-    assert main([*argv, "--ray", "--fps", "4"]) == 1
-    assert "--fps are not passed to --ray workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a usage error: exit 2
+        main([*argv, "--ray", "--fps", "4"])
+    assert usage.value.code == 2 and "--fps are not passed to --ray workers" in capsys.readouterr().err
 
 
 def test_encoders_that_take_every_cpu_are_refused_before_the_run() -> None:
