@@ -312,7 +312,8 @@ def test_cli_where_must_be_a_json_object(
     tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ix = build(tmp_path / "ix")
-    code = main(["search", "q", "--index", str(ix), "--where", where])
+    with pytest.raises(SystemExit) as usage:  # a usage error: exit 2, argparse's two lines
+        main(["search", "q", "--index", str(ix), "--where", where])
     _, err = capsys.readouterr()
-    assert code == 1
-    assert err.count("\n") == 1 and "--where" in err
+    assert usage.value.code == 2
+    assert err.count("\n") == 2 and err.startswith("usage: mmembed") and "--where" in err

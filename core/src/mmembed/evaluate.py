@@ -63,6 +63,11 @@ class EvalReport:
         }
 
 
+def require_ir_measures() -> None:
+    """Refuse early (before a model loads) when the ``[eval]`` extra is missing."""
+    _ir_measures()
+
+
 def _ir_measures() -> Any:
     try:
         import ir_measures
@@ -74,7 +79,8 @@ def _ir_measures() -> Any:
 
 
 def measure(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, float]:
-    """Mean of each metric over the judged queries (ir-measures' aggregate)."""
+    """Mean of each metric over the judged queries (ir-measures' aggregate). The run is
+    measured in its own ranking order, equal scores as listed (see :func:`rank_scores`)."""
     return measure_per_query(run, qrels, metrics)[0]
 
 
@@ -91,13 +97,23 @@ def measure_per_query(
         ) from exc
     judged = {q: docs for q, docs in qrels.items() if any(grade > 0 for grade in docs.values())}
     # A judged query with no retrieved page still counts (as zero), so pass every judged id.
-    full_run = {q: dict(run.get(q, {})) for q in judged}
+    full_run = {q: rank_scores(run.get(q, {})) for q in judged}
     aggregate = ir.calc_aggregate(parsed, judged, full_run)
     per_query: dict[str, dict[str, float]] = {q: {} for q in judged}
     for row in ir.iter_calc(parsed, judged, full_run):
         per_query[row.query_id][str(row.measure)] = float(row.value)
     means = {name: float(aggregate.get(m, 0.0)) for name, m in zip(metrics, parsed, strict=True)}
     return means, per_query
+
+
+def rank_scores(scores: Mapping[str, float]) -> dict[str, float]:
+    """``scores`` rewritten as strictly decreasing rank scores (n, n-1, ..., 1), in the run's
+    own order: highest score first, equal scores in the order the run lists them (for
+    :func:`evaluate`, the order ``mmembed search`` returns). Providers break ties their own way
+    (pytrec_eval by document id, MS MARCO's RR another), so without this one report could
+    mix tie rules and a tie could rank differently at another ``k``."""
+    ordered = sorted(scores, key=lambda doc: -scores[doc])  # stable: ties keep the run's order
+    return {doc: float(len(ordered) - rank) for rank, doc in enumerate(ordered)}
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
@@ -260,14 +276,19 @@ def evaluate(
     doc_ids: DocIds = "auto",
     metrics: Sequence[str] = DEFAULT_METRICS,
     where: Filter | None = None,
-    batch_size: int = 16,
+    batch_size: int = 1,
     name: str = "",
     mode: str = "visual",
     alpha: float | None = None,
     rrf_k: int | None = None,
 ) -> EvalReport:
     """Search every judged query (top ``k``) and measure the run against ``qrels``.
-    ``mode`` / ``alpha`` / ``rrf_k``: the search mode (see :meth:`mmembed.Retriever.search`)."""
+    ``mode`` / ``alpha`` / ``rrf_k``: the search mode (see :meth:`mmembed.Retriever.search`).
+
+    What is measured is mmembed's own ranking, the one ``mmembed search`` shows: each query is
+    encoded alone (``batch_size=1``; a larger batch is faster on a GPU, but padding shifts
+    scores by ~1e-6 and can reorder near-ties), and pages with equal scores keep the order the
+    index returned them in, whatever ``k`` (see :func:`rank_scores`)."""
     if k < 1:
         raise EvalError(f"k must be at least 1, got {k}")
     missing = [q for q in qrels if q not in queries]
@@ -285,9 +306,12 @@ def evaluate(
         modes: dict[str, Any] = {} if mode == "visual" else {"mode": mode, "alpha": alpha, "rrf_k": rrf_k}
         found = retriever.search([queries[q] for q in ids], k=k, where=where, **modes)
         for qid, hits in zip(ids, found, strict=True):
-            run[qid] = {}
+            ranked: list[str] = []
             for hit in hits:  # several pages may share a name (same file name in two folders): keep the best
-                run[qid].setdefault(doc_id(hit.record, scheme), hit.score)
+                name_ = doc_id(hit.record, scheme)
+                if name_ not in ranked:
+                    ranked.append(name_)
+            run[qid] = {name_: float(len(ranked) - rank) for rank, name_ in enumerate(ranked)}
     means, per_query = measure_per_query(run, qrels, metrics)
     return EvalReport(
         name=name or retriever.index.encoder.name,

@@ -74,9 +74,24 @@ SIMILARITY_MAP_KEY = "similarity_map"
 :meth:`Retriever.explain_metadata`."""
 
 
+HAYSTACK_PAGE_KEYS = {"file_path": str, "page_number": int, "content_hash": str}
+"""Haystack's names for a page's location, which its store keeps in a page's metadata and also
+writes to the record's own ``source`` / ``page`` / ``content_hash``."""
+
+
 def shared_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """A page record's metadata without adapter-private keys (see :data:`PRIVATE_METADATA_PREFIXES`)."""
-    return {k: v for k, v in metadata.items() if not k.startswith(PRIVATE_METADATA_PREFIXES)}
+    """A page record's metadata without adapter-private keys (see :data:`PRIVATE_METADATA_PREFIXES`).
+
+    On a page a Haystack pipeline wrote (marked ``haystack.document``), Haystack's own location
+    keys (``file_path``, ``page_number``, ``content_hash``) are left out too: the record carries
+    them as ``source`` / ``page`` / ``content_hash``, which every adapter shows under its own
+    names, so such a page reads like one ``mmembed index`` wrote."""
+    shared = {k: v for k, v in metadata.items() if not k.startswith(PRIVATE_METADATA_PREFIXES)}
+    if metadata.get("haystack.document"):
+        for key, kind in HAYSTACK_PAGE_KEYS.items():
+            if isinstance(shared.get(key), kind) and not isinstance(shared.get(key), bool):
+                del shared[key]
+    return shared
 
 
 class InvalidQueryError(MMEmbedError, ValueError):

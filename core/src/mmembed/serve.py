@@ -10,8 +10,10 @@ to what was indexed; otherwise the stored thumbnail is shown).
 
 Routes: ``GET /`` (the page), ``GET /search?q=&k=&source=&page_min=&page_max=&mode=``
 (``mode``: ``visual``, ``text`` or ``hybrid``),
-``GET /sources``, ``GET /pages/{id}/thumbnail``, ``GET /pages/{id}/image`` and
-``GET /pages/{id}/explain?q=`` (the similarity overlay, multi-vector image models).
+``GET /sources`` (pages, sources, the index's model, ``max_k``), ``GET /pages/{id}/thumbnail``,
+``GET /pages/{id}/image``, ``GET /pages/{id}/neighbour?step=±1`` (the previous / next page of the
+same document), ``GET /pages/{id}/explain?q=[&token=i]`` (the similarity overlay of the whole query
+or of one token, multi-vector image models) and ``GET /pages/{id}/explain/tokens?q=``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .encoders.base import Encoder
+    from .explain import Explanation
     from .index.local import LocalIndex
 
 DEFAULT_HOST = "127.0.0.1"
@@ -68,6 +71,14 @@ def _as_header(name: str) -> str:
     return f"[{name}]" if ":" in name else name
 
 
+_EXPLAIN_MEMO = 8
+
+
+def require_web() -> None:
+    """Refuse early, before the index and the model are opened, when the ``[serve]`` extra is missing."""
+    _require_web()
+
+
 def _require_web() -> None:
     try:
         import fastapi  # noqa: F401
@@ -93,6 +104,7 @@ class PageServer:
         self._renders: OrderedDict[tuple[str, str], Image.Image] = OrderedDict()
         self._pngs: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._renders_lock = threading.Lock()
+        self._explained: OrderedDict[tuple[str, str, str], Explanation] = OrderedDict()
 
     def search(
         self, query: str, k: int, where: dict[str, Any] | None, mode: str = "visual"
@@ -101,6 +113,7 @@ class PageServer:
             hits = self.retriever.search(query, k=k, where=where, mode=mode)
         return [
             {
+                "rank": rank,
                 "id": hit.id,
                 "score": hit.score,
                 "source": hit.source,
@@ -111,7 +124,7 @@ class PageServer:
                 "image": f"pages/{hit.id}/image",
                 "matches": [m.to_json() for m in hit.matches],
             }
-            for hit in hits
+            for rank, hit in enumerate(hits, 1)
         ]
 
     def sources(self) -> list[dict[str, str]]:
@@ -119,6 +132,11 @@ class PageServer:
 
     def record(self, page_id: str) -> PageRecord | None:
         return self.index.get([page_id])[0]
+
+    def neighbour(self, record: PageRecord, step: int) -> PageRecord | None:
+        """The page ``step`` pages away in the same document, if the index holds it."""
+        found = list(self.index.records({"$and": [{"source": record.source}, {"page": record.page + step}]}))
+        return found[0] if found else None
 
     def page_image(self, record: PageRecord) -> Image.Image | None:
         """The full page rendered from its recorded source if that file is still the one
@@ -162,16 +180,37 @@ class PageServer:
                 self._pngs.popitem(last=False)
         return buffer.getvalue()
 
-    def explain_png(self, query: str, record: PageRecord) -> bytes:
-        """The similarity overlay of ``query`` on the page, as PNG bytes."""
+    def explanation(self, query: str, record: PageRecord) -> Explanation:
+        """Where each token of ``query`` matched on the page (the last few are remembered: the
+        page asks for the token list and then for each token's overlay)."""
+        key = (query, record.id, record.content_hash)
+        with self._renders_lock:
+            cached = self._explained.get(key)
+        if cached is not None:
+            return cached
         image = self.page_image(record)
         if image is None:
             raise MMEmbedError(f"page {record.page} of {record.source} has no image to explain")
         with self._model_lock:
             explanation = self.retriever.explain(query, record, image=image)
+        with self._renders_lock:
+            self._explained[key] = explanation
+            while len(self._explained) > _EXPLAIN_MEMO:
+                self._explained.popitem(last=False)
+        return explanation
+
+    def explain_png(self, query: str, record: PageRecord, token: int | None = None) -> bytes:
+        """The similarity overlay of ``query`` (or of its token ``token``) on the page, as PNG bytes."""
         buffer = io.BytesIO()
-        explanation.overlay().save(buffer, format="PNG")
+        self.explanation(query, record).overlay(token).save(buffer, format="PNG")
         return buffer.getvalue()
+
+
+FAVICON_SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
+    b'fill="#1d3557"/><rect x="8" y="6" width="16" height="20" rx="2" fill="#fff"/><circle cx="19" cy="19" '
+    b'r="5" fill="none" stroke="#e63946" stroke-width="3"/></svg>'
+)
 
 
 def _image_type(data: bytes) -> str:
@@ -238,6 +277,10 @@ def create_app(
     ) -> dict[str, Any]:
         if not q.strip():
             raise HTTPException(422, "q is blank: type a query")
+        if page_min is not None and page_max is not None and page_min > page_max:
+            raise HTTPException(
+                422, f"the page range {page_min}-{page_max} is reversed: from must not exceed to"
+            )
         try:
             hits = server.search(q, k, _where(source, page_min, page_max), mode)
         except MMEmbedError as exc:
@@ -246,7 +289,32 @@ def create_app(
 
     @app.get("/sources")
     def sources() -> dict[str, Any]:
-        return {"pages": server.index.count(), "sources": server.sources()}
+        encoder = server.index.encoder
+        return {
+            "pages": server.index.count(),
+            "sources": server.sources(),
+            "model": {"name": encoder.name, "family": encoder.family, "kind": encoder.kind},
+            "max_k": max_k,
+            "max_query_chars": max_query_chars,
+        }
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(FAVICON_SVG, media_type="image/svg+xml")
+
+    @app.get("/pages/{page_id}/neighbour")
+    def neighbour(page_id: str, step: int = Query(ge=-1, le=1)) -> dict[str, Any]:
+        record = known(page_id)
+        found = server.neighbour(record, step) if step else record
+        if found is None:
+            raise HTTPException(404, f"{Path(record.source).name} has no indexed page {record.page + step}")
+        return {
+            "id": found.id,
+            "source": found.source,
+            "name": Path(found.source).name,
+            "page": found.page,
+            "page_count": found.metadata.get("page_count"),
+        }
 
     @app.get("/pages/{page_id}/thumbnail")
     def thumbnail(page_id: str) -> Response:
@@ -263,13 +331,27 @@ def create_app(
         return Response(png, media_type="image/png")
 
     @app.get("/pages/{page_id}/explain")
-    def explain(page_id: str, q: str = Query(min_length=1, max_length=max_query_chars)) -> Response:
+    def explain(
+        page_id: str,
+        q: str = Query(min_length=1, max_length=max_query_chars),
+        token: int | None = Query(None, ge=0),
+    ) -> Response:
         record = known(page_id)
         try:
-            png = server.explain_png(q, record)
+            png = server.explain_png(q, record, token)
         except MMEmbedError as exc:
             raise HTTPException(409, str(exc)) from exc
         return Response(png, media_type="image/png")
+
+    @app.get("/pages/{page_id}/explain/tokens")
+    def explain_tokens(
+        page_id: str, q: str = Query(min_length=1, max_length=max_query_chars)
+    ) -> dict[str, Any]:
+        record = known(page_id)
+        try:
+            return {"tokens": list(server.explanation(q, record).tokens)}
+        except MMEmbedError as exc:
+            raise HTTPException(409, str(exc)) from exc
 
     return app
 
@@ -303,16 +385,25 @@ def serve(
     model: str | None = None,
     max_k: int = MAX_K,
     allowed_host: Sequence[str] = (),
+    announce: Callable[[str], None] | None = None,
     **encoder_options: Any,
 ) -> None:
     """Serve the search page for ``index_path`` until interrupted; requests must name ``host``
-    (or a loopback name, or one of ``allowed_host``) in their ``Host`` header."""
+    (or a loopback name, or one of ``allowed_host``) in their ``Host`` header. ``announce(url)``
+    is called once the model is loaded and the socket listens, i.e. when the page answers."""
     _require_web()
     import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and announce is not None:
+                announce(f"http://{host}:{port}/")
 
     server = open_server(index_path, model=model, **encoder_options)
     try:
         app = create_app(server, max_k=max_k, hosts=allowed_hosts(host, allowed_host))
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        config = uvicorn.Config(app, host=host, port=port, log_level="info")
+        AnnouncingServer(config).run()
     finally:
         server.index.close()

@@ -161,6 +161,18 @@ class EncoderInfo:
                 )
 
 
+CORE_METADATA_PREFIX = "_mmembed_"
+"""Metadata keys core keeps for itself on a page (e.g. ``_mmembed_patch_layout``): stored with
+the page, never shown on a user-facing path (search hits, ``--json``, the web API, adapters)."""
+
+
+def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` without core's own keys (:data:`CORE_METADATA_PREFIX`)."""
+    if not any(key.startswith(CORE_METADATA_PREFIX) for key in metadata):
+        return metadata
+    return {k: v for k, v in metadata.items() if not k.startswith(CORE_METADATA_PREFIX)}
+
+
 CHECKPOINT_SETTINGS = frozenset({"text_model"})
 """Settings that name a checkpoint (a folder or id): covered by the fingerprint instead."""
 
@@ -230,7 +242,9 @@ class SearchHit:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return self.record.metadata
+        """The page's metadata as the user gave it: keys core keeps for itself
+        (``_mmembed_*``, e.g. the patch layout) stay on :attr:`record` only."""
+        return user_metadata(self.record.metadata)
 
     @property
     def time_span(self) -> tuple[float, float] | None:
@@ -246,7 +260,7 @@ class SearchHit:
             "score": self.score,
             "source": self.record.source,
             "page": self.record.page,
-            "metadata": self.record.metadata,
+            "metadata": self.metadata,
         }
         span = self.time_span
         if span is not None:  # a media hit says where in the recording, as a page number does

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import index as index_command
 from .arguments import Subparsers, model_args
-from .errors import CLIError
+from .errors import UsageError
 from .options import encoder_options, open_existing
 from .output import safe, safe_lines
 
@@ -54,7 +54,11 @@ def add_parser(sub: Subparsers) -> None:
     fusion.add_argument("--alpha", type=float, metavar="A", help="hybrid: weighted-sum fusion (0..1)")
     fusion.add_argument("--rrf-k", type=int, metavar="K", help="hybrid: reciprocal rank fusion's constant")
     p.add_argument("--json", action="store_true")
-    model_args(p)
+    model_args(
+        p,
+        default="the model --index was built with; a new index made from --corpus / --dataset: "
+        "$MMEMBED_MODEL or vidore/colqwen2.5-v0.2",
+    )
     p.set_defaults(func=run)
 
 
@@ -67,13 +71,15 @@ def run(args: argparse.Namespace) -> int:
         load_beir_dataset,
         load_qrels,
         load_queries,
+        require_ir_measures,
     )
     from ..retrieve import Retriever
 
+    require_ir_measures()  # a missing [eval] extra is said before any model loads
     doc_ids = args.doc_ids
     if args.dataset:
         if args.queries or args.qrels or args.corpus:
-            raise CLIError(
+            raise UsageError(
                 "--dataset brings its own queries, qrels and corpus; drop --queries / --qrels / --corpus"
             )
         dataset = load_beir_dataset(args.dataset, split=args.split, language=args.language)
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif not (args.queries and args.qrels):
-        raise CLIError("give --queries and --qrels (BEIR files), or --dataset vidore/<name>")
+        raise UsageError("give --queries and --qrels (BEIR files), or --dataset vidore/<name>")
     else:
         queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
     if args.corpus:  # index the corpus first (a no-op for files the index already holds)

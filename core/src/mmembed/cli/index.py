@@ -9,7 +9,7 @@ from contextlib import closing
 from typing import Any
 
 from .arguments import Subparsers, backend_args, model_args, positive_int, storage_args
-from .errors import CLIError
+from .errors import CLIError, UsageError
 from .options import encoder_options, location, model_name, storage_options, stored_encoder
 from .output import safe, safe_lines
 
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.paths:
             return 0
     elif not args.paths:
-        raise CLIError(
+        raise UsageError(
             "give the files or folders to index (or --repair to rewrite first-stage data, "
             "or --backfill-text to fill in page text)"
         )
@@ -126,13 +126,13 @@ def run(args: argparse.Namespace) -> int:
         stage["first_stage"] = None if args.first_stage == "none" else args.first_stage
     if args.text_tokenizer is not None:
         stage["text_tokenizer"] = args.text_tokenizer
-    if stage and uri_scheme(where) is not None:
-        raise CLIError("--first-stage applies to index folders (the embedded index), not to URIs")
     flags = [
         f
         for f, key in (("--first-stage", "first_stage"), ("--text-tokenizer", "text_tokenizer"))
         if key in stage
     ]
+    if stage and uri_scheme(where) is not None:
+        raise UsageError(f"{' / '.join(flags)} applies to index folders (the embedded index), not to URIs")
     if stage and stored is not None:
         raise CLIError(
             f"{' / '.join(flags)} applies when an index is created; {safe(where)} already exists "
@@ -140,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.ray is not None:
         if storage or stage:
-            raise CLIError(
-                "--storage / --pool / --first-stage are not passed to --ray workers: create the index "
+            raise UsageError(
+                "--storage / --pool / --first-stage / --text-tokenizer are not passed to --ray workers: create the index "
                 "first without --ray (e.g. index one file with those options), then index the rest with --ray"
             )
-        return _index_on_ray(args, where, model)
+        return _index_on_ray(args, where, model, encoder_options(args, stored))
     encoder = load_encoder(model, **encoder_options(args, stored))
     with closing(open_backend(where, encoder=encoder.info, **storage, **stage)) as index:
         report = index_documents(
@@ -180,9 +180,9 @@ def _backfill_text(args: argparse.Namespace, where: str) -> int:
     from ..index import open_index, uri_scheme
 
     if args.paths:
-        raise CLIError("--backfill-text reads the files the index recorded; give no paths with it")
+        raise UsageError("--backfill-text reads the files the index recorded; give no paths with it")
     if uri_scheme(where) is not None:
-        raise CLIError("--backfill-text applies to index folders (the embedded index), not to URIs")
+        raise UsageError("--backfill-text applies to index folders (the embedded index), not to URIs")
     from ..pipeline import backfill_text
 
     with closing(open_index(where, create=False)) as index:
@@ -193,11 +193,28 @@ def _backfill_text(args: argparse.Namespace, where: str) -> int:
     return 0
 
 
-def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
+MEDIA_DEFAULTS = {"segment_seconds": None, "fps": 2.0, "max_frames": 64, "media_streams": "auto"}
+"""The audio / video options' defaults: ``--ray`` indexes pages only, so it refuses any other value."""
+
+
+def _index_on_ray(args: argparse.Namespace, location: str, model: str, model_options: dict[str, Any]) -> int:
+    from ..index import IndexNotFoundError, open_backend
+
+    changed = [f"--{k.replace('_', '-')}" for k, v in MEDIA_DEFAULTS.items() if getattr(args, k) != v]
+    if changed:
+        raise UsageError(
+            f"{' / '.join(changed)} are not passed to --ray workers (they index pages: PDFs, images, "
+            "office documents); index audio and video without --ray"
+        )
     try:
         from mmembed_ray import index_documents as index_on_ray
     except ImportError as exc:
         raise CLIError(f"--ray needs the mmembed-ray package ({exc}); pip install 'mmembed-ray'") from exc
+    # Every loading and model option goes to the workers: the same index as without --ray.
+    revision, device = model_options.pop("revision", None), model_options.pop("device", None)
+    image_cap: dict[str, Any] = {}
+    if args.max_image_pixels is not None:
+        image_cap["max_image_pixels"] = args.max_image_pixels or None
     report = index_on_ray(
         args.paths,
         location,
@@ -207,14 +224,23 @@ def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
         gpus_per_encoder=args.gpus_per_encoder,
         batch_size=args.batch_size,
         dpi=args.dpi,
+        max_pixels=args.max_pixels,
+        **image_cap,
+        strict=args.strict,
         password=args.password,
         include=args.include or None,
         exclude=args.exclude or None,
         thumbnails=not args.no_thumbnails,
-        revision=getattr(args, "revision", None),
-        device=getattr(args, "device", None),
+        revision=revision,
+        device=device,
+        encoder_options=model_options,
     )
     print(safe_lines(report.summary()))
+    try:
+        with closing(open_backend(location, create=False, readonly=True)) as index:
+            print(f"index {safe(location)} now holds {index.count()} page(s)")
+    except IndexNotFoundError:  # nothing could be indexed into a new index
+        pass
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1

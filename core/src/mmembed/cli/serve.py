@@ -25,14 +25,19 @@ def add_parser(sub: Subparsers) -> None:
         help="also answer requests whose Host header is NAME (repeatable; default: the bound "
         "address and loopback names only, against DNS rebinding)",
     )
-    model_args(p)
+    model_args(p, default="the model the index was built with")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve import serve
+    from ..serve import require_web, serve
 
-    print(f"serving {safe(args.index)} on http://{args.host}:{args.port}/ (Ctrl+C to stop)", file=sys.stderr)
+    require_web()  # a missing [serve] extra is said before the model loads (seconds), not after
+    print(f"loading {safe(args.index)} and its model…", file=sys.stderr)
+
+    def announce(url: str) -> None:  # only once the page answers
+        print(f"serving {safe(args.index)} on {safe(url)} (Ctrl+C to stop)", file=sys.stderr, flush=True)
+
     serve(
         args.index,
         host=args.host,
@@ -40,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         max_k=args.max_k,
         allowed_host=args.allowed_host or (),
+        announce=announce,
         **encoder_options(args),
     )
     return 0

@@ -117,7 +117,8 @@ def create_index(
         if foreign:
             raise IndexFormatError(
                 f"cannot create an index in {path}: the folder already holds other files "
-                f"({', '.join(foreign[:5])}). Choose a new or empty folder."
+                f"({', '.join(foreign[:5])}). "
+                + (other_backend_hint(path) or "Choose a new or empty folder.")
             )
     path.mkdir(parents=True, exist_ok=True)  # (the folder itself is the caller's choice)
     lock = WriterLock(path / fmt.LOCK_FILE, path)
@@ -186,8 +187,11 @@ def open_folder(
     if not (path / fmt.MANIFEST).is_file():
         if readonly or not create:
             raise IndexNotFoundError(
-                f"no mmembed index at {path} (no {fmt.MANIFEST}); check the path, or build one "
-                "first (e.g. `mmembed index <files> --index <folder>`)."
+                f"no mmembed index at {path} (no {fmt.MANIFEST}); "
+                + (
+                    other_backend_hint(path)
+                    or "check the path, or build one first (e.g. `mmembed index <files> --index <folder>`)."
+                )
             )
         if encoder is None:
             raise IndexNotFoundError(
@@ -230,3 +234,16 @@ def open_folder(
         conn.close()
         raise
     return OpenedFolder(manifest, codec, conn, folder_readonly, created_now)
+
+
+def other_backend_hint(path: Path) -> str:
+    """What ``path`` is when it is another backend's folder given without its scheme (a
+    qdrant-edge index, a Qdrant local store), and how to open it; ``""`` otherwise."""
+    if (path / "mmembed.json").is_file() and (path / "shard").is_dir():
+        return (
+            f"it is a qdrant-edge index: open it as qdrant-edge://{path} "
+            "(or add --backend qdrant-edge), which needs mmembed-qdrant[edge]."
+        )
+    if (path / "meta.json").is_file() and (path / "collection").is_dir():
+        return f"it is a Qdrant local store: open one of its collections as qdrant://{path}/COLLECTION."
+    return ""

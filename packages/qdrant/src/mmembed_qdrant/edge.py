@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +50,7 @@ from mmembed.index.local import _check_encoder
 from mmembed.index.lock import WriterLock
 from mmembed.types import EncoderInfo, MMEmbedError
 
-from .clients import acquire_shared
+from .clients import Release, acquire_shared
 from .layout import (
     DENSE,
     INDEXED_KEYS,
@@ -104,7 +104,7 @@ class QdrantEdgeIndex(QdrantPages):
         )
         self._qe = _edge()
         self._shard: qe.EdgeShard | None = None
-        self._release_shard: Callable[[], None] = lambda: None
+        self._release_shard: Release = _nothing_to_release
         try:
             self._encoder, self.keep_thumbnails = self._open(encoder, create, keep_thumbnails)
         except BaseException:
@@ -337,6 +337,10 @@ class QdrantEdgeIndex(QdrantPages):
         self._release_shard()
         self._shard = None
 
+    def _release_from_gc(self) -> None:
+        self._release_shard(from_gc=True)
+        self._shard = None
+
     def _put(self, points: list[Point]) -> None:
         qe = self._qe
         batch = [qe.Point(id=pid, vector=vectors, payload=payload) for pid, vectors, payload in points]
@@ -411,6 +415,10 @@ class _PrivateCopy:
 
     def release(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _nothing_to_release(from_gc: bool = False) -> None:
+    return None
 
 
 def _close_handle(handle: tuple[Any, WriterLock]) -> None:

@@ -199,32 +199,31 @@ class MMEmbedDocumentStore:
         return len(pages)
 
     def delete_documents(self, document_ids: list[str]) -> None:
-        """Delete the documents with these ids (unknown ids are ignored)."""
-        index = self.core_index()
-        if index is not None and document_ids:
+        """Delete the documents with these ids (unknown ids are ignored).
+
+        :raises IndexNotFoundError: the store's folder holds no index (a mistyped path is not
+            an empty store; nothing is created)."""
+        index = self.index_for_reading()
+        if document_ids:
             index.delete(list(document_ids))
 
     def delete_all_documents(self) -> None:
-        """Delete every document (the index keeps its encoder and settings)."""
-        index = self.core_index()
-        if index is not None:
-            index.delete(where={})
+        """Delete every document (the index keeps its encoder and settings).
+
+        :raises IndexNotFoundError: the store's folder holds no index."""
+        self.index_for_reading().delete(where={})
 
     def delete_by_filter(self, filters: dict[str, Any]) -> int:
         """Delete the documents matching Haystack ``filters``; returns how many were deleted."""
         where = translate_filters(filters)
-        index = self.core_index()
-        if index is None:
-            return 0
+        index = self.index_for_reading()  # a missing store is an error, as for reads
         return int(self._call(index.delete, where=where if where is not None else {}))
 
     def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
         """Merge ``meta`` into the meta of the documents matching ``filters`` (vectors kept);
         returns how many were updated."""
         where = translate_filters(filters)
-        index = self.core_index()
-        if index is None:
-            return 0
+        index = self.index_for_reading()  # a missing store is an error, as for reads
         updated = 0
         for batch in _batches(self._call(index.records, where)):
             vectors = index.get_embeddings([r.id for r in batch])

@@ -9,6 +9,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy
 from haystack.document_stores.types.filter_policy import apply_filter_policy
 from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+from haystack_integrations.document_stores.mmembed.provenance import made_by_mmembed_family, query_maker
 
 from mmembed.types import EncoderInfo, EncoderMismatchError
 
@@ -61,6 +62,8 @@ class MMEmbedRetriever:
         mode: str = "visual",
         alpha: float | None = None,
         rrf_k: int | None = None,
+        check_query_encoder: bool = True,
+        dpi: float = 144,
     ) -> None:
         """
         :param document_store: The store to search.
@@ -73,6 +76,12 @@ class MMEmbedRetriever:
             needs the query's text as ``query``). For text only, use ``MMEmbedBM25Retriever``.
         :param alpha: Hybrid: weight of the visual side in a weighted sum (``None``: reciprocal rank fusion).
         :param rrf_k: Hybrid: reciprocal rank fusion's constant (default 60).
+        :param check_query_encoder: Refuse a query the store's model did not make. The model is
+            known from ``query_encoder`` when connected, else from ``MMEmbedTextEmbedder``, which
+            remembers the queries it embeds in this process; a query of unknown origin on a store
+            of an mmembed model is refused too. ``False`` only for queries embedded with the
+            store's model outside mmembed.
+        :param dpi: Resolution the page is rendered at for its ``explain`` overlay.
         """
         if not isinstance(document_store, MMEmbedDocumentStore):
             raise ValueError("document_store must be an instance of MMEmbedDocumentStore")
@@ -97,6 +106,8 @@ class MMEmbedRetriever:
         self.mode = mode
         self.alpha = alpha
         self.rrf_k = rrf_k
+        self.check_query_encoder = check_query_encoder
+        self.dpi = dpi
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (the store by its folder)."""
@@ -111,6 +122,8 @@ class MMEmbedRetriever:
             mode=self.mode,
             alpha=self.alpha,
             rrf_k=self.rrf_k,
+            check_query_encoder=self.check_query_encoder,
+            dpi=self.dpi,
         )
 
     @classmethod
@@ -204,7 +217,7 @@ class MMEmbedRetriever:
         records = index.get([d.id for d in documents])
         for document, record in zip(documents, records, strict=True):
             if record is not None:
-                document.meta[SIMILARITY_MAP_KEY] = retriever.explain_metadata(query, record)
+                document.meta[SIMILARITY_MAP_KEY] = retriever.explain_metadata(query, record, dpi=self.dpi)
         return documents
 
     def _prepare(
@@ -245,6 +258,8 @@ class MMEmbedRetriever:
             raise ValueError(
                 f"the query embedding must be a non-empty list of vectors, got shape {tuple(query.shape)}"
             )
+        if query_encoder is None and self.check_query_encoder:
+            self._check_query_maker(query, encoder)
         if encoder.kind == "single" and query.shape[0] != 1:
             raise EncoderMismatchError(
                 f"the store at {self.document_store.path} holds single-vector embeddings of {encoder.name}, "
@@ -252,3 +267,18 @@ class MMEmbedRetriever:
                 f"with {encoder.name}"
             )
         return query, k, where, with_embedding
+
+    def _check_query_maker(self, query: torch.Tensor, encoder: EncoderInfo) -> None:
+        """The query's model, known without ``query_encoder``: the one ``MMEmbedTextEmbedder``
+        recorded for these vectors; unknown on a store of an mmembed model is refused too."""
+        maker = query_maker(query)
+        if maker is not None:
+            encoder.check_compatible(maker, index_path=self.document_store.path)
+        elif made_by_mmembed_family(encoder):
+            raise EncoderMismatchError(
+                f"the store at {self.document_store.path} holds pages embedded by {encoder.name}, and this "
+                "query embedding was not made by an MMEmbedTextEmbedder in this process, so its model is "
+                f"unknown: embed the query with MMEmbedTextEmbedder(model={encoder.name!r}), or connect "
+                "embedder.encoder to retriever.query_encoder (or pass query_encoder=...). If the query was "
+                f"embedded with {encoder.name} elsewhere, set MMEmbedRetriever(check_query_encoder=False)."
+            )
