@@ -95,6 +95,19 @@ def query_pipeline(store: MMEmbedDocumentStore, model: str, generator: Any, top_
     return pipeline
 
 
+def tiny_checkpoint(folder: Path) -> str:
+    """A tiny random ColQwen2.5 (scores meaningless) for a run without --model; it is built by
+    mmembed-testing, which a plain `pip install mmembed-haystack` does not bring."""
+    try:
+        from mmembed_testing import make_tiny_checkpoint
+    except ImportError:
+        raise SystemExit(
+            "No --model given, and the tiny demo model is built by mmembed-testing, which is not "
+            "installed: pip install mmembed-testing, or pass --model CHECKPOINT (a hub id or a folder)."
+        ) from None
+    return str(make_tiny_checkpoint("colqwen2_5", folder))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -116,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(scratch)
         model = args.model
         if model is None:
-            from mmembed_testing import make_tiny_checkpoint
-
-            model = str(make_tiny_checkpoint("colqwen2_5", work / "tiny-colqwen2_5"))
+            model = tiny_checkpoint(work / "tiny-colqwen2_5")
             print(
                 "No --model given: using a TINY RANDOM ColQwen2.5 checkpoint; the scores below are MEANINGLESS."
             )

@@ -95,15 +95,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def tiny_checkpoint(folder: Path) -> str:
+    """A tiny random ColQwen2.5 (scores meaningless) for a run without --model; it is built by
+    mmembed-testing, which a plain `pip install mmembed-langchain` does not bring."""
+    try:
+        from mmembed_testing import make_tiny_checkpoint
+    except ImportError:
+        raise SystemExit(
+            "No --model given, and the tiny demo model is built by mmembed-testing, which is not "
+            "installed: pip install mmembed-testing, or pass --model CHECKPOINT (a hub id or a folder)."
+        ) from None
+    return str(make_tiny_checkpoint("colqwen2_5", folder))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mmembed-langchain-") as tmp:
         work = Path(tmp)
         model = args.model
         if model is None:
-            from mmembed_testing import make_tiny_checkpoint
-
-            model = str(make_tiny_checkpoint("colqwen2_5", work / "tiny-colqwen2_5"))
+            model = tiny_checkpoint(work / "tiny-colqwen2_5")
             print(
                 "NOTE: no --model given: using a tiny RANDOM ColQwen2.5, so rankings and scores are meaningless."
             )

@@ -54,14 +54,25 @@ def show(title: str, nodes: Sequence[NodeWithScore]) -> None:
         print(f"  {rank}. {meta['file_name']} page {meta['page_label']}  score {hit.score:.4f}")
 
 
+def tiny_checkpoint(folder: Path) -> str:
+    """A tiny random ColQwen2.5 (scores meaningless) for a run without --model; it is built by
+    mmembed-testing, which a plain `pip install mmembed-llamaindex` does not bring."""
+    try:
+        from mmembed_testing import make_tiny_checkpoint
+    except ImportError:
+        raise SystemExit(
+            "No --model given, and the tiny demo model is built by mmembed-testing, which is not "
+            "installed: pip install mmembed-testing, or pass --model CHECKPOINT (a hub id or a folder)."
+        ) from None
+    return str(make_tiny_checkpoint("colqwen2_5", folder))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mmembed-li-") as tmp:
         model = args.model
         if model is None:
-            from mmembed_testing import make_tiny_checkpoint
-
-            model = str(make_tiny_checkpoint("colqwen2_5", Path(tmp) / "tiny-colqwen2_5"))
+            model = tiny_checkpoint(Path(tmp) / "tiny-colqwen2_5")
             print("No --model given: using a tiny random ColQwen2.5; scores are meaningless.")
         data = args.data
         if data is None:

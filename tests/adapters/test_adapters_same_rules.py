@@ -106,8 +106,9 @@ def test_an_empty_query_is_refused_everywhere(
         for attempt in attempts:
             with pytest.raises(ValueError, match="the query is empty"):
                 attempt(query)
-    assert main(["search", "", "--index", str(multi_index)]) == 1
-    assert "the query is empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # the CLI's usage errors exit 2
+        main(["search", "", "--index", str(multi_index)])
+    assert usage.value.code == 2 and "the query is empty" in capsys.readouterr().err
 
 
 def test_haystack_private_keys_stay_out_of_the_other_adapters(multi_index: Path) -> None:
@@ -123,6 +124,10 @@ def test_haystack_private_keys_stay_out_of_the_other_adapters(multi_index: Path)
     }
     for metadata in [d.metadata for d in documents] + [n.node.metadata for n in nodes]:
         assert not [k for k in metadata if k.startswith("haystack.")], metadata
+    # Haystack's location keys are the record's own source / page: a Haystack page reads like a core one
+    hs_doc, core_doc = (next(d for d in documents if (d.id == "hs-page") == hs) for hs in (True, False))
+    assert set(hs_doc.metadata) - {"topic"} <= set(core_doc.metadata), hs_doc.metadata  # no extra keys
+    assert "file_path" not in hs_doc.metadata and "page_number" not in hs_doc.metadata
     hs_node = next(n.node for n in nodes if n.node.node_id == "hs-page")
     assert hs_node.metadata["topic"] == "from haystack"  # the user's own meta is shared
     assert "haystack" not in hs_node.get_content(metadata_mode=MetadataMode.LLM).replace("from haystack", "")

@@ -145,3 +145,54 @@ def test_eval_refuses_qrels_that_name_no_page(
     assert main(["eval", "--index", str(text_index), "--queries", str(queries), "--qrels", str(qrels)]) == 1
     err = capsys.readouterr().err
     assert "none of the qrels' documents" in err and "solar.txt#1" in err
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+def test_tied_scores_keep_the_runs_own_order(first: str) -> None:
+    """Two pages with the same score: the metrics measure the order the run lists them in
+    (mmembed's ranking), for every provider (pytrec_eval breaks ties by doc id, MS MARCO's RR
+    by its own rule)."""
+    second = "b" if first == "a" else "a"
+    run = {"q": {first: 0.5, second: 0.5, "c": 0.1}}
+    means = measure(run, {"q": {first: 1}}, ["nDCG@1", "R@1", "RR@10", "P@1"])
+    assert means == {"nDCG@1": 1.0, "R@1": 1.0, "RR@10": 1.0, "P@1": 1.0}
+    means = measure(run, {"q": {second: 1}}, ["nDCG@1", "RR@10"])
+    assert means == {"nDCG@1": 0.0, "RR@10": 0.5}
+
+
+def test_eval_of_tied_pages_does_not_depend_on_k(
+    minilm: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two identical pages score exactly the same: whichever `mmembed search` ranks first is
+    judged relevant, and `eval` reports it at rank 1 whatever -k, with one tie rule for every
+    metric."""
+    import mmembed
+
+    encoder = mmembed.load_encoder(minilm)
+    text = TOPICS["solar.txt"]
+    [vector, other] = encoder.encode_queries([text, TOPICS["rail.txt"]])
+    path = tmp_path / "index"
+    names = ["a-copy.txt", "z-copy.txt", "rail.txt"]
+    with mmembed.open_index(path, encoder=encoder.info) as index:
+        index.add(
+            [
+                mmembed.PageInput(embedding=v, source=f"/corpus/{n}", page=1, content_hash=f"{i + 1:x}" * 64)
+                for i, (n, v) in enumerate(zip(names, [vector, vector, other], strict=True))
+            ]
+        )
+    assert main(["search", "--index", str(path), "--json", "-k", "3", "solar power"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["score"] == hits[1]["score"]
+    for top in (hits[0], hits[1]):  # the tie as search ranks it, and the other way round
+        relevant = Path(top["source"]).name + "#1"
+        folder = tmp_path / relevant
+        folder.mkdir()
+        (folder / "q.jsonl").write_text(json.dumps({"_id": "q", "text": "solar power"}) + "\n")
+        (folder / "qrels.tsv").write_text(f"query-id\tcorpus-id\tscore\nq\t{relevant}\t1\n")
+        expected = 1.0 if top is hits[0] else 0.0
+        for k in ("1", "2", "100"):
+            args = ["eval", "--index", str(path), "--queries", str(folder / "q.jsonl")]
+            assert main([*args, "--qrels", str(folder / "qrels.tsv"), "-k", k, "--json"]) == 0
+            metrics = json.loads(capsys.readouterr().out)[0]["metrics"]
+            assert metrics["nDCG@1"] == expected, (relevant, k)
+            assert metrics["RR@10"] == (1.0 if expected else (0.0 if k == "1" else 0.5)), (relevant, k)

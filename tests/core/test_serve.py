@@ -20,7 +20,7 @@ from mmembed.loaders.sample_pdfs import write_sample_pdfs
 pytest.importorskip("fastapi", reason="mmembed-core[serve] is not installed")
 from fastapi.testclient import TestClient
 
-from mmembed.serve import PageServer, create_app, open_server
+from mmembed.serve import PageServer, allowed_hosts, create_app, open_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -47,7 +47,26 @@ def server(served_index: Path) -> Iterator[PageServer]:
 
 @pytest.fixture(scope="module")
 def client(server: PageServer) -> TestClient:
-    return TestClient(create_app(server, max_k=8, max_query_chars=64))
+    return TestClient(create_app(server, max_k=8, max_query_chars=64), base_url="http://127.0.0.1:8000")
+
+
+@pytest.mark.parametrize(
+    ("host", "hosts", "status"),
+    [
+        ("evil.example.com", None, 400),  # DNS rebinding: a foreign name resolving to 127.0.0.1
+        ("localhost:8000", None, 200),
+        ("[::1]:8000", None, 200),
+        ("search.lan", allowed_hosts("127.0.0.1", ["search.lan"]), 200),
+        ("evil.example.com", allowed_hosts("127.0.0.1", ["search.lan"]), 400),
+        ("10.1.2.3:8000", allowed_hosts("10.1.2.3"), 200),
+    ],
+)
+def test_only_the_bound_host_names_are_answered(
+    server: PageServer, host: str, hosts: list[str] | None, status: int
+) -> None:
+    app = create_app(server, hosts=hosts)
+    response = TestClient(app, base_url="http://127.0.0.1:8000").get("/sources", headers={"host": host})
+    assert response.status_code == status, response.text
 
 
 def test_search_returns_pages_with_thumbnails(client: TestClient) -> None:
@@ -63,6 +82,54 @@ def test_search_returns_pages_with_thumbnails(client: TestClient) -> None:
     assert page.headers["content-type"] == "image/png"
     # The full page is rendered from the source, larger than the thumbnail.
     assert Image.open(io.BytesIO(page.content)).size[0] > Image.open(io.BytesIO(thumb.content)).size[0]
+
+
+def test_core_metadata_is_hidden_on_every_user_facing_path(
+    client: TestClient, server: PageServer, served_index: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The patch layout core records with each page stays on the record: not in hit.metadata,
+    `search --json` or GET /search (the README's own example prints hit.metadata)."""
+
+    from mmembed.cli import main
+    from mmembed.explain import LAYOUT_KEY
+
+    [hit] = server.retriever.search("revenue", k=1)
+    assert LAYOUT_KEY in hit.record.metadata  # recorded, so explain can use the stored vectors
+    assert LAYOUT_KEY not in hit.metadata and LAYOUT_KEY not in hit.to_json()["metadata"]
+    assert hit.metadata["page_count"] >= 1  # the user-visible keys are still there
+    web = client.get("/search", params={"q": "revenue", "k": 3}).json()["hits"]
+    assert web and all(LAYOUT_KEY not in h["metadata"] for h in web)
+    assert main(["search", "--index", str(served_index), "--json", "-k", "3", "revenue"]) == 0
+    assert LAYOUT_KEY not in capsys.readouterr().out
+
+
+def test_the_api_behind_the_page(client: TestClient, server: PageServer) -> None:
+    """Ranks, the index's model and the request bounds, the previous / next page of a
+    document, per-token overlays, a favicon; a reversed page range is an error, not nothing."""
+    hits = client.get("/search", params={"q": "revenue", "k": 3}).json()["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    about = client.get("/sources").json()
+    assert about["model"]["name"] == server.index.encoder.name and about["max_k"] == 8
+    assert about["max_query_chars"] == 64
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    reversed_range = client.get("/search", params={"q": "x", "page_min": 3, "page_max": 2})
+    assert reversed_range.status_code == 422 and "reversed" in reversed_range.json()["detail"]
+
+    first = next(r for r in server.index.records() if r.page == 1)
+    after = client.get(f"/pages/{first.id}/neighbour", params={"step": 1}).json()
+    assert (after["source"], after["page"]) == (first.source, 2)
+    back = client.get(f"/pages/{after['id']}/neighbour", params={"step": -1}).json()
+    assert back["id"] == first.id
+    assert client.get(f"/pages/{first.id}/neighbour", params={"step": -1}).status_code == 404
+
+    tokens = client.get(f"/pages/{first.id}/explain/tokens", params={"q": "revenue table"}).json()["tokens"]
+    assert len(tokens) >= 2
+    whole = client.get(f"/pages/{first.id}/explain", params={"q": "revenue table"})
+    one = client.get(f"/pages/{first.id}/explain", params={"q": "revenue table", "token": 0})
+    assert whole.status_code == one.status_code == 200 and whole.content != one.content
+    out_of_range = client.get(f"/pages/{first.id}/explain", params={"q": "revenue table", "token": 99})
+    assert out_of_range.status_code == 409 and "out of range" in out_of_range.json()["detail"]
 
 
 def test_filters(client: TestClient, server: PageServer) -> None:
@@ -152,7 +219,7 @@ def live_url(server: PageServer) -> Iterator[str]:
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(server, max_k=20), host="127.0.0.1", port=port, log_level="warning")
     web = uvicorn.Server(config)
     thread = threading.Thread(target=web.run, daemon=True)
     thread.start()
@@ -179,6 +246,9 @@ def test_search_page_in_headless_chromium(live_url: str, tmp_path: Path) -> None
             page = browser.new_page(viewport={"width": 1100, "height": 800})
             page.goto(live_url)
             page.wait_for_function("document.querySelectorAll('#source option').length > 1")
+            assert "model:" in page.inner_text("#model")
+            assert page.get_attribute("#k", "max") == "20"  # the server's --max-k, not a fixed cap
+            assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith("favicon.ico")
             page.fill("#q", "quarterly revenue table")
             page.fill("#k", "6")
             page.click("button[type=submit]")
@@ -189,8 +259,16 @@ def test_search_page_in_headless_chromium(live_url: str, tmp_path: Path) -> None
             page.wait_for_function(
                 "[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)"
             )
-            assert "page" in cards.first.inner_text()
+            assert "page" in cards.first.inner_text() and "#1" in cards.first.inner_text()
+            assert "q=quarterly+revenue+table" in page.url and "k=6" in page.url  # bookmarkable
+            first_score = cards.first.locator(".score").inner_text()
+            assert len(first_score.split(".")[1]) == 4
             page.screenshot(path=str(tmp_path / "search-results.png"))
+
+            # reload (and a shared link) repeats the search
+            page.reload()
+            page.wait_for_function("document.querySelectorAll('.hit').length === 6")
+            assert page.input_value("#q") == "quarterly revenue table"
 
             cards.first.click()
             page.wait_for_selector("#viewer.open")
@@ -198,6 +276,7 @@ def test_search_page_in_headless_chromium(live_url: str, tmp_path: Path) -> None
                 "(() => { const i = document.getElementById('page-image'); "
                 "return i.complete && i.naturalWidth > 0 && i.dataset.kind === 'page'; })()"
             )
+            title = page.inner_text("#viewer-title")
             page.check("#overlay")
             page.wait_for_function(
                 "(() => { const i = document.getElementById('page-image'); "
@@ -205,13 +284,33 @@ def test_search_page_in_headless_chromium(live_url: str, tmp_path: Path) -> None
                 timeout=120_000,
             )
             assert page.inner_text("#viewer-error") == ""
+            page.wait_for_function("document.querySelectorAll('#token option').length > 2")
+            page.select_option("#token", "0")  # one query token's overlay
+            page.wait_for_function(
+                "(() => { const i = document.getElementById('page-image'); "
+                "return i.dataset.token === '0' && i.complete && i.naturalWidth > 0; })()",
+                timeout=120_000,
+            )
             page.screenshot(path=str(tmp_path / "page-overlay.png"))
+            page.keyboard.press("ArrowRight" if "— page 1 —" in title else "ArrowLeft")  # a page beside it
+            page.wait_for_function(f"document.getElementById('viewer-title').textContent !== {title!r}")
+            page.keyboard.press("Escape")
+            page.wait_for_selector("#viewer.open", state="hidden")
+
+            # a reversed page range says so instead of showing nothing
+            page.fill("#page_min", "3")
+            page.fill("#page_max", "2")
+            page.click("button[type=submit]")
+            page.wait_for_function("document.getElementById('status').textContent.includes('reversed')")
+            page.go_back()  # back to the previous search
+            page.wait_for_function("document.querySelectorAll('.hit').length === 6")
         finally:
             browser.close()
     assert (tmp_path / "search-results.png").stat().st_size > 10_000
     print(f"screenshots: {tmp_path}")
 
 
+@pytest.mark.timeout(240)
 def test_cli_serve_runs_on_loopback(served_index: Path, tmp_path: Path) -> None:
     import json
     import subprocess
@@ -233,20 +332,18 @@ def test_cli_serve_runs_on_loopback(served_index: Path, tmp_path: Path) -> None:
         "--port",
         str(port),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/sources", timeout=5) as response:
-                    assert json.load(response)["pages"] >= 6
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"mmembed serve did not come up: {process.stderr.read() if process.stderr else ''!r}"
-                    )
-                time.sleep(0.2)
+        assert process.stderr is not None
+        said: list[str] = []
+        for line in process.stderr:  # "serving" is said once the page answers, not before
+            said.append(line)
+            if line.startswith("serving"):
+                break
+        assert said and said[0].startswith("loading"), said
+        assert said[-1].startswith("serving") and f"http://127.0.0.1:{port}/" in said[-1], said
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sources", timeout=5) as response:
+            assert json.load(response)["pages"] >= 6  # at once: no retry
     finally:
         process.terminate()
         process.wait(timeout=30)

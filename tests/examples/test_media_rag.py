@@ -32,3 +32,37 @@ def test_media_rag_indexes_and_searches_generated_recordings(tmp_path, capsys):
     assert "silent.webm: has no audio track" in out
     hits = [line for line in out.splitlines() if line.startswith("  1. ") or line.startswith("  2. ")]
     assert len(hits) == 2 and all("–" in line for line in hits)  # every hit shows start–end
+
+
+def load_example(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example
+    spec.loader.exec_module(example)
+    return example
+
+
+def test_media_rag_without_weights_falls_back_and_writes_nothing_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, with no weights: a message and the tiny stand-in (as the demo does), not a
+    raw CheckpointNotFoundError; the recordings and the index go to a temporary folder."""
+    monkeypatch.chdir(tmp_path)
+    example = load_example("media_rag")
+    assert example.main(["--model", str(tmp_path / "no-such-checkpoint"), "-k", "1", "a whistle"]) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert "could not be loaded here" in out and "TINY RANDOM" in out and "  1. " in out
+    assert list(tmp_path.iterdir()) == []  # no media_data/ or media_index/ left behind
+
+
+@pytest.mark.parametrize("name", ["llamaindex_pdf_rag", "langchain_pdf_rag", "haystack_pdf_rag"])
+def test_framework_examples_say_what_the_tiny_model_needs(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With only the framework package installed (no mmembed-testing), a run without --model
+    says what to install or pass instead of ModuleNotFoundError."""
+    monkeypatch.setitem(sys.modules, "mmembed_testing", None)  # an import of it raises ImportError
+    example = load_example(name)
+    with pytest.raises(SystemExit, match="pip install mmembed-testing, or pass --model"):
+        example.tiny_checkpoint(tmp_path / "tiny")  # type: ignore[attr-defined]

@@ -141,7 +141,14 @@ def test_missing_folder_is_not_read_as_empty_and_plain_write_explains(tmp_path: 
         store.count_documents()
     with pytest.raises(mmembed.index.IndexNotFoundError, match="encoder="):
         store.filter_documents()
-    store.delete_documents(["x"])  # nothing to delete
+    for change in (  # deleting from a mistyped path is an error too, not a silent no-op
+        lambda: store.delete_documents(["x"]),
+        store.delete_all_documents,
+        lambda: store.delete_by_filter({"field": "meta.k", "operator": "==", "value": 1}),
+        lambda: store.update_by_filter({"field": "meta.k", "operator": "==", "value": 1}, {"k": 2}),
+    ):
+        with pytest.raises(mmembed.index.IndexNotFoundError, match="nothing"):
+            change()
     with pytest.raises(InvalidDocumentError, match="MMEmbedDocumentImageEmbedder"):
         store.write_documents([Document(content="no encoder known")])
     assert not (tmp_path / "nothing").exists()

@@ -21,7 +21,7 @@ from llama_index.retrievers.mmembed import MMEmbedRetriever, UnsupportedFilterEr
 from PIL import Image
 
 import mmembed
-from mmembed.index import LocalIndex
+from mmembed.index import LocalIndex, plan
 
 DPI = 48  # low resolution keeps the tiny model fast; same value as conftest.DPI
 
@@ -230,10 +230,9 @@ def test_an_index_with_a_binary_first_stage_serves_the_retriever_unchanged(
         if v is not None
     ]
     shortlisted: list[int] = []
-    original = LocalIndex._shortlisted
-    monkeypatch.setattr(
-        LocalIndex, "_shortlisted", lambda self, *a: shortlisted.append(a[3]) or original(self, *a)
-    )
+    # The search plan's binary stage (moved from LocalIndex._shortlisted by the index split).
+    original = plan.binary_picks
+    monkeypatch.setattr(plan, "binary_picks", lambda *a: shortlisted.append(a[2]) or original(*a))
     with mmembed.open_index(tmp_path / "binary", encoder=source.encoder, first_stage="binary") as index:
         index.add(pages)
         retriever = MMEmbedRetriever(index, similarity_top_k=3, image_mode="none")

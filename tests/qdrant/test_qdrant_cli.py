@@ -90,8 +90,9 @@ def test_an_unreachable_server_is_a_clear_error(capsys: pytest.CaptureFixture[st
     assert code == 1 and "cannot reach Qdrant at http://127.0.0.1:9" in err
     with pytest.raises(QdrantUnavailableError, match="server is running"):
         open_backend("qdrant://127.0.0.1:9/pages", MULTI)
-    code, _, err = run(capsys, "search", "q", "--backend", "qdrant", "--index", "pages")
-    assert code == 1 and "--backend qdrant needs --url" in err
+    with pytest.raises(SystemExit) as usage:  # a usage error, like every other one (exit 2)
+        main(["search", "q", "--backend", "qdrant", "--index", "pages"])
+    assert usage.value.code == 2 and "--backend qdrant needs --url" in capsys.readouterr().err
 
 
 class _RefusesKeys(http.server.BaseHTTPRequestHandler):

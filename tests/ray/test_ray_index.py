@@ -160,3 +160,51 @@ def test_parallel_encoder_writes_with_a_worker_killed_mid_run_leave_no_missing_o
 )
 def test_encoder_actors_write_by_default_only_into_a_qdrant_server(index: str, parallel: bool) -> None:
     assert allows_concurrent_writers(index) is parallel
+
+
+def test_every_loading_and_model_option_reaches_the_workers(
+    ray_cluster: None,
+    corpus: Path,
+    tiny_colqwen2_5: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`mmembed index --ray` passes --max-pixels, --strict and the family options (--option) to
+    the workers: the index the single-process pipeline builds with the same arguments."""
+    from mmembed.cli import main
+    from mmembed.loaders import LoadError
+
+    pdf = next(p for p in sorted(corpus.glob("*.pdf")) if p.name != "broken.pdf")
+    options = {"max_num_visual_tokens": 16}
+    encoder = mmembed.load_encoder(str(tiny_colqwen2_5), **options)
+    reference = tmp_path / "reference"
+    with open_index(reference, encoder.info) as index:
+        mmembed.index_documents([pdf], index, encoder, dpi=96, max_pixels=60_000, progress=False)
+    path = tmp_path / "index"
+    argv = ["index", str(pdf), "--index", str(path), "--model", str(tiny_colqwen2_5), "--ray", "-q"]
+    argv += ["--dpi", "96", "--max-pixels", "60000", "--option", "max_num_visual_tokens=16"]
+    assert main(argv) == 0
+    assert f"index {path} now holds 3 page(s)" in capsys.readouterr().out
+    with open_index(path, create=False, readonly=True) as got:
+        assert_same_index(got, reference)
+        assert max(r.n_vectors for r in got.records()) < 64  # the visual-token budget held on the actors
+    with pytest.raises(LoadError, match=r"broken\.pdf"):
+        index_documents(corpus, str(tmp_path / "strict"), str(tiny_colqwen2_5), dpi=DPI, strict=True)
+    argv = ["index", str(corpus), "--index", str(tmp_path / "media"), "--model", str(tiny_colqwen2_5)]
+    with pytest.raises(SystemExit) as usage:  # a usage error: exit 2
+        main([*argv, "--ray", "--fps", "4"])
+    assert usage.value.code == 2 and "--fps are not passed to --ray workers" in capsys.readouterr().err
+
+
+def test_encoders_that_take_every_cpu_are_refused_before_the_run() -> None:
+    from mmembed.types import MMEmbedError
+    from mmembed_ray.pipeline import check_resources
+
+    with pytest.raises(
+        MMEmbedError, match=r"2 encoder actor\(s\) x 1 CPU take 2 of the Ray cluster's 2 CPU.*encoders=1"
+    ):
+        check_resources({"CPU": 2.0}, 2, 1.0, 0.0)
+    with pytest.raises(MMEmbedError, match="the Ray cluster has 0"):
+        check_resources({"CPU": 8.0}, 1, 1.0, 1.0)
+    check_resources({"CPU": 2.0}, 1, 1.0, 0.0)  # one CPU left to render
+    check_resources({"CPU": 2.0}, 2, 0.5, 0.0)

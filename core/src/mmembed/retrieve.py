@@ -74,9 +74,24 @@ SIMILARITY_MAP_KEY = "similarity_map"
 :meth:`Retriever.explain_metadata`."""
 
 
+HAYSTACK_PAGE_KEYS = {"file_path": str, "page_number": int, "content_hash": str}
+"""Haystack's names for a page's location, which its store keeps in a page's metadata and also
+writes to the record's own ``source`` / ``page`` / ``content_hash``."""
+
+
 def shared_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """A page record's metadata without adapter-private keys (see :data:`PRIVATE_METADATA_PREFIXES`)."""
-    return {k: v for k, v in metadata.items() if not k.startswith(PRIVATE_METADATA_PREFIXES)}
+    """A page record's metadata without adapter-private keys (see :data:`PRIVATE_METADATA_PREFIXES`).
+
+    On a page a Haystack pipeline wrote (marked ``haystack.document``), Haystack's own location
+    keys (``file_path``, ``page_number``, ``content_hash``) are left out too: the record carries
+    them as ``source`` / ``page`` / ``content_hash``, which every adapter shows under its own
+    names, so such a page reads like one ``mmembed index`` wrote."""
+    shared = {k: v for k, v in metadata.items() if not k.startswith(PRIVATE_METADATA_PREFIXES)}
+    if metadata.get("haystack.document"):
+        for key, kind in HAYSTACK_PAGE_KEYS.items():
+            if isinstance(shared.get(key), kind) and not isinstance(shared.get(key), bool):
+                del shared[key]
+    return shared
 
 
 class InvalidQueryError(MMEmbedError, ValueError):
@@ -121,22 +136,54 @@ class Retriever:
 
     @overload
     def search(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
-        self, queries: str, k: int = ..., where: Filter | None = ..., **shortlist: Any
+        self,
+        queries: str,
+        k: int = ...,
+        where: Filter | None = ...,
+        *,
+        mode: str = ...,
+        alpha: float | None = ...,
+        rrf_k: int | None = ...,
+        **shortlist: Any,
     ) -> list[SearchHit]: ...
     @overload
     def search(
-        self, queries: Sequence[str], k: int = ..., where: Filter | None = ..., **shortlist: Any
+        self,
+        queries: Sequence[str],
+        k: int = ...,
+        where: Filter | None = ...,
+        *,
+        mode: str = ...,
+        alpha: float | None = ...,
+        rrf_k: int | None = ...,
+        **shortlist: Any,
     ) -> list[list[SearchHit]]: ...
 
     def search(
-        self, queries: str | Sequence[str], k: int = 10, where: Filter | None = None, **shortlist: Any
+        self,
+        queries: str | Sequence[str],
+        k: int = 10,
+        where: Filter | None = None,
+        *,
+        mode: str = "visual",
+        alpha: float | None = None,
+        rrf_k: int | None = None,
+        **shortlist: Any,
     ) -> list[SearchHit] | list[list[SearchHit]]:
         """Top-``k`` pages for one query (a list of hits) or several (a list per query).
         ``shortlist`` (``candidates=C``, ``exact=True``) goes to the embedded index's search.
 
+        ``mode``: ``"visual"`` (default: the page images' vectors), ``"text"`` (the pages' own
+        text layer, FTS5 bm25; no query encoding) or ``"hybrid"`` (both, fused by reciprocal
+        rank fusion with ``rrf_k``, default 60, or by ``alpha * visual + (1 - alpha) * text`` of
+        normalised scores). Text and hybrid hits say which side found them (``hit.matches``).
+
         :raises ValueError: ``k`` is below 1, or a query is empty or blank.
         """
+        from .index.fusion import search_options
+
         check_k(k)
+        options = search_options(mode, alpha, rrf_k)
         self._check_not_a_typo()
         single = isinstance(queries, str)
         texts = [queries] if isinstance(queries, str) else list(queries)
@@ -144,9 +191,36 @@ class Retriever:
             check_query(text)
         if not texts:
             return []
-        embeddings = self.encoder.encode_queries(texts)
-        hits = self.index.search(embeddings, k=k, where=where, **shortlist)
+        if options.mode == "visual":
+            embeddings = self.encoder.encode_queries(texts)
+            hits = self.index.search(embeddings, k=k, where=where, **shortlist)
+        else:
+            hits = self._search_modes(texts, k, where, options, shortlist)
         return hits[0] if single else hits
+
+    def _search_modes(
+        self, texts: list[str], k: int, where: Filter | None, options: Any, shortlist: dict[str, Any]
+    ) -> list[list[SearchHit]]:
+        """Text and hybrid modes, on any backend that takes ``mode=`` (the embedded index,
+        Qdrant); others are refused naming the backend."""
+        if not supports_modes(self.index):
+            raise MMEmbedError(
+                f"mode={options.mode!r} needs a backend with a text index; {type(self.index).__name__} "
+                "only searches vectors (the Qdrant backends do not serve text or hybrid search yet: see "
+                "docs/hybrid.md). Use an index folder (the embedded index), or mode='visual'."
+            )
+        embeddings = self.encoder.encode_queries(texts) if options.mode == "hybrid" else None
+        search: Any = self.index.search  # a backend whose search takes mode= (checked above)
+        return search(  # type: ignore[no-any-return]
+            embeddings,
+            k=k,
+            where=where,
+            mode=options.mode,
+            texts=texts,
+            alpha=options.alpha,
+            rrf_k=options.rrf_k if options.mode == "hybrid" and options.alpha is None else None,
+            **shortlist,
+        )
 
     def explain(
         self, query: str, hit: SearchHit | PageRecord, *, image: Image.Image | None = None, dpi: float = 144
@@ -209,6 +283,19 @@ class Retriever:
         if vectors is None or vectors.ndim != 2 or vectors.shape[0] != recorded.get("vectors", -1):
             return None
         return vectors, layout
+
+
+def supports_modes(index: object) -> bool:
+    """Whether ``index.search`` takes ``mode="text" | "hybrid"`` (the backend has a text index)."""
+    import inspect
+
+    search = getattr(index, "search", None)
+    if search is None:
+        return False
+    try:
+        return "mode" in inspect.signature(search).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def index_encoder(info: EncoderInfo) -> Encoder:

@@ -7,6 +7,8 @@ That single convention lets the index and scorer treat both kinds the same way.
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -20,6 +22,41 @@ Storage = Literal["float16", "bfloat16", "float32", "int8"]
 STORAGE_NAMES: tuple[Storage, ...] = get_args(Storage)
 """How an index folder stores vectors (one codec each in :mod:`mmembed.index.codecs`); named
 here so that the command line offers them without importing the codecs (and torch)."""
+
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 200_000
+"""Most characters of text stored per page (a dense printed page holds ~5 000); longer text
+layers are cut there, and the cut is logged naming the page."""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def clean_text(text: str | bytes | None, *, where: str = "a page") -> str:
+    """Text fit to store: invalid UTF-8 replaced, control characters (except newline and
+    tab) turned into spaces, at most :data:`MAX_TEXT_CHARS` characters (a longer text is cut
+    and the cut logged, naming ``where``).
+
+    >>> clean_text(b"caf\\xc3\\xa9 \\xff\\x00ok")
+    'café \ufffd ok'
+    """
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = _SURROGATE.sub("\ufffd", text)  # lone surrogates cannot be encoded for SQLite
+    text = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+    if len(text) > MAX_TEXT_CHARS:
+        logger.warning(
+            "%s has a text layer of %d characters; only the first %d are stored for text search",
+            where,
+            len(text),
+            MAX_TEXT_CHARS,
+        )
+        text = text[:MAX_TEXT_CHARS]
+    return text if text.strip() else ""
 
 
 def page_id(content_hash: str, page: int) -> str:
@@ -124,6 +161,18 @@ class EncoderInfo:
                 )
 
 
+CORE_METADATA_PREFIX = "_mmembed_"
+"""Metadata keys core keeps for itself on a page (e.g. ``_mmembed_patch_layout``): stored with
+the page, never shown on a user-facing path (search hits, ``--json``, the web API, adapters)."""
+
+
+def user_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` without core's own keys (:data:`CORE_METADATA_PREFIX`)."""
+    if not any(key.startswith(CORE_METADATA_PREFIX) for key in metadata):
+        return metadata
+    return {k: v for k, v in metadata.items() if not k.startswith(CORE_METADATA_PREFIX)}
+
+
 CHECKPOINT_SETTINGS = frozenset({"text_model"})
 """Settings that name a checkpoint (a folder or id): covered by the fingerprint instead."""
 
@@ -149,6 +198,24 @@ class PageRecord:
     n_vectors: int = 0
 
 
+SearchMode = Literal["visual", "text", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("visual", "text", "hybrid")
+
+
+@dataclass(frozen=True)
+class SideMatch:
+    """How one side of a text or hybrid search ranked a hit."""
+
+    side: Literal["visual", "text"]
+    rank: int
+    """1-based rank of the hit in that side's list."""
+    score: float
+    """That side's own score: MaxSim / dot / cosine for ``visual``, ``-bm25()`` for ``text``."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"side": self.side, "rank": self.rank, "score": self.score}
+
+
 @dataclass(frozen=True)
 class SearchHit:
     """One ranked result of a search."""
@@ -156,6 +223,14 @@ class SearchHit:
     id: str
     score: float
     record: PageRecord
+    matches: tuple[SideMatch, ...] = ()
+    """Text and hybrid searches: which side(s) found the hit, with its rank and score on each
+    (a side that did not find it is absent). Empty for a visual search."""
+
+    @property
+    def found_by(self) -> tuple[str, ...]:
+        """The sides that found the hit, e.g. ``("visual", "text")`` (empty for a visual search)."""
+        return tuple(m.side for m in self.matches)
 
     @property
     def source(self) -> str:
@@ -167,7 +242,9 @@ class SearchHit:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return self.record.metadata
+        """The page's metadata as the user gave it: keys core keeps for itself
+        (``_mmembed_*``, e.g. the patch layout) stay on :attr:`record` only."""
+        return user_metadata(self.record.metadata)
 
     @property
     def time_span(self) -> tuple[float, float] | None:
@@ -183,11 +260,13 @@ class SearchHit:
             "score": self.score,
             "source": self.record.source,
             "page": self.record.page,
-            "metadata": self.record.metadata,
+            "metadata": self.metadata,
         }
         span = self.time_span
         if span is not None:  # a media hit says where in the recording, as a page number does
             data["start"], data["end"] = span
+        if self.matches:  # text / hybrid only: visual output is unchanged
+            data["matches"] = [m.to_json() for m in self.matches]
         return data
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import index as index_command
 from .arguments import Subparsers, model_args
-from .errors import CLIError
+from .errors import UsageError
 from .options import encoder_options, open_existing
 from .output import safe, safe_lines
 
@@ -43,8 +43,22 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--compare", nargs="+", metavar="INDEX", help="other indexes (e.g. another model) side by side"
     )
+    p.add_argument(
+        "--mode",
+        nargs="+",
+        choices=("visual", "text", "hybrid"),
+        default=["visual"],
+        help="search mode(s); several (e.g. --mode visual text hybrid) compare the modes side by side",
+    )
+    fusion = p.add_mutually_exclusive_group()
+    fusion.add_argument("--alpha", type=float, metavar="A", help="hybrid: weighted-sum fusion (0..1)")
+    fusion.add_argument("--rrf-k", type=int, metavar="K", help="hybrid: reciprocal rank fusion's constant")
     p.add_argument("--json", action="store_true")
-    model_args(p)
+    model_args(
+        p,
+        default="the model --index was built with; a new index made from --corpus / --dataset: "
+        "$MMEMBED_MODEL or vidore/colqwen2.5-v0.2",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,13 +71,15 @@ def run(args: argparse.Namespace) -> int:
         load_beir_dataset,
         load_qrels,
         load_queries,
+        require_ir_measures,
     )
     from ..retrieve import Retriever
 
+    require_ir_measures()  # a missing [eval] extra is said before any model loads
     doc_ids = args.doc_ids
     if args.dataset:
         if args.queries or args.qrels or args.corpus:
-            raise CLIError(
+            raise UsageError(
                 "--dataset brings its own queries, qrels and corpus; drop --queries / --qrels / --corpus"
             )
         dataset = load_beir_dataset(args.dataset, split=args.split, language=args.language)
@@ -76,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif not (args.queries and args.qrels):
-        raise CLIError("give --queries and --qrels (BEIR files), or --dataset vidore/<name>")
+        raise UsageError("give --queries and --qrels (BEIR files), or --dataset vidore/<name>")
     else:
         queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
     if args.corpus:  # index the corpus first (a no-op for files the index already holds)
@@ -95,17 +111,25 @@ def run(args: argparse.Namespace) -> int:
                 args.model if own_model else stored,
                 **encoder_options(args, None if own_model else index.encoder),
             )
-            reports.append(
-                evaluate(
-                    Retriever(index, encoder),
-                    queries,
-                    qrels,
-                    k=args.k,
-                    doc_ids=doc_ids,
-                    metrics=args.metrics or DEFAULT_METRICS,
-                    name=f"{Path(path).name} ({Path(stored).name})",
+            modes = list(dict.fromkeys(args.mode))
+            for mode in modes:
+                label = f"{Path(path).name} ({Path(stored).name})" + (
+                    f" [{mode}]" if modes != ["visual"] else ""
                 )
-            )
+                fusion = {"alpha": args.alpha, "rrf_k": args.rrf_k} if mode == "hybrid" else {}
+                reports.append(
+                    evaluate(
+                        Retriever(index, encoder),
+                        queries,
+                        qrels,
+                        k=args.k,
+                        doc_ids=doc_ids,
+                        metrics=args.metrics or DEFAULT_METRICS,
+                        name=label,
+                        mode=mode,
+                        **fusion,
+                    )
+                )
         finally:
             index.close()
     if args.json:

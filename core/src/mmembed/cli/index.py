@@ -9,14 +9,20 @@ from contextlib import closing
 from typing import Any
 
 from .arguments import Subparsers, backend_args, model_args, positive_int, storage_args
-from .errors import CLIError
+from .errors import CLIError, UsageError
 from .options import encoder_options, location, model_name, storage_options, stored_encoder
 from .output import safe, safe_lines
 
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("index", help="add PDFs, images, audio, video and folders to an index")
-    p.add_argument("paths", nargs="+", help="files or folders (recursive)")
+    p.add_argument("paths", nargs="*", help="files or folders (recursive)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="rewrite the index folder's first-stage data (sign-bit codes, HNSW graph) that no longer "
+        "matches its checksums, from the stored vectors; with no files, only that",
+    )
     p.add_argument(
         "--index", required=True, help="index folder or qdrant://host:6333/collection (created if missing)"
     )
@@ -48,6 +54,24 @@ def add_parser(sub: Subparsers) -> None:
         "pages by Hamming MaxSim then score the shortlist exactly; hnsw = a graph over pooled page "
         "vectors proposes pages, their codes narrow them (largest indexes; needs mmembed-core[ann]); none = exact scan of "
         "every page (default)",
+    )
+    text = p.add_argument_group("page text (text and hybrid search)")
+    text.add_argument(
+        "--no-text",
+        action="store_true",
+        help="do not store the pages' text layer (then only --mode visual finds them)",
+    )
+    text.add_argument(
+        "--text-tokenizer",
+        choices=("unicode61", "trigram"),
+        help="when creating the index: unicode61 = words, case and accents folded (default); trigram = "
+        "substrings, for CJK or code-like text",
+    )
+    text.add_argument(
+        "--backfill-text",
+        action="store_true",
+        help="fill in the text of pages indexed without it (an index built before text search, or a damaged "
+        "text index) from their recorded source files whose hash still matches; others are named and skipped",
     )
     media = p.add_argument_group("audio and video (needs mmembed-core[media] and an audio/video model)")
     media.add_argument(
@@ -82,6 +106,17 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import index_documents
 
     where = location(args)
+    if args.backfill_text:
+        return _backfill_text(args, where)
+    if args.repair:
+        _repair(where)
+        if not args.paths:
+            return 0
+    elif not args.paths:
+        raise UsageError(
+            "give the files or folders to index (or --repair to rewrite first-stage data, "
+            "or --backfill-text to fill in page text)"
+        )
     storage = storage_options(args, where)
     stored = stored_encoder(where)  # an existing index names its model unless --model does
     model = model_name(args, stored.name if stored else None)
@@ -89,20 +124,27 @@ def run(args: argparse.Namespace) -> int:
     stage: dict[str, Any] = {}
     if args.first_stage is not None:
         stage["first_stage"] = None if args.first_stage == "none" else args.first_stage
+    if args.text_tokenizer is not None:
+        stage["text_tokenizer"] = args.text_tokenizer
+    flags = [
+        f
+        for f, key in (("--first-stage", "first_stage"), ("--text-tokenizer", "text_tokenizer"))
+        if key in stage
+    ]
     if stage and uri_scheme(where) is not None:
-        raise CLIError("--first-stage applies to index folders (the embedded index), not to URIs")
+        raise UsageError(f"{' / '.join(flags)} applies to index folders (the embedded index), not to URIs")
     if stage and stored is not None:
         raise CLIError(
-            f"--first-stage applies when an index is created; {safe(where)} already exists "
+            f"{' / '.join(flags)} applies when an index is created; {safe(where)} already exists "
             "(see `mmembed info`): index into a new folder to change it"
         )
     if args.ray is not None:
         if storage or stage:
-            raise CLIError(
-                "--storage / --pool / --first-stage are not passed to --ray workers: create the index "
+            raise UsageError(
+                "--storage / --pool / --first-stage / --text-tokenizer are not passed to --ray workers: create the index "
                 "first without --ray (e.g. index one file with those options), then index the rest with --ray"
             )
-        return _index_on_ray(args, where, model)
+        return _index_on_ray(args, where, model, encoder_options(args, stored))
     encoder = load_encoder(model, **encoder_options(args, stored))
     with closing(open_backend(where, encoder=encoder.info, **storage, **stage)) as index:
         report = index_documents(
@@ -123,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             max_frames=args.max_frames,
             media_streams=args.media_streams,
+            text=not args.no_text,
         )
         total = index.count()
     print(safe_lines(report.summary()))
@@ -133,11 +176,45 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
+def _backfill_text(args: argparse.Namespace, where: str) -> int:
+    from ..index import open_index, uri_scheme
+
+    if args.paths:
+        raise UsageError("--backfill-text reads the files the index recorded; give no paths with it")
+    if uri_scheme(where) is not None:
+        raise UsageError("--backfill-text applies to index folders (the embedded index), not to URIs")
+    from ..pipeline import backfill_text
+
+    with closing(open_index(where, create=False)) as index:
+        report = backfill_text(index, tokenizer=args.text_tokenizer, password=args.password)
+        with_text = index.info()["pages_with_text"]
+    print(safe_lines(report.summary()))
+    print(f"index {safe(where)} now has text for {with_text} page(s)")
+    return 0
+
+
+MEDIA_DEFAULTS = {"segment_seconds": None, "fps": 2.0, "max_frames": 64, "media_streams": "auto"}
+"""The audio / video options' defaults: ``--ray`` indexes pages only, so it refuses any other value."""
+
+
+def _index_on_ray(args: argparse.Namespace, location: str, model: str, model_options: dict[str, Any]) -> int:
+    from ..index import IndexNotFoundError, open_backend
+
+    changed = [f"--{k.replace('_', '-')}" for k, v in MEDIA_DEFAULTS.items() if getattr(args, k) != v]
+    if changed:
+        raise UsageError(
+            f"{' / '.join(changed)} are not passed to --ray workers (they index pages: PDFs, images, "
+            "office documents); index audio and video without --ray"
+        )
     try:
         from mmembed_ray import index_documents as index_on_ray
     except ImportError as exc:
         raise CLIError(f"--ray needs the mmembed-ray package ({exc}); pip install 'mmembed-ray'") from exc
+    # Every loading and model option goes to the workers: the same index as without --ray.
+    revision, device = model_options.pop("revision", None), model_options.pop("device", None)
+    image_cap: dict[str, Any] = {}
+    if args.max_image_pixels is not None:
+        image_cap["max_image_pixels"] = args.max_image_pixels or None
     report = index_on_ray(
         args.paths,
         location,
@@ -147,15 +224,39 @@ def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
         gpus_per_encoder=args.gpus_per_encoder,
         batch_size=args.batch_size,
         dpi=args.dpi,
+        max_pixels=args.max_pixels,
+        **image_cap,
+        strict=args.strict,
         password=args.password,
         include=args.include or None,
         exclude=args.exclude or None,
         thumbnails=not args.no_thumbnails,
-        revision=getattr(args, "revision", None),
-        device=getattr(args, "device", None),
+        revision=revision,
+        device=device,
+        encoder_options=model_options,
     )
     print(safe_lines(report.summary()))
+    try:
+        with closing(open_backend(location, create=False, readonly=True)) as index:
+            print(f"index {safe(location)} now holds {index.count()} page(s)")
+    except IndexNotFoundError:  # nothing could be indexed into a new index
+        pass
     if not report.ok:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
     return 0
+
+
+def _repair(where: str) -> None:
+    from ..index import open_index, uri_scheme
+
+    if uri_scheme(where) is not None:
+        raise CLIError("--repair applies to index folders (the embedded index), not to URIs")
+    with closing(open_index(where, create=False)) as index:
+        done = index.repair()
+    codes = done["codes_rewritten"]
+    print(
+        f"repaired {safe(where)}: "
+        + (f"rewrote the codes {', '.join(codes)}" if codes else "codes match their checksums")
+        + ("; rebuilt the HNSW graph" if done["graph_rebuilt"] else ""),
+    )

@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         "bytes_per_page": info.get("bytes_per_page"),
         "bytes_per_token": info.get("bytes_per_token"),
         "first_stage": info.get("first_stage") or "none (exact scan)",
+        "pages_with_text": info.get("pages_with_text"),
+        "text_tokenizer": info.get("text_tokenizer")
+        or ("none (mmembed index --backfill-text adds it)" if "text_tokenizer" in info else None),
         "bytes": info.get("bytes"),
         "format_version": info.get("format_version"),
     }

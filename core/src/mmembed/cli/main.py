@@ -17,7 +17,7 @@ from types import ModuleType
 from ..types import MMEmbedError
 from . import delete, index, info, migrate, models, search, serve, train
 from . import eval as evaluate
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from .output import safe
 
 COMMANDS: tuple[ModuleType, ...] = (index, search, serve, delete, info, evaluate, train, migrate, models)
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"-k must be at least 1, got {args.k}")
     try:
         return int(args.func(args))
+    except UsageError as exc:  # one rule for usage errors: argparse's message and exit code 2
+        parser.error(safe(exc))
     except MMEmbedError as exc:
         print(f"error: {safe(exc)}", file=sys.stderr)
         return EXIT_ERROR

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 from contextlib import closing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .arguments import Subparsers, storage_args
-from .errors import CLIError
+from .errors import CLIError, UsageError
 from .options import open_existing, storage_options
 from .output import safe
 
@@ -33,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
     pools an unpooled source)."""
     from ..index import open_backend, uri_scheme
 
+    if index_identity(args.source) == index_identity(args.target):
+        raise UsageError(
+            f"--to {safe(args.target)} is the index --from names: a migration copies into another index "
+            "(another folder, backend or collection); to change storage, migrate into a new folder"
+        )
     source = open_existing(args.source, readonly=True)
     with closing(source):
         target_options = storage_options(args, args.target)
@@ -55,6 +61,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_identity(location: str) -> tuple[str, ...]:
+    """What ``location`` points at, spelled one way: a folder's resolved path, a Qdrant server's
+    host, port and collection, a local store's resolved folder and collection."""
+    from urllib.parse import urlsplit
+
+    from ..index import uri_scheme
+
+    scheme = uri_scheme(location)
+    if scheme is None:
+        return ("folder", str(Path(location).expanduser().resolve()))
+    rest = location.split("://", 1)[1].partition("?")[0]
+    if scheme == "qdrant-edge":
+        return ("qdrant-edge", str(Path(rest).expanduser().resolve()))
+    if scheme in ("qdrant", "qdrants"):
+        parts = urlsplit(location)
+        folder, _, collection = parts.path.rstrip("/").rpartition("/")
+        if not parts.netloc:
+            return ("qdrant-local", str(Path(folder).resolve()), collection)
+        return ("qdrant", (parts.hostname or "").lower(), str(parts.port or 6333), collection)
+    return (scheme, rest.rstrip("/"))
+
+
 def _copy_pages(args: argparse.Namespace, source: Any, target: Any, *, pooled: bool) -> tuple[int, int]:
     from ..index import PageInput
 
@@ -66,9 +94,12 @@ def _copy_pages(args: argparse.Namespace, source: Any, target: Any, *, pooled: b
     def flush() -> None:
         nonlocal copied
         vectors = source.get_embeddings([r.id for r in batch])
+        # The page text goes along (hybrid search), from a source that stores it.
+        get_texts = getattr(source, "get_texts", None)
+        texts = get_texts([r.id for r in batch]) if get_texts else [None] * len(batch)
         pages = [
-            PageInput(rows, r.source, r.page, r.content_hash, r.metadata, r.thumbnail, id=r.id)
-            for r, rows in zip(batch, vectors, strict=True)
+            PageInput(rows, r.source, r.page, r.content_hash, r.metadata, r.thumbnail, id=r.id, text=text)
+            for r, rows, text in zip(batch, vectors, texts, strict=True)
             if rows is not None  # deleted meanwhile
         ]
         copied += len(target.upsert(pages, **upsert_options))

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from ..types import EncoderInfo
 from .arguments import DEFAULT_MODEL, MODEL_ENV
-from .errors import CLIError
+from .errors import CLIError, UsageError
 
 
 def model_name(args: argparse.Namespace, stored: str | None = None) -> str:
@@ -49,7 +49,7 @@ def encoder_options(args: argparse.Namespace, stored: EncoderInfo | None = None)
     for pair in getattr(args, "option", None) or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise CLIError(f"--option {pair!r} is not KEY=VALUE (e.g. --option matryoshka_dim=256)")
+            raise UsageError(f"--option {pair!r} is not KEY=VALUE (e.g. --option matryoshka_dim=256)")
         try:
             options[key] = json.loads(raw)  # numbers, booleans
         except json.JSONDecodeError:
@@ -62,17 +62,17 @@ def location(args: argparse.Namespace) -> str:
     backend = getattr(args, "backend", None) or "local"
     if backend == "local":
         if getattr(args, "url", None):
-            raise CLIError("--url needs --backend qdrant (or pass --index qdrant://host:6333/collection)")
+            raise UsageError("--url needs --backend qdrant (or pass --index qdrant://host:6333/collection)")
         return str(args.index)
     if backend == "qdrant-edge":  # Qdrant's embedded engine: --index is a folder
         if getattr(args, "url", None):
-            raise CLIError("--backend qdrant-edge takes no --url: --index is the engine's folder")
+            raise UsageError("--backend qdrant-edge takes no --url: --index is the engine's folder")
         return f"qdrant-edge://{Path(args.index).expanduser().resolve()}"
     if not args.url:
-        raise CLIError("--backend qdrant needs --url (e.g. --url http://localhost:6333 --index pages)")
+        raise UsageError("--backend qdrant needs --url (e.g. --url http://localhost:6333 --index pages)")
     url = urlsplit(args.url)
     if url.scheme not in ("http", "https") or not url.netloc:
-        raise CLIError(f"--url {args.url!r} is not an http(s) URL such as http://localhost:6333")
+        raise UsageError(f"--url {args.url!r} is not an http(s) URL such as http://localhost:6333")
     return f"{'qdrants' if url.scheme == 'https' else 'qdrant'}://{url.netloc}/{args.index}"
 
 
@@ -116,7 +116,7 @@ def storage_options(args: argparse.Namespace, location: str) -> dict[str, Any]:
         key: value for key, value in (("storage", args.storage), ("pooling", args.pool)) if value is not None
     }
     if options and uri_scheme(location) is not None:
-        raise CLIError("--storage and --pool apply to index folders (the embedded index), not to URIs")
+        raise UsageError("--storage and --pool apply to index folders (the embedded index), not to URIs")
     return options
 
 
@@ -126,7 +126,7 @@ def parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, Any
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise CLIError(f"--filter {pair!r} is not KEY=VALUE (e.g. --filter source=report.pdf)")
+            raise UsageError(f"--filter {pair!r} is not KEY=VALUE (e.g. --filter source=report.pdf)")
         value: Any
         try:
             value = json.loads(raw)  # numbers, booleans, lists
@@ -140,11 +140,11 @@ def parse_filters(pairs: Sequence[str], where_json: str | None) -> dict[str, Any
         try:
             where = json.loads(where_json)
         except json.JSONDecodeError as exc:
-            raise CLIError(f"--where is not valid JSON ({exc}); e.g. {example}") from exc
+            raise UsageError(f"--where is not valid JSON ({exc}); e.g. {example}") from exc
         except RecursionError:
-            raise CLIError(f"--where is nested too deeply to read; flatten it, e.g. {example}") from None
+            raise UsageError(f"--where is nested too deeply to read; flatten it, e.g. {example}") from None
         if not isinstance(where, dict):
-            raise CLIError(f"--where must be a JSON object, got {where_json[:40]!r}; e.g. {example}")
+            raise UsageError(f"--where must be a JSON object, got {where_json[:40]!r}; e.g. {example}")
         clauses.append(where)
     if not clauses:
         return None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import Subparsers, backend_args, model_args, positive_int
-from .errors import CLIError
+from .errors import UsageError
 from .options import encoder_options, location, model_name, open_existing, parse_filters
 from .output import safe, where
 
@@ -39,15 +39,49 @@ def add_parser(sub: Subparsers) -> None:
         metavar="I",
         help="with --explain: also one overlay per query token I",
     )
+    p.add_argument(
+        "--mode",
+        choices=("visual", "text", "hybrid"),
+        default="visual",
+        help="rank by the page images' vectors (visual, default), the pages' own text layer (text, bm25) "
+        "or both fused (hybrid)",
+    )
+    fusion = p.add_mutually_exclusive_group()
+    fusion.add_argument(
+        "--alpha",
+        type=float,
+        metavar="A",
+        help="with --mode hybrid: fuse by A * visual + (1 - A) * text of normalised scores (0..1)",
+    )
+    fusion.add_argument(
+        "--rrf-k",
+        type=positive_int,
+        metavar="K",
+        help="with --mode hybrid: reciprocal rank fusion's constant (default 60)",
+    )
     model_args(p, default="the model the index was built with")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..encoders import load_encoder
+    from ..index.errors import FilterError
+    from ..index.filters import compile_filter
     from ..retrieve import Retriever
 
+    # What the command line says is checked before the index and the model are opened.
+    if not args.query.strip():
+        raise UsageError(f"the query is empty ({args.query!r}): give the text to search for")
+    if args.tokens and not args.explain:
+        raise UsageError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
+    if args.mode != "hybrid" and (args.alpha is not None or args.rrf_k is not None):
+        raise UsageError("--alpha and --rrf-k tune --mode hybrid; add --mode hybrid")
     filters = parse_filters(args.filter or [], args.where)
+    encoder_options(args)  # a malformed --option, before the index is looked for
+    try:
+        compile_filter(filters)  # the filter language every backend shares
+    except FilterError as exc:
+        raise UsageError(f"--filter / --where: {exc}") from exc
     index = open_existing(location(args), readonly=True)
     try:
         encoder = load_encoder(model_name(args, index.encoder.name), **encoder_options(args, index.encoder))
@@ -58,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
         if args.candidates is not None:
             shortlist["candidates"] = args.candidates
         if shortlist and not hasattr(index, "first_stage"):
-            raise CLIError("--exact and --candidates apply to an index folder, not to a server backend")
-        hits = retriever.search(args.query, k=args.k, where=filters, **shortlist)
-        if args.tokens and not args.explain:
-            raise CLIError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
+            raise UsageError("--exact and --candidates apply to an index folder, not to a server backend")
+        modes: dict[str, Any] = {}
+        if args.mode != "visual":
+            modes = {"mode": args.mode, "alpha": args.alpha, "rrf_k": args.rrf_k}
+        hits = retriever.search(args.query, k=args.k, where=filters, **modes, **shortlist)
         overlays: list[Path] = []
         vectors_from: set[str] = set()
         for rank, hit in enumerate(hits if args.explain else [], 1):
@@ -77,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     if not hits:
         print("no matching pages or segments")
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  {where(hit)}  [{safe(hit.id)}]")
+        sides = "  " + " ".join(f"{m.side}#{m.rank}" for m in hit.matches) if hit.matches else ""
+        print(f"{rank:>3}. {hit.score:10.4f}  {safe(hit.source)}  {where(hit)}  [{safe(hit.id)}]{sides}")
     if overlays:
         how = " and ".join(sorted(vectors_from))  # "stored" vectors, or the page "re-encoded"
         print(f"wrote {len(overlays)} similarity overlay(s) to {safe(args.explain)} ({how} page vectors)")

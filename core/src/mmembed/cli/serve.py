@@ -18,20 +18,34 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-k", type=int, default=50, help="largest k a request may ask for (default 50)")
-    model_args(p)
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (repeatable; default: the bound "
+        "address and loopback names only, against DNS rebinding)",
+    )
+    model_args(p, default="the model the index was built with")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve import serve
+    from ..serve import require_web, serve
 
-    print(f"serving {safe(args.index)} on http://{args.host}:{args.port}/ (Ctrl+C to stop)", file=sys.stderr)
+    require_web()  # a missing [serve] extra is said before the model loads (seconds), not after
+    print(f"loading {safe(args.index)} and its model…", file=sys.stderr)
+
+    def announce(url: str) -> None:  # only once the page answers
+        print(f"serving {safe(args.index)} on {safe(url)} (Ctrl+C to stop)", file=sys.stderr, flush=True)
+
     serve(
         args.index,
         host=args.host,
         port=args.port,
         model=args.model,
         max_k=args.max_k,
+        allowed_host=args.allowed_host or (),
+        announce=announce,
         **encoder_options(args),
     )
     return 0

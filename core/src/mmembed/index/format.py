@@ -14,17 +14,19 @@ No pickle: JSON, SQLite and raw arrays only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..types import EncoderInfo, MMEmbedError
-from . import files
+from . import safe_files
 from .codecs import CODECS, Codec, codec
-from .errors import IndexFormatError
+from .errors import IndexFormatError, IndexStaleWarning
 
 FORMAT_NAME = "mmembed-index"
 FORMAT_VERSION = 2
@@ -73,6 +75,9 @@ class Manifest:
     # "binary": sign-bit codes beside the segments, shortlist first; "hnsw": a graph over pooled
     # page vectors. Older readers ignore it and scan exactly, so it needs no version bump.
     first_stage: str | None = None
+    # FTS5 tokenizer of the page-text tables (see text.py); None: an index made before text
+    # search (no text tables until `--backfill-text`). Older readers ignore it: no version bump.
+    text_tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.format_version == 0:
@@ -90,6 +95,8 @@ class Manifest:
         }
         if self.first_stage is not None:  # absent: the exact scan, as in older manifests
             data["first_stage"] = self.first_stage
+        if self.text_tokenizer is not None:
+            data["text"] = {"tokenizer": self.text_tokenizer}
         return data
 
     @classmethod
@@ -136,6 +143,7 @@ class Manifest:
                 raise ValueError("token pooling applies to multi-vector indexes only")
             keep = bool(data.get("keep_thumbnails", True))
             first_stage = check_first_stage(data.get("first_stage"))
+            text_tokenizer = _text_tokenizer(data.get("text"))
         except (KeyError, TypeError, ValueError, AttributeError, MMEmbedError) as exc:
             raise IndexFormatError(
                 f"the index manifest {path} is incomplete or invalid ({exc}); rebuild the index."
@@ -147,10 +155,21 @@ class Manifest:
             format_version=version,
             pooling=pooling,
             first_stage=first_stage,
+            text_tokenizer=text_tokenizer,
         )
 
     def write(self, folder: Path) -> None:
         write_json_atomic(folder / MANIFEST, self.to_json())
+
+
+def _text_tokenizer(value: object) -> str | None:
+    from .text import check_tokenizer
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"text {value!r} is not an object")
+    return check_tokenizer(value.get("tokenizer"))
 
 
 FIRST_STAGES = ("binary", "hnsw")
@@ -172,18 +191,26 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file, fsync it, rename it over ``path``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_json_atomic(path: Path, data: dict[str, Any], *, root: Path | None = None) -> None:
+    """Write to a temporary file, fsync it, rename it over ``path``, fsync the folder.
+
+    ``root`` (default: ``path``'s folder) is the index folder: below it no link is followed,
+    so a link planted at the temporary name, at ``path`` or on the way is never written through.
+    """
+    root = path.parent if root is None else root
+    rel = path.relative_to(root).as_posix()
+    tmp = (path.parent / f".{path.name}.{os.getpid()}.tmp").relative_to(root).as_posix()
     try:
-        with os.fdopen(files.create_empty(tmp), "w", encoding="utf-8") as fh:
+        fd = safe_files.create_new(root, tmp)
+        with open(fd, "w", encoding="utf-8", closefd=True) as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        files.rename(tmp, path)
+        safe_files.rename(root, tmp, rel)
     finally:
-        files.remove(tmp, missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            safe_files.remove(root, tmp)
     fsync_dir(path.parent)
 
 
@@ -252,6 +279,7 @@ def _connect_readonly(db_path: Path) -> sqlite3.Connection:
         conn.close()
         if os.access(db_path.parent, os.W_OK) and os.access(db_path, os.W_OK):
             raise  # a writable folder: the problem is elsewhere, report it
+    _warn_unreadable_wal(db_path)
     conn = sqlite3.connect(
         f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False
     )
@@ -259,7 +287,32 @@ def _connect_readonly(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def create_database(db_path: Path, *, dim: int, dtype: str, kind: str) -> None:
+WAL_HEADER_BYTES = 32
+
+
+def _warn_unreadable_wal(db_path: Path) -> None:
+    """An immutable open ignores the write-ahead log: say so when it holds frames (batches
+    committed by a writer whose log was never checkpointed, copied without its ``-shm``)."""
+    wal = db_path.with_name(db_path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except OSError:
+        return
+    if size > WAL_HEADER_BYTES:
+        warnings.warn(
+            f"the index at {db_path.parent} is read-only and its {wal.name} holds {size} bytes of "
+            f"committed changes that cannot be read without {db_path.name}-shm and write access: "
+            "searches see the index as it was before them (recent pages may be missing). Open it "
+            "once where the folder is writable (that folds the log into the index), or copy the "
+            "folder somewhere writable.",
+            IndexStaleWarning,
+            stacklevel=4,
+        )
+
+
+def create_database(
+    db_path: Path, *, dim: int, dtype: str, kind: str, text_tokenizer: str | None = None
+) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -277,8 +330,11 @@ def create_database(db_path: Path, *, dim: int, dtype: str, kind: str) -> None:
             f"INSERT INTO meta(key, value) VALUES ('dim', {int(dim)}), "
             f"('dtype', '{codec(dtype).name}'), ('kind', '{kind}');"
         )
+        from .text import schema as text_schema
+
+        texts = text_schema(text_tokenizer) if text_tokenizer is not None else ""
         conn.executescript(
-            f"BEGIN IMMEDIATE;\n{SCHEMA}\n{shape}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
+            f"BEGIN IMMEDIATE;\n{SCHEMA}\n{texts}\n{shape}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
         )
     finally:
         conn.close()

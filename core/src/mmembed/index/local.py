@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,12 +28,15 @@ from typing import Any, Literal, overload
 
 import torch
 
-from ..scoring import EmbeddingsLike
+from ..scoring import EmbeddingsLike, as_ragged
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
 from . import format as fmt
+from .backfill import pages_without_text, prepare_text_store, store_texts
 from .errors import IndexClosedError, IndexReadOnlyError
 from .filters import Filter
 from .first_stage import shortlist
+from .fusion import search_options
+from .hybrid import check_texts, missing_text_store, search_modes, text_search
 from .lock import WriterLock
 from .options import check_encoder as _check_encoder  # noqa: F401  (mmembed-qdrant imports it from here)
 from .options import check_options, check_pooling, open_folder, storage_option
@@ -42,7 +46,8 @@ from .recovery import recover
 from .segments import append_rows
 from .shared import SharedIndex, open_shared
 from .snapshot import IndexSnapshots
-from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, pages_to_delete
+from .text import DEFAULT_TOKENIZER, has_text_tables, page_texts
+from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, pages_to_delete, write_error
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "LocalIndex", "open_index"]
 
@@ -70,6 +75,7 @@ class LocalIndex:
         keep_thumbnails: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         first_stage: str | None = None,
+        text_tokenizer: str | None = DEFAULT_TOKENIZER,
     ) -> None:
         self.path = Path(path).expanduser().absolute()
         self.readonly = readonly
@@ -85,6 +91,7 @@ class LocalIndex:
             dtype=dtype,
             keep_thumbnails=keep_thumbnails,
             first_stage=first_stage,
+            text_tokenizer=text_tokenizer,
         )
         # This open made the folder an index (a reader's typo shows here).
         self.created_now = opened.created_now
@@ -227,6 +234,44 @@ class LocalIndex:
             self.lock_for_writing()
             return self._writer.write(pages, replace=replace, pooled=pooled, append=append_rows)
 
+    def prepare_text_store(self, tokenizer: str | None = None) -> dict[str, bool]:
+        """Hybrid (issue 25): create the text store of an index built before text search
+        (``tokenizer`` recorded in the manifest) and rebuild a damaged FTS index from the stored
+        text. Returns ``{"created": ..., "rebuilt": ...}``. Part of ``--backfill-text``
+        (:func:`mmembed.pipeline.backfill_text`)."""
+        with self._mutex:
+            self.lock_for_writing()
+            try:
+                manifest, created, rebuilt = prepare_text_store(
+                    self._conn, self.path, self.manifest, tokenizer
+                )
+            except (OSError, sqlite3.OperationalError) as exc:
+                raise write_error(self.path, "prepare the text store", exc) from exc
+            finally:
+                self._snapshots.forget()
+            self.manifest = self._writer.manifest = manifest
+            return {"created": created, "rebuilt": rebuilt}
+
+    def pages_without_text(self) -> list[tuple[str, str, int, str]]:
+        """``(id, source, page, content_hash)`` of every page without stored text."""
+        with self._snapshots.read() as conn:
+            if self.manifest.text_tokenizer is None or not has_text_tables(conn):
+                return [(r.id, r.source, r.page, r.content_hash) for r in self.records()]
+            return pages_without_text(conn)
+
+    def store_texts(self, texts: Sequence[tuple[str, str]]) -> int:
+        """Store ``(page id, text)`` pairs in one transaction; returns how many pages got text."""
+        if self.manifest.text_tokenizer is None:
+            raise missing_text_store(self.path)
+        with self._mutex:
+            self.lock_for_writing()
+            try:
+                return store_texts(self._conn, texts)
+            except (OSError, sqlite3.OperationalError) as exc:
+                raise write_error(self.path, "store page text", exc) from exc
+            finally:
+                self._snapshots.forget()
+
     def extend_graph(self, *, force: bool = True) -> int:
         """HNSW first stage: add the pages stored since the graph was last built to it;
         returns how many were added. Writes do this themselves once
@@ -255,6 +300,14 @@ class LocalIndex:
             self.lock_for_writing()
             return self._writer.compact()
 
+    def repair(self) -> dict[str, Any]:
+        """Rewrite first-stage side data that no longer matches its checksums: sign-bit codes
+        are recomputed from the stored vectors, a damaged or missing HNSW graph is rebuilt.
+        Returns ``{"codes_rewritten": [files], "graph_rebuilt": bool}`` (``mmembed index --repair``)."""
+        with self._mutex:
+            self.lock_for_writing()
+            return self._writer.repair()
+
     # ------------------------------------------------------------------ reading
 
     def count(self, where: Filter | None = None) -> int:
@@ -279,12 +332,16 @@ class LocalIndex:
 
     def search(
         self,
-        queries: EmbeddingsLike,
+        queries: EmbeddingsLike | None,
         k: int = 10,
         where: Filter | None = None,
         *,
         candidates: int | None = None,
         exact: bool = False,
+        mode: str = "visual",
+        texts: Sequence[str] | str | None = None,
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` pages for each query, best first, among pages matching ``where``
         (a pre-filter: ``k`` results whenever ``k`` pages match). Pages stored without
@@ -297,7 +354,32 @@ class LocalIndex:
         and scores only those exactly; other indexes score every page exactly unless
         ``candidates=C`` is given (multi-vector indexes; codes are then made in memory).
         Returned scores are always exact; ``exact=True`` forces the full scan. The stages
-        are in :mod:`mmembed.index.plan`."""
+        are in :mod:`mmembed.index.plan`.
+
+        ``mode="text"`` ranks pages by their own text (FTS5 ``bm25()``) for ``texts`` (one query
+        string per query; ``queries`` may then be ``None``); ``mode="hybrid"`` fuses both ranked
+        lists by reciprocal rank fusion (``rrf_k``, 60 by default) or, given ``alpha``, by the
+        weighted sum ``alpha * visual + (1 - alpha) * text`` of min-max normalised scores. Hits of
+        these modes say which side(s) found them (:attr:`SearchHit.matches`); see
+        :mod:`mmembed.index.hybrid`."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
+        options = search_options(mode, alpha, rrf_k)
+        if options.mode != "visual":  # hybrid (issue 25)
+            n_queries = None if queries is None else len(as_ragged(queries))
+            query_texts = check_texts(texts, n_queries, options.mode)
+            visual = None
+            if options.mode == "hybrid":
+                if queries is None:
+                    raise MMEmbedError("mode='hybrid' needs the query embeddings as well as texts")
+                vectors = queries
+
+                def visual(depth: int) -> list[list[SearchHit]]:
+                    return self.search(vectors, depth, where, candidates=candidates, exact=exact)
+
+            return search_modes(options, k, query_texts, visual, lambda t, n: self.search_text(t, n, where))
+        if queries is None:
+            raise MMEmbedError("search() needs query embeddings (only mode='text' searches with texts alone)")
         return search_snapshot(
             self._snapshots,
             queries,
@@ -309,8 +391,36 @@ class LocalIndex:
             shortlist_fn=shortlist,
         )
 
+    def search_text(
+        self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` pages by their own text (FTS5 ``bm25()``) for each query string, among
+        pages matching ``where``. Query text is always taken as plain words."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
+        query_texts = check_texts(texts, None, "text")
+        with self._snapshots.read() as conn:
+            return text_search(
+                conn,
+                self.path,
+                self.manifest.text_tokenizer,
+                query_texts,
+                k,
+                where,
+                self._snapshots.records_by_row,
+            )
+
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        """The stored page text of ``ids`` in order (``None``: unknown id, or a page without text)."""
+        if self.manifest.text_tokenizer is None:
+            return [None] * len(ids)
+        with self._snapshots.read() as conn:
+            found = page_texts(conn, ids)
+        return [found.get(i) for i in ids]
+
     def info(self) -> dict[str, Any]:
-        """Summary for ``mmembed info``: sizes, encoder, storage format."""
+        """Summary for ``mmembed info``: sizes, encoder, storage format, pages with text
+        (built by :func:`mmembed.index.summary.summarize`, which the CLI also uses)."""
         return self._snapshots.info(self.manifest)
 
 
@@ -326,6 +436,7 @@ def open_index(
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     first_stage: str | None = ...,
+    text_tokenizer: str | None = ...,
     shared: Literal[False] = ...,
 ) -> LocalIndex: ...
 @overload
@@ -340,6 +451,7 @@ def open_index(
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     first_stage: str | None = ...,
+    text_tokenizer: str | None = ...,
     shared: Literal[True],
 ) -> SharedIndex: ...
 @overload
@@ -354,6 +466,7 @@ def open_index(
     dtype: str | None = ...,
     keep_thumbnails: bool = ...,
     first_stage: str | None = ...,
+    text_tokenizer: str | None = ...,
     shared: bool,
 ) -> LocalIndex | SharedIndex: ...
 
@@ -369,6 +482,7 @@ def open_index(
     dtype: str | None = None,
     keep_thumbnails: bool = True,
     first_stage: str | None = None,
+    text_tokenizer: str | None = DEFAULT_TOKENIZER,
     shared: bool = False,
 ) -> LocalIndex | SharedIndex:
     """Open the index in folder ``path``, creating it when missing (needs ``encoder``).
@@ -391,6 +505,9 @@ def open_index(
     the vectors (1/16 of float16) and ``"hnsw"`` those codes plus a graph over pooled page
     vectors, and ``search`` then shortlists pages before scoring the shortlist exactly;
     ``None`` (default) scans every page exactly.
+    ``text_tokenizer`` also applies at creation only: the FTS5 tokenizer of the pages' text
+    store (``"unicode61"``, diacritics removed, by default; ``"trigram"`` for CJK or code-like
+    text; ``None``: no text store).
 
     ``shared=True`` returns a :class:`~mmembed.index.shared.SharedIndex` handle on the one
     ``LocalIndex`` this process keeps for the folder (keyed by its real path): every
@@ -412,6 +529,7 @@ def open_index(
             keep_thumbnails=keep_thumbnails,
             first_stage=first_stage,
             opener=LocalIndex,
+            text_tokenizer=text_tokenizer,
         )
     return LocalIndex(
         path,
@@ -423,4 +541,5 @@ def open_index(
         dtype=dtype,
         keep_thumbnails=keep_thumbnails,
         first_stage=first_stage,
+        text_tokenizer=text_tokenizer,
     )

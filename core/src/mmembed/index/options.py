@@ -19,6 +19,7 @@ from . import format as fmt
 from .codecs import Codec
 from .errors import IndexFormatError, IndexNotFoundError, IndexOptionError
 from .lock import WriterLock
+from .text import check_tokenizer
 
 
 def storage_option(storage: str | None, dtype: str | None) -> str | None:
@@ -89,6 +90,7 @@ def create_index(
     pooling: int,
     keep_thumbnails: bool,
     first_stage: str | None,
+    text_tokenizer: str | None = None,
 ) -> None:
     """Make ``path`` (missing, empty, or left by an interrupted creation) a new empty index.
 
@@ -97,6 +99,8 @@ def create_index(
     creating the index first wins (its manifest is kept)."""
     check_encoder(encoder)
     fmt.codec(dtype)
+    if text_tokenizer is not None:
+        check_tokenizer(text_tokenizer)
     try:
         fmt.check_first_stage(first_stage)
     except ValueError as exc:
@@ -113,9 +117,10 @@ def create_index(
         if foreign:
             raise IndexFormatError(
                 f"cannot create an index in {path}: the folder already holds other files "
-                f"({', '.join(foreign[:5])}). Choose a new or empty folder."
+                f"({', '.join(foreign[:5])}). "
+                + (other_backend_hint(path) or "Choose a new or empty folder.")
             )
-    files.make_dir(path, parents=True)
+    path.mkdir(parents=True, exist_ok=True)  # (the folder itself is the caller's choice)
     lock = WriterLock(path / fmt.LOCK_FILE, path)
     lock.acquire()
     try:
@@ -123,12 +128,17 @@ def create_index(
             return
         # Leftovers of an interrupted creation (no manifest yet) are discarded.
         for name in (fmt.DATABASE, fmt.DATABASE + "-wal", fmt.DATABASE + "-shm", fmt.DATABASE + "-journal"):
-            files.remove(path / name, missing_ok=True)
-        seg_dir = path / fmt.SEGMENTS_DIR
-        files.make_dir(seg_dir)
-        for leftover in seg_dir.iterdir():
-            files.remove(leftover)
-        fmt.create_database(path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
+            files.remove(path, name, missing_ok=True)
+        files.mkdir(path, fmt.SEGMENTS_DIR)
+        for leftover in files.listdir(path, fmt.SEGMENTS_DIR):
+            files.remove(path, files.in_segments(leftover))
+        fmt.create_database(
+            path / fmt.DATABASE,
+            dim=encoder.dim,
+            dtype=dtype,
+            kind=encoder.kind,
+            text_tokenizer=text_tokenizer,  # hybrid (issue 25): the page-text tables
+        )
         fmt.fsync_dir(path)
         manifest = fmt.Manifest(
             encoder=encoder,
@@ -136,6 +146,7 @@ def create_index(
             keep_thumbnails=keep_thumbnails,
             pooling=pooling,
             first_stage=first_stage,
+            text_tokenizer=text_tokenizer,
         )
         manifest.write(path)
     finally:
@@ -164,6 +175,7 @@ def open_folder(
     dtype: str | None,
     keep_thumbnails: bool,
     first_stage: str | None,
+    text_tokenizer: str | None = None,
 ) -> OpenedFolder:
     """Open (creating it when missing, if allowed) the index in ``path`` after checking the
     given options and encoder against it; see :func:`~mmembed.index.open_index`."""
@@ -175,8 +187,11 @@ def open_folder(
     if not (path / fmt.MANIFEST).is_file():
         if readonly or not create:
             raise IndexNotFoundError(
-                f"no mmembed index at {path} (no {fmt.MANIFEST}); check the path, or build one "
-                "first (e.g. `mmembed index <files> --index <folder>`)."
+                f"no mmembed index at {path} (no {fmt.MANIFEST}); "
+                + (
+                    other_backend_hint(path)
+                    or "check the path, or build one first (e.g. `mmembed index <files> --index <folder>`)."
+                )
             )
         if encoder is None:
             raise IndexNotFoundError(
@@ -190,6 +205,7 @@ def open_folder(
             pooling=pooling or 1,
             keep_thumbnails=keep_thumbnails,
             first_stage=first_stage,
+            text_tokenizer=text_tokenizer,
         )
         created_now = True
     manifest = fmt.Manifest.read(path)
@@ -204,13 +220,30 @@ def open_folder(
     # A folder this process cannot write (a mounted snapshot, a shared volume) is opened
     # read-only: it can be searched, and writes are refused with a clear error.
     folder_readonly = not readonly and not (os.access(path, os.W_OK) and os.access(db_path, os.W_OK))
+    # SQLite opens these by path and follows links: refuse links before it does.
+    files.check_database_files(path, fmt.DATABASE, writer=not (readonly or folder_readonly))
     with integrity.sqlite_errors(path):
         conn = fmt.connect(db_path, readonly=readonly or folder_readonly)
     try:
         fmt.check_database(conn, db_path)
         with integrity.sqlite_errors(path):
             integrity.check_recorded_shape(conn, path, manifest.encoder, codec)
+            # An index older than the recorded shape: sizes must fit the manifest's rows.
+            integrity.check_sizes(conn, path, manifest.encoder, codec)
     except BaseException:
         conn.close()
         raise
     return OpenedFolder(manifest, codec, conn, folder_readonly, created_now)
+
+
+def other_backend_hint(path: Path) -> str:
+    """What ``path`` is when it is another backend's folder given without its scheme (a
+    qdrant-edge index, a Qdrant local store), and how to open it; ``""`` otherwise."""
+    if (path / "mmembed.json").is_file() and (path / "shard").is_dir():
+        return (
+            f"it is a qdrant-edge index: open it as qdrant-edge://{path} "
+            "(or add --backend qdrant-edge), which needs mmembed-qdrant[edge]."
+        )
+    if (path / "meta.json").is_file() and (path / "collection").is_dir():
+        return f"it is a Qdrant local store: open one of its collections as qdrant://{path}/COLLECTION."
+    return ""

@@ -17,6 +17,7 @@ from .codecs import Codec
 from .errors import InvalidPageError
 from .pooling import pool_tokens
 from .protocol import PageInput, page_id
+from .text import check_page_text
 
 MAX_THUMBNAIL_BYTES = 1 << 20
 
@@ -30,6 +31,8 @@ class PageRow:
     metadata_json: str
     n_vectors: int
     thumbnail: bytes | None
+    text: str | None = None
+    """The page's own text for the full-text index (cleaned, bounded); ``None``: none."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ def _row(page: PageInput, encoder: EncoderInfo, keep_thumbnails: bool, index_pat
                 f"thumbnail is {len(thumb)} bytes, more than {MAX_THUMBNAIL_BYTES}; store a smaller image"
             )
     n = _shape(page, encoder, index_path)[0]
-    return PageRow(pid, page.source, page.page, page.content_hash, metadata_json, n, thumb)
+    text = check_page_text(getattr(page, "text", None), f"cannot store {name} in the index at {index_path}")
+    return PageRow(pid, page.source, page.page, page.content_hash, metadata_json, n, thumb, text)
 
 
 def _shape(page: PageInput, encoder: EncoderInfo, index_path: Path) -> tuple[int, int]:

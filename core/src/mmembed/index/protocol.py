@@ -53,6 +53,9 @@ class PageInput:
     metadata: dict[str, Any] = field(default_factory=dict)
     thumbnail: bytes | None = None
     id: str | None = None
+    text: str | None = None
+    """The page's own text (its PDF text layer), stored for text / hybrid search in the same
+    commit as the vectors; ``None`` (images, scans, ``--no-text``): the page has no text side."""
 
     def resolved_id(self) -> str:
         return self.id if self.id is not None else page_id(self.content_hash, self.page)

@@ -63,13 +63,24 @@ class SharedTarget(IndexBackend, Protocol):
     def extend_graph(self, *, force: bool = True) -> int: ...
     def search(
         self,
-        queries: EmbeddingsLike,
+        queries: EmbeddingsLike | None,
         k: int = 10,
         where: Filter | None = None,
         *,
         candidates: int | None = None,
         exact: bool = False,
+        mode: str = "visual",
+        texts: Sequence[str] | str | None = None,
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> list[list[SearchHit]]: ...
+    def search_text(
+        self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]: ...
+    def prepare_text_store(self, tokenizer: str | None = None) -> dict[str, bool]: ...
+    def pages_without_text(self) -> list[tuple[str, str, int, str]]: ...
+    def store_texts(self, texts: Sequence[tuple[str, str]]) -> int: ...
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]: ...
 
 
 Opener = Callable[..., SharedTarget]
@@ -146,6 +157,7 @@ def open_shared(
     keep_thumbnails: bool = True,
     first_stage: str | None = None,
     opener: Opener,
+    text_tokenizer: str | None = "unicode61",
 ) -> SharedIndex:
     """A new handle on the process's ``LocalIndex`` for ``path`` (opened with ``opener``, or
     created when ``create`` and not ``readonly``, if no handle on that folder is open yet).
@@ -175,6 +187,7 @@ def open_shared(
                 dtype=dtype,
                 keep_thumbnails=keep_thumbnails,
                 first_stage=first_stage,
+                text_tokenizer=text_tokenizer,
             )
             entry = _registry[key] = _Entry(key, index, identity=folder_identity(key))
         else:
@@ -385,11 +398,42 @@ class SharedIndex:
 
     def search(
         self,
-        queries: EmbeddingsLike,
+        queries: EmbeddingsLike | None,
         k: int = 10,
         where: Filter | None = None,
         *,
         candidates: int | None = None,
         exact: bool = False,
+        mode: str = "visual",
+        texts: Sequence[str] | str | None = None,
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> list[list[SearchHit]]:
-        return self._index().search(queries, k=k, where=where, candidates=candidates, exact=exact)
+        return self._index().search(
+            queries,
+            k=k,
+            where=where,
+            candidates=candidates,
+            exact=exact,
+            mode=mode,
+            texts=texts,
+            alpha=alpha,
+            rrf_k=rrf_k,
+        )
+
+    def search_text(
+        self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        return self._index().search_text(texts, k=k, where=where)
+
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        return self._index().get_texts(ids)
+
+    def prepare_text_store(self, tokenizer: str | None = None) -> dict[str, bool]:
+        return self._writable().prepare_text_store(tokenizer)
+
+    def pages_without_text(self) -> list[tuple[str, str, int, str]]:
+        return self._index().pages_without_text()
+
+    def store_texts(self, texts: Sequence[tuple[str, str]]) -> int:
+        return self._writable().store_texts(texts)

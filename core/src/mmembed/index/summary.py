@@ -15,10 +15,11 @@ from ..types import EncoderInfo
 from . import format as fmt
 from . import integrity
 from .options import open_folder
+from .text import count_with_text, has_text_tables
 
 
 def summarize(conn: sqlite3.Connection, path: Path, manifest: fmt.Manifest) -> dict[str, Any]:
-    """Summary of the index at ``path``: sizes, encoder, storage format. ``conn`` is inside
+    """Summary of the index at ``path``: sizes, encoder, storage format, pages with text. ``conn`` is inside
     a read transaction, so the counts describe one committed state."""
     pages, vectors, scored = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(n_vectors), 0), COUNT(NULLIF(n_vectors, 0)) FROM pages"
@@ -27,6 +28,8 @@ def summarize(conn: sqlite3.Connection, path: Path, manifest: fmt.Manifest) -> d
         "SELECT COALESCE(SUM(committed_rows), 0), COUNT(*) FROM segments"
     ).fetchone()
     sources = conn.execute("SELECT COUNT(DISTINCT source) FROM pages").fetchone()[0]
+    text_store = manifest.text_tokenizer is not None and has_text_tables(conn)  # hybrid (issue 25)
+    with_text = count_with_text(conn) if text_store else 0
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     enc = manifest.encoder
     row_bytes = fmt.codec(manifest.dtype).row_bytes(enc.dim)
@@ -53,6 +56,8 @@ def summarize(conn: sqlite3.Connection, path: Path, manifest: fmt.Manifest) -> d
         "bytes_per_page": round(int(vectors) * row_bytes / int(scored)) if scored else 0,
         "keep_thumbnails": manifest.keep_thumbnails,
         "first_stage": manifest.first_stage,
+        "pages_with_text": with_text,
+        "text_tokenizer": manifest.text_tokenizer,
         "bytes": int(size),
     }
 

@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 from .errors import LoadError, issue_error
-from .images import ImageHandle, fit_pixels
+from .images import MAX_DECODED_PIXELS, ImageHandle, fit_pixels
 from .office import convert_to_pdf
 from .options import LoaderOptions
 from .page import Renderer
@@ -36,6 +36,11 @@ class Document(ABC):
     @abstractmethod
     def close(self) -> None:
         """Free what the open file holds; renderers handed out stay usable (they reopen)."""
+
+    def text_reader(self, index: int) -> Callable[[], str] | None:
+        """Reads the text layer of the 0-based page ``index`` (``None``: the kind has none,
+        e.g. an image). Like renderers, it stays usable after :meth:`close`."""
+        return None
 
 
 class PdfPages(Document):
@@ -86,6 +91,10 @@ class PdfPages(Document):
             render = partial(self._handle.render, index, plan.scale)
         return settings, guarded(self.source, index + 1, render)
 
+    def text_reader(self, index: int) -> Callable[[], str] | None:
+        # An Office file's handle holds its converted PDF: its text layer is read from there.
+        return partial(self._handle.text, index)
+
     def close(self) -> None:
         self._handle.close()
 
@@ -114,7 +123,8 @@ class ImagePages(Document):
                 code="image_too_large",
                 page=index + 1 if len(self._sizes) > 1 else None,
             )
-        out_w, out_h = fit_pixels(width, height, self._options.max_pixels)
+        limit = MAX_DECODED_PIXELS if self._options.max_pixels is None else self._options.max_pixels
+        out_w, out_h = fit_pixels(width, height, limit)  # what render() gives
         settings = {
             "backend": "pillow",
             "max_pixels": self._options.max_pixels,

@@ -16,6 +16,12 @@ from .errors import issue_error, unreadable_error
 
 # Formats whose extra frames are extra pages; for GIF / WebP / APNG only the first frame counts.
 _MULTIPAGE_FORMATS = {"TIFF"}
+MAX_DECODED_PIXELS = 4096 * 4096
+"""Pages decoded from images are downscaled to at most this many pixels when no ``max_pixels``
+is given (48 MB of RGB): above what the supported models take in (their processors downscale
+further), while a batch of 9000 x 9000 scans holds 8 bounded pages instead of 8 x 243 MB (JPEGs
+are decoded at the reduced scale directly; other formats are decoded one at a time and
+downscaled before the next)."""
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -125,7 +131,9 @@ class ImageHandle:
                 self._frames = None
 
     def render(self, index: int, max_pixels: int | None) -> Image.Image:
-        """Decode page (frame) ``index`` as upright RGB, downscaled to ``max_pixels`` if set."""
+        """Decode page (frame) ``index`` as upright RGB, downscaled to ``max_pixels`` if set
+        (else to :data:`MAX_DECODED_PIXELS`)."""
+        max_pixels = MAX_DECODED_PIXELS if max_pixels is None else max_pixels
         with self._source() as image:
             try:
                 if index or getattr(image, "n_frames", 1) > 1:

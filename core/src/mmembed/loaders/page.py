@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from PIL import Image
 
-from ..types import page_id
+from ..types import clean_text, page_id
+
+logger = logging.getLogger(__name__)
 
 Renderer = Callable[[], Image.Image]
 T = TypeVar("T")
@@ -88,7 +91,7 @@ class Page(LazyItem[Image.Image]):
     backend, dpi/scale, max_pixels and the output ``width``/``height``.
     """
 
-    __slots__ = ()
+    __slots__ = ("_text_reader",)
 
     def __init__(
         self,
@@ -100,7 +103,9 @@ class Page(LazyItem[Image.Image]):
         render: dict[str, Any],
         metadata: dict[str, Any],
         renderer: Renderer,
+        text_reader: Callable[[], str] | None = None,
     ) -> None:
+        self._text_reader = text_reader
         super().__init__(
             source=source,
             page=page,
@@ -115,6 +120,26 @@ class Page(LazyItem[Image.Image]):
     def image(self) -> Image.Image:
         """The page as an RGB image (rendered now if needed; raises ``LoadError`` if it cannot be)."""
         return self._get()
+
+    @property
+    def has_text_layer(self) -> bool:
+        """Whether the page's kind carries a text layer (PDF, Office; not images)."""
+        return self._text_reader is not None
+
+    @property
+    def text(self) -> str:
+        """The page's own text layer, cleaned for storage (invalid UTF-8 and control characters
+        replaced, bounded by :data:`mmembed.types.MAX_TEXT_CHARS`); ``""`` for an image, a
+        scan without a text layer, or a text layer PDFium cannot read (logged). Never OCR."""
+        if self._text_reader is None:
+            return ""
+        where = f"page {self.page} of {self.source}"
+        try:
+            raw = self._text_reader()
+        except Exception as exc:  # a damaged text layer must not cost the page its image
+            logger.warning("%s: its text layer cannot be read (%s); stored without text", where, exc)
+            return ""
+        return clean_text(raw, where=where)
 
     def load(self) -> Page:
         """Render now (if not yet) and return ``self``."""

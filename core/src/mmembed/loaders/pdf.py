@@ -264,6 +264,12 @@ class PdfHandle:
                     page.close()
         return image if image.mode == "RGB" else image.convert("RGB")
 
+    def text(self, index: int) -> str:
+        """Text layer of the 0-based page ``index`` as extracted (``""`` without one)."""
+        with PDFIUM_LOCK:
+            self.open()
+            return document_page_text(self._cell[0], index)
+
     def _page_error(self, index: int, exc: BaseException) -> LoadError:
         return issue_error(
             self.source,
@@ -300,3 +306,19 @@ def _close_document(cell: list[Any]) -> None:
         doc, cell[0] = cell[0], None
         if doc is not None:
             doc.close()
+
+
+def document_page_text(doc: Any, index: int) -> str:
+    """Text layer of the 0-based page ``index`` of an open ``pypdfium2.PdfDocument``, as
+    PDFium extracts it (CRLF line ends made plain newlines). Caller holds ``PDFIUM_LOCK``.
+    The one place mmembed reads a text layer: LangChain's ``page_content`` and the index's
+    text search both come from here."""
+    pdf_page = doc[index]
+    try:
+        textpage = pdf_page.get_textpage()
+        try:
+            return str(textpage.get_text_bounded()).replace("\r\n", "\n")
+        finally:
+            textpage.close()
+    finally:
+        pdf_page.close()

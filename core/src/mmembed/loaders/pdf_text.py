@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import issue_error
-from .pdf import PDFIUM_LOCK, looks_like_pdf
+from .pdf import PDFIUM_LOCK, document_page_text, looks_like_pdf
 
 
 def _is_pdf(path: Path) -> bool:
@@ -85,16 +85,7 @@ class PdfTextReader:
                     code="page_range",
                     page=page,
                 )
-            pdf_page = doc[page - 1]
-            try:
-                textpage = pdf_page.get_textpage()
-                try:
-                    # PDFium ends lines with CRLF; plain newlines are what text tools expect.
-                    return str(textpage.get_text_bounded()).replace("\r\n", "\n")
-                finally:
-                    textpage.close()
-            finally:
-                pdf_page.close()
+            return document_page_text(doc, page - 1)
 
     def close(self) -> None:
         with PDFIUM_LOCK:

@@ -167,6 +167,7 @@ def _page_events(
             render=settings,
             metadata=dict(metadata),
             renderer=renderer,
+            text_reader=document.text_reader(number - 1),
         )
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mmembed.types import SearchHit
 
 RetrievedImage = Literal["thumbnail", "page", "none"]
+SearchMode = Literal["visual", "text", "hybrid"]
 
 PAGE_CONTENT_KEY = "page_content"
 """Index metadata key under which :meth:`MMEmbedRetriever.add_documents` keeps a page's text."""
@@ -44,6 +45,7 @@ _MANAGED_KEYS = {
     "score",
     "relevance_score",
     PAGE_CONTENT_KEY,
+    "matches",
 }
 _IMAGE_KEYS = {IMAGE_BASE64, IMAGE_MIME_TYPE, IMAGE_PATH}
 
@@ -64,6 +66,12 @@ class MMEmbedRetriever(BaseRetriever):
     ``explain=True`` each also carries its page's similarity overlay under
     ``metadata["similarity_map"]`` (``png_base64``, ``rows``, ``cols``, ``tokens``,
     ``vectors_from``; multi-vector image models only).
+
+    ``search_mode``: ``"visual"`` (default, the page images' vectors), ``"text"`` (the pages'
+    own text layer, bm25) or ``"hybrid"`` (both fused by reciprocal rank fusion, ``rrf_k``; or
+    with ``alpha`` by ``alpha * visual + (1 - alpha) * text`` of normalised scores). Text and
+    hybrid results say which side found them in ``metadata["matches"]``. The retriever is a
+    plain ``BaseRetriever``, so it also works inside LangChain's ``EnsembleRetriever``.
 
     ``k`` and ``filter`` can be set in the constructor and overridden per call:
     ``retriever.invoke("query", k=3, filter={"source": "report.pdf"})``. Filters use
@@ -100,6 +108,12 @@ class MMEmbedRetriever(BaseRetriever):
     dpi: int = 144
     explain: bool = False
     """Add each page's similarity overlay (see :meth:`mmembed.Retriever.explain_metadata`)."""
+    search_mode: SearchMode = "visual"
+    """``"visual"``, ``"text"`` or ``"hybrid"`` (see above)."""
+    alpha: float | None = None
+    """Hybrid only: weight of the visual side in a weighted sum (``None``: reciprocal rank fusion)."""
+    rrf_k: int | None = None
+    """Hybrid only: reciprocal rank fusion's constant (default 60)."""
     batch_size: int = Field(default=8, ge=1)
     """Pages per forward pass in :meth:`add_documents`."""
 
@@ -121,6 +135,12 @@ class MMEmbedRetriever(BaseRetriever):
                 "model=<checkpoint> to create one (then fill it with add_documents), or point index= at "
                 "a folder built with `mmembed index` / mmembed.index_documents"
             )
+        from mmembed.index.fusion import search_options
+
+        try:
+            search_options(self.search_mode, self.alpha, self.rrf_k)  # fail fast, core's rule
+        except Exception as exc:
+            raise ValueError(f"MMEmbedRetriever: {exc}") from exc
         return self
 
     # -- lazy resources ---------------------------------------------------------------
@@ -186,7 +206,14 @@ class MMEmbedRetriever(BaseRetriever):
         if top_k < 1:
             raise ValueError(f"k must be >= 1, got {top_k}")
         self._ensure_open(create=False)
-        hits = self._searcher.search(query, k=top_k, where=where if where is not None else self.filter)
+        hits = self._searcher.search(
+            query,
+            k=top_k,
+            where=where if where is not None else self.filter,
+            mode=self.search_mode,
+            alpha=self.alpha,
+            rrf_k=self.rrf_k,
+        )
         documents = [self._to_document(hit) for hit in hits]
         if self.explain:
             from mmembed.retrieve import SIMILARITY_MAP_KEY
@@ -215,6 +242,8 @@ class MMEmbedRetriever(BaseRetriever):
             ),
             "score": hit.score,
         }
+        if hit.matches:  # text / hybrid: which side(s) found the page, rank and score on each
+            meta["matches"] = [m.to_json() for m in hit.matches]
         image = self._image_bytes(hit)
         if image is not None:
             meta[IMAGE_BASE64] = base64.b64encode(image).decode("ascii")
@@ -327,12 +356,17 @@ def _page_fields(doc: Document) -> dict[str, Any]:
     extra = {k: v for k, v in meta.items() if k not in _MANAGED_KEYS and k not in _IMAGE_KEYS}
     if isinstance(meta.get("total_pages"), int):
         extra["page_count"] = meta["total_pages"]
+    text = None
     if doc.page_content:
+        from mmembed.index.text import clean_text
+
         extra[PAGE_CONTENT_KEY] = doc.page_content
+        text = clean_text(doc.page_content, where=f"document {doc.id!r}") or None  # text search
     return {
         "source": source,
         "page": page,
         "content_hash": content_hash,
         "metadata": extra,
         "id": doc.id or meta.get("id"),
+        "text": text,
     }

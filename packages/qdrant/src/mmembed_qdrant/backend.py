@@ -8,7 +8,6 @@ the encoder identity, and each primitive is one ``qdrant-client`` request.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -20,6 +19,7 @@ from mmembed.index import IndexNotFoundError
 from mmembed.index.local import _check_encoder
 from mmembed.types import EncoderInfo
 
+from .clients import Release
 from .errors import translate_errors
 from .layout import (
     DENSE,
@@ -59,7 +59,7 @@ class QdrantIndex(QdrantPages):
         exact: bool = False,
         candidates: int = 1000,
         collection_options: dict[str, Any] | None = None,
-        release: Callable[[], None] | None = None,
+        release: Release | None = None,
     ) -> None:
         super().__init__(location=location, readonly=readonly, exact=exact, candidates=candidates)
         self._client = client
@@ -89,7 +89,10 @@ class QdrantIndex(QdrantPages):
         ``path`` or, with neither, in memory. ``options`` are the constructor's."""
         from .clients import acquire_client
 
-        client, location, release = acquire_client(url=url, api_key=api_key, path=path, timeout=timeout)
+        must_exist = options.get("readonly", False) or not options.get("create", True)
+        client, location, release = acquire_client(
+            url=url, api_key=api_key, path=path, timeout=timeout, must_exist=must_exist
+        )
         return cls(
             client, collection, encoder, location=f"{location}/{collection}", release=release, **options
         )
@@ -131,6 +134,10 @@ class QdrantIndex(QdrantPages):
                 self.collection, vectors_config=vectors, metadata=metadata, **options
             ),
         )
+        if not self.location.startswith(("http://", "https://")):
+            # Qdrant's local mode (a folder, or in memory) ignores payload indexes and warns on
+            # each one: a server copy (`mmembed migrate`) creates them.
+            return
         schemas = {"keyword": qm.PayloadSchemaType.KEYWORD, "integer": qm.PayloadSchemaType.INTEGER}
         for key, kind in INDEXED_KEYS.items():
             self._call(
@@ -148,6 +155,10 @@ class QdrantIndex(QdrantPages):
     def _release(self) -> None:
         if self._release_client is not None:
             self._release_client()
+
+    def _release_from_gc(self) -> None:
+        if self._release_client is not None:
+            self._release_client(from_gc=True)
 
     def _put(self, points: list[Point]) -> None:
         structs = [

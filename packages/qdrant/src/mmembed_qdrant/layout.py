@@ -20,6 +20,7 @@ client-side by the same compiler the embedded index uses, over the candidates' p
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sqlite3
 import threading
@@ -172,9 +173,24 @@ class QdrantPages:
         self.close()
 
     def close(self) -> None:
+        """Let go of the store (idempotent). A local store (Qdrant's local mode, a qdrant-edge
+        folder) stays locked against other processes until its last handle in this process
+        closes; a handle nobody closed is closed when it is garbage-collected."""
         if not self._closed:
             self._closed = True
             self._release()
+
+    def __del__(self) -> None:
+        # Like core's index handles: an adapter dropped without close() must not keep the folder
+        # locked. Never waits on the shared-client lock from inside its own critical section.
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._release_from_gc()
+
+    def _release_from_gc(self) -> None:
+        self._release()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -219,6 +235,8 @@ class QdrantPages:
             }
             if row.thumbnail is not None:
                 payload["thumbnail"] = base64.b64encode(row.thumbnail).decode("ascii")
+            if row.text is not None:  # kept for a later text side (see docs/hybrid.md); not searched yet
+                payload["text"] = row.text
             points.append((point_id(row.id), self._vectors(rows), payload))
         with self._mutex:
             if not replace:
@@ -386,7 +404,21 @@ class QdrantPages:
             "similarity": enc.similarity,
             "dim": enc.dim,
             "keep_thumbnails": self.keep_thumbnails,
+            "sources": len(self.sources()),
+            "storage": "float32",  # the collection's vectors: Qdrant's default datatype, no quantisation
+            "first_stage": self.search_plan(),
         }
+
+    def search_plan(self) -> str:
+        """How a search runs, as ``mmembed info`` shows it."""
+        if self._encoder.kind == "single":
+            return "qdrant vector index (HNSW; exact below its full-scan threshold)"
+        if self.exact:
+            return "none (exact MaxSim over every page: exact=true)"
+        return (
+            f"pooled-vector prefetch of {self.candidates} candidates (HNSW), then exact MaxSim "
+            "(exact whenever the candidates cover the pages)"
+        )
 
 
 def _record(point: Any) -> PageRecord:

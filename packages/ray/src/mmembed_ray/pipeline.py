@@ -37,7 +37,8 @@ from mmembed.explain import LAYOUT_KEY, recorded_layout
 from mmembed.index import IndexLockedError, IndexNotFoundError, PageInput, open_backend, uri_scheme
 from mmembed.index.protocol import IndexBackend
 from mmembed.loaders import LoadIssue, load_pages, make_thumbnail
-from mmembed.loaders.options import LoaderOptions
+from mmembed.loaders.errors import NOTE_CODES, LoadError
+from mmembed.loaders.options import DEFAULT_MAX_IMAGE_PIXELS, LoaderOptions
 from mmembed.loaders.sources import SourceItem, iter_sources
 from mmembed.pipeline import IndexReport, is_source_complete
 from mmembed.types import EncoderInfo, EncoderMismatchError, MMEmbedError
@@ -141,8 +142,10 @@ class _Encode:
         backend_options: dict[str, Any] | None = None,
         lock_timeout: float = 600.0,
         creating: bool = False,
+        encoder_options: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.revision, self.device = model, revision, device
+        self.encoder_options = dict(encoder_options or {})
         self._encoder: Any = None
         self.write_to = write_to
         self.backend_options = backend_options or {}
@@ -159,7 +162,9 @@ class _Encode:
         if self._encoder is None:
             import mmembed
 
-            self._encoder = mmembed.load_encoder(self.model, revision=self.revision, device=self.device)
+            self._encoder = mmembed.load_encoder(
+                self.model, revision=self.revision, device=self.device, **self.encoder_options
+            )
             self.info = json.dumps(self._encoder.info.to_dict())
         return self._encoder
 
@@ -231,6 +236,8 @@ def index_documents(
     batch_size: int = 8,
     dpi: int = 144,
     max_pixels: int | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    strict: bool = False,
     password: str | dict[str, str] | None = None,
     include: str | list[str] | None = None,
     exclude: str | list[str] | None = None,
@@ -239,6 +246,7 @@ def index_documents(
     device: str | None = None,
     writers: Literal["auto", "driver", "encoders"] = "auto",
     backend_options: dict[str, Any] | None = None,
+    encoder_options: dict[str, Any] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> IndexReport:
     """Index ``sources`` into the index at ``index`` (folder or backend URI) on Ray.
@@ -253,14 +261,20 @@ def index_documents(
     ``{"api_key": ...}``; ``QDRANT_API_KEY`` is passed on when set) open the index on every
     worker. ``on_batch(pages_committed_so_far)`` runs on the driver after each batch. Bad
     files are reported in the returned :class:`~mmembed.pipeline.IndexReport`, as in the
-    single-process pipeline.
+    single-process pipeline; ``strict=True`` raises :class:`~mmembed.loaders.LoadError` at the
+    first one instead (pages of batches committed before it stay, as in the single-process run).
+    The loading options (``dpi``, ``max_pixels``, ``max_image_pixels``, ``password``) and
+    ``encoder_options`` (family options such as Nomic's ``text_model`` or ColQwen's
+    ``max_num_visual_tokens``, what ``mmembed index --option`` passes) reach every worker, so the
+    index equals the single-process one built with the same arguments.
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address)
     if encoders < 1 or batch_size < 1:
         raise MMEmbedError("encoders and batch_size must be at least 1")
+    if not ray.is_initialized():
+        ray.init(address=address)
+    check_resources(ray.cluster_resources(), encoders, cpus_per_encoder, gpus_per_encoder)
     if writers not in ("auto", "driver", "encoders"):
         raise MMEmbedError(f"writers must be 'auto', 'driver' or 'encoders', got {writers!r}")
     in_encoders = writers == "encoders" or (writers == "auto" and allows_concurrent_writers(index))
@@ -276,6 +290,8 @@ def index_documents(
     items: list[SourceItem] = []
     for found in iter_sources(sources, listing):
         if isinstance(found, LoadIssue):
+            if strict and found.code not in NOTE_CODES:
+                raise LoadError(found)
             report.issues.append(found)
         else:
             items.append(found)
@@ -296,7 +312,12 @@ def index_documents(
             writer.close()
         return report
 
-    load_options = {"dpi": dpi, "max_pixels": max_pixels, "password": password}
+    load_options = {
+        "dpi": dpi,
+        "max_pixels": max_pixels,
+        "max_image_pixels": max_image_pixels,
+        "password": password,
+    }
     files = ray.data.from_items(
         [{"item": pickle.dumps(item.path if item.path is not None else item)} for item in items],
         override_num_blocks=len(items),
@@ -310,6 +331,7 @@ def index_documents(
             "write_to": str(index) if in_encoders else None,
             "backend_options": options,
             "creating": not existed,
+            "encoder_options": dict(encoder_options or {}),
         },
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=encoders),
@@ -324,7 +346,10 @@ def index_documents(
             pages: list[PageInput] = []
             for i, kind in enumerate(batch["kind"]):
                 if kind == "issue":
-                    report.issues.append(pickle.loads(batch["issue"][i]))
+                    issue = pickle.loads(batch["issue"][i])
+                    if strict and issue.code not in NOTE_CODES:
+                        raise LoadError(issue)
+                    report.issues.append(issue)
                 elif kind == "unchanged":
                     report.files_unchanged.append(str(batch["source"][i]))
                 elif kind in ("page", "written"):
@@ -361,6 +386,33 @@ def index_documents(
         if writer is not None:
             writer.close()
     return report
+
+
+RENDER_CPUS = 1.0
+"""Logical CPUs a rendering task takes (Ray's default for a task)."""
+
+
+def check_resources(
+    resources: dict[str, float], encoders: int, cpus_per_encoder: float, gpus_per_encoder: float
+) -> None:
+    """Refuse a run the cluster cannot schedule, before it starts: encoder actors that take
+    every CPU leave none for the rendering tasks, and Ray would then wait for ever, silently."""
+    cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
+    needed = encoders * cpus_per_encoder
+    if needed + RENDER_CPUS > cpus:
+        fits = max(int((cpus - RENDER_CPUS) // cpus_per_encoder), 0) if cpus_per_encoder > 0 else encoders
+        fix = f"use encoders={fits} (--encoders {fits})" if fits >= 1 else "give the cluster more CPUs"
+        raise MMEmbedError(
+            f"{encoders} encoder actor(s) x {cpus_per_encoder:g} CPU take {needed:g} of the Ray cluster's "
+            f"{cpus:g} CPU(s), leaving less than the {RENDER_CPUS:g} a page-rendering task needs, so "
+            f"rendering would never start: {fix}, lower cpus_per_encoder, or add CPUs "
+            "to the cluster (ray start --num-cpus N)"
+        )
+    if gpus_per_encoder > 0 and encoders * gpus_per_encoder > gpus:
+        raise MMEmbedError(
+            f"{encoders} encoder actor(s) x {gpus_per_encoder:g} GPU need {encoders * gpus_per_encoder:g} "
+            f"GPU(s); the Ray cluster has {gpus:g}: lower --encoders or --gpus-per-encoder"
+        )
 
 
 def _open_when_free(

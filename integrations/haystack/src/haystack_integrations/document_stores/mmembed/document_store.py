@@ -199,32 +199,31 @@ class MMEmbedDocumentStore:
         return len(pages)
 
     def delete_documents(self, document_ids: list[str]) -> None:
-        """Delete the documents with these ids (unknown ids are ignored)."""
-        index = self.core_index()
-        if index is not None and document_ids:
+        """Delete the documents with these ids (unknown ids are ignored).
+
+        :raises IndexNotFoundError: the store's folder holds no index (a mistyped path is not
+            an empty store; nothing is created)."""
+        index = self.index_for_reading()
+        if document_ids:
             index.delete(list(document_ids))
 
     def delete_all_documents(self) -> None:
-        """Delete every document (the index keeps its encoder and settings)."""
-        index = self.core_index()
-        if index is not None:
-            index.delete(where={})
+        """Delete every document (the index keeps its encoder and settings).
+
+        :raises IndexNotFoundError: the store's folder holds no index."""
+        self.index_for_reading().delete(where={})
 
     def delete_by_filter(self, filters: dict[str, Any]) -> int:
         """Delete the documents matching Haystack ``filters``; returns how many were deleted."""
         where = translate_filters(filters)
-        index = self.core_index()
-        if index is None:
-            return 0
+        index = self.index_for_reading()  # a missing store is an error, as for reads
         return int(self._call(index.delete, where=where if where is not None else {}))
 
     def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
         """Merge ``meta`` into the meta of the documents matching ``filters`` (vectors kept);
         returns how many were updated."""
         where = translate_filters(filters)
-        index = self.core_index()
-        if index is None:
-            return 0
+        index = self.index_for_reading()  # a missing store is an error, as for reads
         updated = 0
         for batch in _batches(self._call(index.records, where)):
             vectors = index.get_embeddings([r.id for r in batch])
@@ -288,17 +287,65 @@ class MMEmbedDocumentStore:
         filters: dict[str, Any] | None = None,
         top_k: int = 10,
         return_embedding: bool = False,
+        mode: str = "visual",
+        query: str | None = None,
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> list[Document]:
         """The ``top_k`` documents best matching ``query_embedding`` ``(n_vectors, dim)``,
         scored by the index's similarity (MaxSim for multi-vector indexes, dot/cosine for
-        single-vector ones), among documents matching ``filters``; best first."""
+        single-vector ones), among documents matching ``filters``; best first.
+
+        ``mode="hybrid"`` fuses that ranking with the pages' text ranking for ``query`` (see
+        :meth:`mmembed.Retriever.search`); each document's ``meta["matches"]`` then says which
+        side(s) found it."""
         where = translate_filters(filters)
         index = self.index_for_reading()
         if top_k <= 0:
             return []
-        hits = self._call(index.search, [query_embedding], k=top_k, where=where)[0]
+        modes: dict[str, Any] = {}
+        if mode != "visual":
+            modes = {
+                "mode": mode,
+                "texts": [query] if query is not None else None,
+                "alpha": alpha,
+                "rrf_k": rrf_k,
+            }
+        hits = self._call(index.search, [query_embedding], k=top_k, where=where, **modes)[0]
+        return self._documents(index, hits, return_embedding)
+
+    def bm25_retrieval(
+        self, query: str, *, filters: dict[str, Any] | None = None, top_k: int = 10
+    ) -> list[Document]:
+        """The ``top_k`` documents whose own text (a page's text layer, a document's ``content``)
+        best matches ``query`` by bm25, among documents matching ``filters``; best first. The
+        query is taken as plain words (no query syntax)."""
+        from mmembed.retrieve import check_query
+
+        check_query(query)
+        where = translate_filters(filters)
+        index = self.index_for_reading()
+        if top_k <= 0:
+            return []
+        hits = self._call(index.search, None, k=top_k, where=where, mode="text", texts=[query])[0]
+        return self._documents(index, hits, False)
+
+    async def bm25_retrieval_async(
+        self, query: str, *, filters: dict[str, Any] | None = None, top_k: int = 10
+    ) -> list[Document]:
+        """:meth:`bm25_retrieval` in a worker thread."""
+        return await asyncio.to_thread(self.bm25_retrieval, query, filters=filters, top_k=top_k)
+
+    @staticmethod
+    def _documents(index: IndexBackend, hits: list[Any], return_embedding: bool) -> list[Document]:
         vectors = index.get_embeddings([h.id for h in hits]) if return_embedding else [None] * len(hits)
-        return [to_document(h.record, embedding=v, score=h.score) for h, v in zip(hits, vectors, strict=True)]
+        documents = [
+            to_document(h.record, embedding=v, score=h.score) for h, v in zip(hits, vectors, strict=True)
+        ]
+        for document, hit in zip(documents, hits, strict=True):
+            if hit.matches:  # text / hybrid: which side(s) found it, rank and score on each
+                document.meta["matches"] = [m.to_json() for m in hit.matches]
+        return documents
 
     async def embedding_retrieval_async(
         self,
@@ -307,6 +354,10 @@ class MMEmbedDocumentStore:
         filters: dict[str, Any] | None = None,
         top_k: int = 10,
         return_embedding: bool = False,
+        mode: str = "visual",
+        query: str | None = None,
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> list[Document]:
         """:meth:`embedding_retrieval` in a worker thread (the index is local and CPU-bound)."""
         return await asyncio.to_thread(
@@ -315,6 +366,10 @@ class MMEmbedDocumentStore:
             filters=filters,
             top_k=top_k,
             return_embedding=return_embedding,
+            mode=mode,
+            query=query,
+            alpha=alpha,
+            rrf_k=rrf_k,
         )
 
     def ids_with_vectors(self, ids: Sequence[str]) -> set[str]:

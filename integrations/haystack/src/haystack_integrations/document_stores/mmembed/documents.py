@@ -39,7 +39,7 @@ from haystack.dataclasses import ByteStream
 from mmembed.explain import LAYOUT_KEY
 from mmembed.index import PageInput
 from mmembed.retrieve import pool
-from mmembed.types import EncoderInfo, MMEmbedError, PageRecord
+from mmembed.types import EncoderInfo, MMEmbedError, PageRecord, user_metadata
 
 from .filters import CONTENT_KEY, MARKER_KEY
 
@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 
 EMBEDDING_META_KEY = "_mmembed_embedding"
 """``meta`` key carrying a document's exact (multi-)vectors from the embedder to the store."""
+
+RENDER_META_KEY = "_mmembed_render"
+"""``meta`` key carrying how ``PDFToPageImageDocuments`` rendered the page (``{"dpi": ...}``) to
+the image embedder, which renders it again the same way: a Haystack-built index equals
+``mmembed index --dpi N``. The store drops it (the vectors are made)."""
 
 BLOB_KEY = "haystack.blob"
 RESERVED_PREFIX = "haystack."
@@ -121,6 +126,7 @@ def to_page_input(document: Any, encoder: EncoderInfo, index_path: str) -> PageI
         )
     meta = dict(document.meta)
     attached = meta.pop(EMBEDDING_META_KEY, None)
+    meta.pop(RENDER_META_KEY, None)
     reserved = sorted(k for k in meta if k.startswith(RESERVED_PREFIX))
     if reserved:
         raise InvalidDocumentError(
@@ -152,7 +158,17 @@ def to_page_input(document: Any, encoder: EncoderInfo, index_path: str) -> PageI
         else _id_hash(document.id),
         metadata=metadata,
         id=document.id,
+        text=_searchable_text(document),
     )
+
+
+def _searchable_text(document: Document) -> str | None:
+    """The document's content for the index's text search (bounded and cleaned by core)."""
+    if not isinstance(document.content, str) or not document.content:
+        return None
+    from mmembed.index.text import clean_text
+
+    return clean_text(document.content, where=f"document {document.id!r}") or None
 
 
 def _id_hash(document_id: str) -> str:
@@ -184,7 +200,7 @@ def to_document(
     record: PageRecord, *, embedding: torch.Tensor | None = None, score: float | None = None
 ) -> Document:
     """The Haystack document stored as ``record`` (``embedding``: its stored vectors)."""
-    metadata = {k: v for k, v in record.metadata.items() if k != LAYOUT_KEY}  # core's, not the user's
+    metadata = user_metadata(record.metadata)  # core's own keys (the patch layout) are not the user's
     flat = None if embedding is None or embedding.shape[0] == 0 else pool(embedding).tolist()
     if metadata.pop(MARKER_KEY, False):
         content = metadata.pop(CONTENT_KEY, None)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle
-from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQueryMode
 from llama_index.readers.mmembed.pages import (
     HIDDEN_KEYS,
     IMAGE_MIMETYPES,
@@ -59,6 +59,12 @@ class MMEmbedRetriever(BaseRetriever):
     ``tokens``, ``vectors_from``; multi-vector image models only; hidden from the LLM and
     the embedder).
 
+    ``vector_store_query_mode`` (as on LlamaIndex's own vector retrievers): ``DEFAULT`` ranks
+    by the page images' vectors, ``TEXT_SEARCH`` by the pages' own text layer (bm25),
+    ``HYBRID`` fuses both — by reciprocal rank fusion, or with ``alpha`` by
+    ``alpha * visual + (1 - alpha) * text`` of normalised scores (1 = vectors only). Other
+    modes are refused.
+
     The constructor is cheap: the model and the index load on the first query.
     """
 
@@ -78,6 +84,8 @@ class MMEmbedRetriever(BaseRetriever):
         image_dir: str | None = None,
         dpi: float = 144,
         explain: bool = False,
+        vector_store_query_mode: VectorStoreQueryMode | str = VectorStoreQueryMode.DEFAULT,
+        alpha: float | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         object_map: dict[str, Any] | None = None,
@@ -108,6 +116,9 @@ class MMEmbedRetriever(BaseRetriever):
         self.image_dir = image_dir
         self.dpi = dpi
         self.explain = explain
+        self.vector_store_query_mode = VectorStoreQueryMode(vector_store_query_mode)
+        self.alpha = alpha
+        _search_mode(self.vector_store_query_mode)  # fail fast on a mode mmembed has not
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
         super().__init__(callback_manager=callback_manager, object_map=object_map, verbose=verbose)
@@ -194,7 +205,14 @@ class MMEmbedRetriever(BaseRetriever):
 
         where = to_where(self.filters)
         searcher = mmembed.Retriever(self.index, self.encoder)
-        hits = searcher.search(query_bundle.query_str, k=self.similarity_top_k, where=where)
+        mode = _search_mode(self.vector_store_query_mode)
+        hits = searcher.search(
+            query_bundle.query_str,
+            k=self.similarity_top_k,
+            where=where,
+            mode=mode,
+            alpha=self.alpha if mode == "hybrid" else None,
+        )
         nodes = [self._node(hit) for hit in hits]
         if self.explain:
             from mmembed.retrieve import SIMILARITY_MAP_KEY
@@ -289,6 +307,8 @@ class MMEmbedRetriever(BaseRetriever):
             "image_dir": self.image_dir,
             "dpi": self.dpi,
             "explain": self.explain,
+            "vector_store_query_mode": self.vector_store_query_mode.value,
+            "alpha": self.alpha,
         }
 
     @classmethod
@@ -303,6 +323,23 @@ class MMEmbedRetriever(BaseRetriever):
                 "the serialised retriever had an open index without a path; pass index=... to from_dict"
             )
         return cls(index, **settings)
+
+
+_MODES = {
+    VectorStoreQueryMode.DEFAULT: "visual",
+    VectorStoreQueryMode.TEXT_SEARCH: "text",
+    VectorStoreQueryMode.HYBRID: "hybrid",
+}
+
+
+def _search_mode(mode: VectorStoreQueryMode) -> str:
+    """LlamaIndex's query mode as mmembed's search mode."""
+    if mode not in _MODES:
+        raise ValueError(
+            f"vector_store_query_mode={mode.value!r} is not served by mmembed; use "
+            + ", ".join(repr(m.value) for m in _MODES)
+        )
+    return _MODES[mode]
 
 
 def _path_of(index: Any) -> str | None:

@@ -17,6 +17,7 @@ from haystack_integrations.document_stores.mmembed.documents import (
     FILE_PATH,
     PAGE_COUNT,
     PAGE_NUMBER,
+    RENDER_META_KEY,
 )
 
 from mmembed.loaders import BytesSource, LoadIssue, Page, load_pages
@@ -143,7 +144,8 @@ class PDFToPageImageDocuments:
             )
             blob = ByteStream(data=buffer.getvalue(), mime_type=_MIME[self.image_format], meta=dict(facts))
             page.release()
-        return Document(id=page.id, blob=blob, meta={**meta, **facts})
+        # How the page was rendered travels with it: the embedder renders it the same way.
+        return Document(id=page.id, blob=blob, meta={**meta, **facts, RENDER_META_KEY: {"dpi": self.dpi}})
 
 
 def _loadable(source: str | Path | ByteStream) -> tuple[Any, bool, dict[str, Any]]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack_integrations.document_stores.mmembed._component import EncoderComponentMixin
 from haystack_integrations.document_stores.mmembed.documents import (
+    RENDER_META_KEY,
     InvalidDocumentError,
     attach_embedding,
     blob_image,
@@ -55,7 +56,7 @@ class MMEmbedDocumentImageEmbedder(EncoderComponentMixin):
         dtype: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
         batch_size: int = 8,
-        dpi: float = 144,
+        dpi: float | None = None,
         progress_bar: bool = False,
     ) -> None:
         """
@@ -66,7 +67,10 @@ class MMEmbedDocumentImageEmbedder(EncoderComponentMixin):
         :param model_kwargs: Options of the model family (see ``mmembed models``), e.g.
             ``{"text_model": "nomic-ai/nomic-embed-text-v1.5", "matryoshka_dim": 256}``.
         :param batch_size: Pages rendered and encoded together.
-        :param dpi: Resolution pages are rendered at when they carry no image.
+        :param dpi: Resolution pages are rendered at when they carry no image. Default: the
+            ``dpi`` ``PDFToPageImageDocuments`` rendered the document at (it travels in the
+            document's meta), so the vectors match ``mmembed index --dpi N``; 144 for documents
+            from elsewhere. A document's recorded dpi wins over this value.
         :param progress_bar: Show a progress bar while encoding.
         """
         if batch_size < 1:
@@ -126,4 +130,11 @@ class MMEmbedDocumentImageEmbedder(EncoderComponentMixin):
                 f"document {document.id!r} has no image blob and no meta['file_path'] to render the page from; "
                 "convert files with PDFToPageImageDocuments (or attach the page image as an image/* ByteStream)"
             )
-        return mmembed.render_page(file_path, page_number or 1, dpi=self.dpi)
+        return mmembed.render_page(file_path, page_number or 1, dpi=self._dpi_of(document))
+
+    def _dpi_of(self, document: Document) -> float:
+        """The converter's dpi for ``document`` when it recorded one, else ``dpi`` (144)."""
+        recorded = document.meta.get(RENDER_META_KEY)
+        if isinstance(recorded, dict) and isinstance(recorded.get("dpi"), int | float):
+            return float(recorded["dpi"])
+        return 144.0 if self.dpi is None else float(self.dpi)

@@ -6,6 +6,7 @@ from typing import Any
 
 from haystack import component, default_from_dict, default_to_dict
 from haystack_integrations.document_stores.mmembed._component import EncoderComponentMixin
+from haystack_integrations.document_stores.mmembed.provenance import remember_query
 
 from mmembed.retrieve import check_query, pool
 
@@ -80,8 +81,15 @@ class MMEmbedTextEmbedder(EncoderComponentMixin):
         check_query(text)
         encoder = self._loaded_encoder()
         vectors = encoder.encode_queries([text])[0]  # (n_vectors, dim)
-        return {
-            "embedding": pool(vectors).tolist(),
-            "multi_embedding": vectors.tolist(),
-            "encoder": encoder.info.to_dict(),
-        }
+        embedding, multi_embedding = pool(vectors).tolist(), vectors.tolist()
+        # The retriever checks the model from the vectors themselves, wired or not.
+        remember_query(multi_embedding, encoder.info)
+        remember_query([embedding], encoder.info)
+        return {"embedding": embedding, "multi_embedding": multi_embedding, "encoder": encoder.info.to_dict()}
+
+    @component.output_types(embedding=list[float], multi_embedding=list[list[float]], encoder=dict[str, Any])
+    async def run_async(self, text: str) -> dict[str, Any]:
+        """:meth:`run` without blocking the event loop (the model runs in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.run, text)

@@ -141,6 +141,19 @@ class MMEmbedMaxSimRanker(EncoderComponentMixin):
             result = [d for d in result if d.score is not None and d.score >= threshold]
         return {"documents": result}
 
+    @component.output_types(documents=list[Document])
+    async def run_async(
+        self,
+        query: str,
+        documents: list[Document],
+        top_k: int | None = None,
+        score_threshold: float | None = None,
+    ) -> dict[str, list[Document]]:
+        """:meth:`run` without blocking the event loop (the model runs in a worker thread)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.run, query, documents, top_k, score_threshold)
+
     def _current_reranker(self) -> MaxSimReranker:
         """The core reranker, rebuilt once the store's index exists (it may be created after warm-up)."""
         encoder = self._loaded_encoder()

@@ -9,6 +9,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy
 from haystack.document_stores.types.filter_policy import apply_filter_policy
 from haystack_integrations.document_stores.mmembed import MMEmbedDocumentStore
+from haystack_integrations.document_stores.mmembed.provenance import made_by_mmembed_family, query_maker
 
 from mmembed.types import EncoderInfo, EncoderMismatchError
 
@@ -27,6 +28,12 @@ class MMEmbedRetriever:
     ``rows``, ``cols``, ``tokens``, ``vectors_from``; multi-vector image models only), made
     by the store's own model from the page's stored vectors when the index recorded its
     patch layout.
+
+    ``mode="hybrid"`` fuses the vector ranking with the pages' own text ranking (bm25) for
+    the query's text given as ``query`` — by reciprocal rank fusion (``rrf_k``) or with
+    ``alpha`` by ``alpha * visual + (1 - alpha) * text`` of normalised scores — and each
+    document's ``meta["matches"]`` says which side(s) found it. For Haystack's own fusion,
+    join this retriever with ``MMEmbedBM25Retriever`` in a ``DocumentJoiner``.
 
     ```python
     from haystack import Pipeline
@@ -52,6 +59,11 @@ class MMEmbedRetriever:
         filter_policy: str | FilterPolicy = FilterPolicy.REPLACE,
         return_embedding: bool = False,
         explain: bool = False,
+        mode: str = "visual",
+        alpha: float | None = None,
+        rrf_k: int | None = None,
+        check_query_encoder: bool = True,
+        dpi: float = 144,
     ) -> None:
         """
         :param document_store: The store to search.
@@ -60,6 +72,16 @@ class MMEmbedRetriever:
         :param filter_policy: How run-time ``filters`` combine with ``filters``: ``replace`` or ``merge``.
         :param return_embedding: Return documents with their (pooled) embedding.
         :param explain: Add each page's similarity overlay (needs the query's text as ``query``).
+        :param mode: ``"visual"`` (vectors only) or ``"hybrid"`` (fused with the pages' text ranking;
+            needs the query's text as ``query``). For text only, use ``MMEmbedBM25Retriever``.
+        :param alpha: Hybrid: weight of the visual side in a weighted sum (``None``: reciprocal rank fusion).
+        :param rrf_k: Hybrid: reciprocal rank fusion's constant (default 60).
+        :param check_query_encoder: Refuse a query the store's model did not make. The model is
+            known from ``query_encoder`` when connected, else from ``MMEmbedTextEmbedder``, which
+            remembers the queries it embeds in this process; a query of unknown origin on a store
+            of an mmembed model is refused too. ``False`` only for queries embedded with the
+            store's model outside mmembed.
+        :param dpi: Resolution the page is rendered at for its ``explain`` overlay.
         """
         if not isinstance(document_store, MMEmbedDocumentStore):
             raise ValueError("document_store must be an instance of MMEmbedDocumentStore")
@@ -73,6 +95,19 @@ class MMEmbedRetriever:
         )
         self.return_embedding = return_embedding
         self.explain = explain
+        from mmembed.index.fusion import search_options
+
+        if mode == "text":
+            raise ValueError("MMEmbedRetriever searches with vectors; for text only use MMEmbedBM25Retriever")
+        try:
+            search_options(mode, alpha, rrf_k)  # core's rule, checked now
+        except Exception as exc:
+            raise ValueError(str(exc)) from exc
+        self.mode = mode
+        self.alpha = alpha
+        self.rrf_k = rrf_k
+        self.check_query_encoder = check_query_encoder
+        self.dpi = dpi
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component (the store by its folder)."""
@@ -84,6 +119,11 @@ class MMEmbedRetriever:
             filter_policy=self.filter_policy.value,
             return_embedding=self.return_embedding,
             explain=self.explain,
+            mode=self.mode,
+            alpha=self.alpha,
+            rrf_k=self.rrf_k,
+            check_query_encoder=self.check_query_encoder,
+            dpi=self.dpi,
         )
 
     @classmethod
@@ -111,7 +151,8 @@ class MMEmbedRetriever:
         :param return_embedding: Overrides the init value.
         :param query_encoder: Which encoder made the query (``MMEmbedTextEmbedder.encoder``); a query
             from another model than the store's is refused with ``EncoderMismatchError``.
-        :param query: The query's text; needed with ``explain=True`` (the overlay shows its tokens).
+        :param query: The query's text; needed with ``explain=True`` (the overlay shows its tokens)
+            and with ``mode="hybrid"`` (the text side searches it).
         :raises IndexNotFoundError: the store's folder holds no index.
         """
         self._check_explain(query)
@@ -119,7 +160,7 @@ class MMEmbedRetriever:
             query_multi_embedding, query_embedding, filters, top_k, return_embedding, query_encoder
         )
         documents = self.document_store.embedding_retrieval(
-            vectors, filters=where, top_k=k, return_embedding=with_embedding
+            vectors, filters=where, top_k=k, return_embedding=with_embedding, **self._modes(query)
         )
         return {"documents": self._explained(documents, query)}
 
@@ -140,13 +181,23 @@ class MMEmbedRetriever:
             query_multi_embedding, query_embedding, filters, top_k, return_embedding, query_encoder
         )
         documents = await self.document_store.embedding_retrieval_async(
-            vectors, filters=where, top_k=k, return_embedding=with_embedding
+            vectors, filters=where, top_k=k, return_embedding=with_embedding, **self._modes(query)
         )
         if self.explain:
             import asyncio
 
             documents = await asyncio.to_thread(self._explained, documents, query)
         return {"documents": documents}
+
+    def _modes(self, query: str | None) -> dict[str, Any]:
+        if self.mode == "visual":
+            return {}
+        if not (isinstance(query, str) and query.strip()):
+            raise ValueError(
+                "mode='hybrid' needs the query's text: pass query=<the text> to MMEmbedRetriever.run "
+                "(e.g. pipeline.run({'embedder': {'text': q}, 'retriever': {'query': q}}))"
+            )
+        return {"mode": self.mode, "query": query, "alpha": self.alpha, "rrf_k": self.rrf_k}
 
     def _check_explain(self, query: str | None) -> None:
         if self.explain and not (isinstance(query, str) and query.strip()):
@@ -166,7 +217,7 @@ class MMEmbedRetriever:
         records = index.get([d.id for d in documents])
         for document, record in zip(documents, records, strict=True):
             if record is not None:
-                document.meta[SIMILARITY_MAP_KEY] = retriever.explain_metadata(query, record)
+                document.meta[SIMILARITY_MAP_KEY] = retriever.explain_metadata(query, record, dpi=self.dpi)
         return documents
 
     def _prepare(
@@ -207,6 +258,8 @@ class MMEmbedRetriever:
             raise ValueError(
                 f"the query embedding must be a non-empty list of vectors, got shape {tuple(query.shape)}"
             )
+        if query_encoder is None and self.check_query_encoder:
+            self._check_query_maker(query, encoder)
         if encoder.kind == "single" and query.shape[0] != 1:
             raise EncoderMismatchError(
                 f"the store at {self.document_store.path} holds single-vector embeddings of {encoder.name}, "
@@ -214,3 +267,18 @@ class MMEmbedRetriever:
                 f"with {encoder.name}"
             )
         return query, k, where, with_embedding
+
+    def _check_query_maker(self, query: torch.Tensor, encoder: EncoderInfo) -> None:
+        """The query's model, known without ``query_encoder``: the one ``MMEmbedTextEmbedder``
+        recorded for these vectors; unknown on a store of an mmembed model is refused too."""
+        maker = query_maker(query)
+        if maker is not None:
+            encoder.check_compatible(maker, index_path=self.document_store.path)
+        elif made_by_mmembed_family(encoder):
+            raise EncoderMismatchError(
+                f"the store at {self.document_store.path} holds pages embedded by {encoder.name}, and this "
+                "query embedding was not made by an MMEmbedTextEmbedder in this process, so its model is "
+                f"unknown: embed the query with MMEmbedTextEmbedder(model={encoder.name!r}), or connect "
+                "embedder.encoder to retriever.query_encoder (or pass query_encoder=...). If the query was "
+                f"embedded with {encoder.name} elsewhere, set MMEmbedRetriever(check_query_encoder=False)."
+            )
