@@ -16,6 +16,7 @@ from pathlib import Path
 from . import (
     tiny_hf_retrieval,
     tiny_idefics3,
+    tiny_modernvbert,
     tiny_nemotron_colembed,
     tiny_nomic,
     tiny_omni_embed,
@@ -31,6 +32,9 @@ TINY_BUILDERS: dict[str, _Builder] = {
     **{family: partial(tiny_qwen_vl.build, family) for family in tiny_qwen_vl.SPECS},
     "colpali": tiny_paligemma.build,
     "colidefics3": tiny_idefics3.build,
+    "colmodernvbert": partial(tiny_modernvbert.build, "col"),
+    "bimodernvbert": partial(tiny_modernvbert.build, "bi"),
+    "colmodernvbert_hf": partial(tiny_modernvbert.build, "native"),
     **{family: partial(tiny_hf_retrieval.build, family) for family in ("colpali_hf", "colqwen2_hf")},
     "nemotron_colembed": tiny_nemotron_colembed.build,
     **{family: partial(tiny_nomic.build, family) for family in ("nomic_v1_5", "nomic_text_v1_5")},

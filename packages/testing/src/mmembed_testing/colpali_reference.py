@@ -30,6 +30,8 @@ CLASSES = {
     "colqwen3": ("ColQwen3", "ColQwen3Processor", None),
     "colpali": ("ColPali", "ColPaliProcessor", None),
     "colidefics3": ("ColIdefics3", "ColIdefics3Processor", None),
+    "colmodernvbert": ("ColModernVBert", "ColModernVBertProcessor", None),
+    "bimodernvbert": ("BiModernVBert", "BiModernVBertProcessor", None),
 }
 
 
