@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..types import MMEmbedError
+from ..types import Kind, MMEmbedError
 from .checkpoint import CheckpointFacts
 from .colidefics3 import ColIdefics3Encoder
 from .registry import LoadRequest, ModelFamily, register_family
@@ -178,7 +178,7 @@ def _build(request: LoadRequest, family_id: str) -> ColIdefics3Encoder:
             encoder_class=NativeColModernVBertEncoder,
             head="embedding_proj_layer weights",
         )
-    kind = "multi" if family_id == FAMILY_ID else "single"
+    kind: Kind = "multi" if family_id == FAMILY_ID else "single"
     encoder = build_vlm_encoder(
         request,
         family_id=family_id,
@@ -190,7 +190,9 @@ def _build(request: LoadRequest, family_id: str) -> ColIdefics3Encoder:
         encoder_class=ColModernVBertEncoder,
     )
     if kind == "single":  # mean pooling instead of the shared embedder's last token
-        encoder.model = MeanPooled(encoder.model.model).eval()
+        backbone = encoder.model.model
+        assert isinstance(backbone, nn.Module)
+        encoder.model = MeanPooled(backbone).eval()
     return encoder
 
 
