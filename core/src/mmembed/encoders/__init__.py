@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import (  # noqa: F401 - each family module registers its family
     biqwen2,
     biqwen2_5,
+    colgemma3,
     colidefics3,
     colmodernvbert,
     colpali,

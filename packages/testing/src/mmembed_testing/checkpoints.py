@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from . import (
+    tiny_gemma3,
     tiny_hf_retrieval,
     tiny_idefics3,
     tiny_modernvbert,
@@ -32,6 +33,8 @@ TINY_BUILDERS: dict[str, _Builder] = {
     **{family: partial(tiny_qwen_vl.build, family) for family in tiny_qwen_vl.SPECS},
     "colpali": tiny_paligemma.build,
     "colidefics3": tiny_idefics3.build,
+    "colgemma3": partial(tiny_gemma3.build, "col"),
+    "bigemma3": partial(tiny_gemma3.build, "bi"),
     "colmodernvbert": partial(tiny_modernvbert.build, "col"),
     "bimodernvbert": partial(tiny_modernvbert.build, "bi"),
     "colmodernvbert_hf": partial(tiny_modernvbert.build, "native"),
