@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import (  # noqa: F401 - each family module registers its family
     biqwen2,
     biqwen2_5,
+    biqwen3_5,
     colgemma3,
     colidefics3,
     colmodernvbert,
@@ -13,6 +14,7 @@ from . import (  # noqa: F401 - each family module registers its family
     colqwen2,
     colqwen2_5,
     colqwen3,
+    colqwen3_5,
     hf_retrieval,
     nemotron_colembed,
     nomic,

@@ -32,6 +32,8 @@ CLASSES = {
     "colidefics3": ("ColIdefics3", "ColIdefics3Processor", None),
     "colmodernvbert": ("ColModernVBert", "ColModernVBertProcessor", None),
     "bimodernvbert": ("BiModernVBert", "BiModernVBertProcessor", None),
+    "colqwen3_5": ("ColQwen3_5", "ColQwen3_5Processor", None),
+    "biqwen3_5": ("BiQwen3_5", "BiQwen3_5Processor", "ColQwen3_5"),
     "colgemma3": ("ColGemma3", "ColGemmaProcessor3", None),
     "bigemma3": ("BiGemma3", "BiGemmaProcessor3", "ColGemma3"),
 }
