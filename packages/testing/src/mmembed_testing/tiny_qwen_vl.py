@@ -168,7 +168,7 @@ def _vision_config(generation: Generation) -> dict[str, Any]:
             "fullatt_block_indexes": [1],
             "tokens_per_second": 2,
         }
-    config = {
+    config: dict[str, Any] = {
         "depth": 2,
         "hidden_size": 64,
         "intermediate_size": 128,
