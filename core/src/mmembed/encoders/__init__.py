@@ -20,6 +20,7 @@ from . import (  # noqa: F401 - each family module registers its family
     nomic,
     omni_embed,
     remote_code,
+    st_multi_vector,
 )
 from .base import Encoder, MediaClip
 from .cache import cached_encoders, clear_encoder_cache, load_encoder

@@ -24,6 +24,7 @@ from . import (
     tiny_paligemma,
     tiny_qwen2_5,
     tiny_qwen_vl,
+    tiny_st_multi_vector,
 )
 
 _Builder = Callable[..., Path]
@@ -42,6 +43,7 @@ TINY_BUILDERS: dict[str, _Builder] = {
     "nemotron_colembed": tiny_nemotron_colembed.build,
     **{family: partial(tiny_nomic.build, family) for family in ("nomic_v1_5", "nomic_text_v1_5")},
     "omni_embed_nemotron": tiny_omni_embed.build,
+    **{f"st_{v}": partial(tiny_st_multi_vector.build, v) for v in ("colbert", "minimal")},
 }
 
 
