@@ -8,10 +8,14 @@ That single convention lets the index and scorer treat both kinds the same way.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Kind = Literal["multi", "single"]
 Similarity = Literal["maxsim", "dot", "cosine"]
+Storage = Literal["float16", "bfloat16", "float32", "int8"]
+STORAGE_NAMES: tuple[Storage, ...] = get_args(Storage)
+"""How an index folder stores vectors (one codec each in :mod:`mmembed.index.codecs`); named
+here so that the command line offers them without importing the codecs (and torch)."""
 
 
 def page_id(content_hash: str, page: int) -> str:

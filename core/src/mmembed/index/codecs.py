@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..types import MMEmbedError
+from ..types import STORAGE_NAMES, MMEmbedError
 
 
 class Rows(Protocol):
@@ -140,12 +140,15 @@ class Int8Rows:
         return values, scales
 
 
-CODECS: dict[str, Codec] = {
-    "float16": Codec("float16", np.dtype("<f2"), torch.float16, "f16"),
-    "bfloat16": BFloat16Codec("bfloat16", np.dtype("<u2"), torch.bfloat16, "bf16"),
-    "float32": Codec("float32", np.dtype("<f4"), torch.float32, "f32"),
-    "int8": Int8Codec(),
-}
+_ALL = (
+    Codec("float16", np.dtype("<f2"), torch.float16, "f16"),
+    BFloat16Codec("bfloat16", np.dtype("<u2"), torch.bfloat16, "bf16"),
+    Codec("float32", np.dtype("<f4"), torch.float32, "f32"),
+    Int8Codec(),
+)
+# Keyed and ordered by STORAGE_NAMES, the torch-free list `mmembed --help` offers
+# (tests/core/test_cli_light.py checks that each name has a codec and each codec a name).
+CODECS: dict[str, Codec] = {c.name: c for name in STORAGE_NAMES for c in _ALL if c.name == name}
 
 
 def codec(name: str) -> Codec:
