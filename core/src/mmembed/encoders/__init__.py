@@ -13,6 +13,7 @@ from . import (  # noqa: F401 - each family module registers its family
     colpali,
     colqwen2,
     colqwen2_5,
+    colqwen2_5_omni,
     colqwen3,
     colqwen3_5,
     hf_retrieval,

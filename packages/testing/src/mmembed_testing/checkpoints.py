@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from . import (
+    tiny_colqwen_omni,
     tiny_gemma3,
     tiny_hf_retrieval,
     tiny_idefics3,
@@ -43,6 +44,7 @@ TINY_BUILDERS: dict[str, _Builder] = {
     "nemotron_colembed": tiny_nemotron_colembed.build,
     **{family: partial(tiny_nomic.build, family) for family in ("nomic_v1_5", "nomic_text_v1_5")},
     "omni_embed_nemotron": tiny_omni_embed.build,
+    "colqwen2_5_omni": tiny_colqwen_omni.build,
     **{f"st_{v}": partial(tiny_st_multi_vector.build, v) for v in ("colbert", "minimal")},
 }
 
