@@ -8,8 +8,10 @@ INSTALL_INPUTS := constraints.txt requirements/dev.txt $(wildcard core/pyproject
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
+# mkdocs-material prints a banner about its successor on every build.
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: demo test test-compat release-check lint typecheck bench venv clean
+.PHONY: demo test docs test-compat release-check lint typecheck bench venv clean
 
 venv: $(STAMP)
 
@@ -46,7 +48,13 @@ test: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m mypy benchmarks examples tools compat
 	$(PY) tools/release.py versions
+	# The docs site, strictly: a broken link, anchor or API reference fails (tests/docs runs its snippets).
+	$(PY) -m mkdocs build --strict --quiet --site-dir .cache/site-check
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into site/; `mkdocs serve` previews it.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
 
 # Every distribution at the lowest versions it declares for its key dependencies (compat/lowest.txt),
 # installed from source as a user's pip would (not editable), then compat/smoke.py runs each
@@ -80,4 +88,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/render.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) dist demo_index
+	rm -rf $(VENV) $(COMPAT_VENV) dist demo_index site

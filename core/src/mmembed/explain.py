@@ -18,15 +18,12 @@ from __future__ import annotations
 import logging
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from PIL import Image
 
-from .types import MMEmbedError
-
-if TYPE_CHECKING:
-    from .encoders.base import Encoder
+from .types import EncoderInfo, MMEmbedError
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +108,18 @@ class PatchLayout:
         return maps
 
 
-def recorded_layout(encoder: Encoder, image: Image.Image, embedding: torch.Tensor) -> dict[str, Any] | None:
+class LaysOutPages(Protocol):
+    """What :func:`recorded_layout` needs of an encoder (every
+    :class:`~mmembed.encoders.base.Encoder`; explain sits below the encoders and does not import them)."""
+
+    info: EncoderInfo
+
+    def page_layout(self, image: Image.Image) -> PatchLayout | None: ...
+
+
+def recorded_layout(
+    encoder: LaysOutPages, image: Image.Image, embedding: torch.Tensor
+) -> dict[str, Any] | None:
     """What indexing stores under :data:`LAYOUT_KEY` for a page ``image`` embedded as
     ``embedding`` ``(n_vectors, dim)``: its :class:`PatchLayout` as JSON, or ``None`` for
     families without one. A layout that cannot be made or does not fit the vectors is left

@@ -1,5 +1,9 @@
 """Search an index with an encoder, rerank candidates by MaxSim, pool multi-vectors.
 
+Long because the three operations every adapter needs (:class:`Retriever`,
+:class:`MaxSimReranker`, :func:`pool`) and their shared checks live together, so that the
+adapters behave the same and only translate types.
+
 These are the three operations every framework adapter needs; keeping them here means
 the adapters only translate types.
 """

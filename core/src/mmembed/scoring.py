@@ -1,5 +1,10 @@
 """Exact late-interaction (MaxSim) and dense scoring, fast on CPU.
 
+Long because the MaxSim kernel (chunk planning, the per-thread memory arena, the worker
+pool) is one mechanism tuned as a whole, its constants and helpers read and tested together
+in this module. The public API is :class:`Ragged`, :func:`maxsim`, :func:`dense` and
+:func:`score`; every name starting with ``_`` belongs to the kernel.
+
 Documents are *ragged*: every page has its own number of vectors. They are kept flat
 (:class:`Ragged`: one ``(total_vectors, dim)`` matrix plus offsets) so that scoring is a
 few large matrix products rather than a loop over padded batches, and padding can never

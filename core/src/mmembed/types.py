@@ -8,7 +8,11 @@ That single convention lets the index and scorer treat both kinds the same way.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 Kind = Literal["multi", "single"]
 Similarity = Literal["maxsim", "dot", "cosine"]
@@ -140,3 +144,28 @@ class SearchHit:
         if span is not None:  # a media hit says where in the recording, as a page number does
             data["start"], data["end"] = span
         return data
+
+
+@dataclass(frozen=True, eq=False)
+class MediaClip:
+    """A decoded stretch of a recording: what audio / video encoders take.
+
+    ``audio`` is ``(samples,)`` float32 mono in [-1, 1] at ``sample_rate`` Hz, or ``None`` for
+    video without sound; ``frames`` are RGB frames sampled at ``fps`` (empty for audio only);
+    ``start`` / ``end`` are seconds inside the source recording.
+    """
+
+    audio: np.ndarray | None = None
+    sample_rate: int = 16_000
+    frames: tuple[Image.Image, ...] = ()
+    fps: float = 0.0
+    start: float = 0.0
+    end: float = 0.0
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None and self.audio.size > 0
+
+    @property
+    def has_video(self) -> bool:
+        return len(self.frames) > 0

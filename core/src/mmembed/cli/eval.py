@@ -59,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
         load_queries,
     )
     from ..retrieve import Retriever
-    from .main import build_parser
 
     doc_ids = args.doc_ids
     if args.dataset:
@@ -81,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         queries, qrels = load_queries(args.queries), load_qrels(args.qrels)
     if args.corpus:  # index the corpus first (a no-op for files the index already holds)
-        indexing = build_parser().parse_args(["index", *args.corpus, "--index", args.index, "--quiet"])
+        indexing = _index_parser().parse_args(["index", *args.corpus, "--index", args.index, "--quiet"])
         indexing.model, indexing.revision, indexing.device = args.model, args.revision, args.device
         code = index_command.run(indexing)
         if code:
@@ -114,3 +113,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(safe_lines(format_table(reports)))
     return 0
+
+
+def _index_parser() -> argparse.ArgumentParser:
+    """A parser of the ``index`` command alone (importing the full parser from ``main``
+    would make an import circle: ``main`` imports this module)."""
+    parser = argparse.ArgumentParser(prog="mmembed")
+    index_command.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser

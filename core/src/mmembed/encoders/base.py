@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from PIL import Image
 
-from ..types import EncoderInfo, MMEmbedError
+from ..types import EncoderInfo, MediaClip, MMEmbedError  # MediaClip: defined in types (loaders use it too)
 
 if TYPE_CHECKING:
     from ..explain import Explanation, PatchLayout
@@ -21,31 +19,6 @@ Document = str | Image.Image | tuple[Image.Image, str]
 encoded together as one (interleaved) document."""
 MultimodalQuery = str | Image.Image | tuple[Image.Image, str]
 """A text query, an image query, or an image with text."""
-
-
-@dataclass(frozen=True, eq=False)
-class MediaClip:
-    """A decoded stretch of a recording: what audio / video encoders take.
-
-    ``audio`` is ``(samples,)`` float32 mono in [-1, 1] at ``sample_rate`` Hz, or ``None`` for
-    video without sound; ``frames`` are RGB frames sampled at ``fps`` (empty for audio only);
-    ``start`` / ``end`` are seconds inside the source recording.
-    """
-
-    audio: np.ndarray | None = None
-    sample_rate: int = 16_000
-    frames: tuple[Image.Image, ...] = ()
-    fps: float = 0.0
-    start: float = 0.0
-    end: float = 0.0
-
-    @property
-    def has_audio(self) -> bool:
-        return self.audio is not None and self.audio.size > 0
-
-    @property
-    def has_video(self) -> bool:
-        return len(self.frames) > 0
 
 
 class Encoder(ABC):

@@ -1,5 +1,9 @@
 """Nomic Embed v1.5: ``nomic-embed-vision-v1.5`` and ``nomic-embed-text-v1.5``, one latent space.
 
+Long because the family pairs two checkpoints (the vision model and its text partner) and
+its ``build`` resolves the partner; the two towers themselves are in :mod:`.nomic_text` and
+:mod:`.nomic_vision`.
+
 The vision model was trained (locked-text tuning) into the text model's space, so the family
 pairs them as one encoder: queries and text documents go through the text model
 (:mod:`.nomic_text`), pages and images through the vision model (:mod:`.nomic_vision`), and a

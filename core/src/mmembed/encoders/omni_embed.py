@@ -1,5 +1,9 @@
 """Omni-Embed-Nemotron: text, images, audio and video in one dense space (Qwen2.5-Omni Thinker).
 
+Long because it is one model family in one file, like every family: four input kinds
+(text, image, audio, video), each with its checks and processor call, in the order the
+published model runs them.
+
 ``nvidia/omni-embed-nemotron-3b`` is recognised from its ``config.json`` (``model_type:
 "nvomniembed"`` / ``architectures: ["NVOmniEmbedModel"]``) and run natively on transformers'
 ``Qwen2_5OmniThinkerModel`` and ``Qwen2_5OmniProcessor`` — NVIDIA's remote code is never

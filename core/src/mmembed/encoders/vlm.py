@@ -1,5 +1,9 @@
 """What every vision-language-model retriever shares, whatever its backbone.
 
+Long because it is the one shared base of every VLM family (prompts, the embedder,
+batching with out-of-memory back-off, patch layouts, checkpoint helpers): keeping it whole
+is what lets each family module stay a short recipe.
+
 ColPali, ColQwen*, BiQwen*, DSE and ColIdefics3 all run a VLM backbone over a prompt (with or
 without an image) and read embeddings off its last hidden states: either one L2-normalised
 projection per token (multi-vector, colpali's ``custom_text_proj``) or the last token's

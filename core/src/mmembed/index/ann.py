@@ -20,7 +20,6 @@ count). Compaction moves vectors, not rows, so the graph stays valid.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from ..types import MMEmbedError
+from . import files
 from .format import fsync_dir, write_json_atomic
 
 ANN_DIR = "ann"
@@ -105,7 +105,7 @@ def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> Gra
     to a new graph file and switch ``graph.json`` to it. Caller holds the writer lock."""
     Index = _usearch()
     ann = folder / ANN_DIR
-    ann.mkdir(exist_ok=True)
+    files.make_dir(ann)
     state = read_state(folder)
     graph = Index(ndim=dim, metric="ip", dtype="f16", multi=True)
     if state.file is not None:
@@ -126,7 +126,7 @@ def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> Gra
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, ann / name)
+    files.rename(tmp, ann / name)
     fsync_dir(ann)
     write_json_atomic(ann / META, {"file": name, "covers_row": covers, "centroids": CENTROIDS})
     remove_unreferenced(folder)
@@ -141,8 +141,7 @@ def remove_unreferenced(folder: Path) -> None:
     keep = {META, read_state(folder).file}
     for entry in ann.iterdir():
         if entry.name not in keep and (entry.name.startswith(("graph-", ".graph-"))):
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
+            files.remove(entry, missing_ok=True)
 
 
 class GraphReader:

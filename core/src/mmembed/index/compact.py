@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .codecs import Codec
 from .format import fsync_dir
 from .integrity import segment_path
@@ -72,7 +73,7 @@ def compact_segments(
                     fd = -1
                     plan_segments[-1] = (*plan_segments[-1][:2], rows_in_current)
                 name = segment_name(next_id, dtype)
-                fd = os.open(seg_dir / name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                fd = files.create_empty(seg_dir / name)
                 plan_segments.append((next_id, name, 0))
                 next_id += 1
                 rows_in_current = 0
@@ -90,14 +91,13 @@ def compact_segments(
             os.close(fd)
         for _, name, _ in plan_segments:
             with contextlib.suppress(OSError):
-                os.unlink(seg_dir / name)
+                files.remove(seg_dir / name)
         raise
     finally:
         sources.clear()
     for _seg_id, (name, _) in segments.items():
         for stale in (name, name.rsplit(".", 1)[0] + ".bits"):  # the segment and its binary codes
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(seg_dir / stale)
+            files.remove(seg_dir / stale, missing_ok=True)
     fsync_dir(seg_dir)
     return (committed - live) * row_bytes
 

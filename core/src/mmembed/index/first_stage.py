@@ -17,7 +17,6 @@ next writer (``add``/``compact``) of a binary index writes the missing codes to 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import hamming
+from . import files, hamming
 from .codecs import Rows
 from .search import Locations, ViewFn, _chunks
 from .segments import append_rows
@@ -95,7 +94,7 @@ def write_codes(
         parts.append(binary_codes(new_vectors))  # (batch rows, words)
     if not parts:
         if path.exists() and path.stat().st_size != committed_rows * row_bytes:
-            os.truncate(path, committed_rows * row_bytes)
+            files.truncate(path, committed_rows * row_bytes)
         return
     data = np.ascontiguousarray(np.concatenate(parts))
     append_rows(path, start * row_bytes, data.data.cast("B"))
@@ -107,7 +106,7 @@ def cut_codes_tail(seg_dir: Path, segment_file: str, committed_rows: int, dim: i
     committed_bytes = committed_rows * code_words(dim) * 8
     try:
         if path.stat().st_size > committed_bytes:
-            os.truncate(path, committed_bytes)
+            files.truncate(path, committed_bytes)
     except FileNotFoundError:
         pass
 

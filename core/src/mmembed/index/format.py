@@ -14,7 +14,6 @@ No pickle: JSON, SQLite and raw arrays only.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..types import EncoderInfo, MMEmbedError
+from . import files
 from .codecs import CODECS, Codec, codec
 from .errors import IndexFormatError
 
@@ -176,15 +176,14 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary file, fsync it, rename it over ``path``, fsync the folder."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with os.fdopen(files.create_empty(tmp), "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        files.rename(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        files.remove(tmp, missing_ok=True)
     fsync_dir(path.parent)
 
 

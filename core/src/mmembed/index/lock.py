@@ -12,6 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from . import files
 from .errors import IndexLockedError
 
 
@@ -30,7 +31,7 @@ class WriterLock:
     def acquire(self) -> None:
         if self._fd is not None:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = files.open_for_writing(self.path, create=True)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

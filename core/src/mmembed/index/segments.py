@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import files
 from .codecs import Codec, Rows
 from .errors import IndexFormatError
 
@@ -36,7 +37,7 @@ def append_rows(path: Path, committed_bytes: int, data: memoryview) -> None:
     Any tail past ``committed_bytes`` (from a batch that failed earlier) is cut first, so
     the new rows land exactly where the next commit will say they are.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = files.open_for_writing(path, create=True)
     try:
         if os.fstat(fd).st_size != committed_bytes:
             os.ftruncate(fd, committed_bytes)
@@ -58,7 +59,7 @@ def cut_uncommitted_tail(path: Path, committed_bytes: int) -> int:
             "vectors were lost outside mmembed (file deleted or truncated). Rebuild the index."
         )
     if size > committed_bytes:
-        fd = os.open(path, os.O_RDWR)
+        fd = files.open_for_writing(path)
         try:
             os.ftruncate(fd, committed_bytes)
             os.fsync(fd)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -31,10 +31,50 @@ from ..types import EncoderInfo, PageRecord, SearchHit
 from . import format as fmt
 from .errors import IndexClosedError, IndexReadOnlyError
 from .filters import Filter
-from .local import LocalIndex
-from .protocol import PageInput
+from .protocol import IndexBackend, PageInput
 
 __all__ = ["SharedIndex", "open_shared", "shared_handles"]
+
+
+class SharedTarget(IndexBackend, Protocol):
+    """What a :class:`SharedIndex` needs of the index it shares (a
+    :class:`mmembed.index.LocalIndex`; this module does not import it, which would be a circle)."""
+
+    path: Path
+    created_now: bool
+
+    @property
+    def manifest(self) -> fmt.Manifest: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def storage(self) -> str: ...
+    @property
+    def pooling(self) -> int: ...
+    @property
+    def keep_thumbnails(self) -> bool: ...
+    @property
+    def first_stage(self) -> str | None: ...
+    def check_options(self, *, storage: str | None = None, pooling: int | None = None) -> None: ...
+    def info(self) -> dict[str, Any]: ...
+    def lock_for_writing(self) -> None: ...
+    def upsert(self, pages: Sequence[PageInput], *, pooled: bool = False) -> list[str]: ...
+    def compact(self) -> int: ...
+    def extend_graph(self, *, force: bool = True) -> int: ...
+    def search(
+        self,
+        queries: EmbeddingsLike,
+        k: int = 10,
+        where: Filter | None = None,
+        *,
+        candidates: int | None = None,
+        exact: bool = False,
+    ) -> list[list[SearchHit]]: ...
+
+
+Opener = Callable[..., SharedTarget]
+"""Opens the folder's index: ``opener(key, encoder, create=..., storage=..., pooling=...,
+dtype=..., keep_thumbnails=..., first_stage=...)`` (the ``LocalIndex`` class)."""
 
 
 @dataclass
@@ -42,7 +82,7 @@ class _Entry:
     """The process's open index for one folder and how many handles use it."""
 
     key: str
-    index: LocalIndex
+    index: SharedTarget
     handles: int = 0
     identity: tuple[int, int] | None = None  # (device, inode) of the folder when it was opened
 
@@ -105,9 +145,10 @@ def open_shared(
     dtype: str | None = None,
     keep_thumbnails: bool = True,
     first_stage: str | None = None,
+    opener: Opener,
 ) -> SharedIndex:
-    """A new handle on the process's ``LocalIndex`` for ``path`` (opened, or created when
-    ``create`` and not ``readonly``, if no handle on that folder is open yet).
+    """A new handle on the process's ``LocalIndex`` for ``path`` (opened with ``opener``, or
+    created when ``create`` and not ``readonly``, if no handle on that folder is open yet).
 
     ``encoder``, when given, must match the stored encoder (``EncoderMismatchError``).
     ``storage`` and ``pooling`` apply at creation and are checked against an existing index
@@ -125,7 +166,7 @@ def open_shared(
             del _registry[key]
             entry = None
         if entry is None:
-            index = LocalIndex(
+            index = opener(
                 key,
                 encoder,
                 create=create and not readonly,
@@ -212,7 +253,7 @@ class SharedIndex:
         entry = self._entry
         return entry is not None and entry.replaced()
 
-    def _index(self) -> LocalIndex:
+    def _index(self) -> SharedTarget:
         entry = self._entry
         if entry is None:
             raise IndexClosedError(
@@ -220,7 +261,7 @@ class SharedIndex:
             )
         return entry.index
 
-    def _writable(self) -> LocalIndex:
+    def _writable(self) -> SharedTarget:
         index = self._index()
         if self.readonly:
             raise IndexReadOnlyError(

@@ -1,5 +1,8 @@
 """Audio and video files as time segments, decoded with PyAV (FFmpeg bundled in the wheel).
 
+Long because :class:`MediaFile` follows one recording from probe to decoded segments, and
+the PyAV helpers below it serve only that path.
+
 A recording is probed once (streams, codecs, duration, frame size) and cut into segments
 of ``segment_seconds``; each segment is decoded only when asked for — the file is reopened,
 seeked to the segment's start and decoded up to its end — so a two-hour file never sits in
@@ -24,7 +27,7 @@ from PIL import Image
 from .errors import LoadError, issue_error
 
 if TYPE_CHECKING:
-    from ..encoders.base import MediaClip
+    from ..types import MediaClip
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi"})
@@ -274,7 +277,7 @@ class MediaFile:
     def _decode(
         self, number: int, start: float, end: float, frame_count: int, size: tuple[int, int]
     ) -> MediaClip:
-        from ..encoders.base import MediaClip
+        from ..types import MediaClip
 
         av = require_av()
         targets = [start + (i + 0.5) * (end - start) / frame_count for i in range(frame_count)]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .page import LazyItem
 
 if TYPE_CHECKING:
-    from ..encoders.base import MediaClip
+    from ..types import MediaClip
 
 ClipDecoder = Callable[[], "MediaClip"]
 

@@ -1,0 +1,76 @@
+"""What a new writer repairs before its first write: a killed writer's leftovers.
+
+Runs once per writer, right after it takes the writer lock (:meth:`LocalIndex.lock_for_writing`),
+and only after :func:`~mmembed.index.integrity.check_segments` found manifest, SQLite and
+file sizes in agreement: the uncommitted tail of the last segment (and of its codes) is cut,
+files no committed state refers to are deleted, missing sign-bit codes are written and a
+killed graph build's file is removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from pathlib import Path
+
+from ..types import EncoderInfo
+from . import ann, files, integrity
+from . import format as fmt
+from .codecs import Codec
+from .first_stage import codes_name, cut_codes_tail, is_codes_name, write_codes
+from .segments import SegmentViews, cut_uncommitted_tail
+
+
+def stores_codes(first_stage: str | None) -> bool:
+    """Sign-bit codes on disk: the binary first stage's scan, the HNSW stage's refinement."""
+    return first_stage in ("binary", "hnsw")
+
+
+def recover(
+    path: Path, conn: sqlite3.Connection, encoder: EncoderInfo, codec: Codec, first_stage: str | None
+) -> None:
+    """Cut the uncommitted tail of the last segment and delete segment files no
+    committed state refers to, once manifest, SQLite and file sizes agree."""
+    seg_dir = path / fmt.SEGMENTS_DIR
+    if seg_dir.is_symlink() or not seg_dir.is_dir():
+        raise integrity.damaged(path, f"{seg_dir} is not a folder inside the index")
+    with integrity.sqlite_errors(path):
+        states = integrity.check_segments(conn, path, encoder, codec)
+        if states:
+            last = states[-1]
+            cut_uncommitted_tail(last.path, last.committed_bytes)
+            cut_codes_tail(
+                seg_dir, last.path.name, last.committed_bytes // codec.row_bytes(encoder.dim), encoder.dim
+            )
+        integrity.record_shape(conn, encoder, codec)
+    referenced = {state.path.name for state in states}
+    referenced |= {codes_name(name) for name in referenced}
+    removed = False
+    for entry in seg_dir.iterdir():
+        if entry.name not in referenced and (
+            integrity.is_segment_name(entry.name) or is_codes_name(entry.name)
+        ):
+            files.remove(entry)
+            removed = True
+    if removed:
+        fmt.fsync_dir(seg_dir)
+    complete_codes(path, conn, encoder, codec, first_stage)
+    if first_stage == "hnsw":
+        ann.remove_unreferenced(path)  # a killed graph build's file
+
+
+def complete_codes(
+    path: Path, conn: sqlite3.Connection, encoder: EncoderInfo, codec: Codec, first_stage: str | None
+) -> None:
+    """Binary and HNSW first stages: write the codes segments lack (an index written by an older
+    mmembed, segments rewritten by compaction). Caller holds the writer lock."""
+    if not stores_codes(first_stage):
+        return
+    seg_dir = path / fmt.SEGMENTS_DIR
+    views = SegmentViews(seg_dir, encoder.dim, codec)
+    with integrity.sqlite_errors(path):
+        segments = conn.execute("SELECT seg_id, file, committed_rows FROM segments").fetchall()
+    for seg_id, file, rows in segments:
+        name = integrity.segment_path(path, file, codec).name
+        vectors = functools.partial(views.view, int(seg_id), name, int(rows))
+        write_codes(seg_dir, name, encoder.dim, int(rows), vectors)

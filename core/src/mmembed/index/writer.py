@@ -1,0 +1,293 @@
+"""The write side of an open index: the commit protocol, deletes, compaction, graph extension.
+
+Write protocol (one batch, :meth:`IndexWriter.commit_batch`): append the vectors to the
+active segment file (and their sign-bit codes beside it) and fsync them, then commit the
+SQLite transaction that inserts the page records and advances the segment's committed
+length. A kill before the commit leaves bytes past the committed length, which readers
+never look at and the next writer truncates (:mod:`.recovery`); a kill after it leaves the
+whole batch. Deletes only touch SQLite; :meth:`IndexWriter.compact` reclaims the space.
+
+Every method runs with the writer lock held (the owning :class:`~mmembed.index.LocalIndex`
+takes it) and under its mutex.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..types import EncoderInfo, MMEmbedError
+from . import ann, files, integrity
+from . import format as fmt
+from .codecs import Codec
+from .compact import compact_segments
+from .errors import DuplicatePageError, IndexWriteError
+from .filters import Filter, Sql, compile_filter
+from .first_stage import write_codes
+from .pages import EncodedBatch, encode_batch
+from .protocol import PageInput
+from .recovery import complete_codes, stores_codes
+from .segments import SegmentViews, append_rows, segment_name
+from .snapshot import IndexSnapshots
+
+AppendFn = Callable[[Path, int, memoryview], None]
+"""Writes rows after a file's committed bytes durably (:func:`~.segments.append_rows`)."""
+
+DEFAULT_SEGMENT_BYTES = 1 << 30
+"""A new segment file is started once the active one holds this many bytes."""
+
+
+class IndexWriter:
+    """Writes of one open index folder, through the connection its snapshots read with."""
+
+    def __init__(self, manifest: fmt.Manifest, snapshots: IndexSnapshots, segment_bytes: int) -> None:
+        self.manifest = manifest
+        self.snapshots = snapshots
+        self.path: Path = snapshots.path
+        self.conn: sqlite3.Connection = snapshots.conn
+        self.codec: Codec = snapshots.codec
+        self.encoder: EncoderInfo = manifest.encoder
+        self.row_bytes = self.codec.row_bytes(self.encoder.dim)
+        self.segment_bytes = int(segment_bytes)
+        self.graph_extend_pages = ann.EXTEND_PAGES
+
+    # ------------------------------------------------------------------ adding pages
+
+    def write(
+        self, pages: Sequence[PageInput], *, replace: bool, pooled: bool, append: AppendFn = append_rows
+    ) -> list[str]:
+        """Encode and commit ``pages`` as one batch (``replace``: upsert); extends the HNSW
+        graph when enough pages wait for it. Returns the stored ids."""
+        batch = encode_batch(
+            pages,
+            encoder=self.encoder,
+            dtype=self.codec,
+            keep_thumbnails=self.manifest.keep_thumbnails,
+            index_path=self.path,
+            pooling=1 if pooled else self.manifest.pooling,
+        )
+        if not batch.rows:
+            return []
+        self.commit_batch(batch, replace=replace, append=append)
+        if self.manifest.first_stage == "hnsw":
+            self.extend_graph(force=False)
+        return batch.ids
+
+    def commit_batch(self, batch: EncodedBatch, *, replace: bool, append: AppendFn = append_rows) -> None:
+        """The one place a batch becomes part of the index: records, thumbnails and the
+        segment's new committed length in one SQLite transaction, committed only after the
+        vectors (and codes) are durable. Nothing of the batch remains if it fails."""
+        conn = self.conn
+        seg_dir = self.path / fmt.SEGMENTS_DIR
+        has_vectors = batch.vectors.shape[0] > 0  # a batch of vector-less pages touches no segment
+        conn.execute("BEGIN IMMEDIATE")
+        seg_path: Path | None = None
+        committed_bytes = 0
+        created = committing = False
+        try:
+            self._make_room(batch.ids, replace=replace)
+            seg_id, committed_rows = fmt.NO_SEGMENT, 0
+            if has_vectors:
+                seg_id, file, committed_rows, created = self._active_segment()
+                seg_path = seg_dir / file
+                committed_bytes = committed_rows * self.row_bytes
+            end = self._insert_records(batch, seg_id, committed_rows)
+            conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            if seg_path is not None:
+                conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (end, seg_id))
+                # The vectors must be durable before the commit that makes them reachable.
+                append(seg_path, committed_bytes, batch.vectors.data.cast("B"))  # raw row bytes
+                if stores_codes(self.manifest.first_stage):  # and so must their codes
+                    self._append_codes(seg_id, seg_path, committed_rows, batch.vectors)
+            committing = True
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if not committing:  # a failed COMMIT may still surface on recovery: keep its vectors
+                _undo_segment_write(seg_path, committed_bytes, created)
+            if isinstance(exc, OSError | sqlite3.Error):
+                raise write_error(self.path, "add the batch", exc) from exc
+            raise
+
+    def _make_room(self, ids: list[str], *, replace: bool) -> None:
+        """Upsert: drop the stored pages with these ids; add: refuse ids already stored."""
+        ids_json = json.dumps(ids)
+        if replace:
+            self.conn.execute("DELETE FROM pages WHERE id IN (SELECT value FROM json_each(?))", (ids_json,))
+            return
+        taken = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM pages WHERE id IN (SELECT value FROM json_each(?)) LIMIT 5", (ids_json,)
+            )
+        ]
+        if taken:
+            raise DuplicatePageError(
+                f"the index at {self.path} already holds page id(s) {', '.join(map(repr, taken))}; "
+                "use upsert() to replace pages, or delete them first."
+            )
+
+    def _insert_records(self, batch: EncodedBatch, seg_id: int, offset: int) -> int:
+        """Insert the batch's page rows (vectors from ``offset`` of ``seg_id`` on) and
+        thumbnails; returns the segment's row count after the batch."""
+        conn = self.conn
+        first_row = int(conn.execute("SELECT COALESCE(MAX(row), 0) + 1 FROM pages").fetchone()[0])
+        records, thumbs = [], []
+        for i, r in enumerate(batch.rows):
+            # A page without vectors points nowhere: (NO_SEGMENT, 0, 0).
+            where = (seg_id, offset) if r.n_vectors else (fmt.NO_SEGMENT, 0)
+            records.append(
+                (first_row + i, r.id, r.source, r.page, r.content_hash, r.metadata_json, *where, r.n_vectors)
+            )
+            if r.thumbnail is not None:
+                thumbs.append((first_row + i, r.thumbnail))
+            offset += r.n_vectors
+        conn.executemany(
+            "INSERT INTO pages(row, id, source, page, content_hash, metadata, seg_id, vec_offset, n_vectors) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            records,
+        )
+        conn.executemany("INSERT INTO thumbnails(row, data) VALUES (?, ?)", thumbs)
+        return offset
+
+    def _append_codes(self, seg_id: int, seg_path: Path, committed_rows: int, vectors: np.ndarray) -> None:
+        # Codes of the stored rows as the codec decodes them (int8: scaled), like every reader's.
+        values = self.codec.rows(self.codec.raw(vectors))[:]  # (batch rows, dim)
+        views = SegmentViews(seg_path.parent, self.encoder.dim, self.codec)
+        write_codes(
+            seg_path.parent,
+            seg_path.name,
+            self.encoder.dim,
+            committed_rows,
+            lambda: views.view(seg_id, seg_path.name, committed_rows),
+            values,
+        )
+
+    def _active_segment(self) -> tuple[int, str, int, bool]:
+        """``(seg_id, file, committed_rows, created)`` of the segment to append to; starts
+        a new one (inside the caller's transaction) when the last one is full."""
+        conn = self.conn
+        last = conn.execute(
+            "SELECT seg_id, file, committed_rows FROM segments ORDER BY seg_id DESC LIMIT 1"
+        ).fetchone()
+        if last is not None and int(last[2]) * self.row_bytes < self.segment_bytes:
+            integrity.segment_path(self.path, last[1], self.codec)
+            return int(last[0]), str(last[1]), int(last[2]), False
+        seg_id = int(conn.execute("SELECT value FROM meta WHERE key = 'next_seg_id'").fetchone()[0])
+        file = segment_name(seg_id, self.codec)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seg_id'", (seg_id + 1,))
+        conn.execute("INSERT INTO segments(seg_id, file, committed_rows) VALUES (?, ?, 0)", (seg_id, file))
+        seg_dir = self.path / fmt.SEGMENTS_DIR
+        os.close(files.create_empty(seg_dir / file))
+        fmt.fsync_dir(seg_dir)
+        return seg_id, file, 0, True
+
+    # ------------------------------------------------------------------ graph, deletes, compaction
+
+    def extend_graph(self, *, force: bool = True) -> int:
+        """HNSW first stage: add the pages stored since the graph was last built to it (once
+        ``graph_extend_pages`` pages, or a quarter of the graph, wait unless ``force``)."""
+        covers = ann.read_state(self.path).covers_row
+        conn = self.conn
+        with integrity.sqlite_errors(self.path):
+            waiting = conn.execute(
+                "SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE row > ? AND n_vectors > 0 ORDER BY row",
+                (covers,),
+            ).fetchall()
+            covered = int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM pages WHERE row <= ? AND n_vectors > 0", (covers,)
+                ).fetchone()[0]
+            )
+        if not waiting or (not force and len(waiting) < max(self.graph_extend_pages, covered // 4)):
+            return 0
+        views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.encoder.dim, self.codec)
+        segment_files = dict(conn.execute("SELECT seg_id, file FROM segments").fetchall())
+        pages = []
+        for row, seg_id, off, n in waiting:
+            name = integrity.segment_path(self.path, segment_files[seg_id], self.codec).name
+            pages.append((int(row), views.view(int(seg_id), name, int(off) + int(n))[int(off) :]))
+        try:
+            ann.extend(self.path, self.encoder.dim, pages)
+        except OSError as exc:
+            raise write_error(self.path, "extend the HNSW graph", exc) from exc
+        return len(pages)
+
+    def delete(self, where: Sql) -> int:
+        """Delete the pages matching the compiled filter in one transaction; returns how many."""
+        sql, params = where
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = conn.execute(f"DELETE FROM pages WHERE {sql}", params).rowcount
+            if deleted:
+                conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise write_error(self.path, "delete pages", exc) from exc
+            raise
+        return int(deleted)
+
+    def compact(self) -> int:
+        """Rewrite live vectors into fresh segments; returns the bytes reclaimed."""
+        try:
+            reclaimed = compact_segments(
+                self.conn, self.path, self.encoder.dim, self.codec, self.segment_bytes
+            )
+            # The rewritten segments' codes (none if killed before: the next writer's recovery).
+            complete_codes(self.path, self.conn, self.encoder, self.codec, self.manifest.first_stage)
+        except (OSError, sqlite3.Error) as exc:
+            raise write_error(self.path, "compact the segments", exc) from exc
+        self.snapshots.forget()
+        return reclaimed
+
+
+def _undo_segment_write(seg_path: Path | None, committed_bytes: int, created: bool) -> None:
+    """Best effort; the next writer's recovery does the same if this fails."""
+    if seg_path is None:
+        return
+    with contextlib.suppress(OSError):
+        if created:
+            files.remove(seg_path)
+        elif seg_path.stat().st_size > committed_bytes:
+            files.truncate(seg_path, committed_bytes)
+
+
+def write_error(path: Path, action: str, exc: BaseException) -> IndexWriteError:
+    """The error of a failed write: says nothing changed, and what to do (disk full or not)."""
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+    )
+    advice = (
+        "the disk is full: free some space (or compact() the index) and retry"
+        if full
+        else "check that the folder is writable and the disk healthy, then retry"
+    )
+    return IndexWriteError(
+        f"could not {action} (index at {path}): {exc}. Nothing was changed: the index "
+        f"is still at its last committed state. {advice[0].upper()}{advice[1:]}."
+    )
+
+
+def pages_to_delete(ids: Sequence[str] | None, where: Filter | None) -> Sql:
+    """The SQL condition of ``delete(ids, where=...)``: ids in ``ids`` and (if given) matching ``where``."""
+    if ids is None and where is None:
+        raise MMEmbedError("delete() needs ids and/or where; to delete every page pass where={}.")
+    if isinstance(ids, str):
+        raise MMEmbedError(f"delete() takes a list of ids, got the string {ids!r}; wrap it in a list.")
+    sql, params = compile_filter(where)
+    if ids is not None:
+        sql = f"({sql}) AND id IN (SELECT value FROM json_each(?))"
+        params = [*params, json.dumps(list(ids))]
+    return sql, params
