@@ -124,3 +124,30 @@ def tiny_nomic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         make_tiny_checkpoint("nomic_text_v1_5", folder / "text", seed=0),
         make_tiny_checkpoint("nomic_v1_5", folder / "vision", seed=0),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_index(tmp_path_factory: pytest.TempPathFactory, tiny_colqwen2_5: Path) -> tuple[Path, str]:
+    """(index folder, adapter folder): a LoRA adapter trained by ``mmembed.train`` (2 steps) on
+    the colour pages indexed with the tiny ColQwen2.5, and those pages indexed again with the
+    adapter, the way a user re-indexes after fine-tuning."""
+    import mmembed
+    from mmembed_testing.colour_pages import DPI, write_colour_pages
+
+    folder = tmp_path_factory.mktemp("tiny_trained")
+    pages = write_colour_pages(folder / "pages")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only waits (2-core CI)
+    try:
+        encoder = mmembed.load_encoder(tiny_colqwen2_5)
+        with mmembed.open_index(folder / "index", encoder.info) as index:
+            mmembed.index_documents([pages.docs], index, encoder, dpi=DPI)
+        result = mmembed.train(
+            folder / "index", pages.pairs, folder / "adapter", max_steps=2, eval_fraction=0.0, dpi=DPI
+        )
+        tuned = mmembed.load_encoder(result.out)
+        with mmembed.open_index(folder / "tuned_index", tuned.info) as index:
+            mmembed.index_documents([pages.docs], index, tuned, dpi=DPI)
+    finally:
+        torch.set_num_threads(threads)
+    return folder / "tuned_index", str(result.out)

@@ -63,3 +63,23 @@ def test_every_family_has_a_pixel_cap(tiny_checkpoint: Any, family: str) -> None
     assert isinstance(loaded, VLMEncoder)
     cap = loaded.page_pixel_cap()
     assert cap is not None and cap < 9000 * 9000
+
+
+def test_a_transparent_image_is_one_vector_through_the_api_and_the_page_loader(
+    encoder: VLMEncoder, tmp_path: Path
+) -> None:
+    """Issue 29 item 5: one rule everywhere, alpha composited on white (the page loader's rule)."""
+    from mmembed.loaders import render_page
+
+    rgba = Image.new("RGBA", (160, 120), (20, 60, 200, 255))
+    rgba.paste((200, 30, 30, 0), (0, 0, 80, 120))  # left half fully transparent (red underneath)
+    rgba.paste((10, 150, 10, 96), (80, 60, 160, 120))  # a quarter half-transparent
+    path = tmp_path / "half.png"
+    rgba.save(path)
+    loaded = render_page(path, 1)
+    assert loaded.getpixel((10, 10)) == (255, 255, 255)  # white, not the hidden red
+    via_loader, via_api = encoder.encode_images([loaded, Image.open(path)], batch_size=1)
+    torch.testing.assert_close(via_api, via_loader, atol=0, rtol=0)
+    white = Image.new("RGB", rgba.size, "white")
+    white.paste(rgba, mask=rgba.getchannel("A"))
+    torch.testing.assert_close(encoder.encode_images([white])[0], via_api, atol=0, rtol=0)

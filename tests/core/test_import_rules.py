@@ -52,7 +52,19 @@ def test_core_keeps_its_import_rules() -> None:
 def test_the_rules_catch_an_upward_import_a_plugin_import_and_a_circle(tmp_path: Path) -> None:
     """A fake ``mmembed`` with every layer, where ``types`` imports ``cli`` (upward),
     ``scoring`` imports ``mmembed_qdrant`` (a package) and two index modules import each other."""
-    layers = ["cli", "serve", "evaluate", "pipeline", "retrieve", "encoders", "loaders", "scoring", "explain"]
+    layers = [
+        "cli",
+        "finetune",
+        "serve",
+        "evaluate",
+        "pipeline",
+        "retrieve",
+        "encoders",
+        "loaders",
+        "scoring",
+        "explain",
+    ]
+    layers += ["pixels", "fingerprint"]
     package = tmp_path / "src" / "mmembed"
     (package / "index").mkdir(parents=True)
     (package / "__init__.py").write_text("")

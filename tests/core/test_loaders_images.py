@@ -286,3 +286,18 @@ def test_long_tiff_is_read_in_one_pass(tmp_path, monkeypatch):
     assert len(opened) == 1
     # a page rendered after the document was closed still works (it reopens the file)
     assert render_page(path, 300).getpixel((0, 0))[0] == 299 % 256
+
+
+def test_huge_images_are_decoded_to_a_bounded_page(tmp_path):
+    """Without max_pixels, a page still never holds more than MAX_DECODED_PIXELS: a batch of
+    huge scans is bounded by the batch, not by the source images (issue 30, item 14)."""
+    from mmembed.loaders.images import MAX_DECODED_PIXELS
+
+    for suffix in ("png", "jpg"):
+        path = save(Image.new("RGB", (6000, 4000), (200, 10, 10)), tmp_path / f"huge.{suffix}")
+        page = only_page(path)
+        width, height = page.image.size
+        assert width * height <= MAX_DECODED_PIXELS and abs(width / height - 1.5) < 0.01
+        assert (width, height) == (page.render["width"], page.render["height"])
+    small = save(Image.new("RGB", (300, 200), (9, 9, 9)), tmp_path / "small.png")
+    assert only_page(small).image.size == (300, 200)  # smaller pages are left as they are

@@ -21,7 +21,12 @@ from PIL import Image
 
 import mmembed
 from mmembed.encoders import get_family, inspect_checkpoint, list_models, load_encoder, match_family
-from mmembed.encoders.nemotron_colembed import MAX_QUERY_TOKENS, NemotronColEmbedEncoder
+from mmembed.encoders.nemotron_colembed import (
+    MAX_DOCUMENT_TOKENS,
+    MAX_QUERY_TOKENS,
+    RESERVED_TEXT_TOKENS,
+    NemotronColEmbedEncoder,
+)
 from mmembed.encoders.vlm import QueryTooLongWarning
 from mmembed.types import EncoderMismatchError, MMEmbedError
 from mmembed_testing.parity import (
@@ -29,6 +34,7 @@ from mmembed_testing.parity import (
     QUERIES,
     TEXT_DOCUMENTS,
     assert_embeddings_match,
+    large_page,
     pages,
     relative_error,
 )
@@ -208,7 +214,12 @@ def test_the_stricter_of_max_query_tokens_and_the_models_512_applies(
     # after the warning promised truncation.
     with pytest.warns(QueryTooLongWarning, match=rf"first {own_limit} are used .*{MAX_QUERY_TOKENS}-token"):
         (cut,) = encoder.encode_queries([long_query])
-    assert cut.shape[0] <= MAX_QUERY_TOKENS  # every prompted token is a vector
+    # Every prompted token is a vector, and the cut fills the reference's q_max_length exactly
+    # (issue 29: it stopped one token short, counting the prompt's trailing space on its own).
+    assert cut.shape[0] == MAX_QUERY_TOKENS
+    for text in ("The quarterly revenue table, 2024 (EUR): " * 120, "héllo wörld 12345 " * 300):
+        with pytest.warns(QueryTooLongWarning):
+            assert encoder.encode_queries([text])[0].shape[0] == MAX_QUERY_TOKENS
     saved = encoder.max_query_tokens  # the encoder is cached process-wide: restore it
     try:
         encoder.max_query_tokens = 10_000  # raising the shared cap cannot lift the model's
@@ -264,3 +275,60 @@ def test_index_of_another_width_is_refused(tmp_path: Path, encoder: NemotronColE
     index.close()
     with pytest.raises(EncoderMismatchError, match=r"dim: 128 != 64.*re-index"):
         mmembed.open_index(tmp_path / "index", encoder=narrow.info)
+
+
+def test_documents_keep_up_to_4096_tokens_where_the_reference_cuts_earlier(
+    encoder: NemotronColEmbedEncoder,
+) -> None:
+    """Issue 29 item 2, pinned. NVIDIA's ``process_documents`` passes ``p_max_length - (the
+    batch's largest image tokens) - 100`` as ``max_length`` of the *whole* sequence (visual
+    tokens included), so a captioned page is cut well before 4096 tokens there (and a page of
+    more than ~2000 visual tokens crashes it: the cut eats image tokens). mmembed keeps the whole
+    document up to 4096 tokens and refuses beyond, never cutting silently."""
+    page = pages()[0]
+    bare = encoder._image_item(encoder.recipe.interleaved, "", page, "page")
+    image_tokens = encoder._size(bare) - len(bare.text)
+    references_cap = MAX_DOCUMENT_TOKENS - image_tokens - RESERVED_TEXT_TOKENS
+    caption = "revenue " * ((references_cap + 60 - image_tokens) // 2)  # ~2 tokens each
+    item = encoder._image_item(encoder.recipe.interleaved, caption, page, "page")
+    total = image_tokens + encoder._token_count(item.text) - 1  # the placeholder became the image tokens
+    assert references_cap < total <= MAX_DOCUMENT_TOKENS
+    assert item.image is not None
+    inputs = encoder.image_inputs([item.text], [item.image])  # what the model is given (no model run)
+    # Every token kept (one vector each): the reference would stop at references_cap.
+    assert int(inputs["attention_mask"].sum()) == total
+
+
+def test_a_page_far_above_the_models_pixel_limit_matches_the_reference(
+    encoder: NemotronColEmbedEncoder, reference: dict[str, np.ndarray]
+) -> None:
+    """Issue 29 item 1: pages above 4x the model's pixel limit were bicubic-downscaled before the
+    processor's own resize, which changed the vectors (1.2e-2 from the reference on this page; a
+    300-dpi letter scan scored 0.83 where the reference gives 3.76). Now only a memory guard far
+    above that pre-shrinks: the page gets the processor's resize alone, as in NVIDIA's code
+    (``large_page_0``: its ``forward_images`` on this page, transformers 5.0.0)."""
+    from mmembed.encoders.vlm import PAGE_MEMORY_GUARD_PIXELS, PIXEL_CAP_HEADROOM
+
+    model_pixels = int(encoder.image_processor.size["longest_edge"])
+    scan = large_page()  # a letter page at 150 dpi: 8x the tiny model's limit
+    assert scan.width * scan.height > PIXEL_CAP_HEADROOM * model_pixels  # pre-shrunk before the fix
+    assert encoder.page_pixel_cap() == PAGE_MEMORY_GUARD_PIXELS
+    assert_embeddings_match(encoder.encode_images([scan]), rows(reference, "large_page", 1))
+    # The old path (bicubic to 4x the limit first) is far from the reference: the check can fail.
+    scale = (PIXEL_CAP_HEADROOM * model_pixels / (scan.width * scan.height)) ** 0.5
+    shrunk = scan.resize(
+        (int(scan.width * scale), int(scan.height * scale)), Image.Resampling.BICUBIC, reducing_gap=3.0
+    )
+    (old,) = encoder.encode_images([shrunk])
+    assert relative_error(old, torch.from_numpy(reference["large_page_0"])) > 1e-3
+
+
+def test_sdpa_on_cpu_gives_the_eager_vectors_with_left_padding(encoder: NemotronColEmbedEncoder) -> None:
+    """Issue 29 item 4, pinned: bidirectional attention has no fully masked row, so CPU SDPA on a
+    left-padded batch gives no NaN and the eager vectors (eager stays the CPU default because the
+    parity fixtures ran under it)."""
+    sdpa = load_encoder(CHECKPOINT, device="cpu", dtype="float32", attn_implementation="sdpa")
+    queries = ["a", "quarterly revenue by region, in euros, for the last three years"]
+    for mine, eager in zip(sdpa.encode_queries(queries), encoder.encode_queries(queries), strict=True):
+        assert torch.isfinite(mine).all()
+        assert relative_error(mine, eager) < 1e-4

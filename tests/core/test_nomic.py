@@ -312,3 +312,65 @@ def test_cli_indexes_pdf_pages_with_the_vision_model(
     capsys.readouterr()
     assert main(["search", "revenue", "--index", str(index), "--device", "cpu", "-k", "3"]) == 0
     assert capsys.readouterr().out.count(str(pdf.resolve())) == 3
+
+
+def _text_copy(tiny_nomic: tuple[Path, Path], folder: Path, **changes: object) -> Path:
+    """The tiny text checkpoint with ``config.json`` fields changed (``None`` removes one)."""
+    shutil.copytree(tiny_nomic[0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    for field, value in changes.items():
+        if value is None:
+            config.pop(field, None)
+        else:
+            config[field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_missing_config_field_takes_the_references_default(
+    tiny_nomic: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Issue 29 item 6: without ``rotary_emb_base`` contrastors' ``NomicBertConfig`` computes with
+    10,000 (mmembed used 1,000, silently)."""
+    texts = ["quarterly revenue table", "a photo of a cat on a sofa, seen from above"]
+
+    def embed(folder: Path) -> list[torch.Tensor]:
+        encoder = load_encoder(folder, device="cpu", dtype="float32")
+        assert isinstance(encoder, NomicEncoder)
+        return encoder.encode_texts(texts, task="search_query")
+
+    missing = embed(_text_copy(tiny_nomic, tmp_path / "missing", rotary_emb_base=None))
+    explicit = embed(_text_copy(tiny_nomic, tmp_path / "explicit", rotary_emb_base=10_000))
+    other = embed(_text_copy(tiny_nomic, tmp_path / "other", rotary_emb_base=1000))
+    for a, b, c in zip(missing, explicit, other, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        assert not torch.allclose(a, c, atol=1e-4)
+    # A missing field whose reference default the native model cannot run is refused by name.
+    with pytest.raises(MMEmbedError, match=r"qkv_proj_bias=True \(absent: the reference's default\)"):
+        load_encoder(_text_copy(tiny_nomic, tmp_path / "bias", qkv_proj_bias=None), device="cpu")
+
+
+def test_swiglu_width_and_vocabulary_are_rounded_like_the_reference(
+    tiny_nomic: tuple[Path, Path], reference: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """Issue 29 item 7: contrastors rounds the SwiGLU width up to a multiple of 256 and pads
+    ``vocab_size`` to ``pad_vocab_size_multiple``, so a config stating the unrounded numbers
+    describes the very weights of the tiny checkpoint: same embeddings as the reference's."""
+    config = json.loads((tiny_nomic[0] / "config.json").read_text())
+    assert config["n_inner"] % 256 == 0 and config["vocab_size"] % config["pad_vocab_size_multiple"] == 0
+    unrounded = _text_copy(
+        tiny_nomic,
+        tmp_path / "unrounded",
+        n_inner=config["n_inner"] - 56,
+        vocab_size=config["vocab_size"] - 5,
+    )
+    text = load_encoder(unrounded, device="cpu", dtype="float32", matryoshka_dim=768)
+    assert isinstance(text, NomicEncoder)
+    texts = [str(t) for t in reference["text_query_inputs"]]
+    assert_embeddings_match(
+        text.encode_texts(texts, task="search_query"), list(torch.from_numpy(reference["text_query_768"]))
+    )
+    # Weights that truly do not fit: our own message, not transformers' load report.
+    wider = _text_copy(tiny_nomic, tmp_path / "wider", n_inner=config["n_inner"] + 1)
+    with pytest.raises(MMEmbedError, match=r"do not fit nomic-embed-text-v1.5's layout \(mismatched"):
+        load_encoder(wider, device="cpu")

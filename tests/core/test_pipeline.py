@@ -119,3 +119,48 @@ def test_is_source_complete_only_once_every_page_of_that_version_is_stored(tmp_p
         assert mmembed.is_source_complete(index, "a.pdf", h1)
         assert not mmembed.is_source_complete(index, "a.pdf", h2)  # the new version: one page of three
         assert not mmembed.is_source_complete(index, "b.pdf", h1)
+
+
+class BatchSensitiveEncoder(CountingEncoder):
+    """A vector whose last bits depend on its batch partners, as a real model's do on real
+    hardware (padding length, GEMM blocking by batch size): the tiny CPU model happens to be
+    batch-invariant, so the dependence is made explicit here (keyed on the batch's image sizes)
+    and large enough that int8 rounding shows it too."""
+
+    def encode_images(self, images: Sequence[Image.Image], **kw: object) -> list[torch.Tensor]:
+        out = super().encode_images(images)
+        generator = torch.Generator().manual_seed(sum(7 * w + h for w, h in (im.size for im in images)))
+        return [v * (1 + 1e-3 * torch.randn(v.shape, generator=generator)) for v in out]
+
+
+@pytest.mark.parametrize(("storage", "first_stage"), [("float32", None), ("int8", "binary")])
+def test_a_resumed_index_is_byte_equal_to_a_clean_build(
+    tmp_path: Path, tiny_colqwen2_5: Path, storage: str, first_stage: str | None
+) -> None:
+    """Issue 29 item 27: a page's vectors depend on which pages shared its batch, so a resumed
+    run whose batches start elsewhere stored other floats than a clean build (an int8 value one
+    rounding step away). Batches now start at file boundaries, and a file that does not fit the
+    current batch starts a new one: a resumed run re-forms the clean build's batches."""
+    folder = tmp_path / "docs"
+    write_sample_pdfs(folder)
+    for i, size in enumerate([(90, 140), (200, 120), (64, 64)]):
+        Image.new("RGB", size, (40 * i, 120, 200 - 30 * i)).save(folder / f"image{i}.png")
+    inner = mmembed.load_encoder(str(tiny_colqwen2_5))
+
+    def build(path: Path, fail_after: int | None) -> dict[str, torch.Tensor]:
+        with mmembed.open_index(path, encoder=inner.info, storage=storage, first_stage=first_stage) as index:
+            if fail_after is not None:
+                with pytest.raises(RuntimeError, match="simulated crash"):
+                    crashing = BatchSensitiveEncoder(inner, fail_after)
+                    mmembed.index_documents(folder, index, crashing, batch_size=4, dpi=36, thumbnails=False)
+            encoder = BatchSensitiveEncoder(inner)
+            mmembed.index_documents(folder, index, encoder, batch_size=4, dpi=36, thumbnails=False)
+            ids = sorted(r.id for r in index.records())
+            return dict(zip(ids, index.get_embeddings(ids), strict=True))
+
+    clean = build(tmp_path / "clean", None)
+    for fail_after in (1,):  # the first file is stored, the second only in part
+        resumed = build(tmp_path / f"resumed{fail_after}", fail_after)
+        assert sorted(resumed) == sorted(clean)
+        for page_id, vectors in clean.items():
+            assert torch.equal(resumed[page_id], vectors), f"{page_id} differs after a resume at {fail_after}"

@@ -20,7 +20,7 @@ from mmembed.loaders.sample_pdfs import write_sample_pdfs
 pytest.importorskip("fastapi", reason="mmembed-core[serve] is not installed")
 from fastapi.testclient import TestClient
 
-from mmembed.serve import PageServer, create_app, open_server
+from mmembed.serve import PageServer, allowed_hosts, create_app, open_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -47,7 +47,26 @@ def server(served_index: Path) -> Iterator[PageServer]:
 
 @pytest.fixture(scope="module")
 def client(server: PageServer) -> TestClient:
-    return TestClient(create_app(server, max_k=8, max_query_chars=64))
+    return TestClient(create_app(server, max_k=8, max_query_chars=64), base_url="http://127.0.0.1:8000")
+
+
+@pytest.mark.parametrize(
+    ("host", "hosts", "status"),
+    [
+        ("evil.example.com", None, 400),  # DNS rebinding: a foreign name resolving to 127.0.0.1
+        ("localhost:8000", None, 200),
+        ("[::1]:8000", None, 200),
+        ("search.lan", allowed_hosts("127.0.0.1", ["search.lan"]), 200),
+        ("evil.example.com", allowed_hosts("127.0.0.1", ["search.lan"]), 400),
+        ("10.1.2.3:8000", allowed_hosts("10.1.2.3"), 200),
+    ],
+)
+def test_only_the_bound_host_names_are_answered(
+    server: PageServer, host: str, hosts: list[str] | None, status: int
+) -> None:
+    app = create_app(server, hosts=hosts)
+    response = TestClient(app, base_url="http://127.0.0.1:8000").get("/sources", headers={"host": host})
+    assert response.status_code == status, response.text
 
 
 def test_search_returns_pages_with_thumbnails(client: TestClient) -> None:

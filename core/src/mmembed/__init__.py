@@ -7,7 +7,8 @@ The public API is small and noun-shaped:
   :func:`open_backend` — a folder or a backend URI (``qdrant://host:6333/pages``);
 - :func:`load_pages` — PDFs, images and folders as page images;
 - :func:`index_documents` and :class:`Retriever` / :class:`MaxSimReranker` — the jobs;
-- :func:`maxsim` / :func:`score` — exact scoring of ragged multi-vectors.
+- :func:`maxsim` / :func:`score` — exact scoring of ragged multi-vectors;
+- :func:`train` — fine-tune the index's model on (query, page) pairs (LoRA).
 
 Names are imported lazily so that ``import mmembed`` stays cheap (no torch import).
 """
@@ -56,6 +57,10 @@ _EXPORTS: dict[str, str] = {
     "MaxSimReranker": "mmembed.retrieve",
     "Candidate": "mmembed.retrieve",
     "pool": "mmembed.retrieve",
+    # fine-tuning
+    "train": "mmembed.finetune",
+    "TrainResult": "mmembed.finetune",
+    "TrainSettings": "mmembed.finetune",
 }
 
 __all__ = [
@@ -77,6 +82,8 @@ __all__ = [
     "Ragged",
     "Retriever",
     "SearchHit",
+    "TrainResult",
+    "TrainSettings",
     "index_documents",
     "is_source_complete",
     "list_models",
@@ -89,6 +96,7 @@ __all__ = [
     "pool",
     "render_page",
     "score",
+    "train",
 ]
 
 
@@ -107,6 +115,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .encoders import Encoder, MediaClip, list_models, load_encoder
+    from .finetune import TrainResult, TrainSettings, train
     from .index import IndexBackend, LocalIndex, PageInput, open_backend, open_index
     from .loaders import LoadIssue, MediaSegment, Page, load_documents, load_pages, render_page
     from .pipeline import IndexReport, index_documents, is_source_complete

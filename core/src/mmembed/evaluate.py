@@ -32,6 +32,11 @@ Run = dict[str, dict[str, float]]
 DocIds = Literal["auto", "id", "source#page", "path#page"]
 
 DEFAULT_METRICS = ("nDCG@1", "nDCG@5", "nDCG@10", "R@1", "R@5", "R@10", "R@100", "RR@10")
+MAX_GRADE = 1000
+"""Relevance grades are integers in ``[-MAX_GRADE, MAX_GRADE]`` (TREC uses small ones; a huge
+grade crashes pytrec_eval or turns every metric into NaN)."""
+MAX_FIELD_CHARS = 1 << 17
+"""Longest cell of a TSV queries / qrels file (csv's own limit)."""
 
 
 class EvalError(MMEmbedError):
@@ -119,11 +124,7 @@ def load_qrels(path: str | Path) -> Qrels:
     for line_no, row in _rows(path):
         qid = row.get("query-id", row.get("query_id", row.get("qid")))
         doc = row.get("corpus-id", row.get("corpus_id", row.get("doc_id", row.get("docid"))))
-        grade = row.get("score", row.get("relevance", 1))
-        try:
-            grade = int(grade)
-        except (TypeError, ValueError):
-            raise EvalError(f"{path}:{line_no}: relevance {grade!r} is not an integer") from None
+        grade = _grade(row.get("score", row.get("relevance", 1)), f"{path}:{line_no}")
         if qid is None or doc is None:
             raise EvalError(f"{path}:{line_no}: a judgement needs a query id and a corpus id")
         qrels.setdefault(str(qid), {})[str(doc)] = grade
@@ -132,31 +133,94 @@ def load_qrels(path: str | Path) -> Qrels:
     return qrels
 
 
+def _grade(value: object, where: str) -> int:
+    """A relevance grade: an integer (``2``, ``"2"``, ``2.0``) within ``[-MAX_GRADE, MAX_GRADE]``."""
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        grade = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        raise EvalError(f"{where}: relevance {_short(value)} is not an integer") from None
+    if not -MAX_GRADE <= grade <= MAX_GRADE:
+        raise EvalError(f"{where}: relevance {_short(value)} is outside [-{MAX_GRADE}, {MAX_GRADE}]")
+    return grade
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of the non-blank lines, each checked to be UTF-8."""
+    out = []
+    for line_no, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EvalError(
+                f"{path}:{line_no}: not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                "save the file as UTF-8"
+            ) from None
+        if line.strip():
+            out.append((line_no, line))
+    return out
+
+
 def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise EvalError(f"no file at {path}")
-    text = path.read_text(encoding="utf-8")
+    lines = _lines(path)
     if path.suffix in (".jsonl", ".json"):
         rows = []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((line_no, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise EvalError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
+        for line_no, line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvalError(f"{path}:{line_no}: not JSON ({exc.msg})") from None
+            except RecursionError:
+                raise EvalError(f"{path}:{line_no}: JSON nested too deeply") from None
+            if not isinstance(row, dict):
+                raise EvalError(f"{path}:{line_no}: expected a JSON object, got a {type(row).__name__}")
+            rows.append((line_no, row))
         return rows
-    lines = [line for line in text.splitlines() if line.strip()]
-    delimiter = "\t" if lines and "\t" in lines[0] else " "
-    cells = [[c for c in row if c != ""] for row in csv.reader(lines, delimiter=delimiter)]
+    texts = [line for _, line in lines]
+    numbers = [n for n, _ in lines]
+    delimiter = "\t" if texts and "\t" in texts[0] else " "
+    cells = []
+    reader = csv.reader(texts, delimiter=delimiter)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            line_no = numbers[min(reader.line_num, len(numbers)) - 1]
+            raise EvalError(
+                f"{path}:{line_no}: cannot be read as {_delimiter_name(delimiter)} ({exc})"
+            ) from None
+        cells.append([c for c in row if c != ""])
+    if len(cells) != len(numbers):  # a quoted cell spanning lines: number the rows instead
+        numbers = list(range(1, len(cells) + 1))
+    return _columns(path, cells, numbers, delimiter)
+
+
+def _delimiter_name(delimiter: str) -> str:
+    return "tab-separated values" if delimiter == "\t" else "space-separated values"
+
+
+def _columns(
+    path: Path, cells: list[list[str]], numbers: list[int], delimiter: str
+) -> list[tuple[int, dict[str, Any]]]:
     if cells and cells[0] and cells[0][0] in ("query-id", "query_id", "qid", "_id", "id"):
         header, body = cells[0], cells[1:]
-        return [(n, dict(zip(header, row, strict=False))) for n, row in enumerate(body, 2)]
+        return [(n, dict(zip(header, row, strict=False))) for n, row in zip(numbers[1:], body, strict=True)]
     if cells and all(len(row) == 4 for row in cells):  # TREC: qid iteration docid grade
-        return [(n, {"qid": r[0], "docid": r[2], "score": r[3]}) for n, r in enumerate(cells, 1)]
+        return [(n, {"qid": r[0], "docid": r[2], "score": r[3]}) for n, r in zip(numbers, cells, strict=True)]
     if cells and all(len(row) == 3 for row in cells):
-        return [(n, {"qid": r[0], "docid": r[1], "score": r[2]}) for n, r in enumerate(cells, 1)]
+        return [(n, {"qid": r[0], "docid": r[1], "score": r[2]}) for n, r in zip(numbers, cells, strict=True)]
     if cells and all(len(row) >= 2 for row in cells):  # queries: id, text
-        return [(n, {"id": r[0], "text": delimiter.join(r[1:])}) for n, r in enumerate(cells, 1)]
+        return [(n, {"id": r[0], "text": delimiter.join(r[1:])}) for n, r in zip(numbers, cells, strict=True)]
     raise EvalError(f"{path}: cannot tell the columns apart; use BEIR's TSV with a header, or JSONL")
 
 
@@ -322,7 +386,8 @@ def load_beir_dataset(name: str, *, split: str = "test", language: str | None = 
     qrels: Qrels = {}
     for row in qrels_ds:
         if str(row[qrel_q]) in queries:
-            qrels.setdefault(str(row[qrel_q]), {})[str(row[qrel_doc])] = int(row.get("score", 1))
+            grade = _grade(row.get("score", 1), f"{name} qrels, query {row[qrel_q]!r}")
+            qrels.setdefault(str(row[qrel_q]), {})[str(row[qrel_doc])] = grade
     return BeirDataset(name, queries, qrels, subsets["corpus"])
 
 

@@ -202,6 +202,8 @@ def index_documents(
 
     try:
         for page in stream:
+            if batch and starts_new_batch(batch, page, batch_size):
+                flush()
             batch.append(page)
             if len(batch) >= batch_size:
                 flush()
@@ -216,6 +218,22 @@ def index_documents(
             index.delete(where={"source": source, "content_hash": {"$ne": new_hash}})
             report.files_replaced.append(source)
     return report
+
+
+def starts_new_batch(batch: list[Item], item: Item, batch_size: int) -> bool:
+    """Whether ``item``, the first of a new file, must open a batch of its own: when the rest of
+    its file does not fit beside ``batch``. So a batch never holds part of a file beside other
+    files, and a file longer than a batch starts one and is cut at the same pages every run.
+
+    Why: a page's vectors depend (in their last bits) on the pages sharing its batch (padding
+    length, GEMM blocking), and a resumed run skips the files already stored and redoes a partly
+    stored one from its first page. With these boundaries it re-forms the very batches of a clean
+    build, so a resumed index is byte-equal to it in every storage mode (an int8 value could
+    otherwise land one rounding step away)."""
+    if item.source == batch[-1].source:
+        return False
+    remaining = max(int(item.page_count) - int(item.page) + 1, 1)
+    return len(batch) + remaining > batch_size
 
 
 def _record_skipped_pages(

@@ -1,6 +1,8 @@
 """``mmembed serve``: a local search page and JSON API over one index.
 
-Safe by default: it binds to loopback, opens the index read-only (another process may keep
+Safe by default: it binds to loopback, answers only requests whose ``Host`` header names the
+address it is bound to (a web page cannot reach it through DNS rebinding; ``allowed_hosts`` /
+``--allowed-host`` add names), opens the index read-only (another process may keep
 indexing; new pages show up at the next request), bounds ``k`` and the query length, and
 serves only pages *of the index*: a request names a page id, never a path, and the full
 page is rendered from the source file the index recorded (only while its bytes still hash
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +39,32 @@ MAX_K = 50
 MAX_QUERY_CHARS = 512
 PAGE_DPI = 110
 _RENDER_MEMO = 16
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_WILDCARD_BINDS = ("", "0.0.0.0", "::")
+
+
+def allowed_hosts(bind_host: str = DEFAULT_HOST, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` header names a request may carry when the server binds ``bind_host``: the
+    bound name and the loopback names; for a wildcard bind (``0.0.0.0``) also this machine's
+    host names and addresses; plus ``extra`` (``"*"`` turns the check off)."""
+    host = bind_host.strip("[]").lower()
+    names = {*LOOPBACK_NAMES, *(_as_header(e) for e in extra if e.strip())}
+    if host not in _WILDCARD_BINDS:
+        names.add(_as_header(host))
+    else:
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            names.add(name.lower())
+            try:
+                names.update(socket.gethostbyname_ex(name)[2])
+            except OSError:
+                pass
+    return sorted(names)
+
+
+def _as_header(name: str) -> str:
+    """How a name appears in a ``Host`` header: IPv6 addresses in brackets."""
+    name = name.strip().strip("[]").lower()
+    return f"[{name}]" if ":" in name else name
 
 
 def _require_web() -> None:
@@ -160,13 +190,27 @@ def _where(source: str | None, page_min: int | None, page_max: int | None) -> di
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
-def create_app(server: PageServer, *, max_k: int = MAX_K, max_query_chars: int = MAX_QUERY_CHARS) -> Any:
-    """The FastAPI application over ``server`` (run it with uvicorn)."""
+def create_app(
+    server: PageServer,
+    *,
+    max_k: int = MAX_K,
+    max_query_chars: int = MAX_QUERY_CHARS,
+    hosts: Sequence[str] | None = None,
+) -> Any:
+    """The FastAPI application over ``server`` (run it with uvicorn). Requests whose ``Host``
+    header is not in ``hosts`` (default: the loopback names, see :func:`allowed_hosts`) get
+    400, so a page on another site cannot reach the server by rebinding its DNS name."""
     _require_web()
     from fastapi import FastAPI, HTTPException, Query
     from fastapi.responses import HTMLResponse, Response
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     app = FastAPI(title="mmembed search", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(
+        TrustedHostMiddleware,
+        allowed_hosts=list(hosts) if hosts is not None else allowed_hosts(),
+        www_redirect=False,
+    )
     page_html = resources.files("mmembed").joinpath("static/search.html").read_text(encoding="utf-8")
 
     def known(page_id: str) -> PageRecord:
@@ -253,14 +297,17 @@ def serve(
     port: int = DEFAULT_PORT,
     model: str | None = None,
     max_k: int = MAX_K,
+    allowed_host: Sequence[str] = (),
     **encoder_options: Any,
 ) -> None:
-    """Serve the search page for ``index_path`` until interrupted."""
+    """Serve the search page for ``index_path`` until interrupted; requests must name ``host``
+    (or a loopback name, or one of ``allowed_host``) in their ``Host`` header."""
     _require_web()
     import uvicorn
 
     server = open_server(index_path, model=model, **encoder_options)
     try:
-        uvicorn.run(create_app(server, max_k=max_k), host=host, port=port, log_level="info")
+        app = create_app(server, max_k=max_k, hosts=allowed_hosts(host, allowed_host))
+        uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         server.index.close()

@@ -50,11 +50,18 @@ class EncoderInfo:
     settings: dict[str, Any] = field(default_factory=dict, compare=True, hash=False)
     """Encoder options that change the vectors (e.g. a Matryoshka size, a fusion mode), as
     JSON-ready values. Two encoders with different settings make incomparable vectors."""
+    fingerprint: str | None = field(default=None, compare=False)
+    """The checkpoint's content (:func:`mmembed.fingerprint.checkpoint_fingerprint`: config and
+    weights), set by ``load_encoder`` for local folders and Hub snapshots. Two encoders with the
+    same fingerprint are one model wherever their folders are: :meth:`check_compatible` then
+    ignores ``name`` / ``revision`` and the settings that name checkpoints."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if not self.settings:  # indexes written before settings existed stay byte-identical
             del data["settings"]
+        if self.fingerprint is None:  # likewise for indexes written before fingerprints
+            del data["fingerprint"]
         return data
 
     @classmethod
@@ -67,24 +74,62 @@ class EncoderInfo:
             similarity=data["similarity"],
             revision=data.get("revision"),
             settings=dict(data.get("settings") or {}),
+            fingerprint=data.get("fingerprint"),
         )
+
+    def same_content(self, other: EncoderInfo) -> bool | None:
+        """Whether the two checkpoints hold the same config and weights: ``None`` when that is
+        unknown (an encoder without a fingerprint, e.g. an index written before fingerprints
+        whose recorded folder is gone). For such an index, a recorded folder that still exists
+        is fingerprinted now."""
+        mine = self.fingerprint
+        if mine is None and other.fingerprint is not None and self.name != other.name:
+            from .fingerprint import checkpoint_fingerprint, combine_fingerprints
+
+            mine = checkpoint_fingerprint(self.name)
+            partner = self.settings.get("text_model")
+            if mine is not None and isinstance(partner, str):  # a Nomic vision + text pair
+                mine = combine_fingerprints([mine, checkpoint_fingerprint(partner)])
+        if mine is None or other.fingerprint is None:
+            return None
+        return mine == other.fingerprint
 
     def check_compatible(self, other: EncoderInfo, *, index_path: str = "") -> None:
         """Raise :class:`EncoderMismatchError` when ``other``'s vectors cannot be
-        searched against vectors made by ``self``."""
+        searched against vectors made by ``self``. A checkpoint is identified by its content
+        when both fingerprints are known (a copied or moved folder is the same model, changed
+        weights at the same path are not), else by ``name`` and ``revision``."""
         where = f" at {index_path}" if index_path else ""
+        same = self.same_content(other)
         for attr in ("kind", "dim", "similarity", "family", "name", "revision", "settings"):
             mine, theirs = getattr(self, attr), getattr(other, attr)
+            note = ""
+            if same is not None and attr in ("name", "revision"):
+                if same:
+                    continue  # the same content under another path (or Hub revision label)
+                # Content decides: other weights or config under the same name are refused too.
+                mine, theirs = self.fingerprint or "content of " + self.name, other.fingerprint
+                note = " (checkpoint content: config.json and weights)"
+            elif same and attr == "settings":
+                mine, theirs = _without_paths(mine), _without_paths(theirs)
             if mine != theirs:
                 raise EncoderMismatchError(
                     f"the index{where} was built with encoder {self.name!r} "
                     f"({self.family}, {self.kind}, dim {self.dim}, {self.similarity}, "
                     f"revision {self.revision}) but encoder {other.name!r} ({other.family}, "
                     f"{other.kind}, dim {other.dim}, {other.similarity}, revision "
-                    f"{other.revision}) was given ({attr}: {mine!r} != {theirs!r}). "
+                    f"{other.revision}) was given ({attr}: {mine!r} != {theirs!r}){note}. "
                     "Search with the encoder the index was built with, or re-index into a "
                     "new folder."
                 )
+
+
+CHECKPOINT_SETTINGS = frozenset({"text_model"})
+"""Settings that name a checkpoint (a folder or id): covered by the fingerprint instead."""
+
+
+def _without_paths(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in CHECKPOINT_SETTINGS}
 
 
 @dataclass(frozen=True)

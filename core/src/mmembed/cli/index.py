@@ -16,7 +16,13 @@ from .output import safe, safe_lines
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("index", help="add PDFs, images, audio, video and folders to an index")
-    p.add_argument("paths", nargs="+", help="files or folders (recursive)")
+    p.add_argument("paths", nargs="*", help="files or folders (recursive)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="rewrite the index folder's first-stage data (sign-bit codes, HNSW graph) that no longer "
+        "matches its checksums, from the stored vectors; with no files, only that",
+    )
     p.add_argument(
         "--index", required=True, help="index folder or qdrant://host:6333/collection (created if missing)"
     )
@@ -82,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import index_documents
 
     where = location(args)
+    if args.repair:
+        _repair(where)
+        if not args.paths:
+            return 0
+    elif not args.paths:
+        raise CLIError("mmembed index needs files or folders to index (or --repair)")
     storage = storage_options(args, where)
     stored = stored_encoder(where)  # an existing index names its model unless --model does
     model = model_name(args, stored.name if stored else None)
@@ -159,3 +171,18 @@ def _index_on_ray(args: argparse.Namespace, location: str, model: str) -> int:
         print("error: nothing could be indexed; see the problems above", file=sys.stderr)
         return 1
     return 0
+
+
+def _repair(where: str) -> None:
+    from ..index import open_index, uri_scheme
+
+    if uri_scheme(where) is not None:
+        raise CLIError("--repair applies to index folders (the embedded index), not to URIs")
+    with closing(open_index(where, create=False)) as index:
+        done = index.repair()
+    codes = done["codes_rewritten"]
+    print(
+        f"repaired {safe(where)}: "
+        + (f"rewrote the codes {', '.join(codes)}" if codes else "codes match their checksums")
+        + ("; rebuilt the HNSW graph" if done["graph_rebuilt"] else ""),
+    )

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from ..types import MMEmbedError
-from . import delete, index, info, migrate, models, search, serve
+from . import delete, index, info, migrate, models, search, serve, train
 from . import eval as evaluate
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from .output import safe
 
-COMMANDS: tuple[ModuleType, ...] = (index, search, serve, delete, info, evaluate, migrate, models)
+COMMANDS: tuple[ModuleType, ...] = (index, search, serve, delete, info, evaluate, train, migrate, models)
 """The commands, in the order ``mmembed --help`` lists them."""
 
 

@@ -18,6 +18,13 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-k", type=int, default=50, help="largest k a request may ask for (default 50)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (repeatable; default: the bound "
+        "address and loopback names only, against DNS rebinding)",
+    )
     model_args(p)
     p.set_defaults(func=run)
 
@@ -32,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         model=args.model,
         max_k=args.max_k,
+        allowed_host=args.allowed_host or (),
         **encoder_options(args),
     )
     return 0

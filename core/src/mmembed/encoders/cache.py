@@ -7,6 +7,8 @@ calls asking for the same checkpoint, revision, device, dtype and options get th
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import threading
 from collections.abc import Hashable
@@ -15,10 +17,11 @@ from typing import Any
 
 import torch
 
+from ..fingerprint import checkpoint_fingerprint, combine_fingerprints
 from ..types import MMEmbedError
 from . import remote_code
 from .base import Encoder
-from .checkpoint import inspect_checkpoint
+from .checkpoint import CheckpointFacts, inspect_checkpoint
 from .registry import LoadRequest, UnknownModelError, match_family
 from .runtime import resolve_device, resolve_dtype
 
@@ -126,7 +129,24 @@ def _load(
         dtype=dtype,
         options=dict(options),
     )
-    return family.build(request)
+    encoder = family.build(request)
+    if encoder.info.fingerprint is None:  # a family made of several checkpoints sets its own
+        encoder.info = dataclasses.replace(encoder.info, fingerprint=checkpoint_fingerprint_of(request.facts))
+    return encoder
+
+
+def checkpoint_fingerprint_of(facts: CheckpointFacts) -> str | None:
+    """The content fingerprint of a checkpoint: its folder's, combined with its base's for an
+    adapter (whose own folder holds only the adapter weights)."""
+    own = checkpoint_fingerprint(facts.model_path)
+    if facts.adapter is None or facts.path == facts.model_path:
+        return own
+    adapter = hashlib.sha256()
+    for file in sorted(
+        p for p in Path(facts.path).iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")
+    ):
+        adapter.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return combine_fingerprints([own, "sha256:" + adapter.hexdigest()])
 
 
 def cached_encoders() -> list[Encoder]:

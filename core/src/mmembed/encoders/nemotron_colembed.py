@@ -14,9 +14,14 @@ Reproduces NVIDIA's published reference (``Qwen3VLNemotronEmbedModel`` /
   {text}"]`` (``text`` empty for a page alone). Queries may take up to 512 tokens with their
   prompt (the reference's ``q_max_length``): the shared ``max_query_tokens`` bound applies,
   lowered to what those 512 leave for the text when that is stricter, so a longer query is cut
-  with a warning or refused as ``encoder.query_overflow`` says. Documents take up to 4096
-  tokens (``p_max_length``) with at least 100 left beside the image's tokens; longer ones are
-  refused (the reference truncates silently);
+  with a warning or refused as ``encoder.query_overflow`` says; a cut query keeps the chat
+  template's ending and fills exactly 512 prompted tokens. Documents take up to 4096 tokens
+  (``p_max_length``) in all, with at least 100 left beside the image's tokens; longer ones are
+  refused. The reference differs here: its ``process_documents`` passes ``p_max_length -
+  (largest image tokens in the batch) - 100`` as the length of the *whole* sequence, so it cuts a
+  captioned page silently well before 4096 tokens (432 visual tokens + a 3,335-token caption:
+  3,564 tokens there, all 3,793 here), its cut depends on the other pages of the batch, and a
+  page of more than ~2,000 visual tokens makes it fail (the cut reaches the image tokens);
 - pages are resized by Qwen3-VL's smart resize within the checkpoint's pixel limits.
 
 Checkpoints are recognised from ``config.json`` only: ``model_type:
@@ -133,8 +138,10 @@ class NemotronColEmbedEncoder(QwenVLEncoder):
 
     @cached_property
     def _query_prompt_tokens(self) -> int:
-        """Tokens the query prompt adds around the text (the recipe never changes)."""
-        return self._token_count(self.recipe.query.render(""))
+        """Tokens the query prompt adds around the text (the recipe never changes). The
+        prompt ends with a space that the text's first token absorbs, so it is measured
+        around a one-letter text, not an empty one (which would count the space alone)."""
+        return self._token_count(self.recipe.query.render("x")) - self._token_count("x")
 
     def query_token_limit(self) -> tuple[int, str]:
         """The stricter of ``encoder.max_query_tokens`` and what the reference's 512-token
@@ -143,6 +150,31 @@ class NemotronColEmbedEncoder(QwenVLEncoder):
         if self.max_query_tokens <= own:
             return self.max_query_tokens, "encoder.max_query_tokens"
         return own, f"{self.info.family}'s own {MAX_QUERY_TOKENS}-token query limit, its prompt included"
+
+    def _bounded_query(self, text: object, what: str) -> str:
+        """The shared bound, then, when the model's own 512 applied, the cut redone on the
+        prompted tokens: the text alone may tokenise a few tokens differently from the text
+        inside its prompt, and the reference's ``q_max_length`` counts the latter. An
+        over-long query then takes exactly 512 tokens with its prompt."""
+        bounded = super()._bounded_query(text, what)
+        if bounded == text or self.query_token_limit()[1] == "encoder.max_query_tokens":
+            return bounded
+        return self._cut_in_prompt(str(text))
+
+    def _cut_in_prompt(self, text: str) -> str:
+        prompt = self.recipe.query
+        # The suffix starts with a special token (<|im_end|>): it never merges with the text.
+        keep = MAX_QUERY_TOKENS - self._token_count(prompt.suffix)
+        head = prompt.prefix + text
+        offsets = self.processor.tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+        while keep > 0:
+            cut = head[len(prompt.prefix) : int(offsets[keep - 1][1])]
+            if self._token_count(prompt.render(cut)) <= MAX_QUERY_TOKENS:
+                return cut
+            keep -= 1  # re-tokenising the cut merged differently: one token less
+        return ""
 
     def _text_item(self, prompt: Prompt, text: object, what: str) -> Item:
         item = super()._text_item(prompt, text, what)

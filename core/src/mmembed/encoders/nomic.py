@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
+from ..pixels import to_rgb
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import CheckpointFacts, CheckpointNotFoundError, inspect_checkpoint, safetensors_files
@@ -210,7 +211,7 @@ class NomicEncoder(Encoder):
         views: list[Image.Image] = []
         owners: list[int] = []
         for i, image in enumerate(images):
-            image = image.convert("RGB")
+            image = to_rgb(image)  # alpha composited on white, as the page loader does
             crops = [image] + (
                 [image.crop(box) for box in tile_boxes(*image.size, self.tiles)] if self.tiles > 1 else []
             )
@@ -256,7 +257,7 @@ class NomicEncoder(Encoder):
         from ..explain import similarity_maps
 
         query_vectors = self.encode_queries([query])[0]  # (1, dim)
-        return similarity_maps(query_vectors, page_vectors, layout, [query], image.convert("RGB"), source)
+        return similarity_maps(query_vectors, page_vectors, layout, [query], to_rgb(image), source)
 
     def encode_documents(
         self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False
@@ -295,7 +296,7 @@ class NomicEncoder(Encoder):
             ):
                 out[i] = vector
         if images:
-            encoded = self._vision().encode([q.convert("RGB") for _, q in images], batch_size=batch_size)
+            encoded = self._vision().encode([to_rgb(q) for _, q in images], batch_size=batch_size)
             for (i, _), vector in zip(images, self._image_vectors(encoded), strict=True):
                 out[i] = vector.unsqueeze(0)
         return [v for v in out if v is not None]
@@ -325,7 +326,8 @@ def _tiles(request: LoadRequest) -> int:
 
 
 def build(request: LoadRequest) -> NomicEncoder:
-    from .cache import load_encoder
+    from ..fingerprint import combine_fingerprints
+    from .cache import checkpoint_fingerprint_of, load_encoder
 
     batch_size = int(request.options.get("batch_size") or DEFAULT_BATCH_SIZE)
     facts = request.facts
@@ -392,6 +394,8 @@ def build(request: LoadRequest) -> NomicEncoder:
         similarity="maxsim" if tiles > 1 else "dot",
         revision=request.revision,
         settings={"matryoshka_dim": dim, "text_model": partner.info.name, "tiles": tiles},
+        # The pair is one model: its identity is both checkpoints' content.
+        fingerprint=combine_fingerprints([checkpoint_fingerprint_of(facts), partner.info.fingerprint]),
     )
     return NomicEncoder(partner.text, vision, info=info, matryoshka_dim=dim, tiles=tiles, dtype=request.dtype)
 

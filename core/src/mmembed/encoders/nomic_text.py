@@ -49,11 +49,64 @@ def is_text_checkpoint(facts: CheckpointFacts) -> bool:
     )
 
 
+REFERENCE_DEFAULTS: dict[str, Any] = {
+    # contrastors' NomicBertConfig (configuration_hf_nomic_bert.py) ...
+    "prenorm": False,
+    "parallel_block": False,
+    "rotary_emb_fraction": 0.0,
+    "qkv_proj_bias": True,
+    "rotary_emb_base": 10_000,
+    "rotary_emb_scale_base": None,
+    "rotary_emb_interleaved": False,
+    "mlp_fc1_bias": True,
+    "mlp_fc2_bias": True,
+    "use_rms_norm": False,
+    "causal": False,
+    "type_vocab_size": 2,
+    "pad_vocab_size_multiple": 1,
+    "rotary_scaling_factor": None,
+    # ... on top of the GPT2Config it subclasses.
+    "vocab_size": 50257,
+    "n_positions": 1024,
+    "n_embd": 768,
+    "n_layer": 12,
+    "n_head": 12,
+    "n_inner": None,
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-5,
+    "pad_token_id": None,
+}
+"""What Nomic's reference code assumes for a field ``config.json`` leaves out: a missing field
+means the same model here as there (never a default of our own)."""
+
+SWIGLU_MULTIPLE = 256
+"""The reference's gated MLP rounds its width up to a multiple of this (``NomciBertGatedMLP``)."""
+
+
+def reference_field(config: dict[str, Any], field: str) -> Any:
+    return config[field] if field in config else REFERENCE_DEFAULTS[field]
+
+
+def swiglu_width(n_inner: int | None, hidden: int) -> int:
+    """The reference's gated-MLP width: ``n_inner`` (default ``int(8 * hidden / 3)``) rounded up
+    to a multiple of 256, as its weights are shaped."""
+    width = int(n_inner) if n_inner is not None else int(8 * hidden / 3)
+    return (width + SWIGLU_MULTIPLE - 1) // SWIGLU_MULTIPLE * SWIGLU_MULTIPLE
+
+
+def padded_vocab(vocab_size: int, multiple: int) -> int:
+    """The reference's ``NomicBertModel`` pads ``vocab_size`` up to ``pad_vocab_size_multiple``."""
+    multiple = max(int(multiple), 1)
+    return (int(vocab_size) + multiple - 1) // multiple * multiple
+
+
 def native_config(config: dict[str, Any], where: str) -> Any:  # -> transformers.NomicBertConfig
-    """Nomic's published ``config.json`` -> transformers' ``NomicBertConfig``."""
+    """Nomic's published ``config.json`` -> transformers' ``NomicBertConfig``: missing fields take
+    the reference's defaults (:data:`REFERENCE_DEFAULTS`), the MLP width and vocabulary are
+    rounded as the reference rounds them, and what the native class cannot express is refused."""
     from transformers import NomicBertConfig
 
-    expected = {
+    supported = {
         "activation_function": "swiglu",
         "prenorm": False,
         "parallel_block": False,
@@ -67,30 +120,39 @@ def native_config(config: dict[str, Any], where: str) -> Any:  # -> transformers
         "use_rms_norm": False,
         "causal": False,
     }
-    for field, value in expected.items():
-        if config.get(field, value) != value:
+    for field, value in supported.items():
+        actual = reference_field(config, field)
+        if actual != value:
+            given = "" if field in config else " (absent: the reference's default)"
             raise MMEmbedError(
-                f"{where}: {field}={config.get(field)!r} is not supported (transformers' NomicBertModel "
+                f"{where}: {field}={actual!r}{given} is not supported (transformers' NomicBertModel "
                 f"implements nomic-embed-text-v1.5's {field}={value!r})"
             )
     try:
+        hidden = int(reference_field(config, "n_embd"))
+        positions = int(reference_field(config, "n_positions"))
+        pad_token_id = reference_field(config, "pad_token_id")
         return NomicBertConfig(
-            vocab_size=int(config["vocab_size"]),
-            hidden_size=int(config["n_embd"]),
-            num_hidden_layers=int(config["n_layer"]),
-            num_attention_heads=int(config["n_head"]),
-            intermediate_size=int(config["n_inner"]),
-            max_position_embeddings=int(config.get("n_positions") or 2048),
-            type_vocab_size=int(config.get("type_vocab_size", 2)),
-            layer_norm_eps=float(config.get("layer_norm_epsilon", 1e-12)),
-            pad_token_id=int(config.get("pad_token_id") or 0),
+            vocab_size=padded_vocab(
+                reference_field(config, "vocab_size"), reference_field(config, "pad_vocab_size_multiple")
+            ),
+            hidden_size=hidden,
+            num_hidden_layers=int(reference_field(config, "n_layer")),
+            num_attention_heads=int(reference_field(config, "n_head")),
+            intermediate_size=swiglu_width(reference_field(config, "n_inner"), hidden),
+            # The reference reads 2048 for a rotary model given n_positions <= 0.
+            max_position_embeddings=positions if positions > 0 else 2048,
+            type_vocab_size=int(reference_field(config, "type_vocab_size")),
+            layer_norm_eps=float(reference_field(config, "layer_norm_epsilon")),
+            # Only the embedding's padding_idx (initialisation, gradients): no effect on outputs.
+            pad_token_id=0 if pad_token_id is None else int(pad_token_id),
             rope_parameters={
                 "rope_type": "default",
-                "rope_theta": float(config.get("rotary_emb_base", 1000)),
+                "rope_theta": float(reference_field(config, "rotary_emb_base")),
             },
         )
-    except KeyError as err:
-        raise MMEmbedError(f"{where} lacks {err.args[0]!r}; it is not a Nomic BERT config") from err
+    except (TypeError, ValueError) as err:
+        raise MMEmbedError(f"{where}: not a Nomic BERT config the reference could build ({err})") from err
 
 
 @dataclass
@@ -175,6 +237,9 @@ def load_text(
             dtype=dtype,
             attn_implementation=default_attention(device),
             output_loading_info=True,
+            # Shapes that do not fit come back in the loading info, refused below with our
+            # own message (transformers would raise its load-report table instead).
+            ignore_mismatched_sizes=True,
         )
     model, loading = loaded
     unused = sorted(loading.get("unexpected_keys") or ())

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..pixels import to_rgb
 from ..types import MMEmbedError
 
 _SWIGLU_MULTIPLE = 256
@@ -315,7 +316,7 @@ class ClipPreprocessing:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """One RGB image -> ``(3, height, width)`` float32 pixels."""
-        image = image.convert("RGB")
+        image = to_rgb(image)  # alpha composited on white, as the page loader does
         if self.shortest_edge is not None:
             width, height = image.size
             short, long = min(width, height), max(width, height)

@@ -16,7 +16,11 @@ executed. What it computes, as the published model does:
   transformers >= 4.53 never calls the ``_update_causal_mask`` override the published code
   relies on, so there it silently runs causal attention (``attention="causal"`` reproduces
   that);
-- the last hidden state is mean-pooled over the real tokens and L2-normalised (2048-d).
+- the last hidden state is mean-pooled over the real tokens and L2-normalised (2048-d);
+- images go through the torchvision Qwen2-VL image processor: parity holds against transformers
+  4.52.4's fast processor, not its slow PIL default (~1e-3 apart);
+- a clip's frames carry their true rate to the processor (it sets the time positions), also a
+  short tail segment's (e.g. 5 frames over 2.2 s: 2.27 fps).
 
 Audio and video (:meth:`OmniEmbedEncoder.encode_media`) follow the paper's settings: audio at
 16 kHz, at most 2,048,000 samples per clip; video frames at ``video_fps`` (default 2, at most
@@ -49,6 +53,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..pixels import to_rgb
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder, MediaClip, MultimodalQuery, checked_texts
 from .checkpoint import CheckpointFacts, safetensors_files
@@ -343,7 +348,13 @@ class OmniEmbedEncoder(Encoder):
         fps = clip.fps if clip.fps > 0 else self.video_fps
         if fps > self.video_fps:  # keep every (fps / video_fps)-th frame
             keep = np.arange(0.0, len(frames), fps / self.video_fps).astype(int)
-            frames, fps = [frames[i] for i in keep], self.video_fps
+            if len(keep) > 1:
+                # The kept frames' true rate (their mean step), not video_fps: a 2.2 s tail of 5
+                # frames (2.27 fps) keeps all 5, still 2.27 fps; 30 fps keeps every 15th, 2 fps.
+                fps *= (len(keep) - 1) / float(keep[-1] - keep[0])
+            else:
+                fps = self.video_fps
+            frames = [frames[i] for i in keep]
         if len(frames) > self.max_frames:  # spread max_frames over the clip
             keep = np.linspace(0, len(frames) - 1, self.max_frames).round().astype(int)
             fps *= self.max_frames / len(frames)
@@ -355,7 +366,7 @@ class OmniEmbedEncoder(Encoder):
             )
         for frame in frames:
             _checked_image(frame, what)
-        return np.stack([np.asarray(frame.convert("RGB")) for frame in frames]), fps  # (frames, h, w, 3)
+        return np.stack([np.asarray(to_rgb(frame)) for frame in frames]), fps  # (frames, h, w, 3)
 
     def _media_input(
         self, index: int, audio: np.ndarray | None, frames: np.ndarray | None, fps: float
@@ -490,7 +501,7 @@ def _checked_image(image: object, what: str) -> Image.Image:
         raise MMEmbedError(f"{what}: a {type(image).__name__} where a PIL.Image.Image was expected")
     if image.width < 1 or image.height < 1:
         raise MMEmbedError(f"{what} has an empty image ({image.width}x{image.height} pixels)")
-    return image.convert("RGB")
+    return to_rgb(image)  # alpha composited on white, as the page loader does
 
 
 def _checked_audio(clip: MediaClip, what: str) -> np.ndarray | None:

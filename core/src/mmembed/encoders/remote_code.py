@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..pixels import to_rgb
 from ..types import EncoderInfo, MMEmbedError
 from .base import Document, Encoder
 from .checkpoint import CheckpointFacts
@@ -234,7 +235,7 @@ def _rgb(image: object, what: str) -> Image.Image:
         raise MMEmbedError(f"{what} is a {type(image).__name__}, not a PIL.Image.Image")
     if image.width < 1 or image.height < 1:
         raise MMEmbedError(f"{what} is empty ({image.width}x{image.height} pixels)")
-    return image.convert("RGB")
+    return to_rgb(image)  # alpha composited on white, as the page loader does
 
 
 def _areas(images: Sequence[Image.Image]) -> list[int]:

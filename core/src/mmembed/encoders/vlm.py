@@ -36,6 +36,7 @@ from PIL import Image
 from torch import nn
 
 from ..explain import Explanation, PatchLayout, similarity_maps
+from ..pixels import to_rgb
 from ..types import EncoderInfo, Kind, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import ADAPTER_WEIGHTS, CheckpointFacts, safetensors_files
@@ -66,8 +67,15 @@ DEFAULT_MAX_QUERY_TOKENS = 512
 QueryOverflow = Literal["truncate", "error"]
 
 PIXEL_CAP_HEADROOM = 4
-"""Pages are pre-shrunk to this many times the pixels the model takes (see
-:meth:`VLMEncoder.page_pixel_cap`)."""
+"""A page is pre-shrunk only above this many times the pixels the model takes, and never below
+:data:`PAGE_MEMORY_GUARD_PIXELS` (see :meth:`VLMEncoder.page_pixel_cap`)."""
+
+PAGE_MEMORY_GUARD_PIXELS = 40_000_000
+"""Below this many pixels a page reaches the processor as given, whatever the model's limit.
+Pre-shrinking changes results (two resizes are not the processor's one: a 300-dpi letter scan
+pre-shrunk at 4x a 768-token budget moved a score from 3.76 to 0.83), so it is only a memory
+guard: a 40 MP page costs the Qwen-VL processor ~270 MB and ~4.5 s on 2 CPU cores, a 600-dpi
+A4 / letter page is ~35 MP."""
 
 
 class QueryTooLongWarning(UserWarning):
@@ -238,13 +246,13 @@ class VLMEncoder(Encoder):
     def page_pixel_cap(self) -> int | None:
         """Most pixels a page may have when it reaches the processor: larger pages are
         downscaled first (keeping their aspect ratio), so a huge-but-small-on-disk image
-        cannot blow the processor's float buffers. The cap is :data:`PIXEL_CAP_HEADROOM`
-        times what the model takes, read from the image processor's ``size``: Qwen-style
+        cannot blow the processor's float buffers. A memory guard, not a resize: the cap is
+        the larger of :data:`PAGE_MEMORY_GUARD_PIXELS` and :data:`PIXEL_CAP_HEADROOM` times
+        what the model takes, read from the image processor's ``size``: Qwen-style
         ``max_pixels`` (``shortest_edge`` + ``longest_edge`` are pixel counts), a fixed
-        ``height`` x ``width``, or a ``longest_edge`` in pixels (squared); the headroom
-        leaves the processor's own resize (what parity with the reference needs) untouched
-        for every page it could reasonably get. Families override it when their processor
-        says it otherwise."""
+        ``height`` x ``width``, or a ``longest_edge`` in pixels (squared). Every page below it
+        (scans, photos, PDF pages at any usual dpi) gets the processor's own resize alone, as
+        with the reference. Families override it when their processor says it otherwise."""
         size = getattr(self.image_processor, "size", None) or {}
         if self.recipe.pixel_limits is not None:
             model_pixels = int(self.recipe.pixel_limits[1])
@@ -256,7 +264,7 @@ class VLMEncoder(Encoder):
             model_pixels = int(size["longest_edge"]) ** 2
         else:
             return None
-        return PIXEL_CAP_HEADROOM * model_pixels
+        return max(PAGE_MEMORY_GUARD_PIXELS, PIXEL_CAP_HEADROOM * model_pixels)
 
     def image_cost(self, image: Image.Image) -> int:
         """Roughly how many tokens ``image`` becomes (for size-sorted batching); raises
@@ -310,7 +318,7 @@ class VLMEncoder(Encoder):
         query_vectors, tokens = self._query_tokens(query)
         # The grid covers the whole page, so the overlay goes on the page as given (the model
         # may have seen a downscaled copy).
-        return similarity_maps(query_vectors, page_vectors, layout, tokens, image.convert("RGB"))
+        return similarity_maps(query_vectors, page_vectors, layout, tokens, to_rgb(image))
 
     def explain_vectors(
         self, query: str, page_vectors: torch.Tensor, layout: PatchLayout, image: Image.Image
@@ -403,11 +411,11 @@ class VLMEncoder(Encoder):
         cap = self.page_pixel_cap()
         if cap is not None and image.width * image.height > cap:
             if image.mode in ("1", "P"):  # PIL resizes these with nearest neighbour only
-                image = image.convert("RGB")
+                image = to_rgb(image)
             scale = math.sqrt(cap / (image.width * image.height))
             size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
             image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)  # (w, h) <= cap
-        rgb = image.convert("RGB")
+        rgb = to_rgb(image)  # alpha composited on white, as the page loader does
         if self.recipe.resize is not None:
             rgb = self.recipe.resize(rgb, self.image_processor)
         return Item(prompt.render(text), rgb, what)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,9 @@ import numpy as np
 import torch
 
 from ..types import MMEmbedError
-from . import files
+from . import safe_files
 from .format import fsync_dir, write_json_atomic
+from .integrity import IndexDamageWarning
 
 ANN_DIR = "ann"
 META = "graph.json"
@@ -82,22 +85,32 @@ def pooled(values: torch.Tensor, k: int = CENTROIDS, iterations: int = 4) -> np.
 class GraphState:
     file: str | None  # graph file inside ann/, None before the first build
     covers_row: int  # pages with row <= covers_row are in the graph (if live)
+    crc32: int | None = None  # of the graph file's bytes and covers_row (None: written before checksums)
+
+
+def checksum(data: bytes | bytearray | memoryview, covers_row: int, start: int = 0) -> int:
+    """CRC-32 of a graph file's bytes followed by its ``covers_row``: a changed file, another
+    index's graph or an edited coverage all fail to match what the writer recorded."""
+    return zlib.crc32(str(int(covers_row)).encode(), zlib.crc32(data, start))
 
 
 def read_state(folder: Path) -> GraphState:
     try:
-        data = json.loads((folder / ANN_DIR / META).read_text(encoding="utf-8"))
+        with safe_files.opened(folder, f"{ANN_DIR}/{META}") as fd, open(fd, "rb", closefd=False) as fh:
+            data = json.loads(fh.read().decode("utf-8"))
         file, covers = data["file"], int(data["covers_row"])
+        crc = data.get("crc32")
+        crc = None if crc is None else int(crc)
     except FileNotFoundError:
         return GraphState(None, 0)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MMEmbedError(
             f"{folder / ANN_DIR / META} is damaged ({exc}); delete the {ANN_DIR} folder and the next "
             "write rebuilds the graph (searches scan exactly meanwhile)."
         ) from exc
     if not isinstance(file, str) or "/" in file or file.startswith("."):
         raise MMEmbedError(f"{folder / ANN_DIR / META} names an invalid graph file {file!r}")
-    return GraphState(file, covers)
+    return GraphState(file, covers, crc)
 
 
 def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> GraphState:
@@ -105,11 +118,11 @@ def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> Gra
     to a new graph file and switch ``graph.json`` to it. Caller holds the writer lock."""
     Index = _usearch()
     ann = folder / ANN_DIR
-    files.make_dir(ann)
-    state = read_state(folder)
+    safe_files.mkdir(folder, ANN_DIR)
+    state = usable_state(folder)
     graph = Index(ndim=dim, metric="ip", dtype="f16", multi=True)
     if state.file is not None:
-        graph.load(str(ann / state.file))
+        graph.load(load_graph_bytes(folder, state.file))
     centroids = [pooled(v) for _, v in pages]
     keys = np.repeat(np.array([r for r, _ in pages], dtype=np.uint64), [c.shape[0] for c in centroids])
     if len(keys):
@@ -119,29 +132,105 @@ def extend(folder: Path, dim: int, pages: list[tuple[int, torch.Tensor]]) -> Gra
         graph.add(keys, np.concatenate(centroids), threads=1)
     covers = max([state.covers_row, *(r for r, _ in pages)])
     name = f"graph-{covers:012d}.usearch"
-    tmp = ann / f".{name}.{os.getpid()}.tmp"
-    graph.save(str(tmp))
-    fd = os.open(tmp, os.O_RDONLY)
+    tmp = f"{ANN_DIR}/.{name}.{os.getpid()}.tmp"
+    fd = safe_files.create_new(folder, tmp)  # the graph goes through our descriptor, not a path
+    data = graph.save()
     try:
+        safe_files.write_all(fd, 0, data)
         os.fsync(fd)
     finally:
         os.close(fd)
-    files.rename(tmp, ann / name)
+    safe_files.rename(folder, tmp, f"{ANN_DIR}/{name}")
     fsync_dir(ann)
-    write_json_atomic(ann / META, {"file": name, "covers_row": covers, "centroids": CENTROIDS})
+    crc = checksum(data, covers)
+    write_json_atomic(
+        ann / META,
+        {"file": name, "covers_row": covers, "centroids": CENTROIDS, "crc32": crc},
+        root=folder,
+    )
     remove_unreferenced(folder)
-    return GraphState(name, covers)
+    return GraphState(name, covers, crc)
 
 
 def remove_unreferenced(folder: Path) -> None:
     """Delete graph files ``graph.json`` does not name (a killed build's, replaced ones)."""
-    ann = folder / ANN_DIR
-    if not ann.is_dir():
+    if not safe_files.is_dir(folder, ANN_DIR):
         return
     keep = {META, read_state(folder).file}
-    for entry in ann.iterdir():
-        if entry.name not in keep and (entry.name.startswith(("graph-", ".graph-"))):
-            files.remove(entry, missing_ok=True)
+    for name in safe_files.listdir(folder, ANN_DIR):
+        if name not in keep and name.startswith(("graph-", ".graph-")):
+            safe_files.remove(folder, f"{ANN_DIR}/{name}", missing_ok=True)
+
+
+class GraphDamagedError(MMEmbedError):
+    """The graph file ``graph.json`` names is missing or cannot be loaded."""
+
+
+def open_graph(folder: Path, file: str, crc32: int | None = None, covers_row: int = 0) -> Any:
+    """The memory-mapped graph ``ann/<file>``; :class:`GraphDamagedError` when it is missing,
+    does not match the checksum ``graph.json`` recorded, or is not a usearch graph (a link is
+    refused, never followed)."""
+    Index = _usearch()
+    if crc32 is not None:
+        try:
+            found = _file_checksum(folder, f"{ANN_DIR}/{file}", covers_row)
+        except FileNotFoundError:
+            found = None
+        except safe_files.UnsafeIndexFileError as exc:
+            raise GraphDamagedError(f"{_graph_problem(folder, file)}: {exc}") from exc
+        if found is not None and found != crc32:
+            raise GraphDamagedError(
+                f"{_graph_problem(folder, file)}: its checksum does not match the one {META} recorded "
+                "(the file or its covers_row was changed outside mmembed)"
+            )
+    try:
+        present = safe_files.check_plain(folder, f"{ANN_DIR}/{file}")
+    except safe_files.UnsafeIndexFileError as exc:
+        raise GraphDamagedError(f"{_graph_problem(folder, file)}: {exc}") from exc
+    if not present:
+        raise GraphDamagedError(f"{_graph_problem(folder, file)}: the file is missing")
+    try:
+        graph = Index.restore(str(folder / ANN_DIR / file), view=True)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise GraphDamagedError(f"{_graph_problem(folder, file)}: {exc}") from exc
+    if graph is None:
+        raise GraphDamagedError(f"{_graph_problem(folder, file)}: not a usearch graph")
+    return graph
+
+
+def _file_checksum(folder: Path, rel: str, covers_row: int) -> int:
+    crc = 0
+    with safe_files.opened(folder, rel) as fd:
+        while chunk := os.read(fd, 1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return checksum(b"", covers_row, crc)
+
+
+def _graph_problem(folder: Path, file: str) -> str:
+    return (
+        f"the HNSW graph {folder / ANN_DIR / file} of the index at {folder} cannot be used, so every "
+        "page is scanned exactly (correct, slower) until the next write rebuilds it "
+        "(`mmembed index --repair --index FOLDER`)"
+    )
+
+
+def usable_state(folder: Path) -> GraphState:
+    """:func:`read_state`, or an empty state (the next extension rebuilds the whole graph)
+    when the named graph file is missing or damaged. Caller holds the writer lock."""
+    state = read_state(folder)
+    if state.file is None:
+        return state
+    try:
+        open_graph(folder, state.file, state.crc32, state.covers_row)
+    except GraphDamagedError:
+        return GraphState(None, 0)
+    return state
+
+
+def load_graph_bytes(folder: Path, file: str) -> bytes:
+    """The bytes of ``ann/<file>``, read without following a link."""
+    with safe_files.opened(folder, f"{ANN_DIR}/{file}") as fd, open(fd, "rb", closefd=False) as fh:
+        return fh.read()
 
 
 class GraphReader:
@@ -152,12 +241,18 @@ class GraphReader:
         self._open: tuple[str, Any] | None = None
 
     def state_and_graph(self) -> tuple[GraphState, Any | None]:
+        """The graph and what it covers; a missing or damaged graph file covers nothing (every
+        page is scanned exactly, with a warning) until the next write rebuilds it."""
         state = read_state(self.folder)
         if state.file is None:
             return state, None
         if self._open is None or self._open[0] != state.file:
-            Index = _usearch()
-            self._open = (state.file, Index.restore(str(self.folder / ANN_DIR / state.file), view=True))
+            try:
+                graph = open_graph(self.folder, state.file, state.crc32, state.covers_row)
+            except GraphDamagedError as exc:
+                warnings.warn(str(exc), IndexDamageWarning, stacklevel=4)
+                return GraphState(None, 0), None
+            self._open = (state.file, graph)
         return state, self._open[1]
 
     def clear(self) -> None:

@@ -84,6 +84,11 @@ class BFloat16Codec(Codec):
 
 SCALE_BYTES = 4
 """An int8 row ends with its float32 scale."""
+MAX_INT8_VALUE = 1e6
+"""Largest ``|value|`` int8 storage takes (embeddings are unit-scale; anything near this is
+not an embedding). Bounds the scale a reader trusts: ``MAX_INT8_VALUE / 127``."""
+MIN_SCALE = 1e-30
+"""A token whose largest ``|value|`` is below ``127 * MIN_SCALE`` is stored as zeros (scale 0)."""
 
 
 class Int8Codec(Codec):
@@ -100,8 +105,9 @@ class Int8Codec(Codec):
         x = np.asarray(vectors, dtype=np.float32)  # (n, dim)
         n, dim = x.shape
         scale = np.abs(x).max(axis=1, initial=0.0) / 127.0  # (n,)
-        if not np.isfinite(scale).all():
-            raise ValueError("values exceed the float32 range")
+        if not np.isfinite(scale).all() or bool((scale > MAX_INT8_VALUE / 127.0).any()):
+            raise ValueError(f"values exceed the int8 storage range (|value| <= {MAX_INT8_VALUE:g})")
+        scale = np.where(scale < MIN_SCALE, 0.0, scale)
         safe = np.where(scale > 0, scale, 1.0)[:, None]  # an all-zero token stays zeros
         q = np.clip(np.rint(x / safe), -127, 127).astype(np.int8)  # (n, dim)
         out = np.empty((n, dim + SCALE_BYTES), dtype=np.uint8)
@@ -137,7 +143,20 @@ class Int8Rows:
             return torch.empty(0, self._dim, dtype=torch.int8), torch.empty(0)
         values = part[:, : self._dim].view(torch.int8)  # (m, dim)
         scales = part[:, self._dim :].contiguous().view(torch.float32)[:, 0]  # (m,)
-        return values, scales
+        return values, _checked_scales(values, scales)
+
+
+def _checked_scales(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """``scales`` with every one no writer can have stored made NaN: negative, above the
+    bound, tiny, or 0 for a token whose values are not all 0 (a row damaged outside mmembed).
+    NaN scores are ranked last with a warning naming the pages (``rank_damaged_last``)."""
+    bad = (scales < 0) | (scales > MAX_INT8_VALUE / 127.0) | ((scales > 0) & (scales < MIN_SCALE))
+    zero = scales == 0
+    if bool(zero.any()):
+        bad |= zero & values.ne(0).any(dim=1)
+    if bool(bad.any()):
+        scales = scales.masked_fill(bad, float("nan"))
+    return scales
 
 
 _ALL = (

@@ -4,6 +4,7 @@ Crash safety: the new segment files are written and fsynced first, then one SQLi
 transaction points every page at its new place and drops the old segments, then the old
 files are unlinked. A crash before the commit leaves unreferenced new files; a crash after
 it leaves unreferenced old files; the next writer deletes unreferenced files either way.
+Every file is created, mapped and unlinked through :mod:`.safe_files` (no link followed).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import files
+from . import safe_files
 from .codecs import Codec
 from .format import fsync_dir
 from .integrity import segment_path
-from .segments import segment_name, write_at
+from .segments import map_rows, segment_name, write_at
 
 COPY_BYTES = 64 << 20
 """Bytes copied per write while rewriting segments."""
@@ -59,7 +60,7 @@ def compact_segments(
     plan_segments: list[tuple[int, str, int]] = []
     moves: list[tuple[int, int, int]] = []
     sources = {
-        s: np.memmap(seg_dir / f, dtype=dtype.numpy, mode="r", shape=(r, dtype.width(dim)))
+        s: map_rows(folder, f"segments/{f}", dtype.numpy, (r, dtype.width(dim)))
         for s, (f, r) in segments.items()
         if r
     }
@@ -73,7 +74,7 @@ def compact_segments(
                     fd = -1
                     plan_segments[-1] = (*plan_segments[-1][:2], rows_in_current)
                 name = segment_name(next_id, dtype)
-                fd = files.create_empty(seg_dir / name)
+                fd = safe_files.create_new(folder, f"segments/{name}")
                 plan_segments.append((next_id, name, 0))
                 next_id += 1
                 rows_in_current = 0
@@ -91,13 +92,13 @@ def compact_segments(
             os.close(fd)
         for _, name, _ in plan_segments:
             with contextlib.suppress(OSError):
-                files.remove(seg_dir / name)
+                safe_files.remove(folder, f"segments/{name}")
         raise
     finally:
         sources.clear()
     for _seg_id, (name, _) in segments.items():
         for stale in (name, name.rsplit(".", 1)[0] + ".bits"):  # the segment and its binary codes
-            files.remove(seg_dir / stale, missing_ok=True)
+            safe_files.remove(folder, f"segments/{stale}", missing_ok=True)
     fsync_dir(seg_dir)
     return (committed - live) * row_bytes
 

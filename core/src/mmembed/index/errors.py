@@ -49,3 +49,8 @@ class IndexDamagedError(IndexFormatError):
 class IndexOptionError(MMEmbedError, ValueError):
     """An existing index was opened with a storage option (``storage``, ``pooling``) other than
     the one it was created with; options are fixed at creation."""
+
+
+class IndexStaleWarning(UserWarning):
+    """A read-only index folder holds committed changes (in SQLite's write-ahead log) that
+    cannot be read without write access: searches see the index as it was before them."""

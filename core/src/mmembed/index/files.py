@@ -2,49 +2,53 @@
 
 Every file the index creates, opens for writing, truncates, renames or removes goes
 through these functions (segments, codes, compaction, recovery, creation, the writer lock,
-the manifest and the graph), so how the index touches its folder can be changed, checked
-or hardened in one place. Reading (memory maps, SQLite) does not go through here.
+the manifest and the graph). They are :mod:`.safe_files`' operations: relative to the index
+folder, never following a link, refusing non-regular files and hard links (issue 30).
+Reading by path (memory maps, SQLite) checks the same with :func:`check_plain` first.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from pathlib import Path
+from .safe_files import (
+    UnsafeIndexFileError,
+    check_database_files,
+    check_plain,
+    check_tree,
+    create_new,
+    fsync_dir,
+    is_dir,
+    listdir,
+    mkdir,
+    open_file,
+    opened,
+    remove,
+    rename,
+    size,
+    truncate,
+    write_all,
+)
 
-FILE_MODE = 0o644
+__all__ = [
+    "UnsafeIndexFileError",
+    "check_database_files",
+    "check_plain",
+    "check_tree",
+    "create_new",
+    "fsync_dir",
+    "in_segments",
+    "is_dir",
+    "listdir",
+    "mkdir",
+    "open_file",
+    "opened",
+    "remove",
+    "rename",
+    "size",
+    "truncate",
+    "write_all",
+]
 
 
-def open_for_writing(path: Path, *, create: bool = False) -> int:
-    """A read-write descriptor on ``path`` (created empty when missing and ``create``)."""
-    flags = os.O_RDWR | (os.O_CREAT if create else 0)
-    return os.open(path, flags, FILE_MODE)
-
-
-def create_empty(path: Path) -> int:
-    """A read-write descriptor on ``path``, created or emptied."""
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-
-
-def truncate(path: Path, size: int) -> None:
-    """Cut ``path`` to ``size`` bytes."""
-    os.truncate(path, size)
-
-
-def remove(path: Path, *, missing_ok: bool = False) -> None:
-    """Delete the file ``path``."""
-    if missing_ok:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    else:
-        os.unlink(path)
-
-
-def rename(source: Path, target: Path) -> None:
-    """Atomically replace ``target`` with ``source`` (same folder)."""
-    os.replace(source, target)
-
-
-def make_dir(path: Path, *, parents: bool = False) -> None:
-    """Create the folder ``path`` if missing."""
-    path.mkdir(parents=parents, exist_ok=True)
+def in_segments(name: str) -> str:
+    """``segments/<name>``: a segment or codes file's path relative to the index folder."""
+    return f"segments/{name}"

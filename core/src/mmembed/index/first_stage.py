@@ -17,17 +17,22 @@ next writer (``add``/``compact``) of a binary index writes the missing codes to 
 
 from __future__ import annotations
 
+import os
 import re
+import sqlite3
+import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import files, hamming
+from . import hamming, safe_files
 from .codecs import Rows
+from .integrity import IndexDamageWarning
 from .search import Locations, ViewFn, _chunks
-from .segments import append_rows
+from .segments import append_rows, map_rows
 
 DEFAULT_CANDIDATES = 200
 """Pages per query scored exactly after the first stage when ``candidates`` is not given,
@@ -64,6 +69,36 @@ def binary_codes(values: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------------------- writing
 
 
+CODES_CHECKSUM = "codes_crc32:"
+"""Prefix of the ``meta`` keys in ``index.sqlite`` that hold ``"<rows>:<crc32>"`` of a codes
+file's committed rows, written in the transaction that commits them."""
+
+
+def checksum_key(segment_file: str) -> str:
+    return CODES_CHECKSUM + codes_name(segment_file)
+
+
+def parse_checksum(value: object) -> tuple[int, int] | None:
+    """``(rows, crc32)`` of a recorded checksum, ``None`` when it is not one."""
+    try:
+        rows, crc = str(value).split(":")
+        return int(rows), int(crc)
+    except ValueError:
+        return None
+
+
+def file_checksum(root: Path, rel: str, nbytes: int) -> int:
+    """CRC-32 of the first ``nbytes`` of ``root/rel`` (no link followed)."""
+    crc, done = 0, 0
+    with safe_files.opened(root, rel) as fd:
+        while done < nbytes:
+            chunk = os.pread(fd, min(1 << 22, nbytes - done), done)
+            if not chunk:
+                break
+            crc, done = zlib.crc32(chunk, crc), done + len(chunk)
+    return crc
+
+
 def write_codes(
     seg_dir: Path,
     segment_file: str,
@@ -71,7 +106,8 @@ def write_codes(
     committed_rows: int,
     committed: Callable[[], Rows],
     new_vectors: torch.Tensor | None = None,
-) -> None:
+    recorded: tuple[int, int] | None = None,
+) -> int:
     """Make ``<id>.bits`` hold the codes of the segment's first ``committed_rows`` rows
     followed by those of ``new_vectors`` (the batch about to be committed), durably.
 
@@ -79,34 +115,44 @@ def write_codes(
     from the committed vectors first; a longer file (a crashed batch) is cut. Caller holds
     the writer lock; like the vectors, the codes become reachable only with the commit.
     ``committed()`` gives the segment's committed vectors, ``(committed_rows, dim)``.
+
+    Returns the CRC-32 of the file's rows after the write (``committed_rows`` plus the new
+    ones), for the caller to record with the commit; ``recorded`` is the ``(rows, crc32)``
+    recorded for the committed rows (it saves reading them back).
     """
-    path = seg_dir / codes_name(segment_file)
+    root, rel = seg_dir.parent, f"{seg_dir.name}/{codes_name(segment_file)}"
     row_bytes = code_words(dim) * 8
     try:
-        have = path.stat().st_size // row_bytes
+        size: int | None = safe_files.size(root, rel)
     except FileNotFoundError:
-        have = 0
+        size = None
+    have = (size or 0) // row_bytes
     start = min(have, committed_rows)
     parts = []
     if start < committed_rows:
         parts.append(binary_codes(committed()[start:committed_rows]))  # (missing, words)
     if new_vectors is not None and new_vectors.shape[0]:
         parts.append(binary_codes(new_vectors))  # (batch rows, words)
+    if recorded is not None and recorded[0] == start:
+        crc = recorded[1]
+    else:
+        crc = file_checksum(root, rel, start * row_bytes) if start else 0
     if not parts:
-        if path.exists() and path.stat().st_size != committed_rows * row_bytes:
-            files.truncate(path, committed_rows * row_bytes)
-        return
+        if size is not None and size != committed_rows * row_bytes:
+            safe_files.truncate(root, rel, committed_rows * row_bytes)
+        return crc
     data = np.ascontiguousarray(np.concatenate(parts))
-    append_rows(path, start * row_bytes, data.data.cast("B"))
+    append_rows(root, rel, start * row_bytes, data.data.cast("B"))
+    return zlib.crc32(data.data.cast("B"), crc)
 
 
 def cut_codes_tail(seg_dir: Path, segment_file: str, committed_rows: int, dim: int) -> None:
     """Drop codes past the committed rows (a crashed batch); a shorter file is allowed."""
-    path = seg_dir / codes_name(segment_file)
+    root, rel = seg_dir.parent, f"{seg_dir.name}/{codes_name(segment_file)}"
     committed_bytes = committed_rows * code_words(dim) * 8
     try:
-        if path.stat().st_size > committed_bytes:
-            files.truncate(path, committed_bytes)
+        if safe_files.size(root, rel) > committed_bytes:
+            safe_files.truncate(root, rel, committed_bytes)
     except FileNotFoundError:
         pass
 
@@ -123,6 +169,9 @@ class BinaryCodes:
         self.words = code_words(dim)
         self._mapped: dict[int, tuple[str, int, np.ndarray]] = {}  # seg_id -> (file, rows, codes)
         self._memory: dict[int, np.ndarray] = {}
+        self.checksums: dict[str, tuple[int, int]] = {}  # codes file -> recorded (rows, crc32)
+        self._verified: set[tuple[str, int]] = set()
+        self._bad: set[str] = set()
 
     def segment(self, seg_id: int, rows: int, view: ViewFn, file: str | None = None) -> np.ndarray:
         """``(rows, words)`` codes of the first ``rows`` rows of segment ``seg_id``."""
@@ -144,22 +193,51 @@ class BinaryCodes:
 
     def _map(self, seg_id: int, file: str, rows: int) -> np.ndarray | None:
         assert self.seg_dir is not None
-        path = self.seg_dir / codes_name(file)
+        root, rel = self.seg_dir.parent, f"{self.seg_dir.name}/{codes_name(file)}"
         words = self.words
         try:
-            covered = path.stat().st_size // (words * 8)
+            covered = safe_files.size(root, rel) // (words * 8)
         except FileNotFoundError:
             return None
         if covered < rows:
+            return None
+        if not self._trusted(codes_name(file), rows, covered):
             return None
         # Only the rows asked for (committed in the caller's snapshot) are mapped: a longer
         # file may end in a crashed batch's codes.
         # Copy-on-write like the segment maps: a writable array (nothing writes through it),
         # so the compiled scan sees one array type, mapped or in memory.
-        codes = np.memmap(path, dtype=np.uint64, mode="c", shape=(rows, words))
+        codes = map_rows(root, rel, np.uint64, (rows, words))
         self._mapped[seg_id] = (file, rows, codes)
         self._memory.pop(seg_id, None)
         return codes
+
+    def _trusted(self, name: str, rows: int, covered: int) -> bool:
+        """Whether the codes file ``name`` matches the checksum recorded with its committed rows
+        (checked once per committed length; a file written before checksums is trusted).
+        Damaged codes are recomputed from the vectors instead: correct results, slower."""
+        recorded = self.checksums.get(name)
+        if recorded is None or not rows <= recorded[0] <= covered:
+            return True
+        if name in self._bad:
+            return False
+        if (name, recorded[0]) in self._verified:
+            return True
+        assert self.seg_dir is not None
+        root, rel = self.seg_dir.parent, f"{self.seg_dir.name}/{name}"
+        if file_checksum(root, rel, recorded[0] * self.words * 8) == recorded[1]:
+            self._verified.add((name, recorded[0]))
+            return True
+        self._bad.add(name)
+        warnings.warn(
+            f"the sign-bit codes {self.seg_dir / name} of the index at {root} do not match the "
+            "checksum recorded when they were committed (they were changed outside mmembed): they "
+            "are recomputed from the stored vectors for searches (correct, slower). `mmembed index "
+            "--repair --index FOLDER` rewrites them.",
+            IndexDamageWarning,
+            stacklevel=6,
+        )
+        return False
 
     def forget_except(self, keep: set[int]) -> None:
         """Drop codes of segments that no longer exist (after a compaction)."""
@@ -170,6 +248,8 @@ class BinaryCodes:
     def clear(self) -> None:
         self._mapped.clear()
         self._memory.clear()
+        self._verified.clear()
+        self._bad.clear()
 
     def in_memory_bytes(self) -> int:
         """Bytes of codes held in memory rather than mapped (0 when every segment has its file)."""
@@ -206,3 +286,31 @@ def shortlist(scores: np.ndarray, candidates: int) -> np.ndarray:
 def subset(locs: Locations, cols: np.ndarray) -> Locations:
     """The pages at ``cols`` (ascending), still sorted by ``(seg, off)``."""
     return Locations(locs.rows[cols], locs.seg[cols], locs.off[cols], locs.n[cols])
+
+
+# ---------------------------------------------------------------------------- checksums in SQLite
+
+
+def recorded_checksums(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """codes file -> ``(rows, crc32)`` recorded in ``index.sqlite`` (unparsable entries skipped)."""
+    out = {}
+    for key, value in conn.execute(
+        "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (CODES_CHECKSUM, CODES_CHECKSUM + "\uffff")
+    ):
+        parsed = parse_checksum(value)
+        if parsed is not None:
+            out[str(key)[len(CODES_CHECKSUM) :]] = parsed
+    return out
+
+
+def record_checksum(conn: sqlite3.Connection, segment_file: str, rows: int, crc: int) -> None:
+    """Record the codes file's checksum; in the caller's transaction when it has one."""
+    conn.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (checksum_key(segment_file), f"{rows}:{crc}")
+    )
+
+
+def forget_checksums(conn: sqlite3.Connection, keep: set[str]) -> None:
+    """Drop the checksums of codes files other than ``keep`` (segments compacted away)."""
+    for name in set(recorded_checksums(conn)) - keep:
+        conn.execute("DELETE FROM meta WHERE key = ?", (CODES_CHECKSUM + name,))

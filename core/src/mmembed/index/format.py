@@ -14,17 +14,19 @@ No pickle: JSON, SQLite and raw arrays only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..types import EncoderInfo, MMEmbedError
-from . import files
+from . import safe_files
 from .codecs import CODECS, Codec, codec
-from .errors import IndexFormatError
+from .errors import IndexFormatError, IndexStaleWarning
 
 FORMAT_NAME = "mmembed-index"
 FORMAT_VERSION = 2
@@ -172,18 +174,26 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file, fsync it, rename it over ``path``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_json_atomic(path: Path, data: dict[str, Any], *, root: Path | None = None) -> None:
+    """Write to a temporary file, fsync it, rename it over ``path``, fsync the folder.
+
+    ``root`` (default: ``path``'s folder) is the index folder: below it no link is followed,
+    so a link planted at the temporary name, at ``path`` or on the way is never written through.
+    """
+    root = path.parent if root is None else root
+    rel = path.relative_to(root).as_posix()
+    tmp = (path.parent / f".{path.name}.{os.getpid()}.tmp").relative_to(root).as_posix()
     try:
-        with os.fdopen(files.create_empty(tmp), "w", encoding="utf-8") as fh:
+        fd = safe_files.create_new(root, tmp)
+        with open(fd, "w", encoding="utf-8", closefd=True) as fh:
             json.dump(data, fh, indent=2, sort_keys=True)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        files.rename(tmp, path)
+        safe_files.rename(root, tmp, rel)
     finally:
-        files.remove(tmp, missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            safe_files.remove(root, tmp)
     fsync_dir(path.parent)
 
 
@@ -252,11 +262,35 @@ def _connect_readonly(db_path: Path) -> sqlite3.Connection:
         conn.close()
         if os.access(db_path.parent, os.W_OK) and os.access(db_path, os.W_OK):
             raise  # a writable folder: the problem is elsewhere, report it
+    _warn_unreadable_wal(db_path)
     conn = sqlite3.connect(
         f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False
     )
     conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+WAL_HEADER_BYTES = 32
+
+
+def _warn_unreadable_wal(db_path: Path) -> None:
+    """An immutable open ignores the write-ahead log: say so when it holds frames (batches
+    committed by a writer whose log was never checkpointed, copied without its ``-shm``)."""
+    wal = db_path.with_name(db_path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except OSError:
+        return
+    if size > WAL_HEADER_BYTES:
+        warnings.warn(
+            f"the index at {db_path.parent} is read-only and its {wal.name} holds {size} bytes of "
+            f"committed changes that cannot be read without {db_path.name}-shm and write access: "
+            "searches see the index as it was before them (recent pages may be missing). Open it "
+            "once where the folder is writable (that folds the log into the index), or copy the "
+            "folder somewhere writable.",
+            IndexStaleWarning,
+            stacklevel=4,
+        )
 
 
 def create_database(db_path: Path, *, dim: int, dtype: str, kind: str) -> None:

@@ -72,7 +72,7 @@ def check_segments(
     its committed length, or a segment other than the last one has a tail (only the last
     segment is ever appended to, so only it can hold an interrupted batch).
     """
-    check_recorded_shape(conn, folder, encoder, dtype)
+    legacy = not check_recorded_shape(conn, folder, encoder, dtype)
     row_bytes = dtype.row_bytes(encoder.dim)
     states: list[SegmentState] = []
     committed_rows: dict[int, int] = {}
@@ -102,6 +102,8 @@ def check_segments(
                 "committed, although only the last segment can hold an interrupted batch (is the "
                 "manifest's dim or dtype wrong?)",
             )
+    if legacy and states:
+        check_legacy_tail(folder, states[-1])
     for seg_id, lo, hi, n_min in conn.execute(
         "SELECT seg_id, MIN(vec_offset), MAX(vec_offset + n_vectors), MIN(n_vectors) FROM pages "
         "WHERE n_vectors != 0 GROUP BY seg_id"
@@ -126,9 +128,33 @@ def record_shape(conn: sqlite3.Connection, encoder: EncoderInfo, dtype: Codec) -
     )
 
 
-def check_recorded_shape(conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: Codec) -> None:
+def check_legacy_tail(folder: Path, last: SegmentState) -> None:
+    """An index made before SQLite recorded its row shape has only the manifest's dim and
+    dtype to size its rows by. A wrong one (halved dim, a wider dtype) makes the last segment
+    look like it ends in exactly one or more copies of its committed bytes: a tail an
+    interrupted batch leaves only by coincidence. Refuse to cut (or read) such a tail."""
+    tail = last.size - last.committed_bytes
+    if last.committed_bytes and tail and tail % last.committed_bytes == 0:
+        raise damaged(
+            folder,
+            f"segment file {last.path} holds {last.size} bytes, {last.size // last.committed_bytes} times "
+            f"the {last.committed_bytes} committed: the manifest's dim or dtype is probably wrong (this "
+            "index predates the row shape SQLite records, so it cannot be checked). If manifest.json is "
+            f"right, cut the interrupted batch yourself (truncate -s {last.committed_bytes} {last.path})",
+        )
+
+
+def check_sizes(conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: Codec) -> None:
+    """On open, for an index whose SQLite records no row shape: segment sizes must fit the
+    manifest's row size (:func:`check_segments`' checks, without changing anything)."""
+    recorded = conn.execute("SELECT COUNT(*) FROM meta WHERE key = 'dim'").fetchone()[0]
+    if not recorded:
+        check_segments(conn, folder, encoder, dtype)
+
+
+def check_recorded_shape(conn: sqlite3.Connection, folder: Path, encoder: EncoderInfo, dtype: Codec) -> bool:
     """Manifest dim/dtype/kind must equal the ones SQLite recorded at creation (indexes created
-    before they were recorded have none: nothing to compare)."""
+    before they were recorded have none: nothing to compare, returns ``False``)."""
     recorded = dict(
         conn.execute("SELECT key, value FROM meta WHERE key IN ('dim', 'dtype', 'kind')").fetchall()
     )
@@ -138,6 +164,7 @@ def check_recorded_shape(conn: sqlite3.Connection, folder: Path, encoder: Encode
                 folder,
                 f"manifest.json says {key} {value!r} but index.sqlite recorded {key} {recorded[key]!r}",
             )
+    return "dim" in recorded
 
 
 def check_locations(

@@ -255,6 +255,14 @@ class LocalIndex:
             self.lock_for_writing()
             return self._writer.compact()
 
+    def repair(self) -> dict[str, Any]:
+        """Rewrite first-stage side data that no longer matches its checksums: sign-bit codes
+        are recomputed from the stored vectors, a damaged or missing HNSW graph is rebuilt.
+        Returns ``{"codes_rewritten": [files], "graph_rebuilt": bool}`` (``mmembed index --repair``)."""
+        with self._mutex:
+            self.lock_for_writing()
+            return self._writer.repair()
+
     # ------------------------------------------------------------------ reading
 
     def count(self, where: Filter | None = None) -> int:

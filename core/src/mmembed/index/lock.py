@@ -1,7 +1,8 @@
 """The single-writer lock: ``flock`` on ``<folder>/lock``.
 
 The kernel drops an ``flock`` when its holder dies, so a killed writer never leaves a stale
-lock behind. The holder writes its pid into the file so that the error can name it.
+lock behind. The holder writes its pid into the file so that the error can name it. The file
+is opened through :mod:`.safe_files`: a link planted at its name is refused, never truncated.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from . import files
+from . import safe_files
 from .errors import IndexLockedError
 
 
@@ -25,13 +26,17 @@ class WriterLock:
         self._fd: int | None = None
 
     @property
+    def _rel(self) -> str:
+        return self.path.relative_to(self.index_path).as_posix()
+
+    @property
     def held(self) -> bool:
         return self._fd is not None
 
     def acquire(self) -> None:
         if self._fd is not None:
             return
-        fd = files.open_for_writing(self.path, create=True)
+        fd = safe_files.open_file(self.index_path, self._rel, write=True, create=True)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -58,7 +63,8 @@ class WriterLock:
 
     def _holder(self) -> str:
         try:
-            text = self.path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
+            with safe_files.opened(self.index_path, self._rel) as fd:
+                text = os.pread(fd, 32, 0).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError, safe_files.UnsafeIndexFileError):
             text = ""
         return f"process {int(text)}" if text.isdigit() else "another process (pid not yet recorded)"

@@ -115,7 +115,7 @@ def create_index(
                 f"cannot create an index in {path}: the folder already holds other files "
                 f"({', '.join(foreign[:5])}). Choose a new or empty folder."
             )
-    files.make_dir(path, parents=True)
+    path.mkdir(parents=True, exist_ok=True)  # (the folder itself is the caller's choice)
     lock = WriterLock(path / fmt.LOCK_FILE, path)
     lock.acquire()
     try:
@@ -123,11 +123,10 @@ def create_index(
             return
         # Leftovers of an interrupted creation (no manifest yet) are discarded.
         for name in (fmt.DATABASE, fmt.DATABASE + "-wal", fmt.DATABASE + "-shm", fmt.DATABASE + "-journal"):
-            files.remove(path / name, missing_ok=True)
-        seg_dir = path / fmt.SEGMENTS_DIR
-        files.make_dir(seg_dir)
-        for leftover in seg_dir.iterdir():
-            files.remove(leftover)
+            files.remove(path, name, missing_ok=True)
+        files.mkdir(path, fmt.SEGMENTS_DIR)
+        for leftover in files.listdir(path, fmt.SEGMENTS_DIR):
+            files.remove(path, files.in_segments(leftover))
         fmt.create_database(path / fmt.DATABASE, dim=encoder.dim, dtype=dtype, kind=encoder.kind)
         fmt.fsync_dir(path)
         manifest = fmt.Manifest(
@@ -204,12 +203,16 @@ def open_folder(
     # A folder this process cannot write (a mounted snapshot, a shared volume) is opened
     # read-only: it can be searched, and writes are refused with a clear error.
     folder_readonly = not readonly and not (os.access(path, os.W_OK) and os.access(db_path, os.W_OK))
+    # SQLite opens these by path and follows links: refuse links before it does.
+    files.check_database_files(path, fmt.DATABASE, writer=not (readonly or folder_readonly))
     with integrity.sqlite_errors(path):
         conn = fmt.connect(db_path, readonly=readonly or folder_readonly)
     try:
         fmt.check_database(conn, db_path)
         with integrity.sqlite_errors(path):
             integrity.check_recorded_shape(conn, path, manifest.encoder, codec)
+            # An index older than the recorded shape: sizes must fit the manifest's rows.
+            integrity.check_sizes(conn, path, manifest.encoder, codec)
     except BaseException:
         conn.close()
         raise

@@ -59,14 +59,19 @@ def check_candidates(candidates: object) -> None:
 
 
 def query_vectors(queries: EmbeddingsLike, encoder: EncoderInfo, location: object) -> Ragged:
-    """The queries as CPU :class:`Ragged` vectors, checked against the index's encoder."""
+    """The queries as float32 CPU :class:`Ragged` vectors (what every scorer computes in),
+    checked against the index's encoder: its dim, and no NaN / inf (also after the cast)."""
     q = as_ragged(queries)
     if q.dim != encoder.dim:
         raise MMEmbedError(
             f"query vectors have dim {q.dim} but the index at {location} stores dim {encoder.dim} "
             f"(encoder {encoder.name!r}); embed queries with the index's encoder."
         )
-    values = q.values.detach().to("cpu")
+    if not q.values.dtype.is_floating_point:
+        raise MMEmbedError(
+            f"query embeddings have dtype {q.values.dtype}; expected float32, float16 or bfloat16"
+        )
+    values = q.values.detach().to("cpu", torch.float32)  # (total_query_rows, dim)
     if not bool(torch.isfinite(values).all()):
         raise MMEmbedError("query embeddings contain NaN or infinite values")
     return Ragged(values, q.offsets.to("cpu"))

@@ -17,7 +17,15 @@ from ..types import EncoderInfo
 from . import ann, files, integrity
 from . import format as fmt
 from .codecs import Codec
-from .first_stage import codes_name, cut_codes_tail, is_codes_name, write_codes
+from .first_stage import (
+    codes_name,
+    cut_codes_tail,
+    forget_checksums,
+    is_codes_name,
+    record_checksum,
+    recorded_checksums,
+    write_codes,
+)
 from .segments import SegmentViews, cut_uncommitted_tail
 
 
@@ -38,7 +46,7 @@ def recover(
         states = integrity.check_segments(conn, path, encoder, codec)
         if states:
             last = states[-1]
-            cut_uncommitted_tail(last.path, last.committed_bytes)
+            cut_uncommitted_tail(path, files.in_segments(last.path.name), last.committed_bytes)
             cut_codes_tail(
                 seg_dir, last.path.name, last.committed_bytes // codec.row_bytes(encoder.dim), encoder.dim
             )
@@ -46,11 +54,9 @@ def recover(
     referenced = {state.path.name for state in states}
     referenced |= {codes_name(name) for name in referenced}
     removed = False
-    for entry in seg_dir.iterdir():
-        if entry.name not in referenced and (
-            integrity.is_segment_name(entry.name) or is_codes_name(entry.name)
-        ):
-            files.remove(entry)
+    for name in files.listdir(path, fmt.SEGMENTS_DIR):
+        if name not in referenced and (integrity.is_segment_name(name) or is_codes_name(name)):
+            files.remove(path, files.in_segments(name))
             removed = True
     if removed:
         fmt.fsync_dir(seg_dir)
@@ -70,7 +76,14 @@ def complete_codes(
     views = SegmentViews(seg_dir, encoder.dim, codec)
     with integrity.sqlite_errors(path):
         segments = conn.execute("SELECT seg_id, file, committed_rows FROM segments").fetchall()
+        recorded = recorded_checksums(conn)
+    names = []
     for seg_id, file, rows in segments:
         name = integrity.segment_path(path, file, codec).name
+        names.append(codes_name(name))
         vectors = functools.partial(views.view, int(seg_id), name, int(rows))
-        write_codes(seg_dir, name, encoder.dim, int(rows), vectors)
+        known = recorded.get(codes_name(name))
+        crc = write_codes(seg_dir, name, encoder.dim, int(rows), vectors, recorded=known)
+        if known != (int(rows), crc):
+            record_checksum(conn, name, int(rows), crc)  # (autocommit: the rows are committed)
+    forget_checksums(conn, set(names))

@@ -3,7 +3,8 @@
 A segment file is fixed-size rows, one per vector, in the index's storage codec (see
 ``codecs.py``), nothing else. SQLite records how
 many rows of each segment are committed; bytes past that are a crashed writer's leftovers
-that readers never look at and the next writer truncates.
+that readers never look at and the next writer truncates. Files are written, cut and
+mapped through :mod:`.safe_files` (relative to the index folder, no link followed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import files
+from . import safe_files
 from .codecs import Codec, Rows
 from .errors import IndexFormatError
 
@@ -31,13 +32,14 @@ def write_at(fd: int, offset: int, data: memoryview) -> None:
         done += os.pwrite(fd, data[done:], offset + done)
 
 
-def append_rows(path: Path, committed_bytes: int, data: memoryview) -> None:
-    """Write ``data`` right after the committed bytes of ``path`` and make it durable.
+def append_rows(root: Path, rel: str, committed_bytes: int, data: memoryview) -> None:
+    """Write ``data`` right after the committed bytes of ``root/rel`` and make it durable.
 
     Any tail past ``committed_bytes`` (from a batch that failed earlier) is cut first, so
-    the new rows land exactly where the next commit will say they are.
+    the new rows land exactly where the next commit will say they are. A link at ``rel``
+    (or on the way to it) is refused: see :mod:`.safe_files`.
     """
-    fd = files.open_for_writing(path, create=True)
+    fd = safe_files.open_file(root, rel, write=True, create=True)
     try:
         if os.fstat(fd).st_size != committed_bytes:
             os.ftruncate(fd, committed_bytes)
@@ -47,25 +49,35 @@ def append_rows(path: Path, committed_bytes: int, data: memoryview) -> None:
         os.close(fd)
 
 
-def cut_uncommitted_tail(path: Path, committed_bytes: int) -> int:
-    """Truncate ``path`` to its committed length; returns how many bytes were cut."""
+def cut_uncommitted_tail(root: Path, rel: str, committed_bytes: int) -> int:
+    """Truncate ``root/rel`` to its committed length; returns how many bytes were cut."""
     try:
-        size = path.stat().st_size
+        fd = safe_files.open_file(root, rel, write=True)
     except FileNotFoundError:
-        size = -1
-    if size < committed_bytes:
-        raise IndexFormatError(
-            f"segment file {path} holds {max(size, 0)} bytes but the index committed {committed_bytes}: "
-            "vectors were lost outside mmembed (file deleted or truncated). Rebuild the index."
-        )
-    if size > committed_bytes:
-        fd = files.open_for_writing(path)
-        try:
+        fd = -1
+    try:
+        size = os.fstat(fd).st_size if fd >= 0 else -1
+        if size < committed_bytes:
+            raise IndexFormatError(
+                f"segment file {root / rel} holds {max(size, 0)} bytes but the index committed "
+                f"{committed_bytes}: vectors were lost outside mmembed (file deleted or truncated). "
+                "Rebuild the index."
+            )
+        if size > committed_bytes:
             os.ftruncate(fd, committed_bytes)
             os.fsync(fd)
-        finally:
+    finally:
+        if fd >= 0:
             os.close(fd)
     return size - committed_bytes
+
+
+def map_rows(root: Path, rel: str, dtype: np.dtype | type, shape: tuple[int, ...]) -> np.memmap:
+    """A copy-on-write map of the first ``shape`` rows of ``root/rel``, opened without following
+    a link (a segment or codes file linked to one outside the folder is refused, not read)."""
+    fd = safe_files.open_file(root, rel)
+    with open(fd, "rb", closefd=True) as fh:
+        return np.memmap(fh, dtype=dtype, mode="c", shape=shape)
 
 
 @dataclass
@@ -102,7 +114,7 @@ class SegmentViews:
         width = self.codec.width(self.dim)
         if rows == 0:
             return self.codec.raw(np.empty((0, width), dtype=self.codec.numpy))
-        array = np.memmap(self.folder / file, dtype=self.codec.numpy, mode="c", shape=(rows, width))
+        array = map_rows(self.folder.parent, f"{self.folder.name}/{file}", self.codec.numpy, (rows, width))
         tensor = self.codec.raw(array)
         self._maps[seg_id] = _Mapped(file, rows, tensor)
         return tensor

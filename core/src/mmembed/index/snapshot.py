@@ -28,7 +28,7 @@ from . import format as fmt
 from .codecs import Codec, Rows
 from .errors import IndexClosedError, IndexFormatError
 from .filters import Filter, Sql, compile_filter
-from .first_stage import BinaryCodes
+from .first_stage import BinaryCodes, recorded_checksums
 from .search import Locations
 from .segments import SegmentViews
 
@@ -100,6 +100,7 @@ class IndexSnapshots:
                 for s, f, r in conn.execute("SELECT seg_id, file, committed_rows FROM segments")
             }
             snap = Snapshot(generation, segments)
+            self.codes.checksums = recorded_checksums(conn)
             self._cached = snap
             self.views.forget_except(set(segments))
             self.codes.forget_except(set(segments))

@@ -20,6 +20,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,14 +31,22 @@ from .codecs import Codec
 from .compact import compact_segments
 from .errors import DuplicatePageError, IndexWriteError
 from .filters import Filter, Sql, compile_filter
-from .first_stage import write_codes
+from .first_stage import (
+    checksum_key,
+    code_words,
+    codes_name,
+    file_checksum,
+    record_checksum,
+    recorded_checksums,
+    write_codes,
+)
 from .pages import EncodedBatch, encode_batch
 from .protocol import PageInput
 from .recovery import complete_codes, stores_codes
 from .segments import SegmentViews, append_rows, segment_name
 from .snapshot import IndexSnapshots
 
-AppendFn = Callable[[Path, int, memoryview], None]
+AppendFn = Callable[[Path, str, int, memoryview], None]
 """Writes rows after a file's committed bytes durably (:func:`~.segments.append_rows`)."""
 
 DEFAULT_SEGMENT_BYTES = 1 << 30
@@ -103,7 +112,10 @@ class IndexWriter:
             if seg_path is not None:
                 conn.execute("UPDATE segments SET committed_rows = ? WHERE seg_id = ?", (end, seg_id))
                 # The vectors must be durable before the commit that makes them reachable.
-                append(seg_path, committed_bytes, batch.vectors.data.cast("B"))  # raw row bytes
+                # raw row bytes, through the no-follow file operations
+                append(
+                    self.path, files.in_segments(seg_path.name), committed_bytes, batch.vectors.data.cast("B")
+                )
                 if stores_codes(self.manifest.first_stage):  # and so must their codes
                     self._append_codes(seg_id, seg_path, committed_rows, batch.vectors)
             committing = True
@@ -112,7 +124,7 @@ class IndexWriter:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             if not committing:  # a failed COMMIT may still surface on recovery: keep its vectors
-                _undo_segment_write(seg_path, committed_bytes, created)
+                _undo_segment_write(self.path, seg_path, committed_bytes, created)
             if isinstance(exc, OSError | sqlite3.Error):
                 raise write_error(self.path, "add the batch", exc) from exc
             raise
@@ -162,14 +174,17 @@ class IndexWriter:
         # Codes of the stored rows as the codec decodes them (int8: scaled), like every reader's.
         values = self.codec.rows(self.codec.raw(vectors))[:]  # (batch rows, dim)
         views = SegmentViews(seg_path.parent, self.encoder.dim, self.codec)
-        write_codes(
+        crc = write_codes(
             seg_path.parent,
             seg_path.name,
             self.encoder.dim,
             committed_rows,
             lambda: views.view(seg_id, seg_path.name, committed_rows),
             values,
+            recorded=recorded_checksums(self.conn).get(codes_name(seg_path.name)),
         )
+        # In the batch's transaction: the checksum covers exactly the rows it commits.
+        record_checksum(self.conn, seg_path.name, committed_rows + int(values.shape[0]), crc)
 
     def _active_segment(self) -> tuple[int, str, int, bool]:
         """``(seg_id, file, committed_rows, created)`` of the segment to append to; starts
@@ -186,7 +201,7 @@ class IndexWriter:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seg_id'", (seg_id + 1,))
         conn.execute("INSERT INTO segments(seg_id, file, committed_rows) VALUES (?, ?, 0)", (seg_id, file))
         seg_dir = self.path / fmt.SEGMENTS_DIR
-        os.close(files.create_empty(seg_dir / file))
+        os.close(files.create_new(self.path, files.in_segments(file)))
         fmt.fsync_dir(seg_dir)
         return seg_id, file, 0, True
 
@@ -195,7 +210,10 @@ class IndexWriter:
     def extend_graph(self, *, force: bool = True) -> int:
         """HNSW first stage: add the pages stored since the graph was last built to it (once
         ``graph_extend_pages`` pages, or a quarter of the graph, wait unless ``force``)."""
-        covers = ann.read_state(self.path).covers_row
+        state = ann.usable_state(self.path)
+        # A damaged or missing graph file is rebuilt from every page on the next write.
+        force = force or state.file != ann.read_state(self.path).file
+        covers = state.covers_row
         conn = self.conn
         with integrity.sqlite_errors(self.path):
             waiting = conn.execute(
@@ -220,6 +238,42 @@ class IndexWriter:
         except OSError as exc:
             raise write_error(self.path, "extend the HNSW graph", exc) from exc
         return len(pages)
+
+    def repair(self) -> dict[str, Any]:
+        """Rewrite first-stage side data that no longer matches what was committed: codes
+        whose checksum fails (or that are missing) from the vectors, a damaged or missing
+        HNSW graph from every page. Vectors and page records are never touched."""
+        rewritten = []
+        if stores_codes(self.manifest.first_stage):
+            with integrity.sqlite_errors(self.path):
+                recorded = recorded_checksums(self.conn)
+                segments = self.conn.execute("SELECT file, committed_rows FROM segments").fetchall()
+            for file, rows in segments:
+                name = codes_name(integrity.segment_path(self.path, file, self.codec).name)
+                rel, nbytes = files.in_segments(name), int(rows) * code_words(self.encoder.dim) * 8
+                known = recorded.get(name)
+                try:
+                    ok = (
+                        known is not None
+                        and known[0] == int(rows)
+                        and files.size(self.path, rel) >= nbytes
+                        and file_checksum(self.path, rel, nbytes) == known[1]
+                    )
+                except FileNotFoundError:
+                    ok = False
+                if not ok:
+                    files.remove(self.path, rel, missing_ok=True)
+                    self.conn.execute("DELETE FROM meta WHERE key = ?", (checksum_key(name),))
+                    rewritten.append(name)
+            if rewritten:
+                fmt.fsync_dir(self.path / fmt.SEGMENTS_DIR)
+                complete_codes(self.path, self.conn, self.encoder, self.codec, self.manifest.first_stage)
+        rebuilt = False
+        if self.manifest.first_stage == "hnsw" and ann.usable_state(self.path).file is None:
+            rebuilt = self.extend_graph(force=True) > 0
+        self.snapshots.forget()
+        self.snapshots.graph.clear()
+        return {"codes_rewritten": rewritten, "graph_rebuilt": rebuilt}
 
     def delete(self, where: Sql) -> int:
         """Delete the pages matching the compiled filter in one transaction; returns how many."""
@@ -253,15 +307,16 @@ class IndexWriter:
         return reclaimed
 
 
-def _undo_segment_write(seg_path: Path | None, committed_bytes: int, created: bool) -> None:
+def _undo_segment_write(root: Path, seg_path: Path | None, committed_bytes: int, created: bool) -> None:
     """Best effort; the next writer's recovery does the same if this fails."""
     if seg_path is None:
         return
-    with contextlib.suppress(OSError):
+    rel = files.in_segments(seg_path.name)
+    with contextlib.suppress(OSError, MMEmbedError):
         if created:
-            files.remove(seg_path)
-        elif seg_path.stat().st_size > committed_bytes:
-            files.truncate(seg_path, committed_bytes)
+            files.remove(root, rel)
+        elif files.size(root, rel) > committed_bytes:
+            files.truncate(root, rel, committed_bytes)
 
 
 def write_error(path: Path, action: str, exc: BaseException) -> IndexWriteError:

@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 from .errors import LoadError, issue_error
-from .images import ImageHandle, fit_pixels
+from .images import MAX_DECODED_PIXELS, ImageHandle, fit_pixels
 from .office import convert_to_pdf
 from .options import LoaderOptions
 from .page import Renderer
@@ -114,7 +114,8 @@ class ImagePages(Document):
                 code="image_too_large",
                 page=index + 1 if len(self._sizes) > 1 else None,
             )
-        out_w, out_h = fit_pixels(width, height, self._options.max_pixels)
+        limit = MAX_DECODED_PIXELS if self._options.max_pixels is None else self._options.max_pixels
+        out_w, out_h = fit_pixels(width, height, limit)  # what render() gives
         settings = {
             "backend": "pillow",
             "max_pixels": self._options.max_pixels,

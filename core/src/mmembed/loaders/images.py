@@ -9,82 +9,20 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..pixels import to_rgb
 from .errors import issue_error, unreadable_error
 
-WHITE = (255, 255, 255)
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-_WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 # Formats whose extra frames are extra pages; for GIF / WebP / APNG only the first frame counts.
 _MULTIPAGE_FORMATS = {"TIFF"}
+MAX_DECODED_PIXELS = 4096 * 4096
+"""Pages decoded from images are downscaled to at most this many pixels when no ``max_pixels``
+is given (48 MB of RGB): above what the supported models take in (their processors downscale
+further), while a batch of 9000 x 9000 scans holds 8 bounded pages instead of 8 x 243 MB (JPEGs
+are decoded at the reduced scale directly; other formats are decoded one at a time and
+downscaled before the next)."""
 _EXIF_ORIENTATION = 0x0112
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB: alpha is composited on white, 16-bit and float
-    greys are rescaled (not clipped), CMYK goes through its embedded ICC profile if any."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode == "La":  # premultiplied: Pillow only converts it to LA
-        image, mode = image.convert("LA"), "LA"
-    if mode in _WIDE_GRAY_MODES:
-        return Image.fromarray(_gray_to_uint8(np.asarray(image)), mode="L").convert("RGB")
-    if mode == "CMYK":
-        return _cmyk_to_rgb(image)
-    if mode == "P" and (image.palette is not None and image.palette.mode == "RGBA"):
-        return _flatten(image.convert("RGBA"))
-    if mode in _ALPHA_MODES or "transparency" in image.info:
-        return _flatten(image.convert("RGBA"))
-    if mode == "LAB":
-        return _via_icc(image, "LAB")
-    return image.convert("RGB")
-
-
-def _flatten(rgba: Image.Image) -> Image.Image:
-    background = Image.new("RGB", rgba.size, WHITE)
-    background.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-    return background
-
-
-def _gray_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Map 16-bit / 32-bit / float greys onto 0..255 by their value range."""
-    array = values.astype(np.float64)
-    low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
-    if values.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
-        scaled = array * 255.0
-    elif low >= 0.0 and high <= 255.0 and values.dtype.kind != "u":
-        scaled = array
-    elif low >= 0.0 and high <= 65535.0:
-        scaled = array / 257.0  # 16-bit full range onto 8-bit
-    else:
-        span = high - low or 1.0
-        scaled = (array - low) * (255.0 / span)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
-    if image.info.get("icc_profile"):
-        try:
-            return _via_icc(image, "CMYK")
-        except Exception:  # a broken embedded profile: fall back to Pillow's plain formula
-            pass
-    return image.convert("RGB")
-
-
-def _via_icc(image: Image.Image, mode: str) -> Image.Image:
-    from PIL import ImageCms
-
-    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-    if mode == "LAB":
-        source = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))
-    else:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
-    converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
-    assert converted is not None
-    return converted
 
 
 def _orientation(image: Image.Image) -> int | None:
@@ -193,7 +131,9 @@ class ImageHandle:
                 self._frames = None
 
     def render(self, index: int, max_pixels: int | None) -> Image.Image:
-        """Decode page (frame) ``index`` as upright RGB, downscaled to ``max_pixels`` if set."""
+        """Decode page (frame) ``index`` as upright RGB, downscaled to ``max_pixels`` if set
+        (else to :data:`MAX_DECODED_PIXELS`)."""
+        max_pixels = MAX_DECODED_PIXELS if max_pixels is None else max_pixels
         with self._source() as image:
             try:
                 if index or getattr(image, "n_frames", 1) > 1:

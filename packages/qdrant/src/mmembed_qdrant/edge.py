@@ -8,6 +8,12 @@ with ``mmembed migrate`` and searches the same. A folder holds::
     mmembed.json        the encoder identity (written last: a folder without it is not an index)
     shard/              the edge shard (segments + WAL)
     mmembed-edge.lock   flock held by the process that has the shard open (its pid inside)
+    mmembed-state.json  how many pages mmembed committed (a range while a write is under way)
+
+Opening checks the folder before the engine reads it: no link anywhere in it (the engine
+writes by path), the shard's vector configuration matches the manifest's encoder, and the
+engine's page count lies in the committed range (a lost segment folder is an error, not
+silently fewer pages).
 
 Each batch is one update operation, one WAL record: a process killed mid-batch leaves the
 batch in whole or not at all. One process opens a folder at a time — our lock is taken
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -30,7 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mmembed.index import IndexFormatError, IndexLockedError, IndexNotFoundError
+from mmembed.index import (
+    IndexDamagedError,
+    IndexFormatError,
+    IndexLockedError,
+    IndexNotFoundError,
+    safe_files,
+)
+from mmembed.index.format import write_json_atomic
 from mmembed.index.local import _check_encoder
 from mmembed.index.lock import WriterLock
 from mmembed.types import EncoderInfo, MMEmbedError
@@ -56,6 +71,7 @@ SCHEME = "qdrant-edge"
 MANIFEST = "mmembed.json"
 SHARD = "shard"
 LOCK = "mmembed-edge.lock"
+STATE = "mmembed-state.json"
 INSTALL_HINT = "pip install 'mmembed-qdrant[edge]'"
 
 
@@ -133,7 +149,8 @@ class QdrantEdgeIndex(QdrantPages):
     def _read_manifest(self) -> Any:
         manifest = self.path / MANIFEST
         try:
-            return json.loads(manifest.read_text(encoding="utf-8"))
+            with safe_files.opened(self.path, MANIFEST) as fd, open(fd, "rb", closefd=False) as fh:
+                return json.loads(fh.read().decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise IndexFormatError(
                 f"the qdrant-edge index at {self.path} is damaged: {manifest} is unreadable ({exc}). "
@@ -144,6 +161,8 @@ class QdrantEdgeIndex(QdrantPages):
         """The folder's lock, then its shard (created when the folder has none yet): the
         engine locks only its WAL, so without ours a second process's load attempt would
         read (or tidy) segments the holder is writing."""
+        if self.readonly and (self.path / MANIFEST).is_file() and not os.access(self.path, os.W_OK):
+            return self._take_private_copy()
         lock = WriterLock(self.path / LOCK, self.path)
         try:
             lock.acquire()
@@ -161,7 +180,16 @@ class QdrantEdgeIndex(QdrantPages):
                             f"the qdrant-edge index at {self.path} is damaged: its {SHARD}/ folder is missing. "
                             "Restore it from a backup or re-index; nothing was written."
                         )
-                    return self._qe.EdgeShard.load(str(self.path / SHARD)), lock
+                    # The engine writes inside the shard by path: no link may lead it outside.
+                    safe_files.check_tree(self.path, SHARD)
+                    self._check_shard_config()
+                    shard = self._qe.EdgeShard.load(str(self.path / SHARD))
+                    try:
+                        self._check_committed(shard)
+                    except BaseException:
+                        shard.close()
+                        raise
+                    return shard, lock
                 if set(os.listdir(self.path)) - {LOCK}:
                     raise IndexFormatError(
                         f"{self.path} holds an interrupted qdrant-edge index creation (no {MANIFEST}): "
@@ -173,6 +201,27 @@ class QdrantEdgeIndex(QdrantPages):
         except BaseException:
             lock.release()
             raise
+
+    def _take_private_copy(self) -> tuple[Any, Any]:
+        """A read-only folder (a mounted snapshot): the engine rewrites files of the shard it
+        loads, so it loads a private copy in a temporary folder; the folder is never written."""
+        safe_files.check_tree(self.path, SHARD)
+        self._check_shard_config()
+        temp = tempfile.mkdtemp(prefix="mmembed-edge-")
+        copy = _PrivateCopy(temp)
+        try:
+            with self._errors("open the index"):
+                shutil.copytree(self.path / SHARD, Path(temp) / SHARD)
+                shard = self._qe.EdgeShard.load(str(Path(temp) / SHARD))
+                try:
+                    self._check_committed(shard)
+                except BaseException:
+                    shard.close()
+                    raise
+        except BaseException:
+            copy.release()
+            raise
+        return shard, copy
 
     def _create(self, encoder: EncoderInfo, keep_thumbnails: bool) -> Any:
         qe = self._qe
@@ -197,16 +246,82 @@ class QdrantEdgeIndex(QdrantPages):
                 shard.update(qe.UpdateOperation.create_field_index(key, schemas[kind]))
             shard.flush()
             # The manifest last, atomically: a folder holding it always holds a whole shard.
-            tmp = self.path / f".{MANIFEST}.tmp"
-            with open(tmp, "w", encoding="utf-8") as out:
+            tmp = f".{MANIFEST}.tmp"
+            with open(safe_files.create_new(self.path, tmp), "w", encoding="utf-8") as out:
                 json.dump(identity(encoder, keep_thumbnails), out)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, self.path / MANIFEST)
+            safe_files.rename(self.path, tmp, MANIFEST)
         except BaseException:
             shard.close()
             raise
         return shard
+
+    def _damaged(self, what: str) -> IndexDamagedError:
+        return IndexDamagedError(
+            f"the qdrant-edge index at {self.path} is damaged: {what}. Nothing was written. Restore "
+            "the folder from a backup or re-index into a new folder."
+        )
+
+    def _check_shard_config(self) -> None:
+        """The shard's vectors (``shard/edge_config.json``) must be the ones the manifest's encoder
+        makes: an edited ``mmembed.json`` (dim, kind) is refused before anything reads or writes."""
+        encoder = EncoderInfo.from_dict(self._read_manifest()["encoder"])
+        rel = f"{SHARD}/edge_config.json"
+        try:
+            with safe_files.opened(self.path, rel) as fd, open(fd, "rb", closefd=False) as fh:
+                vectors = json.loads(fh.read().decode("utf-8"))["vectors"]
+            sizes = {name: int(v["size"]) for name, v in vectors.items()}
+        except FileNotFoundError:
+            return  # (a shard the engine will refuse to load, with its own error)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._damaged(f"{rel} is unreadable ({exc})") from exc
+        expected = (
+            {MULTI: encoder.dim, POOLED: encoder.dim} if encoder.kind == "multi" else {DENSE: encoder.dim}
+        )
+        if sizes != expected:
+            raise self._damaged(
+                f"{MANIFEST} describes {encoder.kind}-vector pages of dim {encoder.dim} "
+                f"({', '.join(f'{k}: {v}' for k, v in sorted(expected.items()))}) but the shard stores "
+                f"{', '.join(f'{k}: {v}' for k, v in sorted(sizes.items())) or 'no vectors'}"
+            )
+
+    def _committed(self) -> tuple[int, int] | None:
+        """``(low, high)``: the page count mmembed committed (a range while a write runs)."""
+        try:
+            with safe_files.opened(self.path, STATE) as fd, open(fd, "rb", closefd=False) as fh:
+                data = json.loads(fh.read().decode("utf-8"))
+            low, high = int(data["pages_low"]), int(data["pages_high"])
+        except FileNotFoundError:
+            return None  # written by an older mmembed: recorded from the next write on
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise self._damaged(f"{STATE} is unreadable ({exc})") from exc
+        return low, high
+
+    def _check_committed(self, shard: Any) -> None:
+        committed = self._committed()
+        if committed is None:
+            return
+        count = int(shard.count(self._qe.CountRequest(exact=True)))
+        low, high = committed
+        if not low <= count <= high:
+            held = f"{low}" if low == high else f"{low} to {high}"
+            raise self._damaged(
+                f"the shard holds {count} pages but mmembed committed {held} (segment data was lost "
+                "or replaced outside mmembed)"
+            )
+
+    def _record(self, low: int, high: int) -> None:
+        write_json_atomic(self.path / STATE, {"pages_low": low, "pages_high": high}, root=self.path)
+
+    def _recorded_update(self, operation: Any, added: int, removed: int) -> None:
+        """Apply one engine update with the committed page count recorded around it: the
+        range it may leave before, the exact count after."""
+        before = self._count_all()
+        self._record(max(before - removed, 0), before + added)
+        self._engine.update(operation)
+        after = self._count_all()
+        self._record(after, after)
 
     @property
     def _engine(self) -> qe.EdgeShard:
@@ -225,7 +340,7 @@ class QdrantEdgeIndex(QdrantPages):
     def _put(self, points: list[Point]) -> None:
         qe = self._qe
         batch = [qe.Point(id=pid, vector=vectors, payload=payload) for pid, vectors, payload in points]
-        self._engine.update(qe.UpdateOperation.upsert_points(batch))  # one WAL record
+        self._recorded_update(qe.UpdateOperation.upsert_points(batch), len(batch), 0)  # one WAL record
 
     def _fetch(self, pids: list[str], with_payload: Any, with_vectors: bool) -> list[Any]:
         return list(self._engine.retrieve(list(pids), with_payload=with_payload, with_vector=with_vectors))
@@ -238,7 +353,7 @@ class QdrantEdgeIndex(QdrantPages):
         return list(points), next_offset
 
     def _remove(self, pids: list[str]) -> None:
-        self._engine.update(self._qe.UpdateOperation.delete_points(list(pids)))
+        self._recorded_update(self._qe.UpdateOperation.delete_points(list(pids)), 0, len(pids))
 
     def _count_all(self) -> int:
         return int(self._engine.count(self._qe.CountRequest(exact=True)))
@@ -285,6 +400,17 @@ class QdrantEdgeIndex(QdrantPages):
             else:
                 must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(**operand)))
         return qe.Filter(must=must) if must else None
+
+
+class _PrivateCopy:
+    """Stands in for the lock of a read-only folder: the shard was loaded from a temporary
+    copy (the engine rewrites files of the shard it loads), removed on release."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def release(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _close_handle(handle: tuple[Any, WriterLock]) -> None:

@@ -43,7 +43,8 @@ from mmembed.index import (
 from mmembed.index.filters import compile_filter
 from mmembed.index.format import storage_dtype
 from mmembed.index.pages import encode_batch
-from mmembed.scoring import EmbeddingsLike, as_ragged
+from mmembed.index.plan import check_k, query_vectors
+from mmembed.scoring import EmbeddingsLike
 from mmembed.types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
 
 MULTI, POOLED, DENSE = "multi", "pooled", "dense"
@@ -357,17 +358,9 @@ class QdrantPages:
         pre-filter). Exact MaxSim with ``exact=True`` or while ``candidates`` covers the
         matching pages; beyond that, MaxSim over the pooled-vector prefetch."""
         self._check_open()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
-        q = as_ragged(queries)
-        if q.dim != self._encoder.dim:
-            raise MMEmbedError(
-                f"query vectors have dim {q.dim} but the index at {self.location} stores dim "
-                f"{self._encoder.dim} (encoder {self._encoder.name!r}); embed queries with the index's encoder."
-            )
-        values = q.values.detach().to("cpu", torch.float32)  # (total_query_rows, dim)
-        if not bool(torch.isfinite(values).all()):
-            raise MMEmbedError("query embeddings contain NaN or infinite values")
+        check_k(k)  # the embedded index's search plan: same checks, same errors
+        q = query_vectors(queries, self._encoder, self.location)
+        values = q.values  # (total_query_rows, dim) float32
         offsets = q.offsets.tolist()
         n_queries = len(offsets) - 1
         matching = self._matching(where)

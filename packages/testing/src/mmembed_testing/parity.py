@@ -39,6 +39,17 @@ def pages() -> list[Image.Image]:
     return [text_page, wide, small]
 
 
+def large_page(width: int = 1275, height: int = 1650) -> Image.Image:
+    """A page-like RGB image far above a tiny checkpoint's pixel limit (a letter page at 150
+    dpi): text rows over faint noise, fine detail, so that resizing it twice shows."""
+    rng = np.random.default_rng(3)
+    page = Image.fromarray(rng.integers(200, 256, (height, width, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(page)
+    for row in range(0, height - 40, 37):
+        draw.text((20 + row % 90, row + 8), f"Q{row} revenue {row * 7} EUR " * 8, fill=(0, 0, 0))
+    return page
+
+
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     """max |ours - reference| / max |reference|."""
     return float((ours.float() - reference.float()).abs().max() / reference.float().abs().max())

@@ -1,0 +1,489 @@
+"""``mmembed.train``: fine-tune the index's own model on (query, page) pairs.
+
+>>> result = mmembed.train("my_index", "pairs.jsonl", "my-adapter", max_steps=200)  # doctest: +SKIP
+>>> print(result.table())                                                           # doctest: +SKIP
+>>> encoder = mmembed.load_encoder("my-adapter")                                    # doctest: +SKIP
+
+Steps: read and check the pairs against the index; hold out a share of the pages; mine
+hard negatives from the index with the model it was built with (positive-aware, saved);
+evaluate the untrained model on the held-out split; train LoRA (transformers ``Trainer``,
+checkpoints under ``<out>/checkpoints``; re-running the same command resumes the last one);
+write the adapter folder, load it back with :func:`mmembed.load_encoder` and evaluate it.
+Nothing is written to ``out`` before the first checkpoint, and a bad input fails before any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..encoders.base import Encoder
+from ..evaluate import EvalReport, format_table
+from ..index.protocol import IndexBackend
+from ..types import MMEmbedError, PageRecord
+from . import output
+from .families import NOT_YET, TrainableEncoder, UntrainableFamilyError, refusal
+from .heldout import evaluate_held_out
+from .mining import MinedQuery, mine_hard_negatives, write_mined
+from .pages import PageImages
+from .pairs import PairsError, PairSplit, TrainPair, positives_by_query, read_pairs, split_pairs
+from .sampling import SourceBatchSampler, source_of
+from .settings import TrainSettings
+from .trainer import Example, LoraSettings, PairCollator, build_trainer, wrap_with_lora
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+
+
+class TrainError(MMEmbedError):
+    """A training run that cannot start or continue (the message says what to change)."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did and where it wrote it."""
+
+    out: Path
+    merged: Path | None
+    family: str
+    steps: int
+    train_pairs: int
+    held_out_pairs: int
+    negatives: int
+    resumed_from: str | None
+    before: EvalReport | None
+    after: EvalReport | None
+    settings: TrainSettings
+    trained: TrainedModel | None = field(default=None, repr=False)
+    """The in-memory trained model (its embeddings are what the saved adapter reproduces)."""
+
+    def table(self) -> str:
+        """Held-out metrics before and after, side by side (``mmembed eval``'s table)."""
+        if self.before is None or self.after is None:
+            return ""
+        return format_table([self.before, self.after])
+
+
+class TrainedModel:
+    """Embeddings of the model as trained (LoRA unmerged, dropout off), for checking what a
+    saved adapter reloads into."""
+
+    def __init__(self, trainable: TrainableEncoder, model: Any) -> None:
+        self.trainable = trainable
+        self.model = model
+
+    @torch.no_grad()
+    def _run(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        self.model.eval()
+        out = self.trainable.embed(self.model, inputs)
+        if out.ndim == 2:  # (B, D)
+            return [row[None].float().cpu() for row in out]
+        keep = inputs["attention_mask"].bool()  # (B, T)
+        return [e[k].float().cpu() for e, k in zip(out, keep, strict=True)]
+
+    def encode_queries(self, queries: list[str]) -> list[torch.Tensor]:
+        return self._run(self.trainable.query_inputs(queries))
+
+    def encode_images(self, images: list[Any]) -> list[torch.Tensor]:
+        return self._run(self.trainable.page_inputs(images))
+
+
+def train(
+    index: str | os.PathLike[str] | IndexBackend,
+    pairs: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    settings: TrainSettings | None = None,
+    save_steps: int = 100,
+    merge: bool = False,
+    device: str | None = None,
+    progress: bool = False,
+    keep_checkpoints: bool = False,
+    eval_pairs: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> TrainResult:
+    """Fine-tune the model of ``index`` on ``pairs`` and write a LoRA adapter folder to ``out``
+    (see module docstring). ``options`` are :class:`TrainSettings` fields (``negatives=4``,
+    ``max_steps=200``, ...), an alternative to passing ``settings``. ``eval_pairs``: a pairs
+    file for the before / after evaluation instead of holding out ``eval_fraction`` of the
+    pages (its pages must not be in ``pairs``)."""
+    settings = _settings(settings, options)
+    try:
+        import accelerate  # noqa: F401 - transformers' Trainer needs it
+    except ImportError as err:
+        raise TrainError(
+            "training runs on transformers' Trainer, which needs accelerate: pip install 'mmembed-core[train]'"
+        ) from err
+    out = Path(out).expanduser().absolute()
+    opened = None
+    if not isinstance(index, IndexBackend):
+        from ..index import open_index
+
+        opened = index = open_index(index, create=False, readonly=True)
+    try:
+        return _train(
+            index,
+            Path(pairs),
+            out,
+            settings,
+            save_steps=save_steps,
+            merge=merge,
+            device=device,
+            progress=progress,
+            keep_checkpoints=keep_checkpoints,
+            eval_pairs=Path(eval_pairs) if eval_pairs is not None else None,
+        )
+    except torch.OutOfMemoryError as err:
+        raise TrainError(
+            f"out of memory at batch size {settings.batch_size} with {settings.negatives} hard negative(s) per "
+            f"pair: lower --batch-size (e.g. {max(2, settings.batch_size // 2)}) or --negatives, or add "
+            "--gradient-checkpointing. Checkpoints already saved are kept; the same command resumes."
+        ) from err
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _settings(settings: TrainSettings | None, options: dict[str, Any]) -> TrainSettings:
+    known = set(TrainSettings.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TrainError(
+            f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    base = asdict(settings) if settings is not None else {}
+    return TrainSettings(**{**base, **options})
+
+
+def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
+    """The index's model, loaded for this run only (never the shared cached encoder: training
+    changes its module)."""
+    from ..encoders.cache import _load
+    from ..encoders.runtime import resolve_device, resolve_dtype
+
+    info = index.encoder
+    refuse_remote_code(info.name, info.family)
+    resolved = resolve_device(device)
+    dtype = torch.float32 if resolved.type == "cpu" else resolve_dtype(None, resolved)
+    encoder = _load(info.name, info.revision, None, resolved, dtype, {})
+    index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
+    return encoder
+
+
+def refuse_remote_code(name: str, family: str) -> None:
+    """Checkpoints that run their own code are refused before anything is read or loaded."""
+    from ..encoders import remote_code
+
+    if family == remote_code.FAMILY_ID:
+        raise UntrainableFamilyError(
+            f"the index's model {name!r} runs its own code (trust_remote_code) and cannot be fine-tuned "
+            "by mmembed train: mmembed cannot tell which of its modules are the language model nor "
+            "reproduce its training inputs. Use its authors' training scripts, or index with a natively "
+            "supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)."
+        )
+
+
+def _digest(pairs: Sequence[TrainPair]) -> str:
+    text = "\n".join(f"{p.query}\t{p.page_id}" for p in pairs)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _check_out(out: Path, run: dict[str, Any]) -> str | None:
+    """The checkpoint to resume from, if ``out`` holds an unfinished run of the same
+    settings; raises when ``out`` holds anything else."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise TrainError(f"--out {out} is a file; give a folder for the adapter")
+    if (out / output.ADAPTER_CONFIG).is_file():
+        raise TrainError(f"{out} already holds a trained adapter; give a new --out folder (or delete it)")
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = out / output.CHECKPOINTS
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is None:
+        if any(out.iterdir()):
+            raise TrainError(f"{out} is not empty and holds no unfinished run; give a new --out folder")
+        return None
+    saved = json.loads((out / RUN_FILE).read_text(encoding="utf-8")) if (out / RUN_FILE).is_file() else {}
+    if saved.get("run") != run:
+        changed = sorted(k for k in run if saved.get("run", {}).get(k) != run[k])
+        raise TrainError(
+            f"{out} holds an unfinished run with other settings ({', '.join(changed) or 'unreadable run.json'} "
+            "differ); re-run with the same index, pairs and options to resume it, or give a new --out folder"
+        )
+    return str(last)
+
+
+def _train(
+    index: IndexBackend,
+    pairs_path: Path,
+    out: Path,
+    settings: TrainSettings,
+    *,
+    save_steps: int,
+    merge: bool,
+    device: str | None,
+    progress: bool,
+    keep_checkpoints: bool,
+    eval_pairs: Path | None,
+) -> TrainResult:
+    from transformers import TrainerCallback, TrainingArguments
+
+    index_path = str(getattr(index, "path", index.encoder.name))
+    refuse_remote_code(index.encoder.name, index.encoder.family)
+    if index.encoder.family in NOT_YET:  # refused before the model is even loaded
+        raise UntrainableFamilyError(
+            f"the index's model {index.encoder.name!r} (family {index.encoder.family}) cannot be fine-tuned: "
+            f"{NOT_YET[index.encoder.family]}"
+        )
+    all_records = list(index.records())
+    records: dict[str, PageRecord] = {r.id: r for r in all_records}
+    pairs = read_pairs(pairs_path, all_records, index_path=index_path)
+    if eval_pairs is not None:
+        held_out = read_pairs(eval_pairs, all_records, index_path=index_path)
+        shared = sorted({p.page_id for p in held_out} & {p.page_id for p in pairs})
+        if shared:
+            raise PairsError(
+                f"{eval_pairs} names {len(shared)} page(s) the training pairs also name (e.g. {shared[0]}); "
+                "held-out pages must be pages training never sees"
+            )
+        split = PairSplit(list(pairs), held_out)
+    else:
+        split = split_pairs(pairs, settings.eval_fraction, seed=settings.seed)
+    known = positives_by_query([*pairs, *split.held_out])
+    source_of_page = {pid: source_of(records[pid], settings.source_key) for pid in records}
+    run = {
+        "index": index_path,
+        "model": index.encoder.name,
+        "pairs": str(pairs_path.absolute()),
+        "pairs_digest": _digest(pairs),
+        "eval_pairs_digest": _digest(split.held_out),
+        "settings": asdict(settings),
+    }
+    resume_from = _check_out(out, run)
+
+    encoder = _load_private_encoder(index, device)
+    try:
+        trainable = TrainableEncoder(encoder)
+    except UntrainableFamilyError:
+        raise
+    except MMEmbedError as err:  # pragma: no cover - TrainableEncoder raises only the above
+        raise refusal(encoder) from err
+    images = PageImages(records, dpi=settings.dpi)
+    for page in sorted({p.page_id for p in pairs}):
+        images.check(page)
+
+    # Mining and the "before" evaluation: once per run (a resumed run reads them back).
+    if resume_from is not None:
+        mined = [MinedQuery(**_mined_row(row)) for row in _read_jsonl(out / output.NEGATIVES_FILE)]
+        before = _report(json.loads((out / RUN_FILE).read_text(encoding="utf-8")).get("before"))
+    else:
+        mined = mine_hard_negatives(
+            index,
+            encoder,
+            split.train,
+            known,
+            k=settings.negatives,
+            max_ratio=settings.max_neg_ratio,
+            exclude_pages=sorted({p.page_id for p in split.held_out}),
+        )
+        before = (
+            evaluate_held_out(encoder, split.held_out, records, images, name="before")
+            if split.held_out
+            else None
+        )
+    for page in sorted({n.id for row in mined for n in row.negatives}):
+        images.check(page)
+    examples = [Example(row.query, row.positive, tuple(n.id for n in row.negatives)) for row in mined]
+    sampler = SourceBatchSampler(
+        [source_of_page[e.positive] for e in examples],
+        [e.positive for e in examples],
+        settings.batch_size,
+        sampling=settings.sampling,
+        seed=settings.seed,
+    )
+    if len(sampler) == 0:
+        raise TrainError(
+            f"{len(examples)} training pair(s) make no batch of 2 different pages; give more pairs"
+        )
+
+    model = wrap_with_lora(
+        trainable,
+        LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout),
+        seed=settings.seed,
+    )
+    if settings.gradient_checkpointing:
+        backbone = getattr(trainable.module, "model", None)
+        if backbone is not None and hasattr(backbone, "gradient_checkpointing_enable"):
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    collator = PairCollator(trainable, examples, images, known)
+
+    summary_data = {
+        "pairs": str(pairs_path),
+        "train_pairs": len(split.train),
+        "train_pages": len({p.page_id for p in split.train}),
+        "sources": len({source_of_page[p.page_id] for p in split.train}),
+        "held_out_pairs": len(split.held_out),
+        "held_out_pages": len({p.page_id for p in split.held_out}),
+        "negatives": sum(len(row.negatives) for row in mined),
+        "too_close": sum(len(row.too_close) for row in mined),
+    }
+
+    class SaveRunState(TrainerCallback):  # type: ignore[misc]
+        """With the first checkpoint, ``out`` gets what a resumed run needs to read back."""
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if not (out / RUN_FILE).is_file():
+                write_mined(out / output.NEGATIVES_FILE, mined)
+                output.write_json(
+                    out / RUN_FILE, {"run": run, "before": before.to_json() if before else None}
+                )
+
+    on_cpu = encoder.device.type == "cpu"
+    args = TrainingArguments(
+        output_dir=str(out / output.CHECKPOINTS),
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps if settings.max_steps is not None else -1,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        lr_scheduler_type="linear",
+        logging_steps=max(1, min(10, save_steps)),
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=[],
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        use_cpu=on_cpu,
+        bf16=not on_cpu and encoder.dtype == torch.bfloat16,
+    )
+    trainer = build_trainer(
+        trainable=trainable,
+        model=model,
+        examples=examples,
+        sampler=sampler,
+        collator=collator,
+        args=args,
+        temperature=settings.temperature,
+        callbacks=[SaveRunState()],
+    )
+    trainer.train(resume_from_checkpoint=resume_from)
+    steps = int(trainer.state.global_step)
+    model.eval()
+
+    # The finished folder: files are staged, then moved in, so a crash here leaves no
+    # half-written adapter beside the checkpoints.
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / ".finishing"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    facts = _facts(encoder.info.name, encoder.info.revision)
+    base = encoder.info.name
+    if facts.adapter is not None:  # LoRA over LoRA: the new adapter's base is the merged start
+        output.write_untrained_base(model, facts, staging / output.BASE)
+        base = str(out / output.BASE)  # where it is once moved in
+    output.write_adapter(model, staging, base=base)
+    output.copy_processor_files(facts, staging)
+    write_mined(staging / output.NEGATIVES_FILE, mined)
+    for file in sorted(staging.iterdir()):
+        if file.is_dir():
+            shutil.rmtree(out / file.name, ignore_errors=True)
+        os.replace(file, out / file.name)
+    staging.rmdir()
+
+    trained = TrainedModel(trainable, model)
+    after = None
+    if split.held_out:
+        from ..encoders import load_encoder
+
+        reloaded = load_encoder(out, device=encoder.device, dtype=encoder.dtype)
+        after = evaluate_held_out(reloaded, split.held_out, records, images, name="after")
+
+    merged_path = None
+    summary = {
+        "base_model": encoder.info.name,
+        "family": encoder.info.family,
+        "kind": encoder.info.kind,
+        "index": index_path,
+        "steps": steps,
+        "data": summary_data,
+        "hyperparameters": {
+            **asdict(settings),
+            "lora_target_modules": trainable.lora_target_regex(),
+            "loss": "InfoNCE over in-batch positives + shared hard negatives"
+            + (" (MaxSim, scores / query length)" if trainable.kind == "multi" else " (dot product)"),
+        },
+        "before": before.to_json() if before else None,
+        "after": after.to_json() if after else None,
+    }
+    table = format_table([before, after]) if before and after else ""
+    output.write_json(out / output.TRAINING_JSON, summary)
+    (out / output.CARD).write_text(output.model_card(summary, table), encoding="utf-8")
+    if merge:
+        merged_path = output.write_merged(output.merged_module(model), facts, out / output.MERGED)
+        trained = TrainedModel(trainable, trainable.module)
+    (out / RUN_FILE).unlink(missing_ok=True)
+    if not keep_checkpoints:
+        shutil.rmtree(out / output.CHECKPOINTS, ignore_errors=True)
+    return TrainResult(
+        out=out,
+        merged=merged_path,
+        family=encoder.info.family,
+        steps=steps,
+        train_pairs=len(split.train),
+        held_out_pairs=len(split.held_out),
+        negatives=sum(len(row.negatives) for row in mined),
+        resumed_from=resume_from,
+        before=before,
+        after=after,
+        settings=settings,
+        trained=trained,
+    )
+
+
+def _facts(name: str, revision: str | None) -> Any:
+    from ..encoders.checkpoint import inspect_checkpoint
+
+    return inspect_checkpoint(name, revision)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _mined_row(row: dict[str, Any]) -> dict[str, Any]:
+    from .mining import MinedNegative
+
+    return {
+        **row,
+        "negatives": [MinedNegative(**n) for n in row["negatives"]],
+        "too_close": [MinedNegative(**n) for n in row["too_close"]],
+    }
+
+
+def _report(data: dict[str, Any] | None) -> EvalReport | None:
+    if not data:
+        return None
+    return EvalReport(
+        name=data["name"],
+        metrics=data["metrics"],
+        queries=data["queries"],
+        unjudged_queries=data.get("unjudged_queries", []),
+    )
