@@ -277,7 +277,11 @@ def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
     pages = [i for i, item in enumerate(batch) if not isinstance(item, MediaSegment)]
     segments = [i for i, item in enumerate(batch) if isinstance(item, MediaSegment)]
     out: list[torch.Tensor | None] = [None] * len(batch)
-    if pages:
+    if pages and getattr(encoder, "text_only", False):  # issue 28: text models index the text layer
+        texts = [_page_text(batch[i]) for i in pages]
+        for i, emb in zip(pages, encoder.encode_text_documents(texts), strict=True):
+            out[i] = emb
+    elif pages:
         images = encoder.encode_images([batch[i].image for i in pages])  # type: ignore[union-attr]
         for i, emb in zip(pages, images, strict=True):
             out[i] = emb
@@ -291,6 +295,14 @@ def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
         for i, emb in zip(segments, clips, strict=True):
             out[i] = emb
     return [emb for emb in out if emb is not None]
+
+
+def _page_text(item: Item) -> str:
+    """A page's own text layer (``""`` for images and scanned pages): what a text-only
+    encoder (``encoder.text_only``, e.g. a sentence-transformers ColBERT model) indexes."""
+    from .loaders.pdf_text import page_text
+
+    return page_text(item.source, item.page)
 
 
 def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor) -> dict[str, Any]:

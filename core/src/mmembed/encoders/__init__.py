@@ -6,16 +6,22 @@ from __future__ import annotations
 from . import (  # noqa: F401 - each family module registers its family
     biqwen2,
     biqwen2_5,
+    biqwen3_5,
+    colgemma3,
     colidefics3,
+    colmodernvbert,
     colpali,
     colqwen2,
     colqwen2_5,
+    colqwen2_5_omni,
     colqwen3,
+    colqwen3_5,
     hf_retrieval,
     nemotron_colembed,
     nomic,
     omni_embed,
     remote_code,
+    st_multi_vector,
 )
 from .base import Encoder, MediaClip
 from .cache import cached_encoders, clear_encoder_cache, load_encoder

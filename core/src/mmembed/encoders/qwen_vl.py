@@ -1,4 +1,4 @@
-"""What the Qwen-VL retrievers share: Qwen2-VL / Qwen2.5-VL / Qwen3-VL backbones, weight
+"""What the Qwen-VL retrievers share: Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5 backbones, weight
 layouts, the processor call and the page budget.
 
 The Qwen-VL retrievers of colpali-engine 0.3.18 (ColQwen2, ColQwen2.5, ColQwen3, BiQwen2,
@@ -54,9 +54,14 @@ __all__ = [
     "rename_weight",
 ]
 
-Generation = Literal["qwen2", "qwen2_5", "qwen3"]
+Generation = Literal["qwen2", "qwen2_5", "qwen3", "qwen3_5"]
 
-MODEL_TYPES: dict[Generation, str] = {"qwen2": "qwen2_vl", "qwen2_5": "qwen2_5_vl", "qwen3": "qwen3_vl"}
+MODEL_TYPES: dict[Generation, str] = {
+    "qwen2": "qwen2_vl",
+    "qwen2_5": "qwen2_5_vl",
+    "qwen3": "qwen3_vl",
+    "qwen3_5": "qwen3_5",
+}
 IMAGE_TOKEN = "<|image_pad|>"
 # colpali-engine 0.3.18's ColQwen2 / ColQwen2.5 / ColQwen3 (and Bi*) processors.
 COLPALI_PAGE_PREFIX = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
@@ -160,7 +165,7 @@ def load_processor(
 
     # colpali-engine's processors are Qwen2VLProcessor / Qwen3VLProcessor subclasses.
     processor_class = (
-        transformers.Qwen3VLProcessor if generation == "qwen3" else transformers.Qwen2VLProcessor
+        transformers.Qwen3VLProcessor if generation in ("qwen3", "qwen3_5") else transformers.Qwen2VLProcessor
     )
     processor = processor_class.from_pretrained(str(processor_folder(facts)))
     if recipe.pixel_limits is not None:
@@ -186,6 +191,7 @@ def _backbone_classes(generation: Generation) -> tuple[Any, Any]:
         "qwen2": (transformers.Qwen2VLConfig, transformers.Qwen2VLModel),
         "qwen2_5": (transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLModel),
         "qwen3": (transformers.Qwen3VLConfig, transformers.Qwen3VLModel),
+        "qwen3_5": (transformers.Qwen3_5Config, transformers.Qwen3_5Model),
     }
     return classes[generation]
 

@@ -14,14 +14,18 @@ from functools import partial
 from pathlib import Path
 
 from . import (
+    tiny_colqwen_omni,
+    tiny_gemma3,
     tiny_hf_retrieval,
     tiny_idefics3,
+    tiny_modernvbert,
     tiny_nemotron_colembed,
     tiny_nomic,
     tiny_omni_embed,
     tiny_paligemma,
     tiny_qwen2_5,
     tiny_qwen_vl,
+    tiny_st_multi_vector,
 )
 
 _Builder = Callable[..., Path]
@@ -31,10 +35,17 @@ TINY_BUILDERS: dict[str, _Builder] = {
     **{family: partial(tiny_qwen_vl.build, family) for family in tiny_qwen_vl.SPECS},
     "colpali": tiny_paligemma.build,
     "colidefics3": tiny_idefics3.build,
+    "colgemma3": partial(tiny_gemma3.build, "col"),
+    "bigemma3": partial(tiny_gemma3.build, "bi"),
+    "colmodernvbert": partial(tiny_modernvbert.build, "col"),
+    "bimodernvbert": partial(tiny_modernvbert.build, "bi"),
+    "colmodernvbert_hf": partial(tiny_modernvbert.build, "native"),
     **{family: partial(tiny_hf_retrieval.build, family) for family in ("colpali_hf", "colqwen2_hf")},
     "nemotron_colembed": tiny_nemotron_colembed.build,
     **{family: partial(tiny_nomic.build, family) for family in ("nomic_v1_5", "nomic_text_v1_5")},
     "omni_embed_nemotron": tiny_omni_embed.build,
+    "colqwen2_5_omni": tiny_colqwen_omni.build,
+    **{f"st_{v}": partial(tiny_st_multi_vector.build, v) for v in ("colbert", "minimal")},
 }
 
 

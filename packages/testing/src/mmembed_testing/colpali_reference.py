@@ -19,7 +19,7 @@ from . import parity
 from .parity import unpad
 
 # Reference classes per mmembed family: (model class, processor class, key mapping source).
-# BiQwen2 / BiQwen2.5 cannot resolve their own key mapping on transformers 5 (their
+# BiQwen2 / BiQwen2.5 / BiGemma3 cannot resolve their own key mapping on transformers 5 (their
 # from_pretrained reads a missing ``super()._checkpoint_conversion_mapping``); the matching
 # Col* class's mapping (same backbone, same layouts) is passed instead.
 CLASSES = {
@@ -30,6 +30,12 @@ CLASSES = {
     "colqwen3": ("ColQwen3", "ColQwen3Processor", None),
     "colpali": ("ColPali", "ColPaliProcessor", None),
     "colidefics3": ("ColIdefics3", "ColIdefics3Processor", None),
+    "colmodernvbert": ("ColModernVBert", "ColModernVBertProcessor", None),
+    "bimodernvbert": ("BiModernVBert", "BiModernVBertProcessor", None),
+    "colqwen3_5": ("ColQwen3_5", "ColQwen3_5Processor", None),
+    "biqwen3_5": ("BiQwen3_5", "BiQwen3_5Processor", "ColQwen3_5"),
+    "colgemma3": ("ColGemma3", "ColGemmaProcessor3", None),
+    "bigemma3": ("BiGemma3", "BiGemmaProcessor3", "ColGemma3"),
 }
 
 

@@ -15,6 +15,9 @@ the backbone generation, the head and how the checkpoint is shipped:
   checkpoint packaged for sentence-transformers (``modules.json``).
 - ``colqwen3`` (``TomoroAI/tomoro-colqwen3-embed-4b``): a Qwen3-VL checkpoint with
   ``architectures: ["ColQwen3"]`` and a 320-d ``custom_text_proj``.
+- ``colqwen3_5`` / ``biqwen3_5``: colpali-engine 0.3.18's ColQwen3.5 / BiQwen3.5 (Qwen3.5:
+  Gated DeltaNet linear-attention layers interleaved with full attention), merged
+  (``architectures: ["ColQwen3_5"]`` / ``["BiQwen3_5"]``), ColQwen3.5 also as a LoRA adapter.
 
 Published Qwen2 / Qwen2.5-VL weights use the original key layout (``model.layers.*``,
 ``visual.*``, ``lm_head.weight``); Qwen3-VL was published with transformers' layout
@@ -35,7 +38,7 @@ from safetensors.torch import save_file
 
 from .tiny_tokenizers import make_qwen2_tokenizer
 
-Generation = Literal["qwen2", "qwen2_5", "qwen3"]
+Generation = Literal["qwen2", "qwen2_5", "qwen3", "qwen3_5"]
 Layout = Literal["legacy", "transformers"]
 
 # LoRA targets of the vidore / nomic adapters: the language model's projections (and the
@@ -78,6 +81,8 @@ SPECS: dict[str, TinySpec] = {
         "qwen2", ("Qwen2VLForConditionalGeneration",), None, "Qwen2VLProcessor", sentence_transformers=True
     ),
     "colqwen3": TinySpec("qwen3", ("ColQwen3",), 320, "ColQwen3Processor"),
+    "colqwen3_5": TinySpec("qwen3_5", ("ColQwen3_5",), 128, "ColQwen3_5Processor"),
+    "biqwen3_5": TinySpec("qwen3_5", ("BiQwen3_5",), None, "BiQwen3_5Processor"),
 }
 
 
@@ -95,6 +100,14 @@ def _token_ids(tokenizer: Any) -> dict[str, Any]:
 def _text_config(tokenizer: Any, generation: Generation) -> dict[str, Any]:
     # mrope sections (temporal, height, width) sum to head_dim / 2 = 16.
     rope: dict[str, Any] = {"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1000000.0}
+    if generation == "qwen3_5":  # partial rotary (1/4 of head_dim 32): sections sum to 4
+        rope = {
+            "rope_type": "default",
+            "mrope_section": [2, 1, 1],
+            "mrope_interleaved": True,
+            "rope_theta": 10000000.0,
+            "partial_rotary_factor": 0.25,
+        }
     if generation == "qwen3":
         rope = {
             "rope_type": "default",
@@ -116,8 +129,16 @@ def _text_config(tokenizer: Any, generation: Generation) -> dict[str, Any]:
         "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
         "tie_word_embeddings": False,
     }
-    if generation == "qwen3":
+    if generation in ("qwen3", "qwen3_5"):
         config["head_dim"] = 32
+    if generation == "qwen3_5":
+        config.update(
+            layer_types=["linear_attention", "full_attention"],
+            linear_key_head_dim=16,
+            linear_value_head_dim=16,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+        )
     return config
 
 
@@ -147,7 +168,7 @@ def _vision_config(generation: Generation) -> dict[str, Any]:
             "fullatt_block_indexes": [1],
             "tokens_per_second": 2,
         }
-    return {
+    config: dict[str, Any] = {
         "depth": 2,
         "hidden_size": 64,
         "intermediate_size": 128,
@@ -157,8 +178,10 @@ def _vision_config(generation: Generation) -> dict[str, Any]:
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
         "num_position_embeddings": 256,  # a 16x16 grid, interpolated to each image's
-        "deepstack_visual_indexes": [0],
     }
+    if generation == "qwen3":
+        config["deepstack_visual_indexes"] = [0]
+    return config
 
 
 def tiny_config(tokenizer: Any, generation: Generation, architectures: tuple[str, ...]) -> Any:
@@ -169,6 +192,7 @@ def tiny_config(tokenizer: Any, generation: Generation, architectures: tuple[str
         "qwen2": transformers.Qwen2VLConfig,
         "qwen2_5": transformers.Qwen2_5_VLConfig,
         "qwen3": transformers.Qwen3VLConfig,
+        "qwen3_5": transformers.Qwen3_5Config,
     }[generation]
     config = config_class(
         text_config=_text_config(tokenizer, generation),
@@ -183,7 +207,7 @@ def tiny_config(tokenizer: Any, generation: Generation, architectures: tuple[str
 def _to_layout(key: str, generation: Generation, layout: Layout) -> str:
     """transformers 5 names (``model.language_model.*``, ``model.visual.*``) -> the layout
     the published checkpoints of that generation use."""
-    if layout == "transformers" or generation == "qwen3":
+    if layout == "transformers" or generation in ("qwen3", "qwen3_5"):
         return key
     key = re.sub(r"^model\.language_model\.", "model.", key)
     return re.sub(r"^model\.visual\.", "visual.", key)
@@ -199,6 +223,7 @@ def random_weights(
         "qwen2": transformers.Qwen2VLForConditionalGeneration,
         "qwen2_5": transformers.Qwen2_5_VLForConditionalGeneration,
         "qwen3": transformers.Qwen3VLForConditionalGeneration,
+        "qwen3_5": transformers.Qwen3_5ForConditionalGeneration,
     }[generation]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -218,7 +243,7 @@ def save_processor_files(folder: Path, generation: Generation, processor_class: 
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
     tokenizer = make_qwen2_tokenizer()
-    if generation == "qwen3":
+    if generation in ("qwen3", "qwen3_5"):
         from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
         image_processor = Qwen2VLImageProcessor(
