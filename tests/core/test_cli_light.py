@@ -1,5 +1,6 @@
-"""The command line answers `--help` without importing torch (issue 29 item 11): building the
-parser and printing help load no model stack. Checked on the modules a fresh process has
+"""The command line answers `--help`, `models` and `info` on an index folder without
+importing torch (issue 29 item 11): building the parser, printing help and reading an index's
+manifest and database load no model stack. Checked on the modules a fresh process has
 imported, not on time."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 HEAVY = ("torch", "transformers", "numpy", "PIL", "mmembed.index", "mmembed.encoders")
 
@@ -71,3 +73,26 @@ def test_models_listing_is_the_registry() -> None:
     assert written == json.loads(json.dumps(list_models(), default=str)), (
         f"{LISTING.name} is out of date: run `.venv/bin/python tools/model_listing.py`"
     )
+
+
+def test_info_on_an_index_folder_imports_no_torch(tmp_path: Path) -> None:
+    from mmembed.index import open_index
+    from mmembed_testing.backend_contract import MULTI, make_pages
+
+    folder = tmp_path / "idx"
+    with open_index(folder, MULTI, storage="int8") as index:
+        index.add(make_pages(5))
+        expected = index.info()
+    code = f"""
+        import contextlib, io, json
+        from mmembed.cli import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["info", "--index", {str(folder)!r}, "--json"]) == 0
+        summary = json.loads(out.getvalue())
+        assert summary["pages"] == {expected["pages"]} and summary["storage"] == "int8", summary
+        assert summary["bytes_per_page"] == {expected["bytes_per_page"]}, summary
+        assert summary["model"] == {MULTI.name!r}, summary
+        """
+    # numpy may load (the codecs' row sizes); torch, transformers, PIL and the encoders must not.
+    assert set(imported_after(code)) & {"torch", "transformers", "PIL", "mmembed.encoders"} == set()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .arguments import Subparsers, backend_args
-from .options import location, open_existing
+from .options import folder_summary, location, open_existing
 from .output import safe
 
 
@@ -20,13 +20,18 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..index.locations import uri_scheme
+
     where = location(args)
-    index = open_existing(where, readonly=True)
-    try:
-        info = index.info()
-    finally:
-        index.close()
-    enc = index.encoder
+    if uri_scheme(where) is None:  # a folder: read its manifest and database, torch never loads
+        info, enc = folder_summary(where)
+    else:  # another backend (qdrant://, qdrant-edge://) imports what it needs
+        index = open_existing(where, readonly=True)
+        try:
+            info = index.info()
+        finally:
+            index.close()
+        enc = index.encoder
     summary = {
         "path": where if "://" in where else str(Path(where).resolve()),
         "pages": info["pages"],

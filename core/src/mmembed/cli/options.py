@@ -85,6 +85,16 @@ def open_existing(location: str, *, readonly: bool) -> Any:
     return open_backend(location, create=False, readonly=readonly)
 
 
+def folder_summary(location: str) -> tuple[dict[str, Any], EncoderInfo]:
+    """``(info, encoder)`` of the index folder at ``location`` without importing torch;
+    :class:`CLIError` when there is none."""
+    from ..index.summary import folder_info
+
+    if not Path(location).exists():
+        raise CLIError(f"no index at {location}: create one with `mmembed index FILES... --index {location}`")
+    return folder_info(location)
+
+
 def stored_encoder(location: str) -> EncoderInfo | None:
     """The encoder an existing index was built with (``None`` when there is no index yet)."""
     from ..index import IndexNotFoundError, open_backend, uri_scheme

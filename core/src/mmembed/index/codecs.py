@@ -13,12 +13,21 @@ decodes just the rows asked for, one scoring chunk at a time).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import importlib
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from ..types import STORAGE_NAMES, MMEmbedError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _torch() -> Any:
+    """torch, imported when vectors are first read: naming a codec, checking a manifest or
+    sizing rows (``mmembed info``) needs numpy only."""
+    return importlib.import_module("torch")
 
 
 class Rows(Protocol):
@@ -34,10 +43,10 @@ class Rows(Protocol):
 class Codec:
     """A float storage type: rows are the vector's ``dim`` values in ``numpy`` dtype."""
 
-    def __init__(self, name: str, numpy: np.dtype[Any], torch_dtype: torch.dtype, extension: str) -> None:
+    def __init__(self, name: str, numpy: np.dtype[Any], torch_dtype: str, extension: str) -> None:
         self.name = name
         self.numpy = numpy  # on-disk element type (bfloat16 is stored as its raw uint16 bits)
-        self.torch = torch_dtype  # logical element type of the raw rows
+        self.torch_dtype = torch_dtype  # name of the torch dtype of the raw rows (torch loads lazily)
         self.extension = extension
 
     def __repr__(self) -> str:
@@ -61,7 +70,8 @@ class Codec:
 
     def raw(self, array: np.ndarray[Any, Any]) -> torch.Tensor:
         """A tensor over ``(rows, width)`` raw rows (a memory map), without copying."""
-        return torch.from_numpy(array)
+        tensor: torch.Tensor = _torch().from_numpy(array)
+        return tensor
 
     def rows(self, raw: torch.Tensor) -> Rows:
         """Scoreable access to ``raw`` rows (as returned by :meth:`raw`)."""
@@ -79,7 +89,9 @@ class BFloat16Codec(Codec):
         return stored
 
     def raw(self, array: np.ndarray[Any, Any]) -> torch.Tensor:
-        return torch.from_numpy(array).view(torch.bfloat16)  # raw uint16 bits -> bfloat16
+        th = _torch()
+        tensor: torch.Tensor = th.from_numpy(array).view(th.bfloat16)  # raw uint16 bits -> bfloat16
+        return tensor
 
 
 SCALE_BYTES = 4
@@ -96,7 +108,7 @@ class Int8Codec(Codec):
     token keeps its own range (token norms vary within a page) at ``dim + 4`` bytes a row."""
 
     def __init__(self) -> None:
-        super().__init__("int8", np.dtype("u1"), torch.uint8, "i8")
+        super().__init__("int8", np.dtype("u1"), "uint8", "i8")
 
     def width(self, dim: int) -> int:
         return dim + SCALE_BYTES
@@ -128,21 +140,23 @@ class Int8Rows:
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((int(self._raw.shape[0]), self._dim))
+        size: torch.Size = _torch().Size((int(self._raw.shape[0]), self._dim))
+        return size
 
     def __getitem__(self, key: slice | torch.Tensor) -> torch.Tensor:
         values, scales = self.quantized(key)
-        return values.to(torch.float32).mul_(scales[:, None])  # (m, dim)
+        return values.to(_torch().float32).mul_(scales[:, None])  # (m, dim)
 
     def quantized(self, key: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(values, scales)``: ``(m, dim)`` int8 (a view of the map for a slice) and
         ``(m,)`` float32, for scorers that apply the scale after the product
         (:func:`mmembed.scoring.maxsim`'s ``row_scales``)."""
+        th = _torch()
         part = self._raw[key]  # (m, dim + 4): a view for a slice, a copy of m rows for a gather
         if part.shape[0] == 0:  # (an empty tensor's strides cannot be reinterpreted)
-            return torch.empty(0, self._dim, dtype=torch.int8), torch.empty(0)
-        values = part[:, : self._dim].view(torch.int8)  # (m, dim)
-        scales = part[:, self._dim :].contiguous().view(torch.float32)[:, 0]  # (m,)
+            return th.empty(0, self._dim, dtype=th.int8), th.empty(0)
+        values = part[:, : self._dim].view(th.int8)  # (m, dim)
+        scales = part[:, self._dim :].contiguous().view(th.float32)[:, 0]  # (m,)
         return values, _checked_scales(values, scales)
 
 
@@ -160,9 +174,9 @@ def _checked_scales(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 
 
 _ALL = (
-    Codec("float16", np.dtype("<f2"), torch.float16, "f16"),
-    BFloat16Codec("bfloat16", np.dtype("<u2"), torch.bfloat16, "bf16"),
-    Codec("float32", np.dtype("<f4"), torch.float32, "f32"),
+    Codec("float16", np.dtype("<f2"), "float16", "f16"),
+    BFloat16Codec("bfloat16", np.dtype("<u2"), "bfloat16", "bf16"),
+    Codec("float32", np.dtype("<f4"), "float32", "f32"),
     Int8Codec(),
 )
 # Keyed and ordered by STORAGE_NAMES, the torch-free list `mmembed --help` offers

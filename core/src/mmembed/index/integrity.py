@@ -16,14 +16,17 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..types import EncoderInfo, MMEmbedError
 from .codecs import CODECS, Codec
 from .errors import IndexDamagedError
 from .format import SEGMENTS_DIR
+
+if TYPE_CHECKING:
+    import torch
 
 _SEGMENT_FILE = re.compile(r"[0-9]{8}\.(f16|bf16|f32|i8)")
 
@@ -226,11 +229,11 @@ def rank_damaged_last(scores: torch.Tensor, rows: np.ndarray, conn: sqlite3.Conn
     """Non-finite scores (NaN / inf written into a segment outside mmembed) become ``-inf``
     in place, so damaged pages rank after every good one instead of hiding them (top-k
     treats NaN as a threshold nothing passes); a warning names them."""
-    bad = ~torch.isfinite(scores)  # (n_queries, n_pages)
+    bad = ~scores.isfinite()  # (n_queries, n_pages); tensor methods: opening an index imports no torch
     if not bool(bad.any()):
         return
     scores[bad] = float("-inf")
-    columns = torch.nonzero(bad.any(dim=0)).flatten().tolist()
+    columns = bad.any(dim=0).nonzero().flatten().tolist()
     wanted = [int(rows[c]) for c in columns[:5]]
     ids = [
         r[0]

@@ -46,7 +46,7 @@ from .recovery import recover
 from .segments import append_rows
 from .shared import SharedIndex, open_shared
 from .snapshot import IndexSnapshots
-from .text import DEFAULT_TOKENIZER, count_with_text, has_text_tables, page_texts
+from .text import DEFAULT_TOKENIZER, has_text_tables, page_texts
 from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, pages_to_delete, write_error
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "LocalIndex", "open_index"]
@@ -419,13 +419,9 @@ class LocalIndex:
         return [found.get(i) for i in ids]
 
     def info(self) -> dict[str, Any]:
-        """Summary for ``mmembed info``: sizes, encoder, storage format, pages with text."""
-        info = self._snapshots.info(self.manifest)
-        with self._snapshots.read() as conn:  # hybrid (issue 25)
-            text_store = self.manifest.text_tokenizer is not None and has_text_tables(conn)
-            info["pages_with_text"] = count_with_text(conn) if text_store else 0
-        info["text_tokenizer"] = self.manifest.text_tokenizer
-        return info
+        """Summary for ``mmembed info``: sizes, encoder, storage format, pages with text
+        (built by :func:`mmembed.index.summary.summarize`, which the CLI also uses)."""
+        return self._snapshots.info(self.manifest)
 
 
 @overload

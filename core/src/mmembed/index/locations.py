@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import re
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..types import EncoderInfo, MMEmbedError
-from .local import open_index
-from .protocol import IndexBackend
+
+if TYPE_CHECKING:
+    from .protocol import IndexBackend
 
 ENTRY_POINT_GROUP = "mmembed.index_backends"
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -50,6 +51,10 @@ def open_backend(
     An existing index must hold ``encoder``'s vectors (:class:`EncoderMismatchError`).
     ``shared`` applies to folders (see :func:`open_index`); ``options`` go to the backend
     (for a folder: ``storage``, ``pooling``, ``dtype``, ``keep_thumbnails``)."""
+    # Imported here: uri_scheme (the CLI's folder-or-URI test) stays free of torch.
+    from .local import open_index
+    from .protocol import IndexBackend
+
     scheme = uri_scheme(location)
     if scheme is None:
         return open_index(location, encoder, create=create, readonly=readonly, shared=shared, **options)

@@ -31,6 +31,7 @@ from .filters import Filter, Sql, compile_filter
 from .first_stage import BinaryCodes, recorded_checksums
 from .search import Locations
 from .segments import SegmentViews
+from .summary import summarize
 
 _T = TypeVar("_T")
 
@@ -255,41 +256,7 @@ class IndexSnapshots:
     def info(self, manifest: fmt.Manifest) -> dict[str, Any]:
         """Summary for ``mmembed info``: sizes, encoder, storage format."""
         with self.read() as conn:
-            pages, vectors, scored = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(n_vectors), 0), COUNT(NULLIF(n_vectors, 0)) FROM pages"
-            ).fetchone()
-            committed, segments = conn.execute(
-                "SELECT COALESCE(SUM(committed_rows), 0), COUNT(*) FROM segments"
-            ).fetchone()
-            sources = conn.execute("SELECT COUNT(DISTINCT source) FROM pages").fetchone()[0]
-        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-        enc = manifest.encoder
-        row_bytes = self.codec.row_bytes(enc.dim)
-        return {
-            "path": str(self.path),
-            "format_version": manifest.format_version,
-            "pages": int(pages),
-            "sources": int(sources),
-            "vectors": int(vectors),
-            "reclaimable_vectors": int(committed) - int(vectors),
-            "segments": int(segments),
-            "encoder": enc.to_dict(),
-            "encoder_name": enc.name,
-            "encoder_revision": enc.revision,
-            "family": enc.family,
-            "kind": enc.kind,
-            "similarity": enc.similarity,
-            "dim": enc.dim,
-            "dtype": manifest.dtype,
-            "storage": manifest.dtype,
-            "pooling": manifest.pooling,
-            # Vector bytes as stored by the codec (int8: values and scale), per live page with vectors.
-            "bytes_per_token": row_bytes,
-            "bytes_per_page": round(int(vectors) * row_bytes / int(scored)) if scored else 0,
-            "keep_thumbnails": manifest.keep_thumbnails,
-            "first_stage": manifest.first_stage,
-            "bytes": int(size),
-        }
+            return summarize(conn, self.path, manifest)
 
 
 def page_record(r: tuple[Any, ...]) -> PageRecord:
