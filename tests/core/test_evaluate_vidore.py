@@ -128,5 +128,7 @@ def test_unreachable_hub_is_a_clear_error(
     assert "--dataset FOLDER" in capsys.readouterr().err
     with pytest.raises(EvalError, match="neither a folder nor a Hub dataset id"):
         load_beir_dataset("not-a-dataset")
-    assert main(["eval", "--index", str(tmp_path / "i")]) == 1
+    with pytest.raises(SystemExit) as usage:  # neither files nor a dataset: a usage error (exit 2)
+        main(["eval", "--index", str(tmp_path / "i")])
+    assert usage.value.code == 2
     assert "--dataset vidore/<name>" in capsys.readouterr().err

@@ -174,7 +174,9 @@ def test_cli_search_explain_writes_overlays(
     assert sorted(p.name for p in out.iterdir()) == ["01-square-p1.png", "01-square-p1.token1.png"]
     printed = capsys.readouterr().out
     assert "wrote 2 similarity overlay(s) to" in printed and "(stored page vectors)" in printed
-    assert main(["search", "a square", "--index", index, "--tokens", "1"]) == 1
+    with pytest.raises(SystemExit) as usage:  # --tokens without --explain: a usage error (exit 2)
+        main(["search", "a square", "--index", index, "--tokens", "1"])
+    assert usage.value.code == 2
     assert "add --explain DIR" in capsys.readouterr().err
     assert main(["search", "a square", "--index", index, "--explain", str(out), "--tokens", "999"]) == 1
     assert "token 999 is out of range" in capsys.readouterr().err

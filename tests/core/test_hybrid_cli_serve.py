@@ -66,7 +66,9 @@ def test_search_modes_from_the_cli(index: Path, capsys: pytest.CaptureFixture[st
 def test_bad_mode_arguments_are_named(
     index: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
-    assert main(["search", "revenue", "--index", str(index), *extra]) != 0
+    with pytest.raises(SystemExit) as usage:  # a usage error: exit 2, before the index opens
+        main(["search", "revenue", "--index", str(index), *extra])
+    assert usage.value.code == 2
     assert message in capsys.readouterr().err
 
 
@@ -92,7 +94,9 @@ def test_no_text_then_backfill_text(
     assert "6 page(s) got text" in out and f"skipped: {files[0].resolve()}" in out
     info = _json(capsys, ["info", "--index", str(folder), "--json"])
     assert info["pages_with_text"] == 6 and info["text_tokenizer"] == "trigram"
-    assert main(["index", "--index", str(folder)]) != 0  # neither paths nor --backfill-text
+    with pytest.raises(SystemExit) as usage:  # neither paths nor --backfill-text: a usage error
+        main(["index", "--index", str(folder)])
+    assert usage.value.code == 2
     assert "give the files or folders" in capsys.readouterr().err
 
 
@@ -132,7 +136,7 @@ def test_serve_has_a_mode_selector(index: Path) -> None:
 
     server = open_server(index)
     try:
-        client = TestClient(create_app(server))
+        client = TestClient(create_app(server), base_url="http://127.0.0.1:8000")  # a Host serve allows
         body = client.get("/search", params={"q": "income statement", "k": 3, "mode": "text"}).json()
         assert body["mode"] == "text" and body["hits"][0]["page"] == 2
         assert body["hits"][0]["matches"][0]["side"] == "text"

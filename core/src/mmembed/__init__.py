@@ -16,6 +16,7 @@ Names are imported lazily so that ``import mmembed`` stays cheap (no torch impor
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -103,6 +104,9 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        # A subpackage (``mmembed.index``) stays reachable as an attribute after ``import mmembed``.
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'mmembed' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

@@ -9,6 +9,12 @@ import numpy as np
 from PIL import Image
 
 WHITE = (255, 255, 255)
+MAX_PAGE_PIXELS = 4096 * 4096
+"""Largest page (in pixels) that reaches a model's processor as it is, on every path: the page
+loaders decode images to at most this size, and the encoders downscale a larger page given to
+them directly (aspect ratio kept). 16.8 MP is twice a 300-dpi letter scan and above what any
+supported model takes in, so ordinary scans and photos get the processor's own resize alone,
+while a batch of huge images holds bounded pages (48 MB of RGB each)."""
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GRAY_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 

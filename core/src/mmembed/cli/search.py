@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..encoders import load_encoder
     from ..index.errors import FilterError
     from ..index.filters import compile_filter
+    from ..index.fusion import search_options
+    from ..types import MMEmbedError
     from ..retrieve import Retriever
 
     # What the command line says is checked before the index and the model are opened.
@@ -76,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--tokens picks the overlays written by --explain DIR; add --explain DIR")
     if args.mode != "hybrid" and (args.alpha is not None or args.rrf_k is not None):
         raise UsageError("--alpha and --rrf-k tune --mode hybrid; add --mode hybrid")
+    try:
+        search_options(args.mode, args.alpha, args.rrf_k)  # the fusion parameters' one rule
+    except MMEmbedError as exc:
+        raise UsageError(f"--mode / --alpha / --rrf-k: {exc}") from exc
     filters = parse_filters(args.filter or [], args.where)
     encoder_options(args)  # a malformed --option, before the index is looked for
     try:

@@ -36,7 +36,7 @@ from PIL import Image
 from torch import nn
 
 from ..explain import Explanation, PatchLayout, similarity_maps
-from ..pixels import to_rgb
+from ..pixels import MAX_PAGE_PIXELS, to_rgb
 from ..types import EncoderInfo, Kind, MMEmbedError
 from .base import Document, Encoder, MultimodalQuery, checked_texts
 from .checkpoint import ADAPTER_WEIGHTS, CheckpointFacts, safetensors_files
@@ -70,12 +70,15 @@ PIXEL_CAP_HEADROOM = 4
 """A page is pre-shrunk only above this many times the pixels the model takes, and never below
 :data:`PAGE_MEMORY_GUARD_PIXELS` (see :meth:`VLMEncoder.page_pixel_cap`)."""
 
-PAGE_MEMORY_GUARD_PIXELS = 40_000_000
-"""Below this many pixels a page reaches the processor as given, whatever the model's limit.
+PAGE_MEMORY_GUARD_PIXELS = MAX_PAGE_PIXELS
+"""Below this many pixels (16.8 MP, :data:`mmembed.pixels.MAX_PAGE_PIXELS`, the page loaders'
+decode cap too) a page reaches the processor as given, whatever the model's limit.
 Pre-shrinking changes results (two resizes are not the processor's one: a 300-dpi letter scan
 pre-shrunk at 4x a 768-token budget moved a score from 3.76 to 0.83), so it is only a memory
-guard: a 40 MP page costs the Qwen-VL processor ~270 MB and ~4.5 s on 2 CPU cores, a 600-dpi
-A4 / letter page is ~35 MP."""
+guard: a 40 MP page cost the Qwen-VL processor ~270 MB, so a guard at 40 MP let a batch of two
+9000 x 9000 images grow memory by 875 MB; at 16.8 MP (2x a 300-dpi letter scan) the growth
+stays within the load test's bound. Pages above it (600-dpi scans, 48 MP photos) are the ones
+whose vectors differ from a reference given the full image."""
 
 
 class QueryTooLongWarning(UserWarning):

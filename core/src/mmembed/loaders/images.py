@@ -11,12 +11,12 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..pixels import to_rgb
+from ..pixels import MAX_PAGE_PIXELS, to_rgb
 from .errors import issue_error, unreadable_error
 
 # Formats whose extra frames are extra pages; for GIF / WebP / APNG only the first frame counts.
 _MULTIPAGE_FORMATS = {"TIFF"}
-MAX_DECODED_PIXELS = 4096 * 4096
+MAX_DECODED_PIXELS = MAX_PAGE_PIXELS
 """Pages decoded from images are downscaled to at most this many pixels when no ``max_pixels``
 is given (48 MB of RGB): above what the supported models take in (their processors downscale
 further), while a batch of 9000 x 9000 scans holds 8 bounded pages instead of 8 x 243 MB (JPEGs
