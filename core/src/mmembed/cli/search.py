@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from ..index.errors import FilterError
     from ..index.filters import compile_filter
     from ..index.fusion import search_options
-    from ..types import MMEmbedError
     from ..retrieve import Retriever
+    from ..types import MMEmbedError
 
     # What the command line says is checked before the index and the model are opened.
     if not args.query.strip():
