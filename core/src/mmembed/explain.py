@@ -131,6 +131,12 @@ def recorded_layout(
     except MMEmbedError as err:
         logger.debug("no patch layout recorded (%s)", err)
         return None
+    return layout_record(layout, embedding)
+
+
+def layout_record(layout: PatchLayout | None, embedding: torch.Tensor) -> dict[str, Any] | None:
+    """``layout`` as :func:`recorded_layout` stores it for a page embedded as ``embedding``
+    ``(n_vectors, dim)``; ``None`` when there is none or it does not fit the vectors."""
     if layout is None or layout.end() > embedding.shape[0]:
         return None
     return {**layout.to_json(), "vectors": int(embedding.shape[0])}  # checked when explaining

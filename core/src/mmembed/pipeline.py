@@ -34,6 +34,7 @@ from .types import MMEmbedError
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
+    from .explain import PatchLayout
 
 
 @dataclass
@@ -169,7 +170,7 @@ def index_documents(
     def flush() -> None:
         if not batch:
             return
-        embeddings = _encode(encoder, batch)
+        embeddings, layouts = _encode(encoder, batch)
         for p, emb in zip(batch, embeddings, strict=True):
             if emb.ndim != 2 or emb.shape[0] == 0:
                 # A page stored without vectors would silently never be found.
@@ -185,12 +186,16 @@ def index_documents(
                 content_hash=p.content_hash,
                 metadata=p.record_metadata()
                 if isinstance(p, MediaSegment)
-                else {**p.metadata, "page_count": p.page_count, **_layout_metadata(encoder, p, emb)},
+                else {
+                    **p.metadata,
+                    "page_count": p.page_count,
+                    **_layout_metadata(encoder, p, emb, layouts.get(i, _ASK)),
+                },
                 thumbnail=_thumbnail(p) if thumbnails else None,
                 id=p.id,
                 text=(p.text or None) if text and isinstance(p, Page) else None,
             )
-            for p, emb in zip(batch, embeddings, strict=True)
+            for i, (p, emb) in enumerate(zip(batch, embeddings, strict=True))
         ]
         report.ids += index.upsert(inputs)
         report.pages_indexed += len(inputs)
@@ -271,20 +276,25 @@ def _takes_media(encoder: Encoder) -> bool:
     return type(encoder).encode_media is not BaseEncoder.encode_media
 
 
-def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
-    """Embeddings in batch order: pages through ``encode_images``, segments through
-    ``encode_media``; both run before anything of the batch is stored."""
+def _encode(encoder: Encoder, batch: list[Item]) -> tuple[list[torch.Tensor], dict[int, PatchLayout | None]]:
+    """Embeddings in batch order: pages through ``encode_pages``, segments through
+    ``encode_media``; both run before anything of the batch is stored. With them, the patch
+    layouts the encoder read off its own processor output, by batch position (pages missing
+    there get theirs from ``page_layout``)."""
     pages = [i for i, item in enumerate(batch) if not isinstance(item, MediaSegment)]
     segments = [i for i, item in enumerate(batch) if isinstance(item, MediaSegment)]
     out: list[torch.Tensor | None] = [None] * len(batch)
+    layouts: dict[int, PatchLayout | None] = {}
     if pages and getattr(encoder, "text_only", False):  # issue 28: text models index the text layer
         texts = [_page_text(batch[i]) for i in pages]
         for i, emb in zip(pages, encoder.encode_text_documents(texts), strict=True):
             out[i] = emb
     elif pages:
-        images = encoder.encode_images([batch[i].image for i in pages])  # type: ignore[union-attr]
+        images, given = encoder.encode_pages([batch[i].image for i in pages])  # type: ignore[union-attr]
         for i, emb in zip(pages, images, strict=True):
             out[i] = emb
+        if given is not None:
+            layouts.update(zip(pages, given, strict=True))
     if segments:
         clips = encoder.encode_media([batch[i].clip for i in segments])  # type: ignore[union-attr]
         if len(clips) != len(segments):
@@ -294,7 +304,7 @@ def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
             )
         for i, emb in zip(segments, clips, strict=True):
             out[i] = emb
-    return [emb for emb in out if emb is not None]
+    return [emb for emb in out if emb is not None], layouts
 
 
 def _page_text(item: Item) -> str:
@@ -305,14 +315,23 @@ def _page_text(item: Item) -> str:
     return page_text(item.source, item.page)
 
 
-def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor) -> dict[str, Any]:
+_ASK = object()
+"""No layout came with the page's embedding: ask the encoder's ``page_layout``."""
+
+
+def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor, given: object) -> dict[str, Any]:
     """The page's patch layout under :data:`~mmembed.explain.LAYOUT_KEY` (similarity maps from
-    stored vectors); nothing for media segments and families without one."""
-    from .explain import LAYOUT_KEY, recorded_layout
+    stored vectors): ``given`` with the embedding, else from ``page_layout`` (a second
+    processor run); nothing for media segments and families without one."""
+    from .explain import LAYOUT_KEY, PatchLayout, layout_record, recorded_layout
 
     if isinstance(page, MediaSegment):
         return {}
-    layout = recorded_layout(encoder, page.image, embedding)
+    if given is _ASK:
+        layout = recorded_layout(encoder, page.image, embedding)
+    else:
+        multi = encoder.info.kind == "multi"
+        layout = layout_record(given, embedding) if multi and isinstance(given, PatchLayout) else None
     return {} if layout is None else {LAYOUT_KEY: layout}
 
 

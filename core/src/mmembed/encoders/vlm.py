@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -47,6 +48,9 @@ from .weights import Renamer, load_weights, merge_lora, replaced_by_adapter
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 4
+_PER_ROW_INPUTS = ("input_ids", "attention_mask", "image_grid_thw")
+"""Processor outputs with one row per prompt (or per image: one image per page prompt), the
+ones :meth:`VLMEncoder.patch_layout` may read."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,22 @@ class VLMEncoder(Encoder):
             for i, image in enumerate(images)
         ]
         return self._run(items, batch_size, progress, "pages")
+
+    def encode_pages(
+        self, images: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False
+    ) -> tuple[list[torch.Tensor], list[PatchLayout | None] | None]:
+        """Each page's layout is read off the encode batch's own processor output (the
+        processor runs once per page, not again for :meth:`page_layout`)."""
+        if not self._knows_layout():
+            return self.encode_images(images, batch_size=batch_size, progress=progress), None
+        recipe = self.recipe
+        items = [
+            self._image_item(recipe.page, recipe.page_text, image, f"image {i}")
+            for i, image in enumerate(images)
+        ]
+        layouts: dict[int, PatchLayout | None] = {}  # id(item) -> its layout
+        vectors = self._run(items, batch_size, progress, "pages", layouts)
+        return vectors, [layouts.get(id(item)) for item in items]
 
     def encode_documents(
         self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False
@@ -437,9 +457,15 @@ class VLMEncoder(Encoder):
     # -- running ---------------------------------------------------------------------
 
     def _run(
-        self, items: list[Item], batch_size: int | None, progress: bool, desc: str
+        self,
+        items: list[Item],
+        batch_size: int | None,
+        progress: bool,
+        desc: str,
+        layouts: dict[int, PatchLayout | None] | None = None,
     ) -> list[torch.Tensor]:
-        """Text-only prompts and image prompts go in separate batches (different inputs)."""
+        """Text-only prompts and image prompts go in separate batches (different inputs).
+        With ``layouts``, each image item's patch layout is recorded there under ``id(item)``."""
         results: list[torch.Tensor | None] = [None] * len(items)
         size = batch_size or self.batch_size
         for with_image in (True, False):
@@ -447,7 +473,7 @@ class VLMEncoder(Encoder):
             if not indices:
                 continue
             group = [items[i] for i in indices]
-            encode = self._encode_with_images if with_image else self._encode_texts
+            encode = partial(self._encode_with_images, layouts=layouts) if with_image else self._encode_texts
             outputs = run_batched(
                 group, [self._size(item) for item in group], size, encode, progress=progress, desc=desc
             )
@@ -461,11 +487,27 @@ class VLMEncoder(Encoder):
         return self._forward(inputs)
 
     @torch.inference_mode()
-    def _encode_with_images(self, items: list[Item]) -> list[torch.Tensor]:
+    def _encode_with_images(
+        self, items: list[Item], layouts: dict[int, PatchLayout | None] | None = None
+    ) -> list[torch.Tensor]:
         inputs = self.image_inputs(
             [item.text for item in items], [item.image for item in items if item.image is not None]
         )
+        if layouts is not None:
+            for row, item in enumerate(items):
+                layouts[id(item)] = self._row_layout(inputs, row)
         return self._forward(inputs)
+
+    def _row_layout(self, inputs: dict[str, torch.Tensor], row: int) -> PatchLayout | None:
+        """:meth:`patch_layout` of batch row ``row`` (one image per row), as :meth:`page_layout`
+        finds it for that page alone: its real tokens and its own image grid."""
+        ids = inputs["input_ids"][row][inputs["attention_mask"][row].bool()]  # (page_tokens,)
+        own = {k: inputs[k][row : row + 1] for k in _PER_ROW_INPUTS if k in inputs}
+        try:
+            return self.patch_layout(own, ids)
+        except MMEmbedError as err:  # as recorded_layout: explain then re-encodes the page
+            logger.debug("no patch layout recorded for %s (%s)", row, err)
+            return None
 
     def _forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         mask = inputs["attention_mask"]
