@@ -267,27 +267,9 @@ class VLMEncoder(Encoder):
         raise NotImplementedError
 
     def page_pixel_cap(self) -> int | None:
-        """Most pixels a page may have when it reaches the processor: larger pages are
-        downscaled first (keeping their aspect ratio), so a huge-but-small-on-disk image
-        cannot blow the processor's float buffers. A memory guard, not a resize: the cap is
-        the larger of :data:`PAGE_MEMORY_GUARD_PIXELS` and :data:`PIXEL_CAP_HEADROOM` times
-        what the model takes, read from the image processor's ``size``: Qwen-style
-        ``max_pixels`` (``shortest_edge`` + ``longest_edge`` are pixel counts), a fixed
-        ``height`` x ``width``, or a ``longest_edge`` in pixels (squared). Every page below it
-        (scans, photos, PDF pages at any usual dpi) gets the processor's own resize alone, as
-        with the reference. Families override it when their processor says it otherwise."""
-        size = getattr(self.image_processor, "size", None) or {}
-        if self.recipe.pixel_limits is not None:
-            model_pixels = int(self.recipe.pixel_limits[1])
-        elif "shortest_edge" in size and "longest_edge" in size:
-            model_pixels = int(size["longest_edge"])
-        elif "height" in size and "width" in size:
-            model_pixels = int(size["height"]) * int(size["width"])
-        elif "longest_edge" in size:
-            model_pixels = int(size["longest_edge"]) ** 2
-        else:
-            return None
-        return max(PAGE_MEMORY_GUARD_PIXELS, PIXEL_CAP_HEADROOM * model_pixels)
+        """Most pixels a page may have when it reaches the processor (see :func:`model_pixel_cap`);
+        families override it when their processor says it otherwise."""
+        return model_pixel_cap(self.image_processor, self.recipe)
 
     def image_cost(self, image: Image.Image) -> int:
         """Roughly how many tokens ``image`` becomes (for size-sorted batching); raises
@@ -495,41 +477,74 @@ class VLMEncoder(Encoder):
         )
         if layouts is not None:
             for row, item in enumerate(items):
-                layouts[id(item)] = self._row_layout(inputs, row)
+                layouts[id(item)] = row_layout(self.patch_layout, inputs, row)
         return self._forward(inputs)
-
-    def _row_layout(self, inputs: dict[str, torch.Tensor], row: int) -> PatchLayout | None:
-        """:meth:`patch_layout` of batch row ``row`` (one image per row), as :meth:`page_layout`
-        finds it for that page alone: its real tokens and its own image grid."""
-        ids = inputs["input_ids"][row][inputs["attention_mask"][row].bool()]  # (page_tokens,)
-        own = {k: inputs[k][row : row + 1] for k in _PER_ROW_INPUTS if k in inputs}
-        try:
-            return self.patch_layout(own, ids)
-        except MMEmbedError as err:  # as recorded_layout: explain then re-encodes the page
-            logger.debug("no patch layout recorded for %s (%s)", row, err)
-            return None
 
     def _forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         mask = inputs["attention_mask"]
         moved = {k: v.to(self.device) for k, v in inputs.items()}
         if "pixel_values" in moved:
             moved["pixel_values"] = moved["pixel_values"].to(self.dtype)
-        return self._outputs(self.model(**moved), mask)
+        return real_rows(self.model(**moved), mask, self.device, self.dtype)
 
-    def _outputs(self, embeddings: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """Model output -> one float32 CPU ``(n_vectors, dim)`` tensor per input: the real
-        tokens' rows (multi-vector) or the pooled row (single-vector)."""
-        if embeddings.ndim == 2:  # (batch, hidden): single-vector
-            out = [row.unsqueeze(0).float().cpu() for row in embeddings]
-        else:  # (batch, tokens, dim)
-            keep = mask.to(torch.bool)
-            out = [e[k.to(e.device)].float().cpu() for e, k in zip(embeddings, keep, strict=True)]
-        if any(bool(torch.isnan(o).any()) for o in out):
-            raise MMEmbedError(
-                f"the model produced NaN embeddings on {self.device} with {self.dtype}; try "
-                "attn_implementation='eager' or dtype='float32' when loading the encoder."
-            )
-        return out
+
+def row_layout(
+    patch_layout: Callable[[dict[str, torch.Tensor], torch.Tensor], PatchLayout | None],
+    inputs: dict[str, torch.Tensor],
+    row: int,
+) -> PatchLayout | None:
+    """``patch_layout`` of batch row ``row`` (one image per row), as
+    :meth:`VLMEncoder.page_layout` finds it for that page alone: its real tokens and its own
+    image grid. ``None`` when it cannot be made (explain then re-encodes the page)."""
+    ids = inputs["input_ids"][row][inputs["attention_mask"][row].bool()]  # (page_tokens,)
+    own = {k: inputs[k][row : row + 1] for k in _PER_ROW_INPUTS if k in inputs}
+    try:
+        return patch_layout(own, ids)
+    except MMEmbedError as err:  # as explain.recorded_layout does
+        logger.debug("no patch layout recorded for batch row %s (%s)", row, err)
+        return None
+
+
+def model_pixel_cap(image_processor: Any, recipe: Recipe) -> int | None:
+    """Most pixels a page may have when it reaches the processor: larger pages are
+    downscaled first (keeping their aspect ratio), so a huge-but-small-on-disk image
+    cannot blow the processor's float buffers. A memory guard, not a resize: the cap is
+    the larger of :data:`PAGE_MEMORY_GUARD_PIXELS` and :data:`PIXEL_CAP_HEADROOM` times
+    what the model takes, read from the image processor's ``size``: Qwen-style
+    ``max_pixels`` (``shortest_edge`` + ``longest_edge`` are pixel counts), a fixed
+    ``height`` x ``width``, or a ``longest_edge`` in pixels (squared). Every page below it
+    (scans, photos, PDF pages at any usual dpi) gets the processor's own resize alone, as
+    with the reference."""
+    size = getattr(image_processor, "size", None) or {}
+    if recipe.pixel_limits is not None:
+        model_pixels = int(recipe.pixel_limits[1])
+    elif "shortest_edge" in size and "longest_edge" in size:
+        model_pixels = int(size["longest_edge"])
+    elif "height" in size and "width" in size:
+        model_pixels = int(size["height"]) * int(size["width"])
+    elif "longest_edge" in size:
+        model_pixels = int(size["longest_edge"]) ** 2
+    else:
+        return None
+    return max(PAGE_MEMORY_GUARD_PIXELS, PIXEL_CAP_HEADROOM * model_pixels)
+
+
+def real_rows(
+    embeddings: torch.Tensor, mask: torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """Model output -> one float32 CPU ``(n_vectors, dim)`` tensor per input: the real
+    tokens' rows (multi-vector) or the pooled row (single-vector); NaN is refused."""
+    if embeddings.ndim == 2:  # (batch, hidden): single-vector
+        out = [row.unsqueeze(0).float().cpu() for row in embeddings]
+    else:  # (batch, tokens, dim)
+        keep = mask.to(torch.bool)
+        out = [e[k.to(e.device)].float().cpu() for e, k in zip(embeddings, keep, strict=True)]
+    if any(bool(torch.isnan(o).any()) for o in out):
+        raise MMEmbedError(
+            f"the model produced NaN embeddings on {device} with {dtype}; try "
+            "attn_implementation='eager' or dtype='float32' when loading the encoder."
+        )
+    return out
 
 
 # -- loading ------------------------------------------------------------------------------
