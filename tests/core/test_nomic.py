@@ -8,6 +8,7 @@ the same tiny checkpoints (built deterministically by mmembed_testing).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +30,7 @@ from mmembed.types import EncoderMismatchError, MMEmbedError
 from mmembed_testing.parity import assert_embeddings_match
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "nomic_v1_5" / "reference.npz"
+CONFIG_VARIANTS = FIXTURE.with_name("config_variants.npz")
 DIMS = (768, 512, 256, 128, 64)
 TASKS = {"query": "search_query", "document": "search_document", "classification": "classification"}
 
@@ -327,49 +329,65 @@ def _text_copy(tiny_nomic: tuple[Path, Path], folder: Path, **changes: object) -
     return folder
 
 
+@pytest.fixture(scope="module")
+def config_variants(tiny_nomic: tuple[Path, Path]) -> dict[str, np.ndarray]:
+    """Reference embeddings of the tiny text checkpoint under changed configs (make_config_fixtures.py)."""
+    with np.load(CONFIG_VARIANTS) as data:
+        variants = dict(data)
+    weights = hashlib.sha256((tiny_nomic[0] / "model.safetensors").read_bytes()).hexdigest()
+    assert str(variants["model_sha256"]) == weights, "tiny builder changed: regenerate the fixture"
+    return variants
+
+
+def _variant_matches_reference(
+    tiny_nomic: tuple[Path, Path], variants: dict[str, np.ndarray], name: str, folder: Path
+) -> None:
+    """Loads the tiny text checkpoint with the variant's config changes and checks our embeddings
+    (padded batch of the fixture's queries, Matryoshka 768 and 64) against contrastors'."""
+    changes = json.loads(str(variants[f"{name}_changes"]))
+    changed = _text_copy(tiny_nomic, folder, **changes)
+    queries = [str(q) for q in variants["queries"]]
+    for dim in (768, 64):
+        encoder = load_encoder(changed, device="cpu", dtype="float32", matryoshka_dim=dim)
+        assert isinstance(encoder, NomicEncoder)
+        assert_embeddings_match(
+            encoder.encode_texts(queries, task="search_query"),
+            list(torch.from_numpy(variants[f"{name}_{dim}"])),
+        )
+
+
 def test_a_missing_config_field_takes_the_references_default(
-    tiny_nomic: tuple[Path, Path], tmp_path: Path
+    tiny_nomic: tuple[Path, Path],
+    reference: dict[str, np.ndarray],
+    config_variants: dict[str, np.ndarray],
+    tmp_path: Path,
 ) -> None:
     """Issue 29 item 6: without ``rotary_emb_base`` contrastors' ``NomicBertConfig`` computes with
-    10,000 (mmembed used 1,000, silently)."""
-    texts = ["quarterly revenue table", "a photo of a cat on a sofa, seen from above"]
-
-    def embed(folder: Path) -> list[torch.Tensor]:
-        encoder = load_encoder(folder, device="cpu", dtype="float32")
-        assert isinstance(encoder, NomicEncoder)
-        return encoder.encode_texts(texts, task="search_query")
-
-    missing = embed(_text_copy(tiny_nomic, tmp_path / "missing", rotary_emb_base=None))
-    explicit = embed(_text_copy(tiny_nomic, tmp_path / "explicit", rotary_emb_base=10_000))
-    other = embed(_text_copy(tiny_nomic, tmp_path / "other", rotary_emb_base=1000))
-    for a, b, c in zip(missing, explicit, other, strict=True):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
-        assert not torch.allclose(a, c, atol=1e-4)
+    10,000 (mmembed used 1,000, silently). Checked against the reference's own outputs on that
+    config (the tiny checkpoint states 1,000, so the default really changes the embeddings)."""
+    config = json.loads((tiny_nomic[0] / "config.json").read_text())
+    assert config["rotary_emb_base"] != 10_000
+    _variant_matches_reference(tiny_nomic, config_variants, "missing_rotary_emb_base", tmp_path / "missing")
+    # ... and the fixture is not the stated-1,000 result under another name.
+    assert not np.allclose(
+        config_variants["missing_rotary_emb_base_64"], reference["text_query_64"], atol=1e-3
+    )
     # A missing field whose reference default the native model cannot run is refused by name.
     with pytest.raises(MMEmbedError, match=r"qkv_proj_bias=True \(absent: the reference's default\)"):
         load_encoder(_text_copy(tiny_nomic, tmp_path / "bias", qkv_proj_bias=None), device="cpu")
 
 
 def test_swiglu_width_and_vocabulary_are_rounded_like_the_reference(
-    tiny_nomic: tuple[Path, Path], reference: dict[str, np.ndarray], tmp_path: Path
+    tiny_nomic: tuple[Path, Path], config_variants: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
     """Issue 29 item 7: contrastors rounds the SwiGLU width up to a multiple of 256 and pads
     ``vocab_size`` to ``pad_vocab_size_multiple``, so a config stating the unrounded numbers
-    describes the very weights of the tiny checkpoint: same embeddings as the reference's."""
+    describes the very weights of the tiny checkpoint. Checked against the reference's own
+    outputs on that unrounded config."""
     config = json.loads((tiny_nomic[0] / "config.json").read_text())
-    assert config["n_inner"] % 256 == 0 and config["vocab_size"] % config["pad_vocab_size_multiple"] == 0
-    unrounded = _text_copy(
-        tiny_nomic,
-        tmp_path / "unrounded",
-        n_inner=config["n_inner"] - 56,
-        vocab_size=config["vocab_size"] - 5,
-    )
-    text = load_encoder(unrounded, device="cpu", dtype="float32", matryoshka_dim=768)
-    assert isinstance(text, NomicEncoder)
-    texts = [str(t) for t in reference["text_query_inputs"]]
-    assert_embeddings_match(
-        text.encode_texts(texts, task="search_query"), list(torch.from_numpy(reference["text_query_768"]))
-    )
+    changes = json.loads(str(config_variants["unrounded_widths_changes"]))
+    assert changes["n_inner"] % 256 != 0 and changes["vocab_size"] % config["pad_vocab_size_multiple"] != 0
+    _variant_matches_reference(tiny_nomic, config_variants, "unrounded_widths", tmp_path / "unrounded")
     # Weights that truly do not fit: our own message, not transformers' load report.
     wider = _text_copy(tiny_nomic, tmp_path / "wider", n_inner=config["n_inner"] + 1)
     with pytest.raises(MMEmbedError, match=r"do not fit nomic-embed-text-v1.5's layout \(mismatched"):
