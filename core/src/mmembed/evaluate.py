@@ -1,5 +1,9 @@
 """Measure retrieval quality on your own documents: BEIR-style queries + qrels against an index.
 
+Long because the queries / qrels readers, the metrics and the BEIR loader share one set of
+checks (grades, ids, ``EvalError``) and are the one public API of ``mmembed eval``; splitting
+the BEIR loader off would need those checks in a third module or an import circle.
+
     >>> from mmembed.evaluate import Qrels, measure
     >>> qrels: Qrels = {"q1": {"report.pdf#3": 1}}
     >>> measure({"q1": {"report.pdf#3": 0.9, "report.pdf#1": 0.2}}, qrels)["nDCG@10"]

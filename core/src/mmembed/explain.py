@@ -16,6 +16,7 @@ re-encode the page.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -131,6 +132,27 @@ def recorded_layout(
     except MMEmbedError as err:
         logger.debug("no patch layout recorded (%s)", err)
         return None
+    return layout_record(layout, embedding)
+
+
+def encoded_layout(
+    encoder: LaysOutPages,
+    image: Image.Image,
+    embedding: torch.Tensor,
+    layouts: Sequence[PatchLayout | None] | None,
+    position: int,
+) -> dict[str, Any] | None:
+    """:func:`recorded_layout` of the page at ``position`` of an ``encode_pages`` call, from the
+    ``layouts`` it returned beside the embeddings (no second processor run); ``layouts=None``
+    (the family does not give them) asks :meth:`page_layout`."""
+    if layouts is None:
+        return recorded_layout(encoder, image, embedding)
+    return layout_record(layouts[position], embedding) if encoder.info.kind == "multi" else None
+
+
+def layout_record(layout: PatchLayout | None, embedding: torch.Tensor) -> dict[str, Any] | None:
+    """``layout`` as :func:`recorded_layout` stores it for a page embedded as ``embedding``
+    ``(n_vectors, dim)``; ``None`` when there is none or it does not fit the vectors."""
     if layout is None or layout.end() > embedding.shape[0]:
         return None
     return {**layout.to_json(), "vectors": int(embedding.shape[0])}  # checked when explaining

@@ -1,5 +1,7 @@
 """Index documents: load pages, encode them in batches, commit each batch to an index.
 
+``--backfill-text`` (reading text into an existing index) is in :mod:`mmembed.text_backfill`.
+
 Each batch is one atomic commit, so a killed run keeps every batch committed before it
 and a re-run picks up where it stopped: a file whose pages are all stored with the same
 content hash is skipped unrendered, a partly stored file is completed, and a changed file
@@ -30,10 +32,13 @@ from .loaders import (
     make_thumbnail,
 )
 from .loaders.errors import NOTE_CODES
+from .text_backfill import BackfillReport as BackfillReport  # public here too (older callers)
+from .text_backfill import backfill_text as backfill_text
 from .types import MMEmbedError
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
+    from .explain import PatchLayout
 
 
 @dataclass
@@ -169,7 +174,7 @@ def index_documents(
     def flush() -> None:
         if not batch:
             return
-        embeddings = _encode(encoder, batch)
+        embeddings, layouts = _encode(encoder, batch)
         for p, emb in zip(batch, embeddings, strict=True):
             if emb.ndim != 2 or emb.shape[0] == 0:
                 # A page stored without vectors would silently never be found.
@@ -185,12 +190,16 @@ def index_documents(
                 content_hash=p.content_hash,
                 metadata=p.record_metadata()
                 if isinstance(p, MediaSegment)
-                else {**p.metadata, "page_count": p.page_count, **_layout_metadata(encoder, p, emb)},
+                else {
+                    **p.metadata,
+                    "page_count": p.page_count,
+                    **_layout_metadata(encoder, p, emb, layouts.get(i, _ASK)),
+                },
                 thumbnail=_thumbnail(p) if thumbnails else None,
                 id=p.id,
                 text=(p.text or None) if text and isinstance(p, Page) else None,
             )
-            for p, emb in zip(batch, embeddings, strict=True)
+            for i, (p, emb) in enumerate(zip(batch, embeddings, strict=True))
         ]
         report.ids += index.upsert(inputs)
         report.pages_indexed += len(inputs)
@@ -271,20 +280,25 @@ def _takes_media(encoder: Encoder) -> bool:
     return type(encoder).encode_media is not BaseEncoder.encode_media
 
 
-def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
-    """Embeddings in batch order: pages through ``encode_images``, segments through
-    ``encode_media``; both run before anything of the batch is stored."""
+def _encode(encoder: Encoder, batch: list[Item]) -> tuple[list[torch.Tensor], dict[int, PatchLayout | None]]:
+    """Embeddings in batch order: pages through ``encode_pages``, segments through
+    ``encode_media``; both run before anything of the batch is stored. With them, the patch
+    layouts the encoder read off its own processor output, by batch position (pages missing
+    there get theirs from ``page_layout``)."""
     pages = [i for i, item in enumerate(batch) if not isinstance(item, MediaSegment)]
     segments = [i for i, item in enumerate(batch) if isinstance(item, MediaSegment)]
     out: list[torch.Tensor | None] = [None] * len(batch)
+    layouts: dict[int, PatchLayout | None] = {}
     if pages and getattr(encoder, "text_only", False):  # issue 28: text models index the text layer
         texts = [_page_text(batch[i]) for i in pages]
         for i, emb in zip(pages, encoder.encode_text_documents(texts), strict=True):
             out[i] = emb
     elif pages:
-        images = encoder.encode_images([batch[i].image for i in pages])  # type: ignore[union-attr]
+        images, given = encoder.encode_pages([batch[i].image for i in pages])  # type: ignore[union-attr]
         for i, emb in zip(pages, images, strict=True):
             out[i] = emb
+        if given is not None:
+            layouts.update(zip(pages, given, strict=True))
     if segments:
         clips = encoder.encode_media([batch[i].clip for i in segments])  # type: ignore[union-attr]
         if len(clips) != len(segments):
@@ -294,7 +308,7 @@ def _encode(encoder: Encoder, batch: list[Item]) -> list[torch.Tensor]:
             )
         for i, emb in zip(segments, clips, strict=True):
             out[i] = emb
-    return [emb for emb in out if emb is not None]
+    return [emb for emb in out if emb is not None], layouts
 
 
 def _page_text(item: Item) -> str:
@@ -305,14 +319,23 @@ def _page_text(item: Item) -> str:
     return page_text(item.source, item.page)
 
 
-def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor) -> dict[str, Any]:
+_ASK = object()
+"""No layout came with the page's embedding: ask the encoder's ``page_layout``."""
+
+
+def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor, given: object) -> dict[str, Any]:
     """The page's patch layout under :data:`~mmembed.explain.LAYOUT_KEY` (similarity maps from
-    stored vectors); nothing for media segments and families without one."""
-    from .explain import LAYOUT_KEY, recorded_layout
+    stored vectors): ``given`` with the embedding, else from ``page_layout`` (a second
+    processor run); nothing for media segments and families without one."""
+    from .explain import LAYOUT_KEY, PatchLayout, layout_record, recorded_layout
 
     if isinstance(page, MediaSegment):
         return {}
-    layout = recorded_layout(encoder, page.image, embedding)
+    if given is _ASK:
+        layout = recorded_layout(encoder, page.image, embedding)
+    else:
+        multi = encoder.info.kind == "multi"
+        layout = layout_record(given, embedding) if multi and isinstance(given, PatchLayout) else None
     return {} if layout is None else {LAYOUT_KEY: layout}
 
 
@@ -339,83 +362,3 @@ def is_source_complete(index: IndexBackend, source: str, content_hash: str) -> b
         return False
     expected = first.metadata.get("page_count")
     return isinstance(expected, int) and index.count(where) >= expected
-
-
-@dataclass
-class BackfillReport:
-    """What one ``--backfill-text`` run did."""
-
-    pages_filled: int = 0
-    """Pages that now have text (their text layer was not empty)."""
-    sources_read: list[str] = field(default_factory=list)
-    sources_skipped: dict[str, str] = field(default_factory=dict)
-    """Source -> why its pages got no text (file gone, changed since indexing, unreadable)."""
-    created_text_store: bool = False
-    rebuilt_fts: bool = False
-
-    def summary(self) -> str:
-        lines = [
-            f"text backfill: {self.pages_filled} page(s) got text from {len(self.sources_read)} source(s); "
-            f"{len(self.sources_skipped)} source(s) skipped"
-            + ("; created the text store" if self.created_text_store else "")
-            + ("; rebuilt the damaged full-text index" if self.rebuilt_fts else "")
-        ]
-        lines += [f"  skipped: {s}: {why}" for s, why in self.sources_skipped.items()]
-        return "\n".join(lines)
-
-
-def backfill_text(
-    index: Any, *, tokenizer: str | None = None, password: str | dict[str, str] | None = None
-) -> BackfillReport:
-    """``mmembed index --backfill-text``: give an index (the embedded one) its page text.
-
-    An index built before text search gets its text store (``tokenizer``, default
-    ``unicode61``); a damaged full-text index is rebuilt from the stored text; then every page
-    still without text gets its text layer read from its recorded source file, when that file's
-    bytes still hash to what was indexed. Other sources are named in the report and skipped.
-    Each source's text is one transaction: a killed run keeps what it stored, a re-run continues.
-    """
-    from collections import defaultdict
-    from pathlib import Path
-
-    from .loaders import LoadError, load_pages
-    from .loaders.sources import kind_of
-
-    report = BackfillReport()
-    state = index.prepare_text_store(tokenizer)
-    report.created_text_store, report.rebuilt_fts = state["created"], state["rebuilt"]
-    by_source: dict[str, dict[int, tuple[str, str]]] = defaultdict(dict)
-    for pid, source, page, content_hash in index.pages_without_text():
-        by_source[source][page] = (pid, content_hash)
-    for source, wanted in by_source.items():
-        path = Path(source)
-        if not path.is_file():
-            report.sources_skipped[source] = "the file is gone (re-index it from where it is now)"
-            continue
-        if kind_of(path.suffix.lower()) in ("image", "media"):
-            continue  # images and recordings have no text layer: nothing to fill
-        texts: list[tuple[str, str]] = []
-        try:
-            stream = load_pages(source, page_range=sorted(wanted), password=password, prefetch=0)
-            for item in stream:
-                pid, recorded = wanted[item.page]
-                if item.content_hash != recorded:
-                    report.sources_skipped[source] = (
-                        f"changed since it was indexed (sha256 now {item.content_hash[:12]}…, recorded "
-                        f"{recorded[:12]}…); re-index it to search its new text"
-                    )
-                    break
-                if item.text:
-                    texts.append((pid, item.text))
-            issues = list(stream.issues)
-        except LoadError as exc:
-            report.sources_skipped[source] = str(exc)
-            continue
-        if source in report.sources_skipped:
-            continue
-        if issues and not texts:
-            report.sources_skipped[source] = "; ".join(str(i) for i in issues[:3])
-            continue
-        report.pages_filled += index.store_texts(texts)
-        report.sources_read.append(source)
-    return report

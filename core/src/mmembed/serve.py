@@ -1,5 +1,8 @@
 """``mmembed serve``: a local search page and JSON API over one index.
 
+Long because the routes, the page renderer and the safe-by-default checks (host header,
+bounds, pages of the index only) are one small server, read and reviewed together.
+
 Safe by default: it binds to loopback, answers only requests whose ``Host`` header names the
 address it is bound to (a web page cannot reach it through DNS rebinding; ``allowed_hosts`` /
 ``--allowed-host`` add names), opens the index read-only (another process may keep

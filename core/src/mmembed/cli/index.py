@@ -183,7 +183,7 @@ def _backfill_text(args: argparse.Namespace, where: str) -> int:
         raise UsageError("--backfill-text reads the files the index recorded; give no paths with it")
     if uri_scheme(where) is not None:
         raise UsageError("--backfill-text applies to index folders (the embedded index), not to URIs")
-    from ..pipeline import backfill_text
+    from ..text_backfill import backfill_text
 
     with closing(open_index(where, create=False)) as index:
         report = backfill_text(index, tokenizer=args.text_tokenizer, password=args.password)

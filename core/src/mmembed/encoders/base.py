@@ -96,6 +96,14 @@ class Encoder(ABC):
         similarity maps can use stored vectors; ``None`` for families without a patch grid."""
         return None
 
+    def encode_pages(
+        self, images: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False
+    ) -> tuple[list[torch.Tensor], list[PatchLayout | None] | None]:
+        """:meth:`encode_images`, plus each page's :meth:`page_layout` when the family reads it
+        from the very processor output it encoded (indexing then runs no processor twice).
+        ``None`` in place of the layouts: the family does not, ask :meth:`page_layout`."""
+        return self.encode_images(images, batch_size=batch_size, progress=progress), None
+
     def explain_page(self, query: str, image: Image.Image) -> Explanation:
         """Per-token similarity maps of ``query`` on the page ``image`` (see
         :mod:`mmembed.explain`); only multi-vector image families that know their patch grid."""

@@ -79,7 +79,7 @@ def default_attention(device: torch.device) -> str:
     """Eager attention on CPU (what the parity fixtures ran under), SDPA elsewhere. SDPA can
     yield NaN only on a fully masked attention row (a causal model's left-pad position) with a
     kernel that does not repair it; none was seen on transformers 5.23 + torch 2.14.1, and a
-    NaN output is refused in :meth:`VLMEncoder._outputs` anyway."""
+    NaN output is refused in :func:`~mmembed.encoders.vlm.real_rows` anyway."""
     return "eager" if device.type == "cpu" else "sdpa"
 
 

@@ -1,5 +1,8 @@
 """sentence-transformers v6 ``MultiVectorEncoder`` checkpoints (text ColBERT / PyLate models).
 
+Long because it is one model family in one file, as every family here (colpali-engine's
+shape): the checkpoint reader, its module pipeline and the encoder read together.
+
 A saved ``MultiVectorEncoder`` is a folder with ``modules.json`` (the module pipeline),
 ``config_sentence_transformers.json`` (``model_type: MultiVectorEncoder``, the ``query`` /
 ``document`` prompts), the transformer at the root (``config.json``, weights, tokenizer,

@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -47,6 +48,9 @@ from .weights import Renamer, load_weights, merge_lora, replaced_by_adapter
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 4
+_PER_ROW_INPUTS = ("input_ids", "attention_mask", "image_grid_thw")
+"""Processor outputs with one row per prompt (or per image: one image per page prompt), the
+ones :meth:`VLMEncoder.patch_layout` may read."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,22 @@ class VLMEncoder(Encoder):
         ]
         return self._run(items, batch_size, progress, "pages")
 
+    def encode_pages(
+        self, images: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False
+    ) -> tuple[list[torch.Tensor], list[PatchLayout | None] | None]:
+        """Each page's layout is read off the encode batch's own processor output (the
+        processor runs once per page, not again for :meth:`page_layout`)."""
+        if not self._knows_layout():
+            return self.encode_images(images, batch_size=batch_size, progress=progress), None
+        recipe = self.recipe
+        items = [
+            self._image_item(recipe.page, recipe.page_text, image, f"image {i}")
+            for i, image in enumerate(images)
+        ]
+        layouts: dict[int, PatchLayout | None] = {}  # id(item) -> its layout
+        vectors = self._run(items, batch_size, progress, "pages", layouts)
+        return vectors, [layouts.get(id(item)) for item in items]
+
     def encode_documents(
         self, documents: Sequence[Document], *, batch_size: int | None = None, progress: bool = False
     ) -> list[torch.Tensor]:
@@ -247,27 +267,9 @@ class VLMEncoder(Encoder):
         raise NotImplementedError
 
     def page_pixel_cap(self) -> int | None:
-        """Most pixels a page may have when it reaches the processor: larger pages are
-        downscaled first (keeping their aspect ratio), so a huge-but-small-on-disk image
-        cannot blow the processor's float buffers. A memory guard, not a resize: the cap is
-        the larger of :data:`PAGE_MEMORY_GUARD_PIXELS` and :data:`PIXEL_CAP_HEADROOM` times
-        what the model takes, read from the image processor's ``size``: Qwen-style
-        ``max_pixels`` (``shortest_edge`` + ``longest_edge`` are pixel counts), a fixed
-        ``height`` x ``width``, or a ``longest_edge`` in pixels (squared). Every page below it
-        (scans, photos, PDF pages at any usual dpi) gets the processor's own resize alone, as
-        with the reference. Families override it when their processor says it otherwise."""
-        size = getattr(self.image_processor, "size", None) or {}
-        if self.recipe.pixel_limits is not None:
-            model_pixels = int(self.recipe.pixel_limits[1])
-        elif "shortest_edge" in size and "longest_edge" in size:
-            model_pixels = int(size["longest_edge"])
-        elif "height" in size and "width" in size:
-            model_pixels = int(size["height"]) * int(size["width"])
-        elif "longest_edge" in size:
-            model_pixels = int(size["longest_edge"]) ** 2
-        else:
-            return None
-        return max(PAGE_MEMORY_GUARD_PIXELS, PIXEL_CAP_HEADROOM * model_pixels)
+        """Most pixels a page may have when it reaches the processor (see :func:`model_pixel_cap`);
+        families override it when their processor says it otherwise."""
+        return model_pixel_cap(self.image_processor, self.recipe)
 
     def image_cost(self, image: Image.Image) -> int:
         """Roughly how many tokens ``image`` becomes (for size-sorted batching); raises
@@ -437,9 +439,15 @@ class VLMEncoder(Encoder):
     # -- running ---------------------------------------------------------------------
 
     def _run(
-        self, items: list[Item], batch_size: int | None, progress: bool, desc: str
+        self,
+        items: list[Item],
+        batch_size: int | None,
+        progress: bool,
+        desc: str,
+        layouts: dict[int, PatchLayout | None] | None = None,
     ) -> list[torch.Tensor]:
-        """Text-only prompts and image prompts go in separate batches (different inputs)."""
+        """Text-only prompts and image prompts go in separate batches (different inputs).
+        With ``layouts``, each image item's patch layout is recorded there under ``id(item)``."""
         results: list[torch.Tensor | None] = [None] * len(items)
         size = batch_size or self.batch_size
         for with_image in (True, False):
@@ -447,7 +455,7 @@ class VLMEncoder(Encoder):
             if not indices:
                 continue
             group = [items[i] for i in indices]
-            encode = self._encode_with_images if with_image else self._encode_texts
+            encode = partial(self._encode_with_images, layouts=layouts) if with_image else self._encode_texts
             outputs = run_batched(
                 group, [self._size(item) for item in group], size, encode, progress=progress, desc=desc
             )
@@ -461,10 +469,15 @@ class VLMEncoder(Encoder):
         return self._forward(inputs)
 
     @torch.inference_mode()
-    def _encode_with_images(self, items: list[Item]) -> list[torch.Tensor]:
+    def _encode_with_images(
+        self, items: list[Item], layouts: dict[int, PatchLayout | None] | None = None
+    ) -> list[torch.Tensor]:
         inputs = self.image_inputs(
             [item.text for item in items], [item.image for item in items if item.image is not None]
         )
+        if layouts is not None:
+            for row, item in enumerate(items):
+                layouts[id(item)] = row_layout(self.patch_layout, inputs, row)
         return self._forward(inputs)
 
     def _forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -472,22 +485,66 @@ class VLMEncoder(Encoder):
         moved = {k: v.to(self.device) for k, v in inputs.items()}
         if "pixel_values" in moved:
             moved["pixel_values"] = moved["pixel_values"].to(self.dtype)
-        return self._outputs(self.model(**moved), mask)
+        return real_rows(self.model(**moved), mask, self.device, self.dtype)
 
-    def _outputs(self, embeddings: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """Model output -> one float32 CPU ``(n_vectors, dim)`` tensor per input: the real
-        tokens' rows (multi-vector) or the pooled row (single-vector)."""
-        if embeddings.ndim == 2:  # (batch, hidden): single-vector
-            out = [row.unsqueeze(0).float().cpu() for row in embeddings]
-        else:  # (batch, tokens, dim)
-            keep = mask.to(torch.bool)
-            out = [e[k.to(e.device)].float().cpu() for e, k in zip(embeddings, keep, strict=True)]
-        if any(bool(torch.isnan(o).any()) for o in out):
-            raise MMEmbedError(
-                f"the model produced NaN embeddings on {self.device} with {self.dtype}; try "
-                "attn_implementation='eager' or dtype='float32' when loading the encoder."
-            )
-        return out
+
+def row_layout(
+    patch_layout: Callable[[dict[str, torch.Tensor], torch.Tensor], PatchLayout | None],
+    inputs: dict[str, torch.Tensor],
+    row: int,
+) -> PatchLayout | None:
+    """``patch_layout`` of batch row ``row`` (one image per row), as
+    :meth:`VLMEncoder.page_layout` finds it for that page alone: its real tokens and its own
+    image grid. ``None`` when it cannot be made (explain then re-encodes the page)."""
+    ids = inputs["input_ids"][row][inputs["attention_mask"][row].bool()]  # (page_tokens,)
+    own = {k: inputs[k][row : row + 1] for k in _PER_ROW_INPUTS if k in inputs}
+    try:
+        return patch_layout(own, ids)
+    except MMEmbedError as err:  # as explain.recorded_layout does
+        logger.debug("no patch layout recorded for batch row %s (%s)", row, err)
+        return None
+
+
+def model_pixel_cap(image_processor: Any, recipe: Recipe) -> int | None:
+    """Most pixels a page may have when it reaches the processor: larger pages are
+    downscaled first (keeping their aspect ratio), so a huge-but-small-on-disk image
+    cannot blow the processor's float buffers. A memory guard, not a resize: the cap is
+    the larger of :data:`PAGE_MEMORY_GUARD_PIXELS` and :data:`PIXEL_CAP_HEADROOM` times
+    what the model takes, read from the image processor's ``size``: Qwen-style
+    ``max_pixels`` (``shortest_edge`` + ``longest_edge`` are pixel counts), a fixed
+    ``height`` x ``width``, or a ``longest_edge`` in pixels (squared). Every page below it
+    (scans, photos, PDF pages at any usual dpi) gets the processor's own resize alone, as
+    with the reference."""
+    size = getattr(image_processor, "size", None) or {}
+    if recipe.pixel_limits is not None:
+        model_pixels = int(recipe.pixel_limits[1])
+    elif "shortest_edge" in size and "longest_edge" in size:
+        model_pixels = int(size["longest_edge"])
+    elif "height" in size and "width" in size:
+        model_pixels = int(size["height"]) * int(size["width"])
+    elif "longest_edge" in size:
+        model_pixels = int(size["longest_edge"]) ** 2
+    else:
+        return None
+    return max(PAGE_MEMORY_GUARD_PIXELS, PIXEL_CAP_HEADROOM * model_pixels)
+
+
+def real_rows(
+    embeddings: torch.Tensor, mask: torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """Model output -> one float32 CPU ``(n_vectors, dim)`` tensor per input: the real
+    tokens' rows (multi-vector) or the pooled row (single-vector); NaN is refused."""
+    if embeddings.ndim == 2:  # (batch, hidden): single-vector
+        out = [row.unsqueeze(0).float().cpu() for row in embeddings]
+    else:  # (batch, tokens, dim)
+        keep = mask.to(torch.bool)
+        out = [e[k.to(e.device)].float().cpu() for e, k in zip(embeddings, keep, strict=True)]
+    if any(bool(torch.isnan(o).any()) for o in out):
+        raise MMEmbedError(
+            f"the model produced NaN embeddings on {device} with {dtype}; try "
+            "attn_implementation='eager' or dtype='float32' when loading the encoder."
+        )
+    return out
 
 
 # -- loading ------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """``mmembed.train``: fine-tune the index's own model on (query, page) pairs.
 
+Long because ``_train`` is the one ordered run (check, hold out, mine, evaluate, train, reload,
+evaluate) whose steps each read the state the previous ones left, kept in order in one place;
+the steps themselves live in the sibling modules (pairs, heldout, mining, trainer, output).
+
 >>> result = mmembed.train("my_index", "pairs.jsonl", "my-adapter", max_steps=200)  # doctest: +SKIP
 >>> print(result.table())                                                           # doctest: +SKIP
 >>> encoder = mmembed.load_encoder("my-adapter")                                    # doctest: +SKIP

@@ -54,3 +54,21 @@ class IndexOptionError(MMEmbedError, ValueError):
 class IndexStaleWarning(UserWarning):
     """A read-only index folder holds committed changes (in SQLite's write-ahead log) that
     cannot be read without write access: searches see the index as it was before them."""
+
+
+def check_writable(path: object, *, closed: bool, readonly: bool, held: bool, folder_readonly: bool) -> None:
+    """Raise what a write on the index at ``path`` must fail with before it takes the writer
+    lock: closed, opened ``readonly``, or (lock not held yet) a folder it cannot write."""
+    if closed:
+        raise IndexClosedError(f"the index at {path} was closed; open it again with open_index().")
+    if readonly:
+        raise IndexReadOnlyError(
+            f"the index at {path} was opened with readonly=True; open it without "
+            "readonly to add, delete or compact pages."
+        )
+    if not held and folder_readonly:
+        raise IndexReadOnlyError(
+            f"the index folder {path} is not writable (read-only mount or missing "
+            "permission), so it can only be searched; to change it, copy it to a writable "
+            "folder or fix its permissions."
+        )

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..scoring import EmbeddingsLike, as_ragged
 from ..types import MMEmbedError, PageRecord, SearchHit
 from . import text as text_store
 from .filters import Filter, compile_filter
@@ -89,3 +90,24 @@ def search_modes(
     seen = visual(depth)
     read = text(texts, depth)
     return [fuse(v, t, k, alpha=options.alpha, rrf_k=options.rrf_k) for v, t in zip(seen, read, strict=True)]
+
+
+def search_by_mode(
+    options: SearchOptions,
+    k: int,
+    queries: EmbeddingsLike | None,
+    texts: object,
+    visual: Callable[[EmbeddingsLike, int], list[list[SearchHit]]],
+    text: Callable[[Sequence[str], int], list[list[SearchHit]]],
+) -> list[list[SearchHit]]:
+    """A ``search(..., mode="text" | "hybrid")``: checks the query texts (one per query
+    embedding) and runs :func:`search_modes`; ``visual(queries, depth)`` is the backend's own
+    vector search."""
+    n_queries = None if queries is None else len(as_ragged(queries))
+    query_texts = check_texts(texts, n_queries, options.mode)
+    if options.mode != "hybrid":
+        return search_modes(options, k, query_texts, None, text)
+    if queries is None:
+        raise MMEmbedError("mode='hybrid' needs the query embeddings as well as texts")
+    vectors = queries
+    return search_modes(options, k, query_texts, lambda depth: visual(vectors, depth), text)

@@ -1,15 +1,17 @@
 """The embedded on-disk index: one folder, one writer, many readers, crash-safe batches.
 
 Long because ``open_index``, public from this module, keeps its three typed overloads and
-its full docstring here; the :class:`LocalIndex` facade itself is about 270 lines.
+its full docstring here (about 120 lines); the :class:`LocalIndex` facade itself is under 300.
 
 :class:`LocalIndex` is the facade that composes the parts, each in its own module:
 
-- :mod:`.options` — creation options, their checks, the creation of a new folder;
+- :mod:`.options` — creation options, their checks, the creation of a new folder, and the
+  stored options as properties (:class:`~.options.StoredOptions`);
 - :mod:`.snapshot` — the read side: read transactions, cached snapshots, records, vectors;
 - :mod:`.plan` — the search plan (filter → first stage → shortlist → exact rerank → hits);
 - :mod:`.writer` — the commit protocol, deletes, compaction, HNSW graph extension;
 - :mod:`.recovery` — what a new writer repairs of a killed writer's leftovers;
+- :mod:`.text_side` — the page-text store of hybrid search (upgrade, writes, reads);
 - :mod:`.files` — every file operation the index makes in its folder.
 
 Opening never takes the writer lock: the first ``add``/``upsert``/``delete``/``compact``
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,26 +29,26 @@ from typing import Any, Literal, overload
 
 import torch
 
-from ..scoring import EmbeddingsLike, as_ragged
+from ..scoring import EmbeddingsLike
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
 from . import format as fmt
-from .backfill import pages_without_text, prepare_text_store, store_texts
-from .errors import IndexClosedError, IndexReadOnlyError
+from . import text_side
+from .errors import check_writable
 from .filters import Filter
 from .first_stage import shortlist
 from .fusion import search_options
-from .hybrid import check_texts, missing_text_store, search_modes, text_search
+from .hybrid import missing_text_store, search_by_mode
 from .lock import WriterLock
+from .options import StoredOptions, open_folder
 from .options import check_encoder as _check_encoder  # noqa: F401  (mmembed-qdrant imports it from here)
-from .options import check_options, check_pooling, open_folder, storage_option
 from .plan import search_snapshot
 from .protocol import PageInput
-from .recovery import recover
+from .recovery import lock_and_recover
 from .segments import append_rows
 from .shared import SharedIndex, open_shared
 from .snapshot import IndexSnapshots
-from .text import DEFAULT_TOKENIZER, has_text_tables, page_texts
-from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, pages_to_delete, write_error
+from .text import DEFAULT_TOKENIZER
+from .writer import DEFAULT_SEGMENT_BYTES, IndexWriter, pages_to_delete
 
 __all__ = ["DEFAULT_SEGMENT_BYTES", "LocalIndex", "open_index"]
 
@@ -55,7 +56,7 @@ __all__ = ["DEFAULT_SEGMENT_BYTES", "LocalIndex", "open_index"]
 # namespace: the crash and first-stage tests replace them here to inject a kill or count calls.
 
 
-class LocalIndex:
+class LocalIndex(StoredOptions):
     """Folder-based index implementing :class:`~mmembed.index.protocol.IndexBackend`.
 
     Opening never takes the writer lock: the first ``add``/``upsert``/``delete``/``compact``
@@ -108,34 +109,6 @@ class LocalIndex:
     # ------------------------------------------------------------------ properties
 
     @property
-    def encoder(self) -> EncoderInfo:
-        return self.manifest.encoder
-
-    @property
-    def storage(self) -> str:
-        """The storage codec: ``float16``, ``bfloat16``, ``float32`` or ``int8``."""
-        return self.manifest.dtype
-
-    @property
-    def dtype(self) -> str:
-        """Older name of :attr:`storage`."""
-        return self.manifest.dtype
-
-    @property
-    def pooling(self) -> int:
-        """Token pooling factor applied when pages are written (1 = none)."""
-        return self.manifest.pooling
-
-    @property
-    def keep_thumbnails(self) -> bool:
-        return self.manifest.keep_thumbnails
-
-    @property
-    def first_stage(self) -> str | None:
-        """``"binary"`` (codes on disk, shortlist then exact rerank by default) or ``None``."""
-        return self.manifest.first_stage
-
-    @property
     def segment_bytes(self) -> int:
         """A new segment file is started once the active one holds this many bytes."""
         return self._writer.segment_bytes
@@ -152,12 +125,6 @@ class LocalIndex:
     @graph_extend_pages.setter
     def graph_extend_pages(self, value: int) -> None:
         self._writer.graph_extend_pages = int(value)
-
-    def check_options(self, *, storage: str | None = None, pooling: int | None = None) -> None:
-        """Raise :class:`IndexOptionError` when a given option differs from the stored one."""
-        storage_option(storage, None)
-        check_pooling(pooling, self.encoder)
-        check_options(self.manifest, self.path, storage=storage, pooling=pooling)
 
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writer" if not self._closed and self._lock.held else "reader"
@@ -194,29 +161,18 @@ class LocalIndex:
         """Take the writer lock now (fail fast with :class:`IndexLockedError`) and repair
         what a killed writer left behind. Writes call this themselves."""
         with self._mutex:
-            if self._closed:
-                raise IndexClosedError(
-                    f"the index at {self.path} was closed; open it again with open_index()."
+            held = self._lock.held
+            check_writable(
+                self.path,
+                closed=self._closed,
+                readonly=self.readonly,
+                held=held,
+                folder_readonly=self._folder_readonly,
+            )
+            if not held:
+                lock_and_recover(
+                    self._lock, self.path, self._conn, self.encoder, self._dtype, self.first_stage
                 )
-            if self.readonly:
-                raise IndexReadOnlyError(
-                    f"the index at {self.path} was opened with readonly=True; open it without "
-                    "readonly to add, delete or compact pages."
-                )
-            if self._lock.held:
-                return
-            if self._folder_readonly:
-                raise IndexReadOnlyError(
-                    f"the index folder {self.path} is not writable (read-only mount or missing "
-                    "permission), so it can only be searched; to change it, copy it to a writable "
-                    "folder or fix its permissions."
-                )
-            self._lock.acquire()
-            try:
-                recover(self.path, self._conn, self.encoder, self._dtype, self.first_stage)
-            except BaseException:
-                self._lock.release()
-                raise
 
     def add(self, pages: Sequence[PageInput]) -> list[str]:
         """Store ``pages`` as one atomic batch; an id already stored is an error."""
@@ -241,23 +197,13 @@ class LocalIndex:
         (:func:`mmembed.pipeline.backfill_text`)."""
         with self._mutex:
             self.lock_for_writing()
-            try:
-                manifest, created, rebuilt = prepare_text_store(
-                    self._conn, self.path, self.manifest, tokenizer
-                )
-            except (OSError, sqlite3.OperationalError) as exc:
-                raise write_error(self.path, "prepare the text store", exc) from exc
-            finally:
-                self._snapshots.forget()
+            manifest, done = text_side.prepare_text_store(self._snapshots, self.manifest, tokenizer)
             self.manifest = self._writer.manifest = manifest
-            return {"created": created, "rebuilt": rebuilt}
+            return done
 
     def pages_without_text(self) -> list[tuple[str, str, int, str]]:
         """``(id, source, page, content_hash)`` of every page without stored text."""
-        with self._snapshots.read() as conn:
-            if self.manifest.text_tokenizer is None or not has_text_tables(conn):
-                return [(r.id, r.source, r.page, r.content_hash) for r in self.records()]
-            return pages_without_text(conn)
+        return text_side.pages_without_text(self._snapshots, self.manifest)
 
     def store_texts(self, texts: Sequence[tuple[str, str]]) -> int:
         """Store ``(page id, text)`` pairs in one transaction; returns how many pages got text."""
@@ -265,12 +211,7 @@ class LocalIndex:
             raise missing_text_store(self.path)
         with self._mutex:
             self.lock_for_writing()
-            try:
-                return store_texts(self._conn, texts)
-            except (OSError, sqlite3.OperationalError) as exc:
-                raise write_error(self.path, "store page text", exc) from exc
-            finally:
-                self._snapshots.forget()
+            return text_side.store_texts(self._snapshots, texts)
 
     def extend_graph(self, *, force: bool = True) -> int:
         """HNSW first stage: add the pages stored since the graph was last built to it;
@@ -362,22 +303,17 @@ class LocalIndex:
         weighted sum ``alpha * visual + (1 - alpha) * text`` of min-max normalised scores. Hits of
         these modes say which side(s) found them (:attr:`SearchHit.matches`); see
         :mod:`mmembed.index.hybrid`."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
+        text_side.check_k(k)
         options = search_options(mode, alpha, rrf_k)
         if options.mode != "visual":  # hybrid (issue 25)
-            n_queries = None if queries is None else len(as_ragged(queries))
-            query_texts = check_texts(texts, n_queries, options.mode)
-            visual = None
-            if options.mode == "hybrid":
-                if queries is None:
-                    raise MMEmbedError("mode='hybrid' needs the query embeddings as well as texts")
-                vectors = queries
-
-                def visual(depth: int) -> list[list[SearchHit]]:
-                    return self.search(vectors, depth, where, candidates=candidates, exact=exact)
-
-            return search_modes(options, k, query_texts, visual, lambda t, n: self.search_text(t, n, where))
+            return search_by_mode(
+                options,
+                k,
+                queries,
+                texts,
+                lambda vectors, depth: self.search(vectors, depth, where, candidates=candidates, exact=exact),
+                lambda t, n: self.search_text(t, n, where),
+            )
         if queries is None:
             raise MMEmbedError("search() needs query embeddings (only mode='text' searches with texts alone)")
         return search_snapshot(
@@ -396,27 +332,11 @@ class LocalIndex:
     ) -> list[list[SearchHit]]:
         """Top-``k`` pages by their own text (FTS5 ``bm25()``) for each query string, among
         pages matching ``where``. Query text is always taken as plain words."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise MMEmbedError(f"k must be a non-negative integer, got {k!r}")
-        query_texts = check_texts(texts, None, "text")
-        with self._snapshots.read() as conn:
-            return text_search(
-                conn,
-                self.path,
-                self.manifest.text_tokenizer,
-                query_texts,
-                k,
-                where,
-                self._snapshots.records_by_row,
-            )
+        return text_side.search_text(self._snapshots, self.manifest, texts, k, where)
 
     def get_texts(self, ids: Sequence[str]) -> list[str | None]:
         """The stored page text of ``ids`` in order (``None``: unknown id, or a page without text)."""
-        if self.manifest.text_tokenizer is None:
-            return [None] * len(ids)
-        with self._snapshots.read() as conn:
-            found = page_texts(conn, ids)
-        return [found.get(i) for i in ids]
+        return text_side.get_texts(self._snapshots, self.manifest, ids)
 
     def info(self) -> dict[str, Any]:
         """Summary for ``mmembed info``: sizes, encoder, storage format, pages with text

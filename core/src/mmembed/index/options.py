@@ -247,3 +247,45 @@ def other_backend_hint(path: Path) -> str:
     if (path / "meta.json").is_file() and (path / "collection").is_dir():
         return f"it is a Qdrant local store: open one of its collections as qdrant://{path}/COLLECTION."
     return ""
+
+
+class StoredOptions:
+    """The options an open index was created with, read from its manifest; the
+    :class:`~mmembed.index.local.LocalIndex` facade has them as properties."""
+
+    manifest: fmt.Manifest
+    path: Path
+
+    @property
+    def encoder(self) -> EncoderInfo:
+        return self.manifest.encoder
+
+    @property
+    def storage(self) -> str:
+        """The storage codec: ``float16``, ``bfloat16``, ``float32`` or ``int8``."""
+        return self.manifest.dtype
+
+    @property
+    def dtype(self) -> str:
+        """Older name of :attr:`storage`."""
+        return self.manifest.dtype
+
+    @property
+    def pooling(self) -> int:
+        """Token pooling factor applied when pages are written (1 = none)."""
+        return self.manifest.pooling
+
+    @property
+    def keep_thumbnails(self) -> bool:
+        return self.manifest.keep_thumbnails
+
+    @property
+    def first_stage(self) -> str | None:
+        """``"binary"`` (codes on disk, shortlist then exact rerank by default) or ``None``."""
+        return self.manifest.first_stage
+
+    def check_options(self, *, storage: str | None = None, pooling: int | None = None) -> None:
+        """Raise :class:`IndexOptionError` when a given option differs from the stored one."""
+        storage_option(storage, None)
+        check_pooling(pooling, self.encoder)
+        check_options(self.manifest, self.path, storage=storage, pooling=pooling)

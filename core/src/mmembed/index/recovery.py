@@ -26,6 +26,7 @@ from .first_stage import (
     recorded_checksums,
     write_codes,
 )
+from .lock import WriterLock
 from .segments import SegmentViews, cut_uncommitted_tail
 
 
@@ -87,3 +88,21 @@ def complete_codes(
         if known != (int(rows), crc):
             record_checksum(conn, name, int(rows), crc)  # (autocommit: the rows are committed)
     forget_checksums(conn, set(names))
+
+
+def lock_and_recover(
+    lock: WriterLock,
+    path: Path,
+    conn: sqlite3.Connection,
+    encoder: EncoderInfo,
+    codec: Codec,
+    first_stage: str | None,
+) -> None:
+    """Take the writer ``lock`` and repair what a killed writer left behind; the lock is let
+    go again if the repair fails (the next write retries it)."""
+    lock.acquire()
+    try:
+        recover(path, conn, encoder, codec, first_stage)
+    except BaseException:
+        lock.release()
+        raise

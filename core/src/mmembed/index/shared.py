@@ -1,5 +1,9 @@
 """One open :class:`LocalIndex` per index folder per process, shared by reference-counted handles.
 
+Long because :class:`SharedIndex` forwards every :class:`~mmembed.index.IndexBackend` method with
+its full typed signature and docstring (about 200 lines of plain delegation); the sharing
+logic itself (registry, reference counts, fork safety) is the first half.
+
 The writer lock of an index belongs to one open ``LocalIndex``, so two independently opened
 handles on one folder in one process conflict as soon as both write. Applications often hold
 several users of one folder (an indexer, a retriever and a reranker; a framework that

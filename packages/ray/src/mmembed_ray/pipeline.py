@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmembed.explain import LAYOUT_KEY, recorded_layout
+from mmembed.explain import LAYOUT_KEY, encoded_layout
 from mmembed.index import IndexLockedError, IndexNotFoundError, PageInput, open_backend, uri_scheme
 from mmembed.index.protocol import IndexBackend
 from mmembed.loaders import LoadIssue, load_pages, make_thumbnail
@@ -176,12 +176,12 @@ class _Encode:
                 "encoder": np.array([""] * len(batch["kind"]), dtype=object),
             }
         images = [Image.open(io.BytesIO(batch["image"][i])).convert("RGB") for i in pages]
-        embeddings = self.encoder.encode_images(images)
+        embeddings, layouts = self.encoder.encode_pages(images)  # layouts: off the same processor run
         vectors = [_EMPTY] * len(batch["kind"])
         metadata = list(batch["metadata"])
-        for i, emb, image in zip(pages, embeddings, images, strict=True):
+        for n, (i, emb, image) in enumerate(zip(pages, embeddings, images, strict=True)):
             vectors[i] = emb.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()  # (n, dim)
-            layout = recorded_layout(self.encoder, image, emb)  # as the single-process pipeline records
+            layout = encoded_layout(self.encoder, image, emb, layouts, n)  # as the single-process pipeline
             if layout is not None:
                 metadata[i] = json.dumps({**json.loads(metadata[i]), LAYOUT_KEY: layout})
         out = {key: value for key, value in batch.items() if key != "image"}
