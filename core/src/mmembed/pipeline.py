@@ -193,7 +193,7 @@ def index_documents(
                 else {
                     **p.metadata,
                     "page_count": p.page_count,
-                    **_layout_metadata(encoder, p, emb, layouts.get(i, _ASK)),
+                    **_layout_metadata(encoder, p, emb, layouts, i),
                 },
                 thumbnail=_thumbnail(p) if thumbnails else None,
                 id=p.id,
@@ -319,23 +319,23 @@ def _page_text(item: Item) -> str:
     return page_text(item.source, item.page)
 
 
-_ASK = object()
-"""No layout came with the page's embedding: ask the encoder's ``page_layout``."""
-
-
-def _layout_metadata(encoder: Encoder, page: Item, embedding: torch.Tensor, given: object) -> dict[str, Any]:
+def _layout_metadata(
+    encoder: Encoder,
+    page: Item,
+    embedding: torch.Tensor,
+    layouts: dict[int, PatchLayout | None],
+    position: int,
+) -> dict[str, Any]:
     """The page's patch layout under :data:`~mmembed.explain.LAYOUT_KEY` (similarity maps from
-    stored vectors): ``given`` with the embedding, else from ``page_layout`` (a second
-    processor run); nothing for media segments and families without one."""
-    from .explain import LAYOUT_KEY, PatchLayout, layout_record, recorded_layout
+    stored vectors): the one the encoder gave at ``position`` of its batch (``layouts``), else
+    from ``page_layout`` (a second processor run); nothing for media segments and families
+    without one (:func:`mmembed.explain.encoded_layout`)."""
+    from .explain import LAYOUT_KEY, encoded_layout
 
     if isinstance(page, MediaSegment):
         return {}
-    if given is _ASK:
-        layout = recorded_layout(encoder, page.image, embedding)
-    else:
-        multi = encoder.info.kind == "multi"
-        layout = layout_record(given, embedding) if multi and isinstance(given, PatchLayout) else None
+    given = [layouts[position]] if position in layouts else None  # None: ask page_layout
+    layout = encoded_layout(encoder, page.image, embedding, given, 0)
     return {} if layout is None else {LAYOUT_KEY: layout}
 
 
