@@ -361,3 +361,20 @@ def test_killed_cli_run_resumes_from_its_last_checkpoint(
     summary = json.loads((out / "training.json").read_text())
     assert summary["steps"] == 12
     assert mmembed.load_encoder(out).info.family == "colqwen2_5"
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_passed_over(tmp_path: Path) -> None:
+    """A run killed while the Trainer saved ``checkpoint-6`` resumes from ``checkpoint-3`` (the
+    newest with its ``trainer_state.json``), not from the partial folder."""
+    from mmembed.finetune.api import _last_complete_checkpoint
+
+    checkpoints = tmp_path / "checkpoints"
+    assert _last_complete_checkpoint(checkpoints) is None
+    for step, complete in ((3, True), (6, False), (10, False)):
+        folder = checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    (checkpoints / "checkpoint-x").mkdir()
+    assert _last_complete_checkpoint(checkpoints) == checkpoints / "checkpoint-3"

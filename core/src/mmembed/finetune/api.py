@@ -202,6 +202,22 @@ def _digest(pairs: Sequence[TrainPair]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def _last_complete_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest ``checkpoint-N`` the Trainer finished writing (its ``trainer_state.json`` is
+    there): a run killed while saving leaves a partial folder, which resuming must pass over."""
+    if not checkpoints.is_dir():
+        return None
+    steps = [
+        (int(d.name.removeprefix("checkpoint-")), d)
+        for d in checkpoints.iterdir()
+        if d.is_dir() and d.name.startswith("checkpoint-") and d.name.removeprefix("checkpoint-").isdigit()
+    ]
+    for _, folder in sorted(steps, reverse=True):
+        if (folder / "trainer_state.json").is_file():
+            return folder
+    return None
+
+
 def _check_out(out: Path, run: dict[str, Any]) -> str | None:
     """The checkpoint to resume from, if ``out`` holds an unfinished run of the same
     settings; raises when ``out`` holds anything else."""
@@ -211,10 +227,7 @@ def _check_out(out: Path, run: dict[str, Any]) -> str | None:
         raise TrainError(f"--out {out} is a file; give a folder for the adapter")
     if (out / output.ADAPTER_CONFIG).is_file():
         raise TrainError(f"{out} already holds a trained adapter; give a new --out folder (or delete it)")
-    from transformers.trainer_utils import get_last_checkpoint
-
-    checkpoints = out / output.CHECKPOINTS
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = _last_complete_checkpoint(out / output.CHECKPOINTS)
     if last is None:
         if any(out.iterdir()):
             raise TrainError(f"{out} is not empty and holds no unfinished run; give a new --out folder")
