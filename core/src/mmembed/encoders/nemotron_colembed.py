@@ -48,7 +48,7 @@ from .qwen_vl import IMAGE_TOKEN, OPTIONS, QwenVLEncoder, apply_page_budget, ren
 from .registry import LoadRequest, ModelFamily, register_family
 from .runtime import default_attention
 from .vlm import DEFAULT_BATCH_SIZE, Item, Prompt, Recipe, processor_folder, skipped_weight_init
-from .weights import load_weights
+from .weights import load_weights, merge_lora
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,8 @@ def build(request: LoadRequest) -> NemotronColEmbedEncoder:
         )
         model = BidirectionalEmbedder(backbone).to(request.dtype)
     load_weights(model, safetensors_files(facts.model_path), rename_weight, source=str(facts.model_path))
+    if facts.adapter is not None:  # e.g. what `mmembed train` writes: merged, like every family's
+        merge_lora(model, facts.adapter, rename_weight)
     model.skip_final_norm()
     model = model.eval().requires_grad_(False).to(request.device)
     # The processor configs' auto_map names NVIDIA's processor class: refuse its code (the

@@ -35,7 +35,7 @@ from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
 from ..types import MMEmbedError, PageRecord
 from . import output
-from .families import NOT_YET, TrainableEncoder, UntrainableFamilyError, refusal
+from .families import REFUSED, TrainableEncoder, UntrainableFamilyError, refusal, refused_family
 from .heldout import evaluate_held_out
 from .mining import MinedQuery, mine_hard_negatives, write_mined
 from .pages import PageImages
@@ -68,6 +68,8 @@ class TrainResult:
     before: EvalReport | None
     after: EvalReport | None
     settings: TrainSettings
+    losses: list[float] = field(default_factory=list)
+    """The loss of each step this call ran (a resumed run: the steps after the checkpoint)."""
     trained: TrainedModel | None = field(default=None, repr=False)
     """The in-memory trained model (its embeddings are what the saved adapter reproduces)."""
 
@@ -259,11 +261,8 @@ def _train(
 
     index_path = str(getattr(index, "path", index.encoder.name))
     refuse_remote_code(index.encoder.name, index.encoder.family)
-    if index.encoder.family in NOT_YET:  # refused before the model is even loaded
-        raise UntrainableFamilyError(
-            f"the index's model {index.encoder.name!r} (family {index.encoder.family}) cannot be fine-tuned: "
-            f"{NOT_YET[index.encoder.family]}"
-        )
+    if index.encoder.family in REFUSED:  # refused before the model is even loaded
+        raise refused_family(index.encoder.name, index.encoder.family)
     all_records = list(index.records())
     records: dict[str, PageRecord] = {r.id: r for r in all_records}
     pairs = read_pairs(pairs_path, all_records, index_path=index_path)
@@ -471,6 +470,7 @@ def _train(
         before=before,
         after=after,
         settings=settings,
+        losses=list(trainer.step_losses),
         trained=trained,
     )
 
