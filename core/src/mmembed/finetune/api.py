@@ -191,12 +191,7 @@ def refuse_remote_code(name: str, family: str) -> None:
     from ..encoders import remote_code
 
     if family == remote_code.FAMILY_ID:
-        raise UntrainableFamilyError(
-            f"the index's model {name!r} runs its own code (trust_remote_code) and cannot be fine-tuned "
-            "by mmembed train: mmembed cannot tell which of its modules are the language model nor "
-            "reproduce its training inputs. Use its authors' training scripts, or index with a natively "
-            "supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)."
-        )
+        raise refused_family(name, family)
 
 
 def _digest(pairs: Sequence[TrainPair]) -> str:

@@ -8,7 +8,9 @@ plus a retrieval head, fed by the family's own prompts and processor. Training r
 exactly that path, so what is trained is what is served: LoRA on every linear layer of the
 language model (``q/k/v/o/gate/up/down_proj`` in Qwen / Gemma / Llama, ``Wqkv / Wo / Wi`` in
 ModernBERT) and on the projection head when there is one; the vision and audio towers and
-the connector stay frozen.
+the connector stay frozen. Omni-Embed-Nemotron (a Qwen2.5-Omni Thinker, not a VLMEncoder)
+trains the same way on its own chat-template inputs (text queries, page images), its vision
+and audio towers frozen.
 
 Families built differently are refused, each with its reason in :data:`REFUSED` (the
 registry test fails when a new family is neither trained nor listed there).
@@ -24,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from ..encoders.base import Encoder
+from ..encoders.omni_embed import OmniEmbedEncoder
 from ..encoders.vlm import VLMEncoder
 from ..types import MMEmbedError
 
@@ -34,7 +37,7 @@ HEADS = ("custom_text_proj", "embedding_proj_layer")
 
 REFUSED: dict[str, str] = {
     "remote_code": (
-        "it runs the checkpoint's own code (trust_remote_code), so mmembed cannot tell which modules "
+        "it runs its own code (trust_remote_code), so mmembed cannot tell which of its modules "
         "are the language model nor reproduce its training inputs; fine-tune it with its authors' "
         "training scripts, or pick a natively supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)"
     ),
@@ -43,11 +46,6 @@ REFUSED: dict[str, str] = {
         "aligned by a locked-image tuning recipe that keeps the text tower frozen; LoRA on the text "
         "model only would move queries away from the frozen page space. Use ColNomic "
         "(colqwen2_5) for trainable page retrieval"
-    ),
-    "omni_embed_nemotron": (
-        "its encoder is not a VLMEncoder: its inputs are built per modality (audio / video "
-        "late fusion) outside the shared prompt path the trainer feeds; training for it is "
-        "not written yet"
     ),
     "st_multi_vector": (
         "sentence-transformers text checkpoints index text, and mmembed train re-encodes the "
@@ -66,7 +64,7 @@ class TrainableEncoder:
     """An encoder's trainable module and its inputs (see module docstring)."""
 
     def __init__(self, encoder: Encoder) -> None:
-        if not isinstance(encoder, VLMEncoder) or encoder.info.family in REFUSED:
+        if not isinstance(encoder, VLMEncoder | OmniEmbedEncoder) or encoder.info.family in REFUSED:
             raise refusal(encoder)
         self.encoder = encoder
         self.module: nn.Module = encoder.model
@@ -118,6 +116,8 @@ class TrainableEncoder:
 
     def query_inputs(self, queries: list[str]) -> dict[str, torch.Tensor]:
         encoder = self.encoder
+        if isinstance(encoder, OmniEmbedEncoder):
+            return encoder.query_inputs(queries)
         items = [encoder._text_item(encoder.recipe.query, q, f"query {i}") for i, q in enumerate(queries)]
         if any(item.image is not None for item in items):  # DSE pairs text with a blank image
             return encoder.image_inputs(
@@ -127,6 +127,8 @@ class TrainableEncoder:
 
     def page_inputs(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
         encoder = self.encoder
+        if isinstance(encoder, OmniEmbedEncoder):
+            return encoder.page_inputs(images)
         recipe = encoder.recipe
         items = [
             encoder._image_item(recipe.page, recipe.page_text, image, f"page {i}")
@@ -140,9 +142,10 @@ class TrainableEncoder:
         """``module`` (the trained wrapper of :attr:`module`) on ``inputs``: ``(B, T, D)``
         L2-normalised token vectors (multi-vector; padded rows included, see the mask) or
         ``(B, D)`` (single-vector)."""
-        moved = {k: v.to(self.encoder.device) for k, v in inputs.items()}
-        if "pixel_values" in moved:
-            moved["pixel_values"] = moved["pixel_values"].to(self.encoder.dtype)
+        moved = {k: v.to(self.encoder.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        for key in ("pixel_values", "pixel_values_videos", "input_features"):
+            if key in moved:
+                moved[key] = moved[key].to(self.encoder.dtype)
         return module(**moved)
 
 
