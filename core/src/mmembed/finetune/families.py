@@ -42,10 +42,10 @@ REFUSED: dict[str, str] = {
         "training scripts, or pick a natively supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)"
     ),
     "nomic_v1_5": (
-        "Nomic Embed v1.5 is two separate towers (a text BERT for queries, a vision ViT for pages) "
-        "aligned by a locked-image tuning recipe that keeps the text tower frozen; LoRA on the text "
-        "model only would move queries away from the frozen page space. Use ColNomic "
-        "(colqwen2_5) for trainable page retrieval"
+        "Nomic Embed v1.5 is two separate towers (a text BERT encodes queries, a vision ViT pages), "
+        "not a VLM with a language model to put LoRA on, and an adapter over its text tower would "
+        "need its own loading path (text_model=), which is not written. Use ColNomic (colqwen2_5) "
+        "for trainable page retrieval"
     ),
     "st_multi_vector": (
         "sentence-transformers text checkpoints index text, and mmembed train re-encodes the "
