@@ -28,8 +28,8 @@ from .colpali import square_patch_layout
 from .qwen_vl import apply_page_budget, qwen_patch_layout
 from .registry import LoadRequest, ModelFamily, register_family
 from .runtime import default_attention
-from .weights import merge_lora
 from .vlm import DEFAULT_BATCH_SIZE, Item, Prompt, Recipe, VLMEncoder, processor_folder, skipped_weight_init
+from .weights import merge_lora
 
 if TYPE_CHECKING:
     from ..explain import PatchLayout

@@ -142,7 +142,9 @@ class TrainableEncoder:
         """``module`` (the trained wrapper of :attr:`module`) on ``inputs``: ``(B, T, D)``
         L2-normalised token vectors (multi-vector; padded rows included, see the mask) or
         ``(B, D)`` (single-vector)."""
-        moved = {k: v.to(self.encoder.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        moved = {
+            k: v.to(self.encoder.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()
+        }
         for key in ("pixel_values", "pixel_values_videos", "input_features"):
             if key in moved:
                 moved[key] = moved[key].to(self.encoder.dtype)
