@@ -38,6 +38,9 @@ TRAINED: dict[str, str] = {
 
 TOWERS = {family: {"audio_tower", "visual"} for family in ("colqwen2_5_omni", "omni_embed_nemotron")}
 """Towers a family must report frozen beyond "at least one" (Omni: vision and audio)."""
+OPTIONS = {"omni_embed_nemotron": {"audio_weight": 0.25}}
+"""Load options the index records: training must load the model with them (else it refuses
+the index as built by another model)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -107,7 +110,8 @@ def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_pat
     from mmembed.loaders import render_page
 
     docs, pairs = one_pdf
-    encoder = mmembed.load_encoder(model)
+    options = OPTIONS.get(family, {})
+    encoder = mmembed.load_encoder(model, **options)
     assert encoder.info.family == family
     with mmembed.open_index(tmp_path / "index", encoder.info) as index:
         mmembed.index_documents([docs], index, encoder, dpi=DPI)
@@ -150,7 +154,8 @@ def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_pat
             assert torch.equal(param.detach(), before[name]), f"{tower}.{name} changed"
 
     # The saved adapter folder reloads through load_encoder into the model as trained.
-    reloaded = mmembed.load_encoder(result.out)
+    reloaded = mmembed.load_encoder(result.out, **options)
+    assert reloaded.info.settings == encoder.info.settings
     assert reloaded.info.family == family
     queries = ["red", "a cyan page"]
     page = [render_page(docs / "plain.pdf", 3, dpi=DPI)]

@@ -173,7 +173,8 @@ def _settings(settings: TrainSettings | None, options: dict[str, Any]) -> TrainS
 
 def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     """The index's model, loaded for this run only (never the shared cached encoder: training
-    changes its module)."""
+    changes its module), with the family options the index recorded (as search loads it)."""
+    from ..encoders import UnknownModelError, get_family
     from ..encoders.cache import _load
     from ..encoders.runtime import resolve_device, resolve_dtype
 
@@ -181,7 +182,12 @@ def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     refuse_remote_code(info.name, info.family)
     resolved = resolve_device(device)
     dtype = torch.float32 if resolved.type == "cpu" else resolve_dtype(None, resolved)
-    encoder = _load(info.name, info.revision, None, resolved, dtype, {})
+    try:
+        accepted = set(get_family(info.family).options)
+    except UnknownModelError:
+        accepted = set()
+    options = {k: v for k, v in (info.settings or {}).items() if k in accepted}
+    encoder = _load(info.name, info.revision, None, resolved, dtype, options)
     index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
     return encoder
 
