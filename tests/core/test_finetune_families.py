@@ -5,8 +5,9 @@ until it is added to :data:`TRAINED` (with the tiny checkpoint it trains on) or 
 :data:`mmembed.finetune.families.REFUSED` (with why). Each trained family runs two CPU
 steps (batch 2, one hard negative) of the real command on one small PDF indexed with its
 tiny random checkpoint, then checks what the recipe promises: finite losses, LoRA weights
-moved, the vision / audio towers untouched and frozen, and the saved adapter, loaded back
-with ``load_encoder``, reproducing the in-training embeddings within 1e-5.
+moved, the vision / audio towers untouched and frozen, the saved adapter, loaded back with
+``load_encoder``, reproducing the in-training embeddings within 1e-5, and the ``--merge``
+checkpoint loading as the same family with the same vectors.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_pat
         learning_rate=1e-2,
         lora_dropout=0.0,
         dpi=DPI,
+        merge=True,
     )
     assert result.steps == 2 and len(result.losses) == 2
     assert all(torch.isfinite(torch.tensor(result.losses))), result.losses
@@ -134,14 +136,21 @@ def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_pat
     module = trainable.module
 
     # LoRA sits on the language model (and the head) only, and training moved it.
-    lora = {name: p for name, p in module.named_parameters() if ".lora_" in name}
-    assert lora, "no LoRA weights"
+    from safetensors.torch import load_file
+
+    lora = {
+        name.removeprefix("base_model.model."): tensor
+        for name, tensor in load_file(result.out / "adapter_model.safetensors").items()
+    }
+    assert lora and all(".lora_" in name for name in lora), sorted(lora)[:3]
     allowed = (trainable.language_model + ".", *(h + "." for h in [trainable.head()] if h))
     assert all(name.startswith(allowed) for name in lora), sorted(lora)[:3]
-    assert all(p.requires_grad for p in lora.values())
-    assert any(bool(p.detach().abs().sum() > 0) for name, p in lora.items() if ".lora_B." in name), (
+    assert any(bool(t.abs().sum() > 0) for name, t in lora.items() if ".lora_B." in name), (
         "LoRA B is still all zero: training did not move the adapter"
     )
+    config = json.loads((result.out / "adapter_config.json").read_text())
+    assert config["target_modules"] == trainable.lora_target_regex()
+    assert (config["r"], config["lora_alpha"]) == (16, 32)
 
     # The towers are frozen and untouched (compared with the model the index was built with).
     towers = trainable.frozen_towers()
@@ -166,3 +175,12 @@ def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_pat
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     base = encoder.encode_queries(queries[:1])[0]
     assert not torch.allclose(base, theirs[0], atol=1e-6), "the reloaded adapter changed nothing"
+
+    # --merge: a full checkpoint of the family that gives the adapter's vectors.
+    assert result.merged is not None
+    merged = mmembed.load_encoder(result.merged, **options)
+    assert merged.info.family == family
+    for a, b in zip(
+        merged.encode_queries(queries[:1]) + merged.encode_images(page), [theirs[0], theirs[-1]], strict=True
+    ):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

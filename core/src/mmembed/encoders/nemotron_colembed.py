@@ -62,6 +62,8 @@ MAX_DOCUMENT_TOKENS = 4096
 RESERVED_TEXT_TOKENS = 100
 """Tokens kept free beside a page's image tokens (the reference's ``reserve_tokens_for_images``)."""
 _MARK = "\x00mmembed-text\x00"
+FINAL_NORM = "model.language_model.norm.weight"
+"""The final norm's weight in :class:`BidirectionalEmbedder`'s names (loaded, then bypassed)."""
 
 
 def matches(facts: CheckpointFacts) -> bool:
@@ -78,6 +80,9 @@ class BidirectionalEmbedder(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.model = backbone
+        self.skipped_norm_weight: torch.Tensor | None = None
+        """The final RMSNorm's weight once bypassed: a checkpoint keeps it (``mmembed train
+        --merge`` writes it back under :data:`FINAL_NORM`)."""
         text: Any = backbone.language_model  # Qwen3VLTextModel
         # transformers' mask factory builds a padding-only mask for a non-causal config;
         # the layer flags matter where no mask is materialised (SDPA / flash attention).
@@ -89,6 +94,8 @@ class BidirectionalEmbedder(nn.Module):
         """The reference reads the last layer's output before the final RMSNorm, whose
         weight the checkpoint still carries (so it is loaded first, then bypassed)."""
         text: Any = self.model.language_model
+        if isinstance(text.norm, nn.Module) and not isinstance(text.norm, nn.Identity):
+            self.skipped_norm_weight = text.norm.weight.detach().clone()
         text.norm = nn.Identity()
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:

@@ -414,7 +414,9 @@ def _train(
     facts = _facts(encoder.info.name, encoder.info.revision)
     base = encoder.info.name
     if facts.adapter is not None:  # LoRA over LoRA: the new adapter's base is the merged start
-        output.write_untrained_base(model, facts, staging / output.BASE)
+        output.write_untrained_base(
+            model, facts, staging / output.BASE, to_checkpoint=trainable.checkpoint_state
+        )
         base = str(out / output.BASE)  # where it is once moved in
     output.write_adapter(model, staging, base=base)
     output.copy_processor_files(facts, staging)
@@ -454,7 +456,9 @@ def _train(
     output.write_json(out / output.TRAINING_JSON, summary)
     (out / output.CARD).write_text(output.model_card(summary, table), encoding="utf-8")
     if merge:
-        merged_path = output.write_merged(output.merged_module(model), facts, out / output.MERGED)
+        merged_path = output.write_merged(
+            output.merged_module(model), facts, out / output.MERGED, to_checkpoint=trainable.checkpoint_state
+        )
         trained = TrainedModel(trainable, trainable.module)
     (out / RUN_FILE).unlink(missing_ok=True)
     if not keep_checkpoints:

@@ -26,6 +26,9 @@ from PIL import Image
 from torch import nn
 
 from ..encoders.base import Encoder
+from ..encoders.hf_retrieval import RetrievalModel
+from ..encoders.nemotron_colembed import FINAL_NORM as NEMOTRON_FINAL_NORM
+from ..encoders.nemotron_colembed import BidirectionalEmbedder
 from ..encoders.omni_embed import OmniEmbedEncoder
 from ..encoders.vlm import VLMEncoder
 from ..types import MMEmbedError
@@ -111,6 +114,17 @@ class TrainableEncoder:
             if (f"{parent}.{name}" if parent else name) not in (self.language_model, head)
             and any(True for _ in child.parameters())
         ]
+
+    def checkpoint_state(self, module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``module``'s state dict -> the weights a checkpoint of the family holds (what
+        ``--merge`` writes). Most families load their module's own names; transformers'
+        ``*ForRetrieval`` checkpoints lack the serving wrapper's ``model.`` prefix, and
+        Nemotron ColEmbed's checkpoint keeps the final norm its served module bypasses."""
+        if isinstance(module, RetrievalModel):
+            return {k.removeprefix("model."): v for k, v in state.items()}
+        if isinstance(module, BidirectionalEmbedder) and module.skipped_norm_weight is not None:
+            return {**state, NEMOTRON_FINAL_NORM: module.skipped_norm_weight}
+        return state
 
     # -- inputs (the family's own prompts and processor) ------------------------------
 
