@@ -94,8 +94,9 @@ class BidirectionalEmbedder(nn.Module):
         """The reference reads the last layer's output before the final RMSNorm, whose
         weight the checkpoint still carries (so it is loaded first, then bypassed)."""
         text: Any = self.model.language_model
-        if isinstance(text.norm, nn.Module) and not isinstance(text.norm, nn.Identity):
-            self.skipped_norm_weight = text.norm.weight.detach().clone()
+        norm: Any = text.norm
+        if not isinstance(norm, nn.Identity):
+            self.skipped_norm_weight = norm.weight.detach().clone()
         text.norm = nn.Identity()
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
