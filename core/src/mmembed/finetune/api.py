@@ -31,13 +31,21 @@ from typing import Any
 import torch
 
 from ..encoders.base import Encoder
+from ..encoders.nomic import NomicEncoder
 from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
 from ..types import MMEmbedError, PageRecord
 from . import output
-from .families import REFUSED, TrainableEncoder, UntrainableFamilyError, refusal, refused_family
+from .families import (
+    REFUSED,
+    TrainableEncoder,
+    UntrainableFamilyError,
+    refusal,
+    refused_family,
+)
 from .heldout import evaluate_held_out
 from .mining import MinedQuery, mine_hard_negatives, write_mined
+from .nomic import NomicTrainable
 from .pages import PageImages
 from .pairs import PairsError, PairSplit, TrainPair, positives_by_query, read_pairs, split_pairs
 from .sampling import SourceBatchSampler, source_of
@@ -158,6 +166,14 @@ def train(
     finally:
         if opened is not None:
             opened.close()
+
+
+def trainable_for(encoder: Encoder) -> TrainableEncoder:
+    """The family's :class:`TrainableEncoder` (Nomic v1.5's pair has its own, see
+    :mod:`mmembed.finetune.nomic`); raises :class:`UntrainableFamilyError` with why."""
+    if isinstance(encoder, NomicEncoder) and encoder.info.family not in REFUSED:
+        return NomicTrainable(encoder)
+    return TrainableEncoder(encoder)
 
 
 def _settings(settings: TrainSettings | None, options: dict[str, Any]) -> TrainSettings:
@@ -292,7 +308,7 @@ def _train(
 
     encoder = _load_private_encoder(index, device)
     try:
-        trainable = TrainableEncoder(encoder)
+        trainable = trainable_for(encoder)
     except UntrainableFamilyError:
         raise
     except MMEmbedError as err:  # pragma: no cover - TrainableEncoder raises only the above
@@ -411,15 +427,13 @@ def _train(
     staging = out / ".finishing"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    facts = _facts(encoder.info.name, encoder.info.revision)
-    base = encoder.info.name
+    base, revision = trainable.base_checkpoint()  # Nomic: the text tower's checkpoint
+    facts = _facts(base, revision)
     if facts.adapter is not None:  # LoRA over LoRA: the new adapter's base is the merged start
-        output.write_untrained_base(
-            model, facts, staging / output.BASE, to_checkpoint=trainable.checkpoint_state
-        )
+        trainable.write_untrained_base(model, facts, staging / output.BASE)
         base = str(out / output.BASE)  # where it is once moved in
     output.write_adapter(model, staging, base=base)
-    output.copy_processor_files(facts, staging)
+    trainable.copy_processor_files(facts, staging)
     write_mined(staging / output.NEGATIVES_FILE, mined)
     for file in sorted(staging.iterdir()):
         if file.is_dir():
@@ -430,9 +444,7 @@ def _train(
     trained = TrainedModel(trainable, model)
     after = None
     if split.held_out:
-        from ..encoders import load_encoder
-
-        reloaded = load_encoder(out, device=encoder.device, dtype=encoder.dtype)
+        reloaded = trainable.reload(out, device=encoder.device, dtype=encoder.dtype)
         after = evaluate_held_out(reloaded, split.held_out, records, images, name="after")
 
     merged_path = None
@@ -456,9 +468,7 @@ def _train(
     output.write_json(out / output.TRAINING_JSON, summary)
     (out / output.CARD).write_text(output.model_card(summary, table), encoding="utf-8")
     if merge:
-        merged_path = output.write_merged(
-            output.merged_module(model), facts, out / output.MERGED, to_checkpoint=trainable.checkpoint_state
-        )
+        merged_path = trainable.write_merged(output.merged_module(model), facts, out / output.MERGED)
         trained = TrainedModel(trainable, trainable.module)
     (out / RUN_FILE).unlink(missing_ok=True)
     if not keep_checkpoints:
