@@ -35,7 +35,7 @@ from ..encoders.nomic import NomicEncoder
 from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
 from ..types import MMEmbedError, PageRecord
-from . import output
+from . import nomic, output
 from .families import (
     REFUSED,
     TrainableEncoder,
@@ -280,6 +280,7 @@ def _train(
     refuse_remote_code(index.encoder.name, index.encoder.family)
     if index.encoder.family in REFUSED:  # refused before the model is even loaded
         raise refused_family(index.encoder.name, index.encoder.family)
+    nomic.check_index(index.encoder)  # Nomic's text checkpoint alone indexes no pages
     all_records = list(index.records())
     records: dict[str, PageRecord] = {r.id: r for r in all_records}
     pairs = read_pairs(pairs_path, all_records, index_path=index_path)

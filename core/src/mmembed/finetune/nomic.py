@@ -36,9 +36,10 @@ from torch import nn
 
 from ..encoders.base import Encoder
 from ..encoders.checkpoint import MODEL_CONFIG, CheckpointFacts
-from ..encoders.nomic import NomicEncoder, NomicVision, tile_boxes
+from ..encoders.nomic import FAMILY_ID, NomicEncoder, NomicVision, tile_boxes
 from ..encoders.nomic_text import TASK_PREFIXES, tokenizer_folder
 from ..pixels import to_rgb
+from ..types import EncoderInfo
 from . import output
 from .families import TrainableEncoder, UntrainableFamilyError
 
@@ -48,6 +49,21 @@ VISION = "vision"
 """The frozen tower's name in :meth:`NomicTrainable.frozen_towers`."""
 
 
+def text_only_refusal(name: str) -> UntrainableFamilyError:
+    return UntrainableFamilyError(
+        f"the index's model {name!r} (family {FAMILY_ID}) cannot be fine-tuned: it is the Nomic Embed *text* "
+        "checkpoint alone, which indexes text, and mmembed train trains on page images; index the pages with "
+        "the vision checkpoint (text_model= this one) to train it"
+    )
+
+
+def check_index(info: EncoderInfo) -> None:
+    """Refuse an index of the text checkpoint alone before anything is read (a vision pair
+    records its ``text_model``)."""
+    if info.family == FAMILY_ID and "text_model" not in (info.settings or {}):
+        raise text_only_refusal(info.name)
+
+
 class NomicTrainable(TrainableEncoder):
     """:class:`TrainableEncoder` for the Nomic v1.5 pair (see module docstring)."""
 
@@ -55,11 +71,7 @@ class NomicTrainable(TrainableEncoder):
         if not isinstance(encoder, NomicEncoder):  # pragma: no cover - chosen by trainable_for
             raise TypeError(type(encoder).__name__)
         if encoder.vision is None:
-            raise UntrainableFamilyError(
-                f"the index's model {encoder.info.name!r} (family {encoder.info.family}) cannot be fine-tuned: "
-                "it is the Nomic Embed *text* checkpoint alone, which indexes text, and mmembed train trains "
-                "on page images; index the pages with the vision checkpoint (text_model= this one) to train it"
-            )
+            raise text_only_refusal(encoder.info.name)
         self.encoder = encoder  # type: ignore[assignment]  # its inputs are overridden below
         self.vision: NomicVision = encoder.vision
         self.text = encoder.text
