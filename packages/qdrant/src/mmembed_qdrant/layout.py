@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -64,6 +65,7 @@ INDEXED_KEYS: dict[str, Literal["keyword", "integer"]] = {
 }
 SCROLL_PAGE = 1024
 _T = TypeVar("_T")
+logger = logging.getLogger(__name__)
 
 # A condition an engine evaluates natively: (operator, payload key, operand) with operator
 # "eq" (operand: a value), "any" (a list of values), "range" (gt/gte/lt/lte -> bound) or
@@ -259,6 +261,13 @@ class QdrantPages:
         )
         if not batch.rows:
             return []
+        if not self.text_vector and any(row.text is not None for row in batch.rows):
+            logger.warning(
+                "the Qdrant index at %s has no 'text' vector (created before text search): the page "
+                "text is kept in the payload but not searchable until `mmembed index --backfill-text "
+                "--index URI` adds it.",
+                self.location,
+            )
         points: list[Point] = []
         offset = 0
         for row in batch.rows:
