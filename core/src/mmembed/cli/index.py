@@ -184,6 +184,8 @@ def _backfill_text(args: argparse.Namespace, where: str) -> int:
     # Index folders, and Qdrant stores (qdrant://, qdrant-edge://: their 'text' sparse vector, issue 25).
     if uri_scheme(where) not in (None, "qdrant", "qdrants", "qdrant-edge"):
         raise UsageError("--backfill-text applies to index folders and Qdrant URIs")
+    if uri_scheme(where) is not None and args.text_tokenizer not in (None, "unicode61"):
+        raise UsageError("--text-tokenizer: the Qdrant backends store text with 'unicode61' only")
     from ..text_backfill import backfill_text
 
     with closing(open_backend(where, create=False)) as index:

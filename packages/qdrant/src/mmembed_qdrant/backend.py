@@ -236,14 +236,14 @@ class QdrantIndex(QdrantPages):
         rows: torch.Tensor,
         sparse: tuple[list[int], list[float]],
         depth: int,
-        k: int,
         only: list[str] | None,
         rrf_k: int | None,
     ) -> tuple[list[Any], list[Any], list[Any] | None]:
         flt = _only(only)
         sides = [self._visual(rows, depth, flt), {"query": self._sparse(sparse), "using": TEXT}]
         # alpha (no engine fusion) builds its hits from the side lists: they need the records then
-        side_payload: Any = ["id"] if rrf_k is not None else True
+        records = qm.PayloadSelectorExclude(exclude=[TEXT])  # the page text is not part of a hit
+        side_payload: Any = ["id"] if rrf_k is not None else records
         requests = [qm.QueryRequest(**s, filter=flt, limit=depth, with_payload=side_payload) for s in sides]
         if rrf_k is not None:
             requests.append(
@@ -251,8 +251,8 @@ class QdrantIndex(QdrantPages):
                     prefetch=[qm.Prefetch(**s, filter=flt, limit=depth) for s in sides],
                     query=qm.RrfQuery(rrf=qm.Rrf(k=rrf_k)),
                     filter=flt,
-                    limit=k,
-                    with_payload=True,
+                    limit=depth,
+                    with_payload=records,
                 )
             )
         responses = self._client.query_batch_points(self.collection, requests)

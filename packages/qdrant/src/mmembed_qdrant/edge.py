@@ -425,7 +425,6 @@ class QdrantEdgeIndex(QdrantPages):
         rows: torch.Tensor,
         sparse: tuple[list[int], list[float]],
         depth: int,
-        k: int,
         only: list[str] | None,
         rrf_k: int | None,
     ) -> tuple[list[Any], list[Any], list[Any] | None]:
@@ -436,16 +435,17 @@ class QdrantEdgeIndex(QdrantPages):
             {"query": qe.Query.Nearest(self._sparse(sparse), using=TEXT)},
         ]
         # alpha (no engine fusion) builds its hits from the side lists: they need the records then
-        side_payload: Any = ["id"] if rrf_k is not None else True
+        records = qe.PayloadSelector.Exclude([TEXT])  # the page text is not part of a hit
+        side_payload: Any = ["id"] if rrf_k is not None else records
         requests = [qe.QueryRequest(limit=depth, filter=flt, with_payload=side_payload, **s) for s in sides]
         if rrf_k is not None:
             requests.append(
                 qe.QueryRequest(
-                    limit=k,
+                    limit=depth,
                     prefetches=[qe.Prefetch(limit=depth, filter=flt, **s) for s in sides],
                     query=qe.Fusion.Rrf(k=rrf_k),
                     filter=flt,
-                    with_payload=True,
+                    with_payload=records,
                 )
             )
         responses = [list(r) for r in self._engine.query_batch(qe.QueryBatchRequest(requests))]

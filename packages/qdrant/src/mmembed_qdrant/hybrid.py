@@ -5,7 +5,7 @@ each page, the engine's ``Modifier.IDF`` at query time). A hybrid search is one 
 request per query: the visual side and the text side, each ``max(k, 50)`` deep, and — for
 reciprocal rank fusion — the engine's own fusion query (``FusionQuery(RRF)`` in
 qdrant-client, ``Fusion.Rrf`` in qdrant-edge) over the same two prefetches, which sets the
-order and the scores. The two side lists say which side(s) found each hit, at which rank and
+scores and the order (ties broken by core's rule: visual order, then text order). The two side lists say which side(s) found each hit, at which rank and
 score (``SearchHit.matches``, as on the embedded index). The ``alpha`` weighted sum is not a
 Qdrant fusion: it is computed here, by core's :func:`~mmembed.index.fusion.fuse`, from the
 two side lists.
@@ -78,6 +78,7 @@ def search_modes(
                 out.append([])  # no word to look for
                 continue
             found = index._call("search text", lambda s=sparse: index._query_text(s, k, only))  # type: ignore[misc]
+            found = sorted(found, key=lambda p: (-float(p.score), _id(p)))  # equal scores: a fixed order
             out.append(with_side([SearchHit(_id(p), float(p.score), _record(p)) for p in found], "text"))
             continue
         assert vectors is not None
@@ -85,17 +86,22 @@ def search_modes(
         rows = vectors.values[offsets[i] : offsets[i + 1]]  # (query_tokens, dim)
         visual, read, fused = index._call(
             "search",
-            lambda r=rows, s=sparse: index._query_hybrid(r, s, depth, k, only, engine_k),  # type: ignore[misc]
+            lambda r=rows, s=sparse: index._query_hybrid(r, s, depth, only, engine_k),  # type: ignore[misc]
         )
         if fused is None:  # alpha: core's weighted sum over the two side lists
             sides = [[SearchHit(_id(p), float(p.score), _record(p)) for p in side] for side in (visual, read)]
             out.append(fuse(sides[0], sides[1], k, alpha=options.alpha, rrf_k=options.rrf_k))
         else:
             matches = _side_matches(visual, read)
+            # Ties in the engine's order vary from call to call (qdrant-edge): core's rule breaks
+            # them (visual order, then text order), over ``depth`` fused points so a tie at
+            # the k-th place is broken the same way too.
+            order = {i: n for n, i in enumerate(dict.fromkeys(_id(p) for p in (*visual, *read)))}
+            ranked = sorted(fused, key=lambda p: (-float(p.score), order.get(_id(p), len(order))))[:k]
             out.append(
                 [
                     SearchHit(_id(p), float(p.score), _record(p), matches=matches.get(_id(p), ()))
-                    for p in fused
+                    for p in ranked
                 ]
             )
     return out

@@ -150,13 +150,12 @@ class QdrantPages:
         rows: torch.Tensor,
         sparse: tuple[list[int], list[float]],
         depth: int,
-        k: int,
         only: list[str] | None,
         rrf_k: int | None,
     ) -> tuple[list[Any], list[Any], list[Any] | None]:
         """One batched request: the visual and text sides ``depth`` deep (payload ``id``
         only) and, given ``rrf_k`` (the engine's constant), the engine's reciprocal rank
-        fusion of the same two prefetches, ``k`` points with payload."""
+        fusion of the same two prefetches, ``depth`` points with payload (without the text)."""
         raise NotImplementedError
 
     def _sparse(self, vector: tuple[list[int], list[float]]) -> Any:
