@@ -188,7 +188,8 @@ def _backfill_text(args: argparse.Namespace, where: str) -> int:
         raise UsageError("--text-tokenizer: the Qdrant backends store text with 'unicode61' only")
     from ..text_backfill import backfill_text
 
-    with closing(open_backend(where, create=False)) as index:
+    with closing(open_backend(where, create=False)) as opened:
+        index: Any = opened  # the embedded index or a Qdrant store: both have info() and the backfill calls
         report = backfill_text(index, tokenizer=args.text_tokenizer, password=args.password)
         with_text = index.info()["pages_with_text"]
     print(safe_lines(report.summary()))
