@@ -41,9 +41,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory, tiny_colqwen2_5: Path, pdfs
     )
 
 
-@pytest.fixture(
-    scope="module", params=["local-mode", "edge", pytest.param("server", marks=pytest.mark.qdrant_server)]
-)
+# qdrant-edge here (the paths only call the backend); each engine's own text and hybrid
+# search, local mode included, is tested in test_qdrant_hybrid.py.
+@pytest.fixture(scope="module", params=["edge", pytest.param("server", marks=pytest.mark.qdrant_server)])
 def uri(request: pytest.FixtureRequest, folder: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The embedded index migrated (page text included) into a Qdrant store."""
     root = tmp_path_factory.mktemp("qdrant_hybrid_store")
@@ -91,47 +91,43 @@ def test_retriever_text_and_hybrid_on_qdrant(core: Retriever, folder: Path, tiny
 def test_cli_search_info_and_eval_modes(
     uri: str, core: Retriever, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    core.index.close()  # Qdrant's local mode lets one client at a time hold the folder: the CLI's turn
-    try:
-        text = _json(capsys, ["search", "income statement", "--index", uri, "--mode", "text", "--json"])
-        assert "quarterly_financial_report" in text[0]["source"] and text[0]["page"] == 2
-        assert text[0]["matches"] == [{"side": "text", "rank": 1, "score": text[0]["score"]}]
-        hybrid = _json(
-            capsys, ["search", "income statement", "--index", uri, "--mode", "hybrid", "-k", "9", "--json"]
-        )
-        assert len(hybrid) == 9 and {m["side"] for h in hybrid for m in h["matches"]} == {"visual", "text"}
-        weighted = _json(
-            capsys,
-            ["search", "income statement", "--index", uri, "--mode", "hybrid", "--alpha", "0", "--json"],
-        )
-        assert weighted[0]["page"] == 2 and weighted[0]["score"] == pytest.approx(1.0)
-        info = _json(capsys, ["info", "--index", uri, "--json"])
-        assert info["pages_with_text"] == 9 and info["text_tokenizer"] == "unicode61"
+    text = _json(capsys, ["search", "income statement", "--index", uri, "--mode", "text", "--json"])
+    assert "quarterly_financial_report" in text[0]["source"] and text[0]["page"] == 2
+    assert text[0]["matches"] == [{"side": "text", "rank": 1, "score": text[0]["score"]}]
+    hybrid = _json(
+        capsys, ["search", "income statement", "--index", uri, "--mode", "hybrid", "-k", "9", "--json"]
+    )
+    assert len(hybrid) == 9 and {m["side"] for h in hybrid for m in h["matches"]} == {"visual", "text"}
+    weighted = _json(
+        capsys,
+        ["search", "income statement", "--index", uri, "--mode", "hybrid", "--alpha", "0", "--json"],
+    )
+    assert weighted[0]["page"] == 2 and weighted[0]["score"] == pytest.approx(1.0)
+    info = _json(capsys, ["info", "--index", uri, "--json"])
+    assert info["pages_with_text"] == 9 and info["text_tokenizer"] == "unicode61"
 
-        (tmp_path / "queries.tsv").write_text(
-            "q1\tcondensed income statement\nq2\tgrid integration and storage\n"
-        )
-        (tmp_path / "qrels.tsv").write_text(
-            "query-id\tcorpus-id\tscore\nq1\tquarterly_financial_report.pdf#2\t1\n"
-            "q2\tsolar_energy_report.pdf#3\t1\n"
-        )
-        argv = ["eval", "--index", uri, "--queries", str(tmp_path / "queries.tsv")]
-        argv += [
-            "--qrels",
-            str(tmp_path / "qrels.tsv"),
-            "--mode",
-            "visual",
-            "text",
-            "hybrid",
-            "-k",
-            "9",
-            "--json",
-        ]
-        by_mode = {r["name"].rsplit("[", 1)[1].rstrip("]"): r["metrics"] for r in _json(capsys, argv)}
-        assert by_mode["text"]["RR@10"] == pytest.approx(1.0)  # both answers are in the text
-        assert by_mode["hybrid"]["R@5"] >= max(by_mode["visual"]["R@5"], by_mode["text"]["R@5"]) - 1e-9
-    finally:
-        core.index = mmembed.open_backend(uri, create=False)
+    (tmp_path / "queries.tsv").write_text(
+        "q1\tcondensed income statement\nq2\tgrid integration and storage\n"
+    )
+    (tmp_path / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\tquarterly_financial_report.pdf#2\t1\n"
+        "q2\tsolar_energy_report.pdf#3\t1\n"
+    )
+    argv = ["eval", "--index", uri, "--queries", str(tmp_path / "queries.tsv")]
+    argv += [
+        "--qrels",
+        str(tmp_path / "qrels.tsv"),
+        "--mode",
+        "visual",
+        "text",
+        "hybrid",
+        "-k",
+        "9",
+        "--json",
+    ]
+    by_mode = {r["name"].rsplit("[", 1)[1].rstrip("]"): r["metrics"] for r in _json(capsys, argv)}
+    assert by_mode["text"]["RR@10"] == pytest.approx(1.0)  # both answers are in the text
+    assert by_mode["hybrid"]["R@5"] >= max(by_mode["visual"]["R@5"], by_mode["text"]["R@5"]) - 1e-9
 
 
 def test_serve_mode_selector_on_qdrant(uri: str, core: Retriever) -> None:
@@ -141,7 +137,6 @@ def test_serve_mode_selector_on_qdrant(uri: str, core: Retriever) -> None:
     from mmembed.serve import create_app, open_server
 
     expected = core.search("income statement", k=3, mode="hybrid")
-    core.index.close()
     server = open_server(uri)
     try:
         client = TestClient(create_app(server), base_url="http://127.0.0.1:8000")  # a Host serve allows
@@ -152,7 +147,6 @@ def test_serve_mode_selector_on_qdrant(uri: str, core: Retriever) -> None:
         assert [h["id"] for h in hybrid["hits"]] == [h.id for h in expected]
     finally:
         server.index.close()
-        core.index = mmembed.open_backend(uri, create=False)
 
 
 def test_framework_adapters_give_cores_results_on_qdrant(
@@ -170,41 +164,37 @@ def test_framework_adapters_give_cores_results_on_qdrant(
         for q in QUERIES
         for mode, alpha in (("text", None), ("hybrid", None), ("hybrid", 0.3))
     }
-    core.index.close()  # one client per local-mode folder: each adapter opens its own below
-    try:
-        for li_mode, mode, alpha in (
-            (VectorStoreQueryMode.TEXT_SEARCH, "text", None),
-            (VectorStoreQueryMode.HYBRID, "hybrid", None),
-            (VectorStoreQueryMode.HYBRID, "hybrid", 0.3),
-        ):
-            li = LIRetriever(
-                uri, similarity_top_k=K, image_mode="none", vector_store_query_mode=li_mode, alpha=alpha
-            )
-            for q in QUERIES:
-                assert [(n.node.id_, round(n.score, 6)) for n in li.retrieve(q)] == expected[(q, mode, alpha)]
-            li.close()
-        for mode in ("text", "hybrid"):
-            lc = LCRetriever(index=uri, image="none", k=K, search_mode=mode)
-            for q in QUERIES:
-                docs = lc.invoke(q)
-                assert [(d.id, round(d.metadata["score"], 6)) for d in docs] == expected[(q, mode, None)]
-            lc.close()
-        store = MMEmbedDocumentStore(path=uri)
-        bm25 = MMEmbedBM25Retriever(document_store=store, top_k=K)
-        from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
-
-        embedder = MMEmbedTextEmbedder(model=str(tiny_colqwen2_5))
-        embedder.warm_up()
-        hybrid = MMEmbedRetriever(document_store=store, top_k=K, mode="hybrid")
+    for li_mode, mode, alpha in (
+        (VectorStoreQueryMode.TEXT_SEARCH, "text", None),
+        (VectorStoreQueryMode.HYBRID, "hybrid", None),
+        (VectorStoreQueryMode.HYBRID, "hybrid", 0.3),
+    ):
+        li = LIRetriever(
+            uri, similarity_top_k=K, image_mode="none", vector_store_query_mode=li_mode, alpha=alpha
+        )
         for q in QUERIES:
-            docs = bm25.run(query=q)["documents"]
-            assert [(d.id, round(d.score, 6)) for d in docs] == expected[(q, "text", None)]
-            query = embedder.run(text=q)["multi_embedding"]
-            docs = hybrid.run(query_multi_embedding=query, query=q)["documents"]
-            assert [(d.id, round(d.score, 6)) for d in docs] == expected[(q, "hybrid", None)]
-        store.close()
-    finally:
-        core.index = mmembed.open_backend(uri, create=False)
+            assert [(n.node.id_, round(n.score, 6)) for n in li.retrieve(q)] == expected[(q, mode, alpha)]
+        li.close()
+    for mode in ("text", "hybrid"):
+        lc = LCRetriever(index=uri, image="none", k=K, search_mode=mode)
+        for q in QUERIES:
+            docs = lc.invoke(q)
+            assert [(d.id, round(d.metadata["score"], 6)) for d in docs] == expected[(q, mode, None)]
+        lc.close()
+    store = MMEmbedDocumentStore(path=uri)
+    bm25 = MMEmbedBM25Retriever(document_store=store, top_k=K)
+    from haystack_integrations.components.embedders.mmembed import MMEmbedTextEmbedder
+
+    embedder = MMEmbedTextEmbedder(model=str(tiny_colqwen2_5))
+    embedder.warm_up()
+    hybrid = MMEmbedRetriever(document_store=store, top_k=K, mode="hybrid")
+    for q in QUERIES:
+        docs = bm25.run(query=q)["documents"]
+        assert [(d.id, round(d.score, 6)) for d in docs] == expected[(q, "text", None)]
+        query = embedder.run(text=q)["multi_embedding"]
+        docs = hybrid.run(query_multi_embedding=query, query=q)["documents"]
+        assert [(d.id, round(d.score, 6)) for d in docs] == expected[(q, "hybrid", None)]
+    store.close()
 
 
 def test_index_no_text_then_backfill_text_reads_the_sources(
