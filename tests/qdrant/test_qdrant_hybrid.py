@@ -205,3 +205,35 @@ def test_a_store_without_the_text_vector_names_backfill_text_which_fills_it(
         assert [h.page for h in index.search_text("turbine", 10)[0]] == [1, 2, 3]
     finally:
         index.close()
+
+
+DENSE = EncoderInfo(name="test/dense", family="biqwen2_5", kind="single", dim=8, similarity="cosine")
+
+
+@pytest.mark.parametrize("kind", ["local-mode", "edge"])
+@pytest.mark.parametrize("setup", ["dense", "multi-exact"])
+def test_dense_and_exact_stores_fuse_like_core(
+    kind: str, setup: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The engine's RRF over the rescored side lists equals core's fusion of those lists, for a
+    single-vector store (HNSW side) and an exact multi-vector one as for the pooled prefetch."""
+    encoder = DENSE if setup == "dense" else ENCODER
+    uri = _uri(kind, tmp_path, request) + ("?exact=true" if setup == "multi-exact" else "")
+    index = open_backend(uri, encoder)
+    try:
+        pages = _pages()
+        if setup == "dense":
+            for p in pages:
+                p.embedding = p.embedding[:1]  # (1, dim)
+        index.add(pages)
+        queries = _queries()[:, :1] if setup == "dense" else _queries()
+        for i, q in enumerate(QUERIES):
+            visual = with_side(index.search(queries[i : i + 1], 50)[0], "visual")
+            text = index.search_text(q, 50)[0]
+            got = index.search(queries[i : i + 1], 5, mode="hybrid", texts=[q])[0]
+            expected = fuse(visual, text, 5)
+            assert [(h.id, round(h.score, 6), h.found_by) for h in got] == [
+                (h.id, round(h.score, 6), h.found_by) for h in expected
+            ], q
+    finally:
+        index.close()

@@ -215,7 +215,7 @@ class QdrantIndex(QdrantPages):
         if "params" in visual:
             visual["search_params"] = visual.pop("params")
         return self._client.query_points(
-            self.collection, limit=k, with_payload=True, query_filter=flt, **visual
+            self.collection, limit=k, with_payload=_RECORD, query_filter=flt, **visual
         ).points
 
     def _sparse(self, vector: tuple[list[int], list[float]]) -> qm.SparseVector:
@@ -227,7 +227,7 @@ class QdrantIndex(QdrantPages):
             query=self._sparse(sparse),
             using=TEXT,
             limit=k,
-            with_payload=True,
+            with_payload=_RECORD,
             query_filter=_only(only),
         ).points
 
@@ -239,25 +239,37 @@ class QdrantIndex(QdrantPages):
         only: list[str] | None,
         rrf_k: int | None,
     ) -> tuple[list[Any], list[Any], list[Any] | None]:
+        # rows: (query_tokens, dim)
         flt = _only(only)
-        sides = [self._visual(rows, depth, flt), {"query": self._sparse(sparse), "using": TEXT}]
-        # alpha (no engine fusion) builds its hits from the side lists: they need the records then
-        records = qm.PayloadSelectorExclude(exclude=[TEXT])  # the page text is not part of a hit
-        side_payload: Any = ["id"] if rrf_k is not None else records
+        text_query = {"query": self._sparse(sparse), "using": TEXT}
+        sides = [self._visual(rows, depth, flt), text_query]
+        # alpha builds its hits from the side lists (records); RRF from the fusion's (ids suffice)
+        side_payload: Any = ["id"] if rrf_k is not None else _RECORD
         requests = [qm.QueryRequest(**s, filter=flt, limit=depth, with_payload=side_payload) for s in sides]
-        if rrf_k is not None:
-            requests.append(
-                qm.QueryRequest(
-                    prefetch=[qm.Prefetch(**s, filter=flt, limit=depth) for s in sides],
-                    query=qm.RrfQuery(rrf=qm.Rrf(k=rrf_k)),
-                    filter=flt,
-                    limit=depth,
-                    with_payload=records,
-                )
-            )
-        responses = self._client.query_batch_points(self.collection, requests)
-        visual, text = responses[0].points, responses[1].points
-        return visual, text, responses[2].points if rrf_k is not None else None
+        visual, text = (r.points for r in self._client.query_batch_points(self.collection, requests))
+        if rrf_k is None:
+            return visual, text, None
+        # The engine's fusion over the two lists just found: each prefetch rescores exactly its
+        # own side's pages (the same scores, so the same ranks), a few dozen points, not a second search.
+        exact = qm.SearchParams(exact=True)
+        rescore = {"query": rows[0].tolist(), "using": DENSE, "params": exact}
+        if self._encoder.kind == "multi":
+            rescore = {"query": rows.tolist(), "using": MULTI, "params": exact}
+        prefetch = [
+            qm.Prefetch(**q, filter=_only([p.id for p in found]), limit=len(found))
+            for q, found in ((rescore, visual), (text_query, text))
+            if found
+        ]
+        if not prefetch:
+            return visual, text, []
+        fused = self._client.query_points(
+            self.collection,
+            prefetch=prefetch,
+            query=qm.RrfQuery(rrf=qm.Rrf(k=rrf_k)),
+            limit=depth,
+            with_payload=_RECORD,
+        ).points
+        return visual, text, fused
 
     def _add_text_vector(self) -> None:
         self._client.create_vector_name(
@@ -277,7 +289,11 @@ class QdrantIndex(QdrantPages):
         self._client.batch_update_points(self.collection, operations, wait=True)
 
 
-def _only(only: list[str] | None) -> qm.Filter | None:
+_RECORD = qm.PayloadSelectorExclude(exclude=[TEXT])
+"""A hit's payload: the record without the page text (not part of a hit, possibly long)."""
+
+
+def _only(only: list[Any] | None) -> qm.Filter | None:
     return None if only is None else qm.Filter(must=[qm.HasIdCondition(has_id=list(only))])
 
 

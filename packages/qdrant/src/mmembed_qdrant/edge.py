@@ -400,10 +400,17 @@ class QdrantEdgeIndex(QdrantPages):
     def _query(self, rows: torch.Tensor, k: int, only: list[str] | None) -> list[Any]:
         # rows: (query_tokens, dim)
         flt = self._only(only)
-        request = self._qe.QueryRequest(limit=k, filter=flt, with_payload=True, **self._visual(rows, k, flt))
+        request = self._qe.QueryRequest(
+            limit=k, filter=flt, with_payload=self._hit_payload, **self._visual(rows, k, flt)
+        )
         return list(self._engine.query(request))
 
-    def _only(self, only: list[str] | None) -> Any:
+    @property
+    def _hit_payload(self) -> Any:
+        """A hit's payload: the record without the page text (not part of a hit, possibly long)."""
+        return self._qe.PayloadSelector.Exclude([TEXT])
+
+    def _only(self, only: list[Any] | None) -> Any:
         qe = self._qe
         return None if only is None else qe.Filter(must=[qe.HasIdCondition(set(only))])
 
@@ -416,7 +423,7 @@ class QdrantEdgeIndex(QdrantPages):
             limit=k,
             query=qe.Query.Nearest(self._sparse(sparse), using=TEXT),
             filter=self._only(only),
-            with_payload=True,
+            with_payload=self._hit_payload,
         )
         return list(self._engine.query(request))
 
@@ -428,28 +435,35 @@ class QdrantEdgeIndex(QdrantPages):
         only: list[str] | None,
         rrf_k: int | None,
     ) -> tuple[list[Any], list[Any], list[Any] | None]:
+        # rows: (query_tokens, dim)
         qe = self._qe
         flt = self._only(only)
-        sides = [
-            self._visual(rows, depth, flt),
-            {"query": qe.Query.Nearest(self._sparse(sparse), using=TEXT)},
-        ]
-        # alpha (no engine fusion) builds its hits from the side lists: they need the records then
-        records = qe.PayloadSelector.Exclude([TEXT])  # the page text is not part of a hit
-        side_payload: Any = ["id"] if rrf_k is not None else records
+        text_query = {"query": qe.Query.Nearest(self._sparse(sparse), using=TEXT)}
+        sides = [self._visual(rows, depth, flt), text_query]
+        # alpha builds its hits from the side lists (records); RRF from the fusion's (ids suffice)
+        side_payload: Any = ["id"] if rrf_k is not None else self._hit_payload
         requests = [qe.QueryRequest(limit=depth, filter=flt, with_payload=side_payload, **s) for s in sides]
-        if rrf_k is not None:
-            requests.append(
-                qe.QueryRequest(
-                    limit=depth,
-                    prefetches=[qe.Prefetch(limit=depth, filter=flt, **s) for s in sides],
-                    query=qe.Fusion.Rrf(k=rrf_k),
-                    filter=flt,
-                    with_payload=records,
-                )
-            )
-        responses = [list(r) for r in self._engine.query_batch(qe.QueryBatchRequest(requests))]
-        return responses[0], responses[1], responses[2] if rrf_k is not None else None
+        visual, text = (list(r) for r in self._engine.query_batch(qe.QueryBatchRequest(requests)))
+        if rrf_k is None:
+            return visual, text, None
+        # The engine's fusion over the two lists just found: each prefetch rescores exactly its
+        # own side's pages (the same scores, so the same ranks), a few dozen points, not a second search.
+        vector = rows.tolist() if self._encoder.kind == "multi" else rows[0].tolist()
+        rescore = {
+            "query": qe.Query.Nearest(vector, using=MULTI if self._encoder.kind == "multi" else DENSE),
+            "params": qe.SearchParams(exact=True),
+        }
+        prefetches = [
+            qe.Prefetch(limit=len(found), filter=self._only([p.id for p in found]), **q)
+            for q, found in ((rescore, visual), (text_query, text))
+            if found
+        ]
+        if not prefetches:
+            return visual, text, []
+        request = qe.QueryRequest(
+            limit=depth, prefetches=prefetches, query=qe.Fusion.Rrf(k=rrf_k), with_payload=self._hit_payload
+        )
+        return visual, text, list(self._engine.query(request))
 
     def _add_text_vector(self) -> None:
         qe = self._qe

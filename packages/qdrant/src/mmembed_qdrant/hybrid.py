@@ -1,14 +1,16 @@
 """Text and hybrid search on the Qdrant backends, and ``--backfill-text`` for their stores.
 
 The text side is the ``text`` sparse vector (:mod:`.text`: BM25 term weights written with
-each page, the engine's ``Modifier.IDF`` at query time). A hybrid search is one batched
-request per query: the visual side and the text side, each ``max(k, 50)`` deep, and — for
-reciprocal rank fusion — the engine's own fusion query (``FusionQuery(RRF)`` in
-qdrant-client, ``Fusion.Rrf`` in qdrant-edge) over the same two prefetches, which sets the
-scores and the order (ties broken by core's rule: visual order, then text order). The two side lists say which side(s) found each hit, at which rank and
-score (``SearchHit.matches``, as on the embedded index). The ``alpha`` weighted sum is not a
-Qdrant fusion: it is computed here, by core's :func:`~mmembed.index.fusion.fuse`, from the
-two side lists.
+each page, the engine's ``Modifier.IDF`` at query time). A hybrid search runs both sides in
+one batched request, each ``max(k, 50)`` deep; for reciprocal rank fusion a second request
+runs the engine's own fusion query (``FusionQuery(RRF)`` in qdrant-client, ``Fusion.Rrf`` in
+qdrant-edge) over two prefetches restricted to the pages each side found and rescored exactly
+(same scores, so same ranks): the engine fuses exactly those two lists, at the cost of a few
+dozen points instead of a second search of every page. It sets the scores and the order (ties
+broken by core's rule: visual order, then text order). The two side lists say which side(s)
+found each hit, at which rank and score (``SearchHit.matches``, as on the embedded index). The
+``alpha`` weighted sum is not a Qdrant fusion: it is computed here, by core's
+:func:`~mmembed.index.fusion.fuse`, from the two side lists.
 
 Qdrant's RRF adds ``1 / (k' + position)`` with 0-based positions; core's adds
 ``1 / (rrf_k + rank)`` with 1-based ranks, so the engine gets ``k' = rrf_k + 1`` and both
@@ -63,7 +65,9 @@ def search_modes(
         raise MMEmbedError("mode='hybrid' needs the query embeddings as well as texts")
     if not index.text_vector:
         raise missing_text_vector(index)
-    vectors = None if queries is None else query_vectors(queries, index.encoder, index.location)
+    vectors = None
+    if options.mode == "hybrid" and queries is not None:
+        vectors = query_vectors(queries, index.encoder, index.location)
     matching = index._matching(where)
     if k == 0 or (matching is not None and not matching):
         return [[] for _ in query_texts]

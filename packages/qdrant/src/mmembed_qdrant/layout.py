@@ -153,9 +153,9 @@ class QdrantPages:
         only: list[str] | None,
         rrf_k: int | None,
     ) -> tuple[list[Any], list[Any], list[Any] | None]:
-        """One batched request: the visual and text sides ``depth`` deep (payload ``id``
-        only) and, given ``rrf_k`` (the engine's constant), the engine's reciprocal rank
-        fusion of the same two prefetches, ``depth`` points with payload (without the text)."""
+        """The visual and text sides ``depth`` deep (one batched request) and, given ``rrf_k``
+        (the engine's constant), the engine's reciprocal rank fusion of exactly those two
+        lists (prefetches restricted to each side's pages, rescored exactly), with records."""
         raise NotImplementedError
 
     def _sparse(self, vector: tuple[list[int], list[float]]) -> Any:
