@@ -237,3 +237,21 @@ def test_dense_and_exact_stores_fuse_like_core(
             ], q
     finally:
         index.close()
+
+
+def test_the_latency_benchmark_runs_and_prints_its_ratios() -> None:
+    """benchmarks/qdrant_hybrid.py end to end on a tiny store (its numbers mean nothing here)."""
+    import re
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "qdrant_hybrid.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--pages", "20", "--queries", "2", "--words", "20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    ratios = dict(re.findall(r"(\w+)=([0-9.]+)x", done.stdout.strip().splitlines()[-1]))
+    assert set(ratios) == {"text", "hybrid_rrf", "hybrid_alpha", "full_prefetch_rrf"}, done.stdout
