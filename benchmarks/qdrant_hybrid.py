@@ -72,13 +72,17 @@ def full_prefetch_fusion(index: Any, rows: torch.Tensor, text: str, depth: int, 
     return list(index._engine.query(request))
 
 
-def median_ms(fn: Callable[[int], object], n: int) -> float:
-    times = []
-    for i in range(n):
-        start = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+def median_ms(cases: dict[str, Callable[[int], object]], n: int, rounds: int) -> dict[str, float]:
+    """Median ms per query of each case, timed interleaved (every case on query i, then i + 1),
+    so the load of a shared machine falls on every case alike."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for i in range(n):
+            for name, case in cases.items():
+                start = time.perf_counter()
+                case(i)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1000 for name, t in times.items()}
 
 
 def measure(
@@ -105,7 +109,7 @@ def measure(
                 )
             for case in cases.values():  # warm up (the first queries load segments)
                 case(0)
-            return {name: median_ms(case, args.queries) for name, case in cases.items()}
+            return median_ms(cases, args.queries, args.rounds)
         finally:
             index.close()
 
@@ -118,6 +122,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--query-tokens", type=int, default=16)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3, help="times each query runs per case")
     ap.add_argument(
         "--engines", default="edge", help="comma-separated: edge, local (qdrant-client local mode)"
     )
@@ -132,7 +137,7 @@ def main() -> None:
         ms = measure(engine, args, queries, texts)
         print(
             f"{engine}: {args.pages} pages x {args.page_tokens} tokens, {args.words} words, "
-            f"{args.queries} queries, k={args.k}; median ms/query"
+            f"{args.queries} queries x {args.rounds} rounds, k={args.k}; median ms/query"
         )
         for name, value in ms.items():
             print(f"  {name:<18} {value:8.1f} ms")
