@@ -241,7 +241,7 @@ class QdrantIndex(QdrantPages):
     ) -> tuple[list[Any], list[Any], list[Any] | None]:
         # rows: (query_tokens, dim)
         flt = _only(only)
-        text_query = {"query": self._sparse(sparse), "using": TEXT}
+        text_query: dict[str, Any] = {"query": self._sparse(sparse), "using": TEXT}
         sides = [self._visual(rows, depth, flt), text_query]
         # alpha builds its hits from the side lists (records); RRF from the fusion's (ids suffice)
         side_payload: Any = ["id"] if rrf_k is not None else _RECORD
@@ -252,7 +252,7 @@ class QdrantIndex(QdrantPages):
         # The engine's fusion over the two lists just found: each prefetch rescores exactly its
         # own side's pages (the same scores, so the same ranks), a few dozen points, not a second search.
         exact = qm.SearchParams(exact=True)
-        rescore = {"query": rows[0].tolist(), "using": DENSE, "params": exact}
+        rescore: dict[str, Any] = {"query": rows[0].tolist(), "using": DENSE, "params": exact}
         if self._encoder.kind == "multi":
             rescore = {"query": rows.tolist(), "using": MULTI, "params": exact}
         prefetch = [

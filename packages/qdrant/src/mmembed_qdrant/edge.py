@@ -1,5 +1,8 @@
 """mmembed's :class:`~mmembed.index.IndexBackend` on Qdrant's embedded engine, qdrant-edge.
 
+Long because the folder checks (manifest, shard configuration, committed page count,
+lock, read-only copy) come before the engine reads anything, and each is short.
+
 qdrant-edge (PyPI ``qdrant-edge-py``) runs Qdrant's storage and search in this process —
 no server, no pickle: segments, payload indexes, a write-ahead log. The points are laid
 out exactly as in a Qdrant collection (:mod:`.layout`), so an index moves to a server

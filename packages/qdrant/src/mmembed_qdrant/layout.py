@@ -1,5 +1,8 @@
 """What every Qdrant engine shares: mmembed's pages laid out as Qdrant points.
 
+Long because it is the whole :class:`~mmembed.index.IndexBackend` both engines share (writes,
+reads, filters, search); the text side's work is in :mod:`.hybrid`, here only its entry points.
+
 Layout: one point per page (point id = a UUID derived from mmembed's page id), payload =
 mmembed's record. Multi-vector encoders store the page's vectors under the named vector
 ``multi`` (MaxSim, dot product, HNSW off: it is only ever scored exactly) plus their mean
