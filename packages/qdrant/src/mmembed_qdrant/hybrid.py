@@ -100,7 +100,7 @@ def search_modes(
             # Ties in the engine's order vary from call to call (qdrant-edge): core's rule breaks
             # them (visual order, then text order), over ``depth`` fused points so a tie at
             # the k-th place is broken the same way too.
-            order = {i: n for n, i in enumerate(dict.fromkeys(_id(p) for p in (*visual, *read)))}
+            order = {pid: n for n, pid in enumerate(dict.fromkeys(_id(p) for p in (*visual, *read)))}
             ranked = sorted(fused, key=lambda p: (-float(p.score), order.get(_id(p), len(order))))[:k]
             out.append(
                 [
