@@ -416,8 +416,8 @@ FAMILY = register_family(
             "Text only: queries and text documents (no page images). Saved by sentence-transformers v6 "
             "(modules.json + config_sentence_transformers.json with model_type MultiVectorEncoder); "
             "Transformer / Dense / Normalize / MultiVectorMask pipelines run without sentence-transformers. "
-            "Checkpoints in PyLate's or Stanford ColBERT's own formats need one re-save with "
-            "sentence-transformers v6 (MultiVectorEncoder(path).save(folder))."
+            "Checkpoints in PyLate's or Stanford ColBERT's own formats load as saved: families "
+            "pylate_colbert / stanford_colbert."
         ),
         options=OPTIONS,
     )
