@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from ..types import EncoderInfo, MMEmbedError
+from . import st_visual
 from .checkpoint import CheckpointFacts
 from .colpali import square_patch_layout
 from .qwen_vl import apply_page_budget, qwen_patch_layout
@@ -92,6 +93,7 @@ def _build(request: LoadRequest, *, family_id: str, model_class: str, processor_
     import transformers
 
     facts = request.facts
+    st_visual.check_wrapper(facts)  # a sentence-transformers v6 save of this model loads too
     logger.info("loading %s as %s through transformers' %s", request.name, family_id, model_class)
     if facts.adapter is not None:
         raise MMEmbedError(
