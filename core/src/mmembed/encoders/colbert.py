@@ -89,8 +89,13 @@ def is_pylate_checkpoint(facts: CheckpointFacts) -> bool:
 
 
 def is_stanford_checkpoint(facts: CheckpointFacts) -> bool:
-    """A Stanford ColBERT ``HF_ColBERT`` save (its ``config.json`` says so)."""
-    return facts.adapter is None and "HF_ColBERT" in facts.architectures
+    """A Stanford ColBERT ``HF_ColBERT`` save (its ``config.json`` says so; a sentence-transformers
+    folder around it belongs to the sentence-transformers families)."""
+    return (
+        facts.adapter is None
+        and "HF_ColBERT" in facts.architectures
+        and not (facts.model_path / MODULES).is_file()
+    )
 
 
 class ColBERTEncoder(STMultiVectorEncoder):
