@@ -314,6 +314,7 @@ def test_a_beir_folder_trains_from_the_cli(text_index: Path, tmp_path: Path) -> 
         ("another index", r"none of the qrels' documents"),
         ("empty query", r"queries\.jsonl:2: a query needs .*non-empty text"),
         ("query missing", r"query 'q9' is judged in the qrels but missing from queries\.jsonl"),
+        ("duplicate", r"query 'q3' -> report-0\.pdf#1: the same pair as .*query 'q1' -> report-0\.pdf#1"),
     ],
 )
 def test_bad_beir_folders_are_refused_before_anything_is_written(
@@ -327,6 +328,9 @@ def test_bad_beir_folders_are_refused_before_anything_is_written(
         qrels = [("q1", "elsewhere.pdf#1", 1), ("q2", "elsewhere.pdf#2", 1)]
     elif case == "empty query":
         queries["q2"] = "  "
+    elif case == "duplicate":  # the same text under two query ids, judging the same page
+        queries["q3"] = "harbour budget"
+        qrels.append(("q3", "report-0.pdf#1", 1))
     else:
         qrels.append(("q9", "report-0.pdf#3", 1))
     folder = _beir(tmp_path / "beir", queries, qrels)
