@@ -188,6 +188,19 @@ def test_pseudo_query_run_trains_mines_and_counts_skipped_pages(text_index: Path
     assert mmembed.load_encoder(out).info.family == "colqwen2_5"
 
 
+def test_pseudo_queries_with_real_held_out_pairs(text_index: Path, tmp_path: Path) -> None:
+    """Real labelled pairs measure a pseudo-query run: their pages get no pseudo-queries."""
+    records = sorted((r for r in _records(text_index) if "report-1" in r.source), key=lambda r: r.page)[:3]
+    held = tmp_path / "held.jsonl"
+    held.write_text(
+        "".join(json.dumps({"query": f"{TOPICS[r.page - 1]} report", "id": r.id}) + "\n" for r in records)
+    )
+    result = mmembed.train(text_index, None, tmp_path / "adapter", pseudo_queries=2, eval_pairs=held, **SHORT)
+    assert result.held_out_pairs == 3 and result.train_pairs == 2 * 9
+    mined = (result.out / "hard_negatives.jsonl").read_text()
+    assert not any(r.id in mined for r in records)  # never positives, never negatives
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -177,8 +177,14 @@ def train(
             pseudo_queries=pseudo_queries,
         )
     except BaseException as err:
-        # Nothing left in ``out`` unless the run checkpointed (then the same command resumes).
-        if not out_existed and out.is_dir() and _last_complete_checkpoint(out / output.CHECKPOINTS) is None:
+        # Nothing left in ``out`` unless the run checkpointed (then the same command resumes)
+        # or finished training (its adapter is there).
+        if (
+            not out_existed
+            and out.is_dir()
+            and not (out / output.ADAPTER_CONFIG).is_file()
+            and _last_complete_checkpoint(out / output.CHECKPOINTS) is None
+        ):
             shutil.rmtree(out, ignore_errors=True)
         if isinstance(err, Exception) and not isinstance(err, MMEmbedError) and is_out_of_memory(err):
             raise TrainError(  # outside the training loop: mining or evaluation
@@ -359,6 +365,14 @@ def _train(
         pairs_name = str(pairs_path.absolute())
     if eval_pairs is not None:
         held_out = read_pairs(eval_pairs, all_records, index_path=index_path)
+        if pseudo is not None:  # real held-out pairs: their pages get no pseudo-queries
+            held_pages = {p.page_id for p in held_out}
+            pairs = [p for p in pairs if p.page_id not in held_pages]
+            if len(pairs) < MIN_PAIRS:
+                raise PairsError(
+                    f"--pseudo-queries leaves {len(pairs)} training pair(s) once the pages of {eval_pairs} are "
+                    "held out; index more pages with text"
+                )
         shared = sorted({p.page_id for p in held_out} & {p.page_id for p in pairs})
         if shared:
             raise PairsError(
