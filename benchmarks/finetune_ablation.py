@@ -153,6 +153,13 @@ def main() -> None:
         gain_baseline = statistics.mean(baseline[3]) - statistics.mean(baseline[2])
         ratio = gain_recipe / gain_baseline if gain_baseline > 0 else float("inf")
         ratios.append(f"{family}_gain_ratio={ratio:.2f}x")
+        # Same seed, same LoRA init: the per-seed difference is the fairer comparison.
+        paired = [r - b for r, b in zip(recipe[3], baseline[3], strict=True)]
+        wins = sum(d > 0 for d in paired)
+        print(
+            f"{family_name}: recipe - in-batch only, per seed: {' '.join(f'{d:+.3f}' for d in paired)} "
+            f"(mean {_mean_sd(paired)}; recipe ahead on {wins} of {len(paired)} seeds)"
+        )
     print(f"({time.perf_counter() - started:.0f} s)")
     print(" ".join(ratios))
 

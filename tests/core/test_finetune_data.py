@@ -185,7 +185,14 @@ def test_pseudo_query_run_trains_mines_and_counts_skipped_pages(text_index: Path
     assert len(mined) == result.train_pairs
     texts = {r.id for r in _records(text_index) if "report-" in r.source}
     assert {row["positive"] for row in mined} <= texts  # textless pages are never positives
-    assert mmembed.load_encoder(out).info.family == "colqwen2_5"
+    # The adapter as this process caches it is the adapter a later run loads: an index built
+    # with it is accepted by the next `mmembed train` (its fingerprint covers training.json).
+    from mmembed.encoders.cache import _load
+
+    cached = mmembed.load_encoder(out)
+    assert cached.info.family == "colqwen2_5"
+    fresh = _load(str(out), None, None, cached.device, cached.dtype, {})
+    assert cached.info.fingerprint == fresh.info.fingerprint
 
 
 def test_pseudo_queries_with_real_held_out_pairs(text_index: Path, tmp_path: Path) -> None:

@@ -579,9 +579,12 @@ def _train(
     trained = TrainedModel(trainable, model)
     after = None
     if split.held_out:
-        from ..encoders import load_encoder
+        from ..encoders.cache import _load
 
-        reloaded = load_encoder(out, device=encoder.device, dtype=encoder.dtype)
+        # Not through the shared cache: the adapter's fingerprint covers the folder's .json
+        # files, and training.json is written below; a cached encoder fingerprinted now would
+        # not match the index built later with the finished folder (EncoderMismatchError).
+        reloaded = _load(str(out), None, None, encoder.device, encoder.dtype, {})
         after = evaluate_held_out(reloaded, split.held_out, records, images, name="after")
 
     merged_path = None
