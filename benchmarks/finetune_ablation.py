@@ -131,10 +131,10 @@ def main() -> None:
                     negatives.append(result.negatives)
                     print(f"  {family} {arm} seed {seed}: R@1 {after[-1]:.3f}", flush=True)
                 rows.append((family_name, arm, before, after, mrr, statistics.mean(negatives)))
-    warm = f", from a model warmed {args.warm_steps} steps in-batch only" if args.warm_steps else ""
+    warmed = f", from a model warmed {args.warm_steps} steps in-batch only" if args.warm_steps else ""
     print(
         f"held-out R@1 after {args.steps} steps (batch {args.batch_size}, lr {args.lr:g}, "
-        f"temperature {args.temperature:g}, seeds {args.seeds}{warm}), chance 0.125"
+        f"temperature {args.temperature:g}, seeds {args.seeds}{warmed}), chance 0.125"
     )
     print(f"{'model':26} {'arm':31} {'R@1 before':>10} {'R@1 after':>12} {'MRR@10':>12} {'negatives':>9}")
     for family_name, arm, before, after, mrr, mined in rows:

@@ -195,16 +195,30 @@ def test_pseudo_query_run_trains_mines_and_counts_skipped_pages(text_index: Path
     assert cached.info.fingerprint == fresh.info.fingerprint
 
 
-def test_pseudo_queries_with_real_held_out_pairs(text_index: Path, tmp_path: Path) -> None:
+def test_pseudo_queries_with_real_held_out_pairs_from_the_cli(
+    text_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Real labelled pairs measure a pseudo-query run: their pages get no pseudo-queries."""
+    from mmembed.cli import main
+
     records = sorted((r for r in _records(text_index) if "report-1" in r.source), key=lambda r: r.page)[:3]
     held = tmp_path / "held.jsonl"
     held.write_text(
         "".join(json.dumps({"query": f"{TOPICS[r.page - 1]} report", "id": r.id}) + "\n" for r in records)
     )
-    result = mmembed.train(text_index, None, tmp_path / "adapter", pseudo_queries=2, eval_pairs=held, **SHORT)
-    assert result.held_out_pairs == 3 and result.train_pairs == 2 * 9
-    mined = (result.out / "hard_negatives.jsonl").read_text()
+    out = tmp_path / "adapter"
+    argv = ["train", "--index", str(text_index), "--pseudo-queries", "2", "--eval-pairs", str(held),
+            "--out", str(out), "--max-steps", "2", "--batch-size", "4", "--negatives", "1",
+            "--dpi", str(DPI), "--lora-dropout", "0", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert (
+        "18 pseudo-queries from 9 page(s) (up to 2 per page); skipped 8 page(s) without text" in captured.err
+    )
+    assert "R@1" in captured.out  # the before / after table
+    data = json.loads((out / "training.json").read_text())["data"]
+    assert data["held_out_pairs"] == 3 and data["train_pairs"] == 18
+    mined = (out / "hard_negatives.jsonl").read_text()
     assert not any(r.id in mined for r in records)  # never positives, never negatives
 
 

@@ -20,6 +20,7 @@ Nothing is written to ``out`` before the first checkpoint, and a bad input fails
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -368,6 +369,9 @@ def _train(
         if pseudo is not None:  # real held-out pairs: their pages get no pseudo-queries
             held_pages = {p.page_id for p in held_out}
             pairs = [p for p in pairs if p.page_id not in held_pages]
+            pseudo = dataclasses.replace(
+                pseudo, queries=len(pairs), pages_with_queries=len({p.page_id for p in pairs})
+            )
             if len(pairs) < MIN_PAIRS:
                 raise PairsError(
                     f"--pseudo-queries leaves {len(pairs)} training pair(s) once the pages of {eval_pairs} are "
