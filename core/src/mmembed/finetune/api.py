@@ -36,7 +36,7 @@ import torch
 from ..encoders.base import Encoder
 from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
-from ..types import MMEmbedError, PageRecord
+from ..types import EncoderInfo, MMEmbedError, PageRecord
 from . import output
 from .families import REFUSED, TrainableEncoder, UntrainableFamilyError, refusal, refused_family
 from .heldout import evaluate_held_out
@@ -263,7 +263,6 @@ def _settings(settings: TrainSettings | None, options: dict[str, Any]) -> TrainS
 def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     """The index's model, loaded for this run only (never the shared cached encoder: training
     changes its module), with the family options the index recorded (as search loads it)."""
-    from ..encoders import UnknownModelError, get_family
     from ..encoders.cache import _load
     from ..encoders.runtime import resolve_device, resolve_dtype
 
@@ -271,14 +270,21 @@ def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     refuse_remote_code(info.name, info.family)
     resolved = resolve_device(device)
     dtype = torch.float32 if resolved.type == "cpu" else resolve_dtype(None, resolved)
+    encoder = _load(info.name, info.revision, None, resolved, dtype, recorded_options(info))
+    index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
+    return encoder
+
+
+def recorded_options(info: EncoderInfo) -> dict[str, Any]:
+    """The family options the index recorded (Omni's ``audio_weight``, Nomic's ``tiles``):
+    what its model, and an adapter trained from it, are loaded with."""
+    from ..encoders import UnknownModelError, get_family
+
     try:
         accepted = set(get_family(info.family).options)
     except UnknownModelError:
         accepted = set()
-    options = {k: v for k, v in (info.settings or {}).items() if k in accepted}
-    encoder = _load(info.name, info.revision, None, resolved, dtype, options)
-    index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
-    return encoder
+    return {k: v for k, v in (info.settings or {}).items() if k in accepted}
 
 
 def refuse_remote_code(name: str, family: str) -> None:
@@ -590,7 +596,7 @@ def _train(
         # Not through the shared cache: the adapter's fingerprint covers the folder's .json
         # files, and training.json is written below; a cached encoder fingerprinted now would
         # not match the index built later with the finished folder (EncoderMismatchError).
-        reloaded = _load(str(out), None, None, encoder.device, encoder.dtype, {})
+        reloaded = _load(str(out), None, None, encoder.device, encoder.dtype, recorded_options(index.encoder))
         after = evaluate_held_out(reloaded, split.held_out, records, images, name="after")
 
     merged_path = None
