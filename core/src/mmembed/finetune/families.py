@@ -55,6 +55,13 @@ REFUSED: dict[str, str] = {
         "index's pages as images; train them with sentence-transformers' own MultiVectorEncoder "
         "trainer"
     ),
+    **{
+        family: (
+            f"{name} ColBERT checkpoints index text, and mmembed train re-encodes the index's pages "
+            "as images; train them with PyLate (or sentence-transformers' MultiVectorEncoder trainer)"
+        )
+        for family, name in (("pylate_colbert", "PyLate"), ("stanford_colbert", "Stanford"))
+    },
 }
 """Families ``mmembed train`` refuses, with why (shown in the error and in docs/fine-tune.md)."""
 
