@@ -52,12 +52,13 @@ def test_one_vector_pages_train_and_the_adapter_loads_alone_as_text_only(
         max_steps=2,
         batch_size=2,
         negatives=1,
-        eval_fraction=0.0,
+        eval_fraction=0.25,  # the "after" evaluation runs on the reloaded pair
         learning_rate=1e-2,
         lora_dropout=0.0,
         dpi=DPI,
     )
     assert result.trained is not None and all(torch.isfinite(torch.tensor(result.losses)))
+    assert result.before is not None and result.after is not None and result.held_out_pairs >= 1
     config = json.loads((result.out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == encoder.info.settings["text_model"]
     assert (result.out / "tokenizer.json").is_file() or (result.out / "tokenizer_config.json").is_file()

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from ..types import EncoderInfo, MMEmbedError
+from . import st_visual
 from .checkpoint import CheckpointFacts
 from .colpali import square_patch_layout
 from .qwen_vl import apply_page_budget, qwen_patch_layout
@@ -99,6 +100,7 @@ def _build(request: LoadRequest, *, family_id: str, model_class: str, processor_
     import transformers
 
     facts = request.facts
+    st_visual.check_wrapper(facts)  # a sentence-transformers v6 save of this model loads too
     logger.info("loading %s as %s through transformers' %s", request.name, family_id, model_class)
     attn = request.options.get("attn_implementation") or default_attention(request.device)
     with skipped_weight_init():  # from_pretrained also swaps torch's init functions

@@ -54,6 +54,13 @@ REFUSED: dict[str, str] = {
         "index's pages as images; train them with sentence-transformers' own MultiVectorEncoder "
         "trainer"
     ),
+    **{
+        family: (
+            f"{name} ColBERT checkpoints index text, and mmembed train re-encodes the index's pages "
+            "as images; train them with PyLate (or sentence-transformers' MultiVectorEncoder trainer)"
+        )
+        for family, name in (("pylate_colbert", "PyLate"), ("stanford_colbert", "Stanford"))
+    },
 }
 """Families ``mmembed train`` refuses, with why (shown in the error and in docs/fine-tune.md)."""
 
@@ -154,10 +161,12 @@ class TrainableEncoder:
         return output.write_untrained_base(peft_model, facts, folder, to_checkpoint=self.checkpoint_state)
 
     def reload(self, out: str | os.PathLike[str], *, device: torch.device, dtype: torch.dtype) -> Encoder:
-        """The encoder a finished run's adapter folder loads into."""
-        from ..encoders import load_encoder
+        """The encoder a finished run's adapter folder loads into, with the family options
+        the index recorded; never cached (its folder is not finished yet)."""
+        from ..encoders.cache import _load
+        from ..encoders.registry import recorded_options
 
-        return load_encoder(out, device=device, dtype=dtype)
+        return _load(str(out), None, None, device, dtype, recorded_options(self.encoder.info))
 
     # -- inputs (the family's own prompts and processor) ------------------------------
 

@@ -24,6 +24,7 @@ text checkpoint under the published weight names, loaded through ``text_model=``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -163,14 +164,21 @@ class NomicTrainable(TrainableEncoder):
         return self.write_merged(self.text.model, facts, folder)
 
     def reload(self, out: str | os.PathLike[str], *, device: torch.device, dtype: torch.dtype) -> Encoder:
-        from ..encoders import load_encoder
+        """The pair with the adapter as its text tower (what ``load_encoder(vision,
+        text_model=out)`` builds), assembled here outside the encoder cache: the folder is not
+        finished yet, and a cached text tower would keep the unfinished folder's fingerprint."""
+        from ..encoders.cache import _load
 
-        options = {k: v for k, v in (self.encoder.info.settings or {}).items() if k != "text_model"}
-        return load_encoder(
-            self.encoder.info.name,
-            revision=self.encoder.info.revision,
-            device=device,
+        text = _load(str(out), None, None, device, dtype, {"matryoshka_dim": self.matryoshka_dim})
+        if not isinstance(text, NomicEncoder):  # pragma: no cover - the adapter is over a Nomic text model
+            raise TypeError(type(text).__name__)
+        settings = {**(self.encoder.info.settings or {}), "text_model": str(out)}
+        info = dataclasses.replace(self.encoder.info, settings=settings, fingerprint=None)
+        return NomicEncoder(
+            text.text,
+            self.vision,
+            info=info,
+            matryoshka_dim=self.matryoshka_dim,
+            tiles=self.tiles,
             dtype=dtype,
-            text_model=str(out),
-            **options,
         )
