@@ -75,8 +75,19 @@ def test_one_vector_pages_train_and_the_adapter_loads_alone_as_text_only(
     assert not torch.allclose(trained[0], encoder.encode_queries(queries[:1])[0], atol=1e-6)
     with pytest.raises(mmembed.MMEmbedError, match="cannot embed images"):
         alone.encode_images([])
-    # A new model: the old index refuses it (its fingerprint names the new text tower).
+    # A new model: the old index refuses it (its fingerprint names the new text tower), and the
+    # pages are indexed again with the arguments the CLI prints (the vision model, text_model=adapter).
     assert pair.info.fingerprint != encoder.info.fingerprint
+    from mmembed.cli import main
+
+    argv = ["index", str(docs), "--index", str(tmp_path / "new"), "-q", "--device", "cpu", "--dpi", str(DPI)]
+    assert main([*argv, *result.index_arguments]) == 0
+    with mmembed.open_index(tmp_path / "new", create=False, readonly=True) as new:
+        assert new.encoder.settings["text_model"] == str(result.out)
+        assert (
+            new.encoder.fingerprint
+            == mmembed.load_encoder(vision, text_model=str(result.out), matryoshka_dim=32).info.fingerprint
+        )
 
 
 def test_the_text_checkpoint_alone_is_refused_with_why(

@@ -83,6 +83,9 @@ class TrainResult:
     settings: TrainSettings
     losses: list[float] = field(default_factory=list)
     """The loss of each step this call ran (a resumed run: the steps after the checkpoint)."""
+    index_arguments: list[str] = field(default_factory=list)
+    """``mmembed index`` arguments that load the trained model (``--model <out>``; Nomic v1.5:
+    the vision checkpoint with ``--option text_model=<out>``)."""
     trained: TrainedModel | None = field(default=None, repr=False)
     """The in-memory trained model (its embeddings are what the saved adapter reproduces)."""
     pseudo_queries: PseudoQuerySummary | None = None
@@ -651,6 +654,7 @@ def _train(
         batch_size=plan.batch_size,
         gradient_accumulation_steps=plan.accumulation,
         memory_retries=memory_retries,
+        index_arguments=trainable.index_arguments(out),
     )
 
 

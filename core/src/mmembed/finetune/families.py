@@ -168,6 +168,10 @@ class TrainableEncoder:
 
         return _load(str(out), None, None, device, dtype, recorded_options(self.encoder.info))
 
+    def index_arguments(self, out: Path) -> list[str]:
+        """``mmembed index`` arguments that load the trained model (the CLI's "next" hint)."""
+        return ["--model", str(out)]
+
     # -- inputs (the family's own prompts and processor) ------------------------------
 
     def query_inputs(self, queries: list[str]) -> dict[str, torch.Tensor]:

@@ -163,6 +163,15 @@ class NomicTrainable(TrainableEncoder):
         loaded), as a checkpoint: the served module, which LoRA never wrapped."""
         return self.write_merged(self.text.model, facts, folder)
 
+    def index_arguments(self, out: Path) -> list[str]:
+        """The vision checkpoint stays the model; the adapter is its text partner."""
+        options = {**(self.encoder.info.settings or {}), "text_model": str(out)}
+        return [
+            "--model",
+            self.encoder.info.name,
+            *(a for k, v in sorted(options.items()) for a in ("--option", f"{k}={v}")),
+        ]
+
     def reload(self, out: str | os.PathLike[str], *, device: torch.device, dtype: torch.dtype) -> Encoder:
         """The pair with the adapter as its text tower (what ``load_encoder(vision,
         text_model=out)`` builds), assembled here outside the encoder cache: the folder is not
