@@ -53,11 +53,14 @@ def test_one_vector_pages_train_and_the_adapter_loads_alone_as_text_only(
         batch_size=2,
         negatives=1,
         eval_fraction=0.25,  # the "after" evaluation runs on the reloaded pair
+        gradient_checkpointing=True,  # on the text tower (what LoRA trains)
         learning_rate=1e-2,
         lora_dropout=0.0,
         dpi=DPI,
     )
     assert result.trained is not None and all(torch.isfinite(torch.tensor(result.losses)))
+    text_tower = result.trained.trainable.module
+    assert any(getattr(m, "gradient_checkpointing", False) for m in text_tower.modules())
     assert result.before is not None and result.after is not None and result.held_out_pairs >= 1
     config = json.loads((result.out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == encoder.info.settings["text_model"]

@@ -481,7 +481,7 @@ def _train(
     )
     untrained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     if settings.gradient_checkpointing:
-        backbone = getattr(trainable.module, "model", None)
+        backbone = trainable.checkpointed_backbone()
         if backbone is not None and hasattr(backbone, "gradient_checkpointing_enable"):
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     collator = PairCollator(trainable, examples, images, known)

@@ -168,6 +168,10 @@ class TrainableEncoder:
 
         return _load(str(out), None, None, device, dtype, recorded_options(self.encoder.info))
 
+    def checkpointed_backbone(self) -> Any:
+        """The transformers model ``--gradient-checkpointing`` applies to (``None``: none)."""
+        return getattr(self.module, "model", None)
+
     def index_arguments(self, out: Path) -> list[str]:
         """``mmembed index`` arguments that load the trained model (the CLI's "next" hint)."""
         return ["--model", str(out)]

@@ -163,6 +163,9 @@ class NomicTrainable(TrainableEncoder):
         loaded), as a checkpoint: the served module, which LoRA never wrapped."""
         return self.write_merged(self.text.model, facts, folder)
 
+    def checkpointed_backbone(self) -> Any:
+        return self.module  # the text tower is itself a transformers model
+
     def index_arguments(self, out: Path) -> list[str]:
         """The vision checkpoint stays the model; the adapter is its text partner."""
         options = {**(self.encoder.info.settings or {}), "text_model": str(out)}
