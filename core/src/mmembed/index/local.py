@@ -218,9 +218,9 @@ class LocalIndex(StoredOptions):
         returns how many were added. Writes do this themselves once
         ``graph_extend_pages`` pages (or a quarter of the graph) are waiting (searches scan
         those exactly meanwhile); call it after bulk indexing to cover everything."""
-        if self.first_stage != "hnsw":
+        if self.first_stage not in ("hnsw", "plaid"):
             raise MMEmbedError(
-                f"the index at {self.path} has no HNSW first stage (first_stage={self.first_stage!r})"
+                f"the index at {self.path} has no HNSW or PLAID first stage (first_stage={self.first_stage!r})"
             )
         with self._mutex:
             self.lock_for_writing()
