@@ -172,7 +172,7 @@ class PlaidState:
     covers_row: int  # pages with row <= covers_row are coded (if live)
     trained_pages: int = 0  # pages the centroids were trained on
     layout: dict[str, Any] | None = None  # array name -> [offset, dtype, shape]
-    crc32: int | None = None
+    crc32: int | None = None  # of the file and its description (:func:`description_checksum`)
 
 
 ARRAYS = (
@@ -210,6 +210,14 @@ def read_state(folder: Path) -> PlaidState:
     return PlaidState(file, covers, trained, layout, crc)
 
 
+def description_checksum(file_crc: int, layout: dict[str, Any], covers_row: int, trained_pages: int) -> int:
+    """CRC-32 of the file's bytes followed by its description in ``plaid.json``: a changed
+    file, layout or coverage all fail to match what the writer recorded (a layout pointing
+    the arrays elsewhere in the file would feed the kernels out-of-range ids)."""
+    described = json.dumps([layout, int(covers_row), int(trained_pages)], sort_keys=True)
+    return zlib.crc32(described.encode(), file_crc)
+
+
 class PlaidDamagedError(MMEmbedError):
     """The file ``plaid.json`` names is missing, changed, or does not fit its layout."""
 
@@ -242,7 +250,9 @@ def open_arrays(folder: Path, state: PlaidState, *, verify: bool = True) -> Plai
     try:
         if not safe_files.check_plain(folder, rel):
             raise PlaidDamagedError(f"{problem}: the file is missing")
-        if verify and state.crc32 is not None and _file_crc(folder, rel) != state.crc32:
+        if verify and state.crc32 != description_checksum(
+            _file_crc(folder, rel), state.layout, state.covers_row, state.trained_pages
+        ):
             raise PlaidDamagedError(f"{problem}: its checksum does not match the one {META} recorded")
         size = safe_files.size(folder, rel)
         arrays = {}
@@ -292,6 +302,16 @@ def usable_state(folder: Path) -> PlaidState:
     except PlaidDamagedError:
         return PlaidState(None, 0)
     return state
+
+
+def damaged(folder: Path) -> bool:
+    """Whether ``plaid.json`` is unreadable or names a file that is missing or fails its
+    checksum (reads the whole file). Caller holds the writer lock."""
+    try:
+        state = read_state(folder)
+    except MMEmbedError:
+        return True
+    return state.file is not None and usable_state(folder).file is None
 
 
 class PlaidReader:
@@ -356,7 +376,7 @@ def extend(
         return 0
     covers = max([state.covers_row, *(r for r, _ in pages)])
     name = f"plaid-{covers:012d}.bin"
-    layout, crc = _write(folder, name, codec, kept, pages)
+    layout, file_crc = _write(folder, name, codec, kept, pages)
     write_json_atomic(
         folder / PLAID_DIR / META,
         {
@@ -365,7 +385,7 @@ def extend(
             "trained_pages": trained,
             "nbits": NBITS,
             "layout": layout,
-            "crc32": crc,
+            "crc32": description_checksum(file_crc, layout, covers, trained),
         },
         root=folder,
     )

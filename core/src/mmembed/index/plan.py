@@ -210,16 +210,20 @@ def plaid_picks(scan: Scan, q: Ragged, candidates: int, k: int) -> Picks:
     file does not cover yet, scored exactly; the full exact scan when that leaves fewer than
     ``k`` pages (a selective filter)."""
     locs = scan.locs
-    state, arrays = scan.snapshots.plaid.state_and_arrays()
-    uncovered = np.flatnonzero(locs.rows > state.covers_row)  # (n,) columns scanned exactly
+    _, arrays = scan.snapshots.plaid.state_and_arrays()
     allowed = None if arrays is None else plaid_search.allowed_pages(arrays, locs.rows)  # (P,) column or -1
+    uncovered = np.arange(len(locs))  # columns the file does not code: scanned exactly
+    if allowed is not None:
+        uncovered = np.setdiff1d(uncovered, allowed[allowed >= 0])
     picks: Picks = []
     for i in range(len(q)):
         one = Ragged.from_list([q[i]])  # (tokens, dim) of query i
         cols = uncovered
-        if arrays is not None and allowed is not None:
+        if arrays is not None and allowed is not None and len(locs) > candidates:
             pages = plaid_search.candidate_pages(arrays, one.values, allowed, candidates)
             cols = np.union1d(cols, allowed[pages])
+        elif len(locs) <= candidates:
+            cols = np.arange(len(locs))  # every page fits the exact rerank
         if cols.shape[0] < min(k, len(locs)):
             cols = np.arange(len(locs))
         picks.append(rerank(scan, one, cols, k))

@@ -234,9 +234,11 @@ class IndexWriter:
         """HNSW (PLAID) first stage: add the pages stored since the graph (file) was last built
         to it (once ``graph_extend_pages`` pages, or a quarter of it, wait unless ``force``)."""
         if self.manifest.first_stage == "plaid":
-            state = plaid.usable_state(self.path)
-            force = force or state.file != _plaid_file(self.path)
-            covers = state.covers_row
+            # Cheap here (a write calls this after every batch); plaid.extend checks the file.
+            try:
+                covers = plaid.read_state(self.path).covers_row
+            except MMEmbedError:  # unreadable: rebuilt from every page on the next write
+                covers, force = 0, True
         else:
             state_ = ann.usable_state(self.path)
             # A damaged or missing graph file is rebuilt from every page on the next write.
@@ -321,8 +323,8 @@ class IndexWriter:
         rebuilt = False
         if self.manifest.first_stage == "hnsw" and ann.usable_state(self.path).file is None:
             rebuilt = self.extend_graph(force=True) > 0
-        if self.manifest.first_stage == "plaid" and plaid.usable_state(self.path).file != _plaid_file(self.path):
-            rebuilt = self.extend_graph(force=True) > 0
+        if self.manifest.first_stage == "plaid" and plaid.damaged(self.path):
+            rebuilt = self._extend_plaid([]) > 0  # a damaged file: every page coded anew
         self.snapshots.forget()
         self.snapshots.graph.clear()
         self.snapshots.plaid.clear()
@@ -358,14 +360,6 @@ class IndexWriter:
             raise write_error(self.path, "compact the segments", exc) from exc
         self.snapshots.forget()
         return reclaimed
-
-
-def _plaid_file(path: Path) -> str | None:
-    """The PLAID file ``plaid.json`` names (``None``: none, or ``plaid.json`` is unreadable)."""
-    try:
-        return plaid.read_state(path).file
-    except MMEmbedError:
-        return None
 
 
 def _undo_segment_write(root: Path, seg_path: Path | None, committed_bytes: int, created: bool) -> None:
