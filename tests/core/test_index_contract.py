@@ -104,6 +104,25 @@ class TestLocalIndexBinaryCodesOnDisk(IndexBackendContract):
         return open_index(path, encoder, first_stage=stage)
 
 
+class TestLocalIndexPlaidFirstStage(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        # first_stage="plaid" with the file rebuilt after every batch (issue 27). The contract's
+        # corpora are smaller than the default candidates, so every page reaches the exact
+        # rerank; test_index_plaid covers the candidate generator itself.
+        index = open_index(path, encoder, first_stage="plaid" if encoder.kind == "multi" else None)
+        index.graph_extend_pages = 1
+        return index
+
+
+class TestLocalIndexPlaidCandidates(IndexBackendContract):
+    def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
+        # The same with a shortlist of 64: searches run the probe, the centroid interaction
+        # and the residual rescoring before the exact rerank.
+        index = open_index(path, encoder, first_stage="plaid" if encoder.kind == "multi" else None)
+        index.graph_extend_pages = 1
+        return _FirstStage(index, candidates=64)  # type: ignore[return-value]
+
+
 class TestLocalIndexHnswFirstStage(IndexBackendContract):
     def make_backend(self, path: Path, encoder: EncoderInfo) -> IndexBackend:
         # first_stage="hnsw" with the graph extended after every batch: searches go through
