@@ -1,21 +1,18 @@
 """PLAID first stage and its compressed (residual) rerank against the exact scan, one process.
 
-Corpus with real structure, never random vectors: MiniLM token states in the cache format of
-``benchmarks/scale.py`` (an ``.npz`` with ``page<i>`` / ``query<i>`` float16 arrays and the
-counts ``pages`` / ``queries``), or the distinct-page corpus slice of ``--scale-dir`` when it
-is there (its loader, ``load.py``). Builds one ``first_stage="plaid"`` index (float16
+Corpus with real structure, never random vectors: the distinct-page MiniLM corpus that
+``benchmarks/corpus.py`` caches (``--corpus`` folder, its first ``--pages`` pages), or a
+``benchmarks/scale.py`` cache ``.npz``. Builds one ``first_stage="plaid"`` index (float16
 vectors), then prints for each setting: recall@10 vs the exact scan, p50 latency and its
 ratio to the exact scan's p50 (same process, same queries), and the compressed rerank's
 recall@10 — the residual codes' MaxSim alone ranking the PLAID candidates, no float16 read.
 
-    python benchmarks/plaid.py --corpus /tmp/mmembed-scale-cache/corpus-2000x256-q60.npz \
-        --candidates 50,100,200 --nprobe 2,4,8
+    python benchmarks/plaid.py --corpus /work/cache/scale --pages 10000 --candidates 50,100 --nprobe 2,4
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import statistics
@@ -32,20 +29,21 @@ from mmembed.types import EncoderInfo
 
 
 def load(args: argparse.Namespace) -> tuple[list[np.ndarray], list[torch.Tensor]]:
-    """``(pages, queries)``: ``(tokens, dim)`` float16 arrays and float32 query tensors."""
-    if args.scale_dir and (Path(args.scale_dir) / "load.py").is_file():
-        spec = importlib.util.spec_from_file_location("scale_load", Path(args.scale_dir) / "load.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["scale_load"] = module
-        spec.loader.exec_module(module)
-        pages, queries = module.load(args.pages)
-        return [np.asarray(p, dtype=np.float16) for p in pages], [torch.as_tensor(q).float() for q in queries]
-    stored = np.load(args.corpus)
-    n = min(int(stored["pages"]), args.pages or int(stored["pages"]))
-    pages = [stored[f"page{i}"] for i in range(n)]
-    queries = [torch.from_numpy(stored[f"query{i}"]).float() for i in range(int(stored["queries"]))]
-    return pages, queries
+    """``(pages, queries)``: ``(tokens, dim)`` float16 arrays and float32 query tensors, from the
+    distinct-page corpus (``benchmarks/corpus.py``'s cache) or a ``scale.py`` cache ``.npz``."""
+    if args.corpus.endswith(".npz"):
+        stored = np.load(args.corpus)
+        n = min(int(stored["pages"]), args.pages or int(stored["pages"]))
+        pages = [stored[f"page{i}"] for i in range(n)]
+        queries = [torch.from_numpy(stored[f"query{i}"]).float() for i in range(int(stored["queries"]))]
+        return pages, queries
+    sys.path.insert(0, str(Path(args.corpus_code)))
+    from corpus import built_pages, load_corpus  # type: ignore[import-not-found]
+
+    cache = Path(args.corpus)
+    n = min(args.pages or built_pages(cache), built_pages(cache))
+    corpus = load_corpus(n, cache)
+    return list(corpus.pages), [torch.from_numpy(np.asarray(q)).float() for q in corpus.queries]
 
 
 def build(path: Path, pages: list[np.ndarray], enc: EncoderInfo) -> float:
@@ -84,8 +82,8 @@ def timed(fn, queries: list[torch.Tensor]) -> tuple[list[list[str]], float]:  # 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--corpus", default="/tmp/mmembed-scale-cache/corpus-2000x256-q60.npz")
-    ap.add_argument("--scale-dir", default="", help="the distinct corpus' folder (with load.py)")
+    ap.add_argument("--corpus", default="/work/cache/scale", help="the corpus cache folder, or a scale.py .npz")
+    ap.add_argument("--corpus-code", default=str(Path(__file__).parent), help="folder of corpus.py")
     ap.add_argument("--pages", type=int, default=0, help="use only this many pages (0: all)")
     ap.add_argument("--candidates", default="100")
     ap.add_argument("--nprobe", default=str(plaid_search.NPROBE))
