@@ -177,9 +177,10 @@ def plaid_template(
     with open_index(folder, MULTI, first_stage="plaid") as ix:
         ix.graph_extend_pages = 1
         ix.add(make_pages(12))
+        # Through the file, or (a damaged file) the exact scan.
         answers = [
-            [[h.id for h in hits] for hits in ix.search(QUERIES, k=3, candidates=4)],  # through the file
-            [[h.id for h in hits] for hits in ix.search(QUERIES, k=3, exact=True)],  # damaged: scanned exactly
+            [[h.id for h in hits] for hits in ix.search(QUERIES, k=3, candidates=4)],
+            [[h.id for h in hits] for hits in ix.search(QUERIES, k=3, exact=True)],
         ]
     return folder, answers
 

@@ -82,7 +82,10 @@ def test_plaid_finds_paraphrased_pages_with_exact_scores_filters_and_deletes(tmp
         assert all(h.id != ids[77] for h in ix.search(queries[1:2], k=5, candidates=10)[0])
         assert ix.compact() > 0  # compaction moves vectors, not rows: the file stays valid
         assert ix.search(queries[2:3], k=1, candidates=10)[0][0].id == ids[150]
-        assert sorted(p.name for p in (ix.path / "plaid").iterdir()) == ["plaid-000000000240.bin", "plaid.json"]
+        assert sorted(p.name for p in (ix.path / "plaid").iterdir()) == [
+            "plaid-000000000240.bin",
+            "plaid.json",
+        ]
 
 
 def test_centroids_are_retrained_once_the_index_grew_enough(tmp_path: Path) -> None:
@@ -148,7 +151,10 @@ def test_a_damaged_file_is_scanned_exactly_with_a_warning_and_repaired(tmp_path:
             meta_path.write_text("{not json")
         else:
             data.unlink()
-    with open_index(tmp_path / "ix", ENC, readonly=True) as ix, pytest.warns(IndexDamageWarning, match="plaid"):
+    with (
+        open_index(tmp_path / "ix", ENC, readonly=True) as ix,
+        pytest.warns(IndexDamageWarning, match="plaid"),
+    ):
         got = [[(h.id, h.score) for h in hits] for hits in ix.search(queries, k=3, candidates=5)]
     assert [[i for i, _ in hits] for hits in got] == [[i for i, _ in hits] for hits in expected]
     with open_index(tmp_path / "ix", ENC) as ix:
@@ -187,6 +193,21 @@ def test_numba_kernels_match_the_numpy_reference() -> None:
     ivf = np.array([1, 4, 0, 1, 3, 2, 4], dtype=np.int32)
     allowed = np.array([0, -1, 2, 3, 4], dtype=np.int64)
     cells = np.array([0, 1, 3], dtype=np.int64)
-    assert fast[0](ivf_off, ivf, cells, allowed).tolist() == plaid_search.probe_numpy(
-        ivf_off, ivf, cells, allowed
-    ).tolist() == [0, 2, 3, 4]
+    assert (
+        fast[0](ivf_off, ivf, cells, allowed).tolist()
+        == plaid_search.probe_numpy(ivf_off, ivf, cells, allowed).tolist()
+        == [0, 2, 3, 4]
+    )
+
+
+def test_numba_decode_matches_the_numpy_reference() -> None:
+    fast = plaid_search._fast()
+    if fast is None:
+        pytest.skip("numba is not installed")
+    tokens = torch.cat(_pages(20, seed=9)).numpy()[:, :30]  # a dim that does not fill the last byte
+    codec = plaid.train(np.ascontiguousarray(tokens), 16)
+    codes, residuals = plaid.encode(codec, tokens)
+    idx = np.array([5, 0, tokens.shape[0] - 1, 17], dtype=np.int64)
+    np.testing.assert_array_equal(
+        fast[2](codec, codes, residuals, idx), plaid_search.decode_numpy(codec, codes, residuals, idx)
+    )

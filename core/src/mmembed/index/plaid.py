@@ -233,9 +233,40 @@ def unpack(packed: np.ndarray, dim: int) -> np.ndarray:
 
 
 def decode(codec: Codec, codes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
-    """``(n, dim)`` float32 approximate tokens: centroid + decoded residual."""
-    buckets = unpack(residuals, codec.dim)  # (n, dim)
-    return codec.centroids[codes] + np.take_along_axis(codec.weights, buckets.T.astype(np.intp), axis=1).T
+    """``(n, dim)`` float32 approximate tokens: centroid + decoded residual, through a table of
+    what each byte of a code decodes to (one gather per byte instead of per dimension)."""
+    table = _byte_table(codec)  # (code bytes, 256, 8 // NBITS)
+    n, width = residuals.shape
+    values = table[np.arange(width)[None, :], residuals]  # (n, code bytes, 8 // NBITS)
+    out = values.reshape(n, -1)[:, : codec.dim]
+    out += codec.centroids[codes]
+    return out
+
+
+def byte_table(codec: Codec) -> np.ndarray:
+    """``(code bytes, 256, 8 // NBITS)`` float32: the residual values each byte decodes to."""
+    return _byte_table(codec)
+
+
+def _byte_table(codec: Codec) -> np.ndarray:
+    key = id(codec.weights)
+    cached = _TABLES.get(key)
+    if cached is not None and cached[0] is codec.weights:
+        return cached[1]
+    per = 8 // NBITS
+    width = code_bytes(codec.dim)
+    every = np.arange(256, dtype=np.uint8)[:, None]  # (256, 1) every byte
+    buckets = unpack(every, per)  # (256, per) the buckets a byte holds
+    weights = np.zeros((width * per, 1 << NBITS), dtype=np.float32)
+    weights[: codec.dim] = codec.weights  # padded dimensions decode to 0
+    dims = np.arange(width * per).reshape(width, per)  # (width, per) dimension of each slot
+    table = weights[dims[:, None, :], buckets[None, :, :]]  # (width, 256, per)
+    _TABLES.clear()  # one codec at a time is in use
+    _TABLES[key] = (codec.weights, np.ascontiguousarray(table))
+    return _TABLES[key][1]
+
+
+_TABLES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
 # ---------------------------------------------------------------------------- the file

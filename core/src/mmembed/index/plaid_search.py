@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ..scoring import Ragged, maxsim
-from .plaid import PlaidArrays, decode
+from . import plaid
+from .plaid import PlaidArrays
 
 NPROBE = 4
 """Centroids probed per query token (chosen on the scale corpus, docs/first-stages.md)."""
@@ -85,7 +86,9 @@ def residual_maxsim(arrays: PlaidArrays, query: torch.Tensor, pages: np.ndarray)
     idx = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(
         int(counts.sum()), dtype=np.int64
     )  # (tokens,) token rows of the pages, in order
-    values = decode(arrays.codec, np.asarray(arrays.codes)[idx], np.asarray(arrays.residuals)[idx])
+    values = _decode()(
+        arrays.codec, np.asarray(arrays.codes), np.asarray(arrays.residuals), idx
+    )  # (tokens, dim)
     docs = Ragged(torch.from_numpy(values), torch.from_numpy(np.concatenate([[0], np.cumsum(counts)])))
     return maxsim(Ragged.from_list([query.float()]), docs)[0].numpy()
 
@@ -93,12 +96,22 @@ def residual_maxsim(arrays: PlaidArrays, query: torch.Tensor, pages: np.ndarray)
 # ---------------------------------------------------------------------------- kernels
 
 ProbeFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+DecodeFn = Callable[[plaid.Codec, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def decode_numpy(codec: plaid.Codec, codes: np.ndarray, residuals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``(len(idx), dim)`` float32 decompressed tokens ``idx`` (reference path)."""
+    return plaid.decode(codec, codes[idx], residuals[idx])
+
+
 InteractionFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def probe_numpy(ivf_off: np.ndarray, ivf: np.ndarray, cells: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Distinct pages (ascending) listed under ``cells`` whose ``allowed`` entry is >= 0."""
-    found = np.unique(np.concatenate([np.zeros(0, np.int64), *(ivf[ivf_off[c] : ivf_off[c + 1]] for c in cells)]))
+    found = np.unique(
+        np.concatenate([np.zeros(0, np.int64), *(ivf[ivf_off[c] : ivf_off[c + 1]] for c in cells)])
+    )
     return found[allowed[found] >= 0].astype(np.int64)
 
 
@@ -115,7 +128,7 @@ def interaction_numpy(
     return out
 
 
-def _numba() -> tuple[ProbeFn, InteractionFn] | None:
+def _numba() -> tuple[ProbeFn, InteractionFn, DecodeFn] | None:
     if os.environ.get("MMEMBED_NO_NUMBA"):
         return None
     try:
@@ -147,7 +160,9 @@ def _numba() -> tuple[ProbeFn, InteractionFn] | None:
         cache=True,
         nogil=True,
     )  # type: ignore[misc]
-    def interaction(scores_t: Any, keep: Any, cent_off: Any, cents: Any, pages: Any) -> Any:  # pragma: no cover
+    def interaction(
+        scores_t: Any, keep: Any, cent_off: Any, cents: Any, pages: Any
+    ) -> Any:  # pragma: no cover
         q_tokens = scores_t.shape[1]
         out = np.zeros(pages.shape[0], np.float32)
         for i in prange(pages.shape[0]):
@@ -164,6 +179,41 @@ def _numba() -> tuple[ProbeFn, InteractionFn] | None:
             for t in range(q_tokens):
                 total += best[t]
             out[i] = total
+        return out
+
+    @njit(
+        "void(float32[:, ::1], float32[:, :, ::1], int32[::1], uint8[:, ::1], int64[::1], float32[:, ::1])",
+        parallel=True,
+        cache=True,
+        nogil=True,
+    )  # type: ignore[misc]
+    def decode(
+        centroids: Any, table: Any, codes: Any, residuals: Any, idx: Any, out: Any
+    ) -> None:  # pragma: no cover
+        width, per = table.shape[0], table.shape[2]
+        dim = out.shape[1]
+        for i in prange(idx.shape[0]):
+            t = idx[i]
+            c = codes[t]
+            for j in range(width):
+                b = residuals[t, j]
+                for s in range(per):
+                    d = j * per + s
+                    if d < dim:
+                        out[i, d] = centroids[c, d] + table[j, b, s]
+
+    def run_decode(
+        codec: plaid.Codec, codes: np.ndarray, residuals: np.ndarray, idx: np.ndarray
+    ) -> np.ndarray:
+        out = np.empty((idx.shape[0], codec.dim), dtype=np.float32)
+        decode(
+            np.ascontiguousarray(codec.centroids, dtype=np.float32),
+            plaid.byte_table(codec),
+            np.ascontiguousarray(codes, dtype=np.int32),
+            np.ascontiguousarray(residuals, dtype=np.uint8),
+            np.ascontiguousarray(idx, dtype=np.int64),
+            out,
+        )
         return out
 
     def run_probe(ivf_off: np.ndarray, ivf: np.ndarray, cells: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -187,12 +237,17 @@ def _numba() -> tuple[ProbeFn, InteractionFn] | None:
         )
         return result
 
-    return run_probe, run_interaction
+    return run_probe, run_interaction, run_decode
 
 
 @functools.cache
-def _fast() -> tuple[ProbeFn, InteractionFn] | None:
+def _fast() -> tuple[ProbeFn, InteractionFn, DecodeFn] | None:
     return _numba()
+
+
+def _decode() -> DecodeFn:
+    fast = _fast()
+    return decode_numpy if fast is None else fast[2]
 
 
 def _probe() -> ProbeFn:
