@@ -108,7 +108,14 @@ def main() -> None:
     tokens = sum(int(p.shape[0]) for p in pages)
     try:
         seconds = float("nan")  # an index kept in --workdir by an earlier run is reused
-        if not (workdir / "ix" / "plaid" / "plaid.json").is_file():
+        if (workdir / "ix" / "manifest.json").is_file() and not (
+            workdir / "ix" / "plaid" / "plaid.json"
+        ).is_file():
+            with open_index(workdir / "ix") as ix:  # pages stored by an interrupted run: code them
+                t0 = time.perf_counter()
+                ix.extend_graph()
+                seconds = time.perf_counter() - t0
+        elif not (workdir / "ix" / "plaid" / "plaid.json").is_file():
             seconds = build(workdir / "ix", pages, enc)
         state = plaid.read_state(workdir / "ix")
         assert state.layout is not None

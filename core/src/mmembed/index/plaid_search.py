@@ -68,7 +68,7 @@ def candidate_pages(
     approx = _interaction()(
         scores_t, keep, np.asarray(arrays.page_cent_off), np.asarray(arrays.page_cents), pages
     )  # (len(pages),)
-    ndocs = max(NDOCS, 4 * candidates)
+    ndocs = max(NDOCS, candidates)
     if pages.shape[0] > ndocs:
         pages = np.sort(pages[np.argpartition(-approx, ndocs - 1)[:ndocs]])
     rescored = residual_maxsim(arrays, query, pages)  # (len(pages),)

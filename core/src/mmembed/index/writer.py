@@ -269,11 +269,18 @@ class IndexWriter:
     def _page_vectors(self, located: list[tuple[int, int, int, int]]) -> list[tuple[int, Any]]:
         """``(row, (n, dim) vectors)`` of ``(row, seg_id, vec_offset, n_vectors)`` pages (mapped, lazily read)."""
         views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.encoder.dim, self.codec)
-        segment_files = dict(self.conn.execute("SELECT seg_id, file FROM segments").fetchall())
+        segments = {
+            int(s): (f, int(r))
+            for s, f, r in self.conn.execute("SELECT seg_id, file, committed_rows FROM segments")
+        }
         pages = []
         for row, seg_id, off, n in located:
-            name = integrity.segment_path(self.path, segment_files[seg_id], self.codec).name
-            pages.append((int(row), views.view(int(seg_id), name, int(off) + int(n))[int(off) :]))
+            file, committed = segments[int(seg_id)]
+            name = integrity.segment_path(self.path, file, self.codec).name
+            # One map per segment (its committed rows), sliced per page: a map per page holds a
+            # file descriptor each (10k pages ran out of them).
+            whole = views.view(int(seg_id), name, committed)
+            pages.append((int(row), whole[int(off) : int(off) + int(n)]))
         return pages
 
     def _extend_plaid(self, waiting: list[tuple[int, Any]]) -> int:
