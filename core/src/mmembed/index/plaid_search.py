@@ -7,7 +7,7 @@ For one query's ``(q, dim)`` tokens against a PLAID file (:mod:`.plaid`):
 2. **centroid interaction** — each candidate's score is ``sum over query tokens of max over
    the page's distinct centroids of q . centroid``, counting only centroids some query token
    scores at least :data:`CENTROID_THRESHOLD` (PLAID's centroid pruning); the best
-   :data:`NDOCS` pages are kept;
+   :data:`NDOCS` pages are kept (``candidates`` if more);
 3. **residual rescoring** — those pages' tokens are decompressed (centroid + residual buckets)
    and scored by MaxSim; the best ``candidates`` go to the exact rerank (:mod:`.plan`).
 
@@ -31,10 +31,12 @@ from .plaid import PlaidArrays
 
 NPROBE = 4
 """Centroids probed per query token (chosen on the scale corpus, docs/first-stages.md)."""
-CENTROID_THRESHOLD = 0.3
+CENTROID_THRESHOLD = 0.5
 """Centroids no query token scores this high are left out of the centroid interaction."""
-NDOCS = 1024
-"""Pages kept by the centroid interaction for residual rescoring (at least ``4 x candidates``)."""
+NDOCS = 256
+"""Pages kept by the centroid interaction for residual rescoring (at least ``candidates``)."""
+DEFAULT_CANDIDATES = 64
+"""Pages the residual rescoring hands to the exact rerank when ``candidates`` is not given."""
 
 
 def allowed_pages(arrays: PlaidArrays, loc_rows: np.ndarray) -> np.ndarray:

@@ -95,7 +95,7 @@ def choose_stage(index_stage: str | None, encoder: EncoderInfo, candidates: int 
     another multi-vector index shortlists with Hamming MaxSim only when ``candidates`` is
     given; ``exact=True`` and single-vector indexes always scan exactly."""
     if candidates is None and index_stage is not None:
-        candidates = DEFAULT_CANDIDATES
+        candidates = plaid_search.DEFAULT_CANDIDATES if index_stage == "plaid" else DEFAULT_CANDIDATES
     if candidates is None or exact or encoder.kind == "single":
         return Stage(None)
     return Stage(index_stage if index_stage in ("hnsw", "plaid") else "binary", candidates)
