@@ -56,7 +56,11 @@ def test_residual_codes_round_trip_closer_than_the_centroids_alone() -> None:
     assert np.linalg.norm(tokens - decoded, axis=1).mean() < 0.6 * centroid_error
 
 
-def test_plaid_finds_paraphrased_pages_with_exact_scores_filters_and_deletes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rescore_pages", [0, 40])  # 40: the residual codes pick the shortlist
+def test_plaid_finds_paraphrased_pages_with_exact_scores_filters_and_deletes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rescore_pages: int
+) -> None:
+    monkeypatch.setattr(plaid_search, "NDOCS", rescore_pages)
     pages = _pages(240, seed=1)
     g = torch.Generator().manual_seed(2)
     with open_index(tmp_path / "ix", ENC, first_stage="plaid") as ix:
@@ -68,11 +72,12 @@ def test_plaid_finds_paraphrased_pages_with_exact_scores_filters_and_deletes(tmp
         assert plaid.read_state(ix.path).covers_row == 200
         targets = [0, 77, 150, 199, 210, 239]  # the last two are not coded yet: scanned exactly
         queries = [_query(pages[t], g) for t in targets]
-        exact = ix.search(queries, k=5, exact=True)
+        exact = ix.search(queries, k=240, exact=True)
         fast = ix.search(queries, k=5, candidates=10)
         for t, e, f in zip(targets, exact, fast, strict=True):
             assert f[0].id == e[0].id == ids[t]
-            np.testing.assert_allclose([h.score for h in f], [h.score for h in e], rtol=1e-5)
+            exact_score = {h.id: h.score for h in e}  # the shortlist is approximate, its scores exact
+            np.testing.assert_allclose([h.score for h in f], [exact_score[h.id] for h in f], rtol=1e-5)
         only_b = ix.search(queries, k=3, candidates=10, where={"half": "b"})
         assert all(h.record.metadata["half"] == "b" for hits in only_b for h in hits)
         assert [hits[0].id for hits in only_b[2:]] == [ids[t] for t in targets[2:]]
