@@ -139,4 +139,3 @@ class _Gate:
     def __getattr__(self, name: str) -> Any:
         self._wait()
         return getattr(self._conn, name)
-

@@ -69,7 +69,14 @@ def search_text(
     with snapshots.read() as conn:
         count = page_count(conn, snapshots.current(conn))
         return text_search(
-            conn, snapshots.path, manifest.text_tokenizer, query_texts, k, where, snapshots.records_by_row, count
+            conn,
+            snapshots.path,
+            manifest.text_tokenizer,
+            query_texts,
+            k,
+            where,
+            snapshots.records_by_row,
+            count,
         )
 
 
