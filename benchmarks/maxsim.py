@@ -145,6 +145,7 @@ class Case:
     reference: Callable[[], torch.Tensor]
     ours: Callable[[], torch.Tensor]
     check: Callable[[], float]
+    query_tokens: int = 32
     floor_s: list[float] = field(default_factory=list)
     reference_s: list[float] = field(default_factory=list)
     ours_s: list[float] = field(default_factory=list)
@@ -152,22 +153,22 @@ class Case:
     cpu_s: dict[str, list[float]] = field(default_factory=dict)  # process time of floor / ours / unfused
 
     def run_round(self) -> None:
+        self.reference_s.append(timed(self.reference))  # first: its threads may spin a while after
         floors = [cpu_timed(run) for run in self.floors]
         wall, cpu = min(floors)
         self.floor_s.append(wall)
         self.cpu_s.setdefault("floor", []).append(cpu)
-        self.reference_s.append(timed(self.reference))
-        wall, cpu = cpu_timed(self.ours)
-        self.ours_s.append(wall)
-        self.cpu_s.setdefault("ours", []).append(cpu)
-        if self.tag == "fp16" and half_maxsim.usable(torch.empty(0, 1, dtype=torch.float16)):
-            half_maxsim.enabled = False
+        fused = self.tag == "fp16" and half_maxsim.usable(
+            torch.empty(0, 1, dtype=torch.float16), self.n_queries * self.query_tokens
+        )
+        for unfused in [False, True][:: 1 if len(self.ours_s) % 2 else -1] if fused else [False]:
+            half_maxsim.enabled = not unfused  # the general scorer with the fused kernel off
             try:
                 wall, cpu = cpu_timed(self.ours)
             finally:
                 half_maxsim.enabled = True
-            self.unfused_s.append(wall)
-            self.cpu_s.setdefault("unfused", []).append(cpu)
+            (self.unfused_s if unfused else self.ours_s).append(wall)
+            self.cpu_s.setdefault("unfused" if unfused else "ours", []).append(cpu)
 
     def cpu_ratio(self, name: str) -> float | None:
         """Median over rounds of ``name``'s CPU time (all threads) / the floor's: what a load
@@ -217,7 +218,7 @@ def make_case(
         return float((maxsim(queries, subset) - reference()).abs().max())
 
     ours = functools.partial(maxsim, queries, docs)
-    return Case(tag, len(queries), n_pages, n_ref, floors, reference, ours, check)
+    return Case(tag, len(queries), n_pages, n_ref, floors, reference, ours, check, int(queries[0].shape[0]))
 
 
 def random_store(n_pages: int, t_page: int, dim: int, distinct: int = 512) -> torch.Tensor:

@@ -59,10 +59,14 @@ def test_clustered_pages_match_the_float64_loop_and_the_general_scorer(monkeypat
         torch.nn.functional.normalize(pages[i][:n].float() + 0.3 * torch.randn(n, 128, generator=gen), dim=-1)
         for i, n in ((3, 32), (50, 20), (7, 1))
     ] + [torch.nn.functional.normalize(torch.randn(25, 128, generator=gen), dim=-1)]
-    ours = maxsim(queries, pages)  # the fused kernel: float16 pages on the CPU
+    ours = fused(queries, pages)
     assert close(ours, reference(queries, pages))
     monkeypatch.setattr(half_maxsim, "enabled", False)
     assert close(ours, maxsim(queries, pages))  # the general scorer, same scores within rounding
+    monkeypatch.setattr(half_maxsim, "enabled", True)
+    one = [queries[0]]  # 32 tokens: what an index search sends, through maxsim to the kernel
+    assert half_maxsim.usable(pages[0], 32)
+    assert close(maxsim(one, pages), reference(one, pages))
 
 
 @pytest.mark.parametrize("dim", [1, 7, 33, 128, 129])
@@ -138,3 +142,7 @@ def test_without_numba_the_general_scorer_runs(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(half_maxsim, "enabled", False)
     assert not half_maxsim.usable(torch.zeros(2, 4, dtype=torch.float16))
     assert not half_maxsim.usable(torch.zeros(2, 4))  # float32 pages never take the kernel
+    monkeypatch.setattr(half_maxsim, "enabled", True)
+    fp16 = torch.zeros(2, 4, dtype=torch.float16)
+    assert half_maxsim.usable(fp16, half_maxsim.MAX_QUERY_TOKENS)
+    assert not half_maxsim.usable(fp16, half_maxsim.MAX_QUERY_TOKENS + 1)  # many tokens: the GEMMs

@@ -200,7 +200,9 @@ def maxsim(
     out = torch.zeros(len(q), len(d), dtype=_F32, device=device)  # (n_queries, n_docs)
     if len(q) == 0 or len(d) == 0 or query_values.shape[0] == 0:
         return out.cpu()
-    if row_scales is None and half_maxsim.usable(d.values):  # float16 pages: one fused pass (issue 27)
+    if row_scales is None and half_maxsim.usable(
+        d.values, query_values.shape[0]
+    ):  # float16: fused (issue 27)
         return half_maxsim.score(query_values, q.offsets, d.values, d.offsets, _run_on_workers, _threads())
     convert_dim = 0 if d.values.dtype == _F32 else d.dim  # float32 copy of the chunk needed?
     workers = _worker_count(d.values, max_chunk_bytes // _min_bytes(convert_dim))
