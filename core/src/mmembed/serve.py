@@ -363,8 +363,10 @@ def open_server(
     index_path: str | os.PathLike[str], *, model: str | None = None, **encoder_options: Any
 ) -> PageServer:
     """A :class:`PageServer` over the index at ``index_path`` (read-only) and its encoder
-    (``model`` overrides the checkpoint the index recorded)."""
+    (``model`` overrides the checkpoint the index recorded; without it, the family options
+    the index recorded, such as Nomic's ``tiles``, apply under ``encoder_options``)."""
     from .encoders import load_encoder
+    from .encoders.registry import recorded_options
     from .index import open_index
 
     if not Path(index_path).exists():
@@ -373,6 +375,8 @@ def open_server(
         )
     index = open_index(index_path, create=False, readonly=True)
     try:
+        if model is None:
+            encoder_options = {**recorded_options(index.encoder), **encoder_options}
         encoder = load_encoder(model or index.encoder.name, **encoder_options)
         return PageServer(index, encoder)
     except BaseException:

@@ -35,7 +35,7 @@ from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
 from ..types import MMEmbedError, PageRecord
 from . import output
-from .families import NOT_YET, TrainableEncoder, UntrainableFamilyError, refusal
+from .families import REFUSED, TrainableEncoder, UntrainableFamilyError, refusal, refused_family
 from .heldout import evaluate_held_out
 from .mining import MinedQuery, mine_hard_negatives, write_mined
 from .pages import PageImages
@@ -68,6 +68,8 @@ class TrainResult:
     before: EvalReport | None
     after: EvalReport | None
     settings: TrainSettings
+    losses: list[float] = field(default_factory=list)
+    """The loss of each step this call ran (a resumed run: the steps after the checkpoint)."""
     trained: TrainedModel | None = field(default=None, repr=False)
     """The in-memory trained model (its embeddings are what the saved adapter reproduces)."""
 
@@ -171,7 +173,8 @@ def _settings(settings: TrainSettings | None, options: dict[str, Any]) -> TrainS
 
 def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     """The index's model, loaded for this run only (never the shared cached encoder: training
-    changes its module)."""
+    changes its module), with the family options the index recorded (as search loads it)."""
+    from ..encoders import UnknownModelError, get_family
     from ..encoders.cache import _load
     from ..encoders.runtime import resolve_device, resolve_dtype
 
@@ -179,7 +182,12 @@ def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     refuse_remote_code(info.name, info.family)
     resolved = resolve_device(device)
     dtype = torch.float32 if resolved.type == "cpu" else resolve_dtype(None, resolved)
-    encoder = _load(info.name, info.revision, None, resolved, dtype, {})
+    try:
+        accepted = set(get_family(info.family).options)
+    except UnknownModelError:
+        accepted = set()
+    options = {k: v for k, v in (info.settings or {}).items() if k in accepted}
+    encoder = _load(info.name, info.revision, None, resolved, dtype, options)
     index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
     return encoder
 
@@ -189,12 +197,7 @@ def refuse_remote_code(name: str, family: str) -> None:
     from ..encoders import remote_code
 
     if family == remote_code.FAMILY_ID:
-        raise UntrainableFamilyError(
-            f"the index's model {name!r} runs its own code (trust_remote_code) and cannot be fine-tuned "
-            "by mmembed train: mmembed cannot tell which of its modules are the language model nor "
-            "reproduce its training inputs. Use its authors' training scripts, or index with a natively "
-            "supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)."
-        )
+        raise refused_family(name, family)
 
 
 def _digest(pairs: Sequence[TrainPair]) -> str:
@@ -259,11 +262,8 @@ def _train(
 
     index_path = str(getattr(index, "path", index.encoder.name))
     refuse_remote_code(index.encoder.name, index.encoder.family)
-    if index.encoder.family in NOT_YET:  # refused before the model is even loaded
-        raise UntrainableFamilyError(
-            f"the index's model {index.encoder.name!r} (family {index.encoder.family}) cannot be fine-tuned: "
-            f"{NOT_YET[index.encoder.family]}"
-        )
+    if index.encoder.family in REFUSED:  # refused before the model is even loaded
+        raise refused_family(index.encoder.name, index.encoder.family)
     all_records = list(index.records())
     records: dict[str, PageRecord] = {r.id: r for r in all_records}
     pairs = read_pairs(pairs_path, all_records, index_path=index_path)
@@ -414,7 +414,9 @@ def _train(
     facts = _facts(encoder.info.name, encoder.info.revision)
     base = encoder.info.name
     if facts.adapter is not None:  # LoRA over LoRA: the new adapter's base is the merged start
-        output.write_untrained_base(model, facts, staging / output.BASE)
+        output.write_untrained_base(
+            model, facts, staging / output.BASE, to_checkpoint=trainable.checkpoint_state
+        )
         base = str(out / output.BASE)  # where it is once moved in
     output.write_adapter(model, staging, base=base)
     output.copy_processor_files(facts, staging)
@@ -454,7 +456,9 @@ def _train(
     output.write_json(out / output.TRAINING_JSON, summary)
     (out / output.CARD).write_text(output.model_card(summary, table), encoding="utf-8")
     if merge:
-        merged_path = output.write_merged(output.merged_module(model), facts, out / output.MERGED)
+        merged_path = output.write_merged(
+            output.merged_module(model), facts, out / output.MERGED, to_checkpoint=trainable.checkpoint_state
+        )
         trained = TrainedModel(trainable, trainable.module)
     (out / RUN_FILE).unlink(missing_ok=True)
     if not keep_checkpoints:
@@ -471,6 +475,7 @@ def _train(
         before=before,
         after=after,
         settings=settings,
+        losses=list(trainer.step_losses),
         trained=trained,
     )
 
