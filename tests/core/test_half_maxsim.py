@@ -50,7 +50,9 @@ def clustered(gen: torch.Generator, lengths: list[int], dim: int, centroids: int
     return pages
 
 
-def test_clustered_pages_match_the_float64_loop_and_the_general_scorer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clustered_pages_match_the_float64_loop_and_the_general_scorer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(20, 300, (120,), generator=gen).tolist()
     pages = clustered(gen, lengths, 128)
@@ -74,6 +76,7 @@ def test_edge_shapes(dim: int) -> None:
     gen = torch.Generator().manual_seed(dim)
     # no rows, one row, BLOCK_ROWS - 1 .. BLOCK_ROWS + 1 rows, odd and even lengths
     from mmembed._half_maxsim_numba import BLOCK_ROWS as block
+
     lengths = [0, 1, 2, 3, block - 1, block, block + 1, 2 * block + 3, 0, 5]
     pages = [torch.randn(n, dim, generator=gen).half() for n in lengths]
     queries = [torch.randn(n, dim, generator=gen) for n in (1, 2, 3, 4, 5, 0, 7, 32)]  # tokens vs blocks of 4
