@@ -38,6 +38,7 @@ from .filters import Filter
 from .first_stage import shortlist
 from .fusion import search_options
 from .hybrid import missing_text_store, search_by_mode
+from .hybrid_scan import search_hybrid
 from .lock import WriterLock
 from .options import StoredOptions, open_folder
 from .options import check_encoder as _check_encoder  # noqa: F401  (mmembed-qdrant imports it from here)
@@ -218,9 +219,9 @@ class LocalIndex(StoredOptions):
         returns how many were added. Writes do this themselves once
         ``graph_extend_pages`` pages (or a quarter of the graph) are waiting (searches scan
         those exactly meanwhile); call it after bulk indexing to cover everything."""
-        if self.first_stage != "hnsw":
+        if self.first_stage not in ("hnsw", "plaid"):
             raise MMEmbedError(
-                f"the index at {self.path} has no HNSW first stage (first_stage={self.first_stage!r})"
+                f"the index at {self.path} has no HNSW or PLAID first stage (first_stage={self.first_stage!r})"
             )
         with self._mutex:
             self.lock_for_writing()
@@ -289,9 +290,10 @@ class LocalIndex(StoredOptions):
         vectors are never results.
 
         An index created with ``first_stage="binary"`` (Hamming MaxSim over its sign-bit
-        codes) or ``"hnsw"`` (a graph over pooled page vectors; pages it does not cover yet
-        are all kept) first shortlists the ``candidates`` (default
-        :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`) most promising pages per query
+        codes), ``"hnsw"`` (a graph over pooled page vectors) or ``"plaid"`` (token centroids
+        and residual codes; pages either does not cover yet are all kept) first shortlists the
+        ``candidates`` (default :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`, plaid
+        :data:`~mmembed.index.plaid_search.DEFAULT_CANDIDATES`) most promising pages per query
         and scores only those exactly; other indexes score every page exactly unless
         ``candidates=C`` is given (multi-vector indexes; codes are then made in memory).
         Returned scores are always exact; ``exact=True`` forces the full scan. The stages
@@ -305,7 +307,13 @@ class LocalIndex(StoredOptions):
         :mod:`mmembed.index.hybrid`."""
         text_side.check_k(k)
         options = search_options(mode, alpha, rrf_k)
-        if options.mode != "visual":  # hybrid (issue 25)
+        if options.mode == "hybrid":  # issue 25: both sides in one read, the text side in a thread
+            tokenizer = self.manifest.text_tokenizer
+            return search_hybrid(
+                self._snapshots, tokenizer, options, k, queries, texts, where,
+                index_stage=self.first_stage, candidates=candidates, exact=exact, shortlist_fn=shortlist,
+            )  # fmt: skip
+        if options.mode != "visual":  # text (issue 25)
             return search_by_mode(
                 options,
                 k,
@@ -423,7 +431,8 @@ def open_index(
     and, like ``keep_thumbnails``, only applies at creation.
     ``first_stage`` also applies at creation only: ``"binary"`` stores sign-bit codes beside
     the vectors (1/16 of float16) and ``"hnsw"`` those codes plus a graph over pooled page
-    vectors, and ``search`` then shortlists pages before scoring the shortlist exactly;
+    vectors, ``"plaid"`` token centroids with 2-bit residual codes (docs/first-stages.md),
+    and ``search`` then shortlists pages before scoring the shortlist exactly;
     ``None`` (default) scans every page exactly.
     ``text_tokenizer`` also applies at creation only: the FTS5 tokenizer of the pages' text
     store (``"unicode61"``, diacritics removed, by default; ``"trigram"`` for CJK or code-like

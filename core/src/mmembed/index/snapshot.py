@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..types import EncoderInfo, MMEmbedError, PageRecord
-from . import ann, integrity
+from . import ann, integrity, plaid
 from . import format as fmt
 from .codecs import Codec, Rows
 from .errors import IndexClosedError, IndexFormatError
@@ -46,6 +46,7 @@ class Snapshot:
     generation: int
     segments: dict[int, tuple[str, int]]  # seg_id -> (file, committed_rows)
     pages: Locations | None = None  # every live page, loaded on the first unfiltered search
+    text_pages: int | None = None  # pages with text, counted on the first text or hybrid search
 
 
 class IndexSnapshots:
@@ -72,6 +73,7 @@ class IndexSnapshots:
         self.views = SegmentViews(path / fmt.SEGMENTS_DIR, encoder.dim, codec)
         self.codes = BinaryCodes(path / fmt.SEGMENTS_DIR, encoder.dim)
         self.graph = ann.GraphReader(path)
+        self.plaid = plaid.PlaidReader(path)  # first_stage="plaid" (issue 27)
         self._cached: Snapshot | None = None
 
     # ------------------------------------------------------------------ snapshots
@@ -118,6 +120,7 @@ class IndexSnapshots:
         self.closed = True
         self.forget()
         self.graph.clear()
+        self.plaid.clear()
 
     def view(self, snap: Snapshot, seg_id: int, rows: int) -> Rows:
         """The first ``rows`` committed rows of segment ``seg_id`` in ``snap``, checked."""
