@@ -92,6 +92,19 @@ def test_one_vector_pages_train_and_the_adapter_loads_alone_as_text_only(
             == mmembed.load_encoder(vision, text_model=str(result.out), matryoshka_dim=32).info.fingerprint
         )
 
+    # Training again from that index (its text tower is an adapter): the new adapter's base is
+    # the merged start, written as a text checkpoint beside it.
+    again = mmembed.train(
+        tmp_path / "new", pairs, tmp_path / "again", max_steps=1, batch_size=2, eval_fraction=0.0,
+        learning_rate=1e-2, lora_dropout=0.0, dpi=DPI, negatives=1,
+    )  # fmt: skip
+    assert again.trained is not None
+    config = json.loads((again.out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(again.out / "base")
+    twice = mmembed.load_encoder(vision, text_model=str(again.out), matryoshka_dim=32)
+    for a, b in zip(again.trained.encode_queries(queries), twice.encode_queries(queries), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
 
 def test_the_text_checkpoint_alone_is_refused_with_why(
     tiny_checkpoint: Callable[..., Path], pdf_and_pairs: tuple[Path, Path], tmp_path: Path
