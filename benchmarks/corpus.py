@@ -375,12 +375,9 @@ def encode_chunks(cache: Path, depth: int, worker: int, workers: int) -> None:
         ]
         if min(len(q) for q in qs) < 20:
             raise RuntimeError("a query is shorter than 20 tokens: the plan's query texts are too short")
-        vecs = enc.encode(qs, tok.cls_token_id, tok.sep_token_id)
-        np.save(cache / "queries.tokens.npy", np.concatenate(vecs))
-        np.save(cache / "queries.offsets.npy", np.cumsum([0] + [len(v) for v in vecs]))
+        write_queries(cache, enc.encode(qs, tok.cls_token_id, tok.sep_token_id))
     for c in range(worker, n_chunks, workers):
-        done = cache / "chunks" / f"{c:05d}.offsets.npy"
-        if done.exists():
+        if (cache / "chunks" / f"{c:05d}.offsets.npy").exists():
             continue
         t0 = time.perf_counter()
         pages = range(c * CHUNK_PAGES, min((c + 1) * CHUNK_PAGES, int(meta["pages"])))
@@ -393,15 +390,26 @@ def encode_chunks(cache: Path, depth: int, worker: int, workers: int) -> None:
         vecs = enc.encode(pieces, tok.cls_token_id, tok.sep_token_id)
         tokens = np.concatenate(vecs)  # pieces are in page order: (chunk tokens, 128)
         offsets = np.concatenate([[0], np.cumsum([int(lengths[p]) for p in pages])])
-        assert offsets[-1] == len(tokens)
-        tmp = cache / "chunks" / f"{c:05d}.tokens.tmp.npy"
-        np.save(tmp, tokens)
-        os.replace(tmp, cache / "chunks" / f"{c:05d}.tokens.npy")
-        tmp = cache / "chunks" / f"{c:05d}.offsets.tmp.npy"
-        np.save(tmp, offsets)
-        os.replace(tmp, done)
+        write_chunk(cache, c, tokens, offsets)
         dt = time.perf_counter() - t0
         print(f"chunk {c}: {len(tokens)} tokens in {dt:.0f} s ({len(tokens) / dt:.0f} tokens/s)", flush=True)
+
+
+def write_chunk(cache: Path, c: int, tokens: np.ndarray, offsets: np.ndarray) -> None:
+    """Chunk ``c``: float16 ``(tokens, 128)`` and its page offsets, each renamed into place,
+    the offsets last (a chunk is complete once they exist)."""
+    if offsets[-1] != len(tokens):
+        raise ValueError(f"chunk {c}: offsets end at {offsets[-1]}, {len(tokens)} token rows given")
+    (cache / "chunks").mkdir(parents=True, exist_ok=True)
+    for name, array in (("tokens", tokens.astype(np.float16)), ("offsets", offsets.astype(np.int64))):
+        tmp = cache / "chunks" / f"{c:05d}.{name}.tmp.npy"
+        np.save(tmp, array)
+        os.replace(tmp, cache / "chunks" / f"{c:05d}.{name}.npy")
+
+
+def write_queries(cache: Path, vecs: list[np.ndarray]) -> None:
+    np.save(cache / "queries.tokens.npy", np.concatenate(vecs).astype(np.float16))
+    np.save(cache / "queries.offsets.npy", np.cumsum([0] + [len(v) for v in vecs]))
 
 
 def build(cache: Path, n_pages: int, n_queries: int, depth: int, workers: int) -> None:
