@@ -464,8 +464,8 @@ def distinctness(
 
     - ``shingle``: the share of pages with ≥ 50% of their 8-token shingles (token-id 8-grams)
       found in some other page (an upper bound on "shares half its text with another page").
-    - ``mean-vector``: the share of pages whose mean token vector (L2-normalised) has cosine
-      ≥ ``threshold`` with another page's.
+    - ``mean-vector``: the share of pages whose mean token vector (centred on the corpus mean,
+      L2-normalised) has cosine ≥ ``threshold`` with another page's.
     """
     n = len(corpus.pages)
     # shingle hashes per page, unique within the page
@@ -483,7 +483,10 @@ def distinctness(
     shared = counts[inv] > 1
     shared_share = np.bincount(owner, weights=shared, minlength=n) / np.bincount(owner, minlength=n)
     means = np.stack([p.astype(np.float32).mean(0) for p in corpus.pages])
-    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    # Centred: layer-1 token states share a large common direction, so raw mean vectors of any
+    # two pages are ~0.97 alike; the corpus mean taken out, a cosine compares what differs.
+    means -= means.mean(0)
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     best = np.full(n, -1.0, dtype=np.float32)
     for a in range(0, n, 2048):
         sims = means[a : a + 2048] @ means.T

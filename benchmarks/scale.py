@@ -7,8 +7,9 @@ Two corpora, two tables:
   layer-1 states of de-duplicated text found on the machine, 256-1,000 tokens per page, 128-d;
   see that module). ``--pages 10000,100000`` runs each size in turn on the first pages of the
   cache; queries are the cache's, half paraphrased from indexed pages, half held out.
-- ``--corpus tiled``: the *near-duplicate stress* case: ``--base-pages`` MiniLM pages (last
-  layer, docstrings) tiled ``--tile`` times with small noise, so a query's exact top-10 is
+- ``--corpus tiled``: the *near-duplicate stress* case: ``--base-pages`` pages (the first
+  distinct ones; or, ``--tiled-source docstrings``, the previous round's last-layer MiniLM pages
+  of docstrings) tiled ``--tile`` times with small noise, so a query's exact top-10 is
   mostly copies of one page ordered by noise. Its recall is also given *tie-aware*
   (ann-benchmarks style): a hit counts when its exact score is within ``--epsilon`` (relative)
   of the 10th exact score.
@@ -57,7 +58,7 @@ from mmembed.index import PageInput, hamming, open_index
 from mmembed.types import EncoderInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import default_cache, load_corpus
+from corpus import Corpus, default_cache, load_corpus
 
 DIM = 128
 ENC = EncoderInfo(name="bench/minilm-128", family="bench", kind="multi", dim=DIM, similarity="maxsim")
@@ -193,7 +194,13 @@ def main() -> None:
         default=None,
         help="distinct corpus cache (default: corpus.default_cache())",
     )
-    ap.add_argument("--base-pages", type=int, default=1000, help="tiled: encoded pages")
+    ap.add_argument(
+        "--tiled-source",
+        choices=["distinct", "docstrings"],
+        default="distinct",
+        help="tiled: copy the first --base-pages distinct pages, or encode docstrings (last MiniLM layer)",
+    )
+    ap.add_argument("--base-pages", type=int, default=1000, help="tiled: pages that are copied")
     ap.add_argument("--page-tokens", type=int, default=1000, help="tiled: tokens per page")
     ap.add_argument(
         "--tile",
@@ -231,16 +238,19 @@ def main() -> None:
     if args.corpus == "distinct":
         sizes = [int(n) for n in args.pages.split(",")]
         loaded = load_corpus(max(sizes), args.corpus_cache or default_cache())
-        half = args.queries // 2
-        picked = [i for i, kind in enumerate(loaded.query_kinds) if kind == "paraphrase"][:half]
-        picked += [i for i, kind in enumerate(loaded.query_kinds) if kind == "held-out"][
-            : args.queries - half
-        ]
-        queries = [torch.from_numpy(loaded.queries[i].astype(np.float32)) for i in picked]
+        queries = pick_queries(loaded, args.queries)
         runs = [(loaded.pages[:n], 1) for n in sizes]
         label = (
             f"DISTINCT corpus: MiniLM layer-{loaded.meta.get('depth')} states of distinct text, "
             f"{loaded.meta['mean_page_tokens']:.0f} tokens/page on average (256-1,000)"
+        )
+    elif args.tiled_source == "distinct":  # the first distinct pages, tiled
+        loaded = load_corpus(args.base_pages, args.corpus_cache or default_cache())
+        corpus, queries = loaded.pages, pick_queries(loaded, args.queries)
+        runs = [(corpus, int(t)) for t in str(args.tile).split(",")]
+        label = (
+            f"NEAR-DUPLICATE STRESS corpus: the first {len(corpus)} distinct pages "
+            f"({loaded.meta['mean_page_tokens']:.0f} tokens/page on average), tiled with small noise"
         )
     else:
         corpus, queries = tiled_corpus(args)
@@ -270,6 +280,13 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     if len(p50s) > 1:
         print_growth(p50s)
+
+
+def pick_queries(loaded: Corpus, n: int) -> list[torch.Tensor]:
+    """The first ``n // 2`` paraphrased and ``n - n // 2`` held-out queries of a cache."""
+    picked = [i for i, kind in enumerate(loaded.query_kinds) if kind == "paraphrase"][: n // 2]
+    picked += [i for i, kind in enumerate(loaded.query_kinds) if kind == "held-out"][: n - n // 2]
+    return [torch.from_numpy(loaded.queries[i].astype(np.float32)) for i in picked]
 
 
 def tiled_corpus(args: argparse.Namespace) -> tuple[list[np.ndarray], list[torch.Tensor]]:

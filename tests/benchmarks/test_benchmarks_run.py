@@ -59,7 +59,20 @@ def test_scale_benchmark_prints_each_mode() -> None:
     # benchmark itself; see tests/fixtures/scale/README.md): no model is loaded here.
     out = run(
         "scale.py",
-        *("--corpus", "tiled", "--base-pages", "6", "--page-tokens", "64", "--tile", "2", "--queries", "4"),
+        *(
+            "--corpus",
+            "tiled",
+            "--tiled-source",
+            "docstrings",
+            "--base-pages",
+            "6",
+            "--page-tokens",
+            "64",
+            "--tile",
+            "2",
+            "--queries",
+            "4",
+        ),
         *("--candidates", "3", "--cache", str(FIXTURES / "scale")),
     )
     rows = {

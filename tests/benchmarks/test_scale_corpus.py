@@ -44,9 +44,11 @@ def write_cache(path: Path, n_pages: int, *, duplicate: int | None = None) -> li
     (path / "meta.json").write_text(json.dumps(meta))
     ids = rng.integers(1000, 1100, sum(lengths)).astype(np.int32)
     if duplicate is not None:
-        starts = np.cumsum([0] + lengths)
+        starts = np.cumsum([0, *lengths])
         ids[starts[duplicate] : starts[duplicate + 1]] = ids[: lengths[0]]
-    np.savez(path / "plan.npz", token_ids=ids, starts=np.cumsum([0] + lengths[:-1]), lengths=np.array(lengths))
+    np.savez(
+        path / "plan.npz", token_ids=ids, starts=np.cumsum([0, *lengths[:-1]]), lengths=np.array(lengths)
+    )
     return pages
 
 
@@ -63,9 +65,9 @@ def test_load_corpus_returns_float16_pages_and_labelled_queries(tmp_path: Path) 
 
 def test_asking_for_more_pages_than_built_says_how_to_continue(tmp_path: Path) -> None:
     write_cache(tmp_path / "c", 30)
-    with pytest.raises(ValueError, match="holds 30 encoded pages, 31 asked.*corpus.py build"):
+    with pytest.raises(ValueError, match=r"holds 30 encoded pages, 31 asked.*corpus\.py build"):
         corpus.load_corpus(31, tmp_path / "c")
-    with pytest.raises(FileNotFoundError, match="no scale corpus in .*corpus.py build"):
+    with pytest.raises(FileNotFoundError, match=r"no scale corpus in .*corpus\.py build"):
         corpus.load_corpus(1, tmp_path / "missing")
 
 
