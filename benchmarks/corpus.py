@@ -104,10 +104,15 @@ def load_corpus(n_pages: int, cache: Path | None = None) -> Corpus:
             f"{cache} holds {have} encoded pages, {n_pages} asked: continue the build "
             f"(`python benchmarks/corpus.py build --cache {cache}`) or ask for fewer"
         )
+    total = int(json.loads((cache / "meta.json").read_text())["pages"])
     pages: list[np.ndarray] = []
     for c in range((n_pages + CHUNK_PAGES - 1) // CHUNK_PAGES):
         tokens = np.load(cache / "chunks" / f"{c:05d}.tokens.npy", mmap_mode="r")
         offsets = np.load(cache / "chunks" / f"{c:05d}.offsets.npy")
+        if len(offsets) - 1 != min(CHUNK_PAGES, total - c * CHUNK_PAGES):
+            raise ValueError(
+                f"{cache}: chunk {c} holds {len(offsets) - 1} pages, not as planned: remove it and build"
+            )
         for a, b in itertools.pairwise(offsets):
             pages.append(tokens[a:b])
             if len(pages) == n_pages:
@@ -199,12 +204,56 @@ def _sources() -> list[tuple[str, str]]:
     return docs
 
 
-def collect_documents() -> tuple[list[str], dict[str, int]]:
-    """Distinct documents: every paragraph kept once (normalised-text hash), prose only."""
-    seen: set[bytes] = set()
+_POD_CODE = re.compile(r"[BICLFSEXZ]<+([^<>]*)>+")
+_C_COMMENT = re.compile(r"(?s)/\*(.*?)\*/")
+
+
+def _more_sources() -> list[tuple[str, str]]:
+    """The extension's documents (used past the first sources' text, see :func:`extend`): the
+    standard library's docstrings, Perl POD, C header comments, non-English man pages."""
+    docs: list[tuple[str, str]] = []
+    stdlib = Path(os.__file__).resolve().parent
+    for file in sorted(stdlib.rglob("*.py")):
+        if "site-packages" in file.parts:
+            continue
+        raw = file.read_text(encoding="utf-8", errors="ignore")
+        parts = ["\n\n".join(_paragraphs(m.group(1))) for m in _DOCSTRING.finditer(raw)]
+        if parts:
+            docs.append((str(file), "\n\n".join(parts)))
+    for root in (
+        Path("/usr/share/perl"),
+        Path("/usr/lib/x86_64-linux-gnu/perl"),
+        Path("/usr/lib/x86_64-linux-gnu/perl5"),
+    ):
+        for file in sorted(root.rglob("*")):
+            if file.suffix not in {".pm", ".pod"} or not file.is_file():
+                continue
+            text, inside = [], False
+            for line in file.read_text(encoding="utf-8", errors="ignore").splitlines():
+                if line.startswith("=cut"):
+                    inside = False
+                elif line.startswith("="):
+                    inside = True
+                    text.append("\n" + line.partition(" ")[2] + "\n")
+                elif inside and not line.startswith((" ", "\t")):  # verbatim (code) lines are indented
+                    text.append(line)
+            docs.append((str(file), _POD_CODE.sub(r"\1", "\n".join(text))))
+    for file in sorted(Path("/usr/include").rglob("*.h")):
+        raw = file.read_text(encoding="utf-8", errors="ignore")
+        comments = [re.sub(r"(?m)^\s*\*+ ?", "", m.group(1)) for m in _C_COMMENT.finditer(raw)]
+        docs.append((str(file), "\n\n".join(comments)))
+    for file in sorted(Path("/usr/share/man").glob("[a-z][a-z]*/man[1-8]/*")):
+        try:
+            data = _read(file)
+        except (OSError, EOFError):
+            continue
+        docs.append((str(file), _man_text(data.decode("utf-8", errors="ignore"))))
+    return docs
+
+
+def _distinct(sources: list[tuple[str, str]], seen: set[bytes], stats: dict[str, int]) -> list[str]:
     out: list[str] = []
-    stats = {"documents": 0, "paragraphs": 0, "duplicate_paragraphs": 0}
-    for _, raw in _sources():
+    for _, raw in sources:
         stats["documents"] += 1
         kept = []
         for p in _paragraphs(raw):
@@ -219,7 +268,17 @@ def collect_documents() -> tuple[list[str], dict[str, int]]:
             kept.append(p)
         if kept:
             out.append("\n\n".join(kept))
-    return out, stats
+    return out
+
+
+def collect_documents(extension: bool = False) -> tuple[list[str], list[str], dict[str, int]]:
+    """Distinct documents: every paragraph kept once (normalised-text hash), prose only. The
+    first sources' documents, then (``extension``) the extension's, de-duplicated against both."""
+    seen: set[bytes] = set()
+    stats = {"documents": 0, "paragraphs": 0, "duplicate_paragraphs": 0}
+    first = _distinct(_sources(), seen, stats)
+    more = _distinct(_more_sources(), seen, stats) if extension else []
+    return first, more, stats
 
 
 # --------------------------------------------------------------------------- model
@@ -286,16 +345,73 @@ def paraphrase(words: list[str]) -> str:
     return " ".join(kept)
 
 
+def page_lengths(n_pages: int, seed: int) -> np.ndarray:
+    """Tokens per page: ``256 + floor(744 * u**6)``; a prefix of a longer draw (``extend``)."""
+    u = np.random.default_rng(seed).random(n_pages)
+    return (MIN_TOKENS + np.floor((MAX_TOKENS - MIN_TOKENS) * u**6)).astype(np.int64)
+
+
+def extend(cache: Path, n_pages: int) -> None:
+    """Plan pages past the first sources' text from the extension's documents, keeping every
+    planned page (and encoded chunk) as it is; queries do not change. The last chunk, if it
+    held fewer than 1,000 pages, is removed (it is encoded again with its new pages)."""
+    meta = json.loads((cache / "meta.json").read_text())
+    old = np.load(cache / "plan.npz")
+    have = int(meta["pages"])
+    if n_pages <= have:
+        return
+    t0 = time.perf_counter()
+    seed = int(meta["seed"])
+    lengths = page_lengths(n_pages, seed)
+    if not np.array_equal(lengths[:have], old["lengths"]):
+        raise SystemExit(f"{cache}: its page lengths are not a prefix of the seed's draw; rebuild it")
+    _, more, stats = collect_documents(extension=True)
+    random.Random(seed + 2).shuffle(more)
+    indexed = [d for i, d in enumerate(more) if i % HELD_OUT_EVERY]  # every 40th held out, as before
+    tok = _tokenizer()
+    need = int(lengths[have:].sum())
+    ids: list[int] = []
+    for a in range(0, len(indexed), 256):
+        for row in tok(indexed[a : a + 256], add_special_tokens=False)["input_ids"]:
+            ids.extend(row)
+        if len(ids) >= need:
+            break
+    n_new = int(np.searchsorted(np.cumsum(lengths[have:]), len(ids), side="right"))
+    lengths = lengths[: have + n_new]
+    token_ids = np.concatenate(
+        [old["token_ids"], np.asarray(ids[: int(lengths[have:].sum())], dtype=np.int32)]
+    )
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    last = have // CHUNK_PAGES
+    if have % CHUNK_PAGES:
+        for name in ("offsets", "tokens"):
+            (cache / "chunks" / f"{last:05d}.{name}.npy").unlink(missing_ok=True)
+    np.savez(cache / "plan.tmp.npz", token_ids=token_ids, starts=starts, lengths=lengths)
+    os.replace(cache / "plan.tmp.npz", cache / "plan.npz")
+    meta |= {
+        "pages": len(lengths),
+        "tokens": int(lengths.sum()),
+        "mean_page_tokens": float(lengths.mean()),
+        "extension": {
+            "from_page": have,
+            "documents": len(more),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        | stats,
+    }
+    _write_json(cache / "meta.json", meta)
+    print(f"extended {cache} from {have} to {len(lengths)} pages", flush=True)
+
+
 def plan(cache: Path, n_pages: int, n_queries: int, seed: int = 0) -> None:
     """Collect and de-duplicate the text, tokenize it, cut pages, write ``plan.npz``."""
     t0 = time.perf_counter()
-    docs, stats = collect_documents()
+    docs, _, stats = collect_documents()
     random.Random(seed).shuffle(docs)
     held = docs[::HELD_OUT_EVERY]
     indexed = [d for i, d in enumerate(docs) if i % HELD_OUT_EVERY]
     tok = _tokenizer()
-    rng = np.random.default_rng(seed)
-    lengths = (MIN_TOKENS + np.floor((MAX_TOKENS - MIN_TOKENS) * rng.random(n_pages) ** 6)).astype(np.int64)
+    lengths = page_lengths(n_pages, seed)
     need = int(lengths.sum())
     ids: list[int] = []
     for a in range(0, len(indexed), 256):
@@ -419,6 +535,9 @@ def build(cache: Path, n_pages: int, n_queries: int, depth: int, workers: int) -
         meta = json.loads(meta_path.read_text())
         if meta.get("depth", depth) != depth:
             raise SystemExit(f"{cache} was built at depth {meta['depth']}, not {depth}: use another --cache")
+        if int(meta["pages"]) < n_pages and "extension" not in meta:
+            extend(cache, n_pages)
+            meta = json.loads(meta_path.read_text())
     else:
         plan(cache, n_pages, n_queries)
         meta = json.loads(meta_path.read_text())
@@ -524,7 +643,7 @@ Encoded so far: see `python benchmarks/corpus.py status`.
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["build", "status", "distinct", "_worker"])
+    ap.add_argument("command", choices=["build", "extend", "status", "distinct", "_worker"])
     ap.add_argument(
         "--cache", type=Path, default=None, help="default $MMEMBED_SCALE_CACHE or /work/cache/scale"
     )
@@ -538,6 +657,8 @@ def main() -> None:
     cache = args.cache or default_cache()
     if args.command == "build":
         build(cache, args.pages, args.queries, args.depth, args.workers)
+    elif args.command == "extend":
+        extend(cache, args.pages)
     elif args.command == "_worker":
         encode_chunks(cache, args.depth, args.worker, args.workers)
     elif args.command == "status":
