@@ -17,18 +17,22 @@ size, not on the weight values, so these measure what the published checkpoints 
   ~15 GB in float32: opt-in, refused below 18 GB of available memory.
 
 The pages are sample PDF pages rendered at 144 dpi (1224x1584, letter). One child process per model
-(same threads) runs, in order:
+(same threads) runs, in order, and prints each result as soon as it has it:
 
-1. ``index``: ``mmembed index`` end to end on a PDF of those pages (render + encode + write; the
-   model is loaded before the clock starts). Then the encoder is dropped.
-2. ``direct``: the reference way: colpali-engine's processor + model forward on the pre-rendered
-   pages, ``batch_size`` pages per call (rendering not counted), with the attention the reference
-   gets by default (transformers' ``sdpa``).
-3. each of ``--variants`` on that same model object and pages: ``eager`` attention (mmembed's CPU
-   default), ``sdpa`` (the reference's), ``bf16`` (weights and pixels in bfloat16), ``compile``
-   (``torch.compile``; its first, compiling call is timed apart). Each is printed with its speed
-   ratio against ``direct`` and its parity: the largest absolute difference of the L2-normalised
-   token vectors against ``direct``'s.
+1. ``direct``: the reference way: colpali-engine's model class (built from the config with seeded
+   random weights) and processor, forward on the pre-rendered pages, ``batch_size`` pages per call
+   (rendering not counted), with the attention the reference gets by default (transformers picks
+   ``sdpa``). Then the model is dropped.
+2. ``index``: ``mmembed index`` end to end on a PDF of those pages (render + encode + write; the
+   model is loaded before the clock starts), with mmembed's defaults (``eager`` attention on CPU);
+   with ``--index-sdpa`` also ``index sdpa`` (``--option attn_implementation=sdpa``), the same
+   attention as ``direct``: that ratio is the pipeline's own overhead.
+3. each of ``--variants`` on the reference model rebuilt with the same weights: ``eager``
+   attention, ``sdpa``, ``bf16`` (weights and pixels in bfloat16), ``compile`` (``torch.compile``;
+   its first, compiling call is timed apart), ``openvino`` (the model converted by OpenVINO and
+   compiled for the CPU in float32; conversion timed apart). Each is printed with its speed ratio
+   against ``direct`` and its parity: the largest absolute difference of the L2-normalised token
+   vectors against ``direct``'s.
 
 Peak RSS is sampled (/proc/self/status, every 20 ms) per phase, from the model load to the end.
 The ratios are measured in the same process one after another; on a machine shared with other
@@ -58,7 +62,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "colsmol": {"reference": "ColIdefics3", "longest_edge": 1536},
     "colqwen2.5-3b": {"reference": "ColQwen2_5", "max_pixels": 768 * 28 * 28, "min_memory_gb": 18},
 }
-VARIANTS = ("eager", "sdpa", "bf16", "compile")
+VARIANTS = ("eager", "sdpa", "bf16", "compile", "openvino")
 
 
 # -- checkpoints -------------------------------------------------------------------------------
@@ -323,6 +327,7 @@ def _reference(name: str, checkpoint: Path) -> tuple[Any, Any]:
     """colpali-engine's model class (random weights: built from the config, no loading) and
     processor, as its README calls them."""
     import colpali_engine.models as cm
+    import torch
 
     reference = SPECS[name]["reference"]
     model_class, processor_class = {
@@ -331,8 +336,46 @@ def _reference(name: str, checkpoint: Path) -> tuple[Any, Any]:
         "ColQwen2_5": (cm.ColQwen2_5, cm.ColQwen2_5_Processor),
     }[reference]
     config_class = model_class.config_class
+    torch.manual_seed(0)  # the same random weights each time this process builds it
     model = model_class(config_class.from_pretrained(str(checkpoint)))
     return model.eval(), processor_class.from_pretrained(str(checkpoint))
+
+
+class OpenVINOModel:
+    """The reference model converted by OpenVINO (``openvino.convert_model`` traces it with example
+    inputs) and compiled for the CPU in float32, one compiled graph per input shape: the trace
+    bakes in the tile count and the sequence length (pages of one size share them)."""
+
+    def __init__(self, model: Any, batches: list[dict[str, Any]]) -> None:
+        import openvino as ov
+        import torch
+
+        self.names = list(batches[0])
+        names = self.names
+
+        class Positional(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, *tensors: Any) -> Any:
+                return self.model(**dict(zip(names, tensors, strict=True)))
+
+        self.compiled: dict[tuple[Any, ...], Any] = {}
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        for batch in batches:
+            key = tuple(tuple(batch[n].shape) for n in names)
+            if key not in self.compiled:
+                example = tuple(batch[n] for n in names)
+                with torch.no_grad():
+                    converted = ov.convert_model(Positional().eval(), example_input=example)
+                self.compiled[key] = ov.compile_model(converted, "CPU", config)
+
+    def __call__(self, **inputs: Any) -> Any:
+        import torch
+
+        key = tuple(tuple(inputs[n].shape) for n in self.names)
+        return torch.from_numpy(self.compiled[key]([inputs[n].numpy() for n in self.names])[0])
 
 
 def _forward_all(model: Any, batches: list[dict[str, Any]], dtype: Any = None) -> tuple[float, list[Any]]:
@@ -356,29 +399,45 @@ def _parity(outputs: list[Any], baseline: list[Any]) -> float:
 
 
 def run_direct(
-    name: str, checkpoint: Path, images: list[Any], batch_size: int, variants: list[str]
-) -> dict[str, dict[str, float]]:
-    import torch
-
-    results: dict[str, dict[str, float]] = {"direct": {}}
-    with peak_rss(results["direct"]):
+    name: str, checkpoint: Path, images: list[Any], batch_size: int
+) -> tuple[dict[str, float], list[Any], str]:
+    """The reference call; returns its result row, its outputs (the parity baseline) and the
+    attention implementation the reference got by default."""
+    result: dict[str, float] = {}
+    with peak_rss(result):
         model, processor = _reference(name, checkpoint)
         attention = model.config._attn_implementation
-        with torch.inference_mode():
-            model(**processor.process_queries(["warm up"]))
-        batches = [
-            processor.process_images(images[i : i + batch_size]) for i in range(0, len(images), batch_size)
-        ]
-        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        batches = _batches(model, processor, images, batch_size)
         load = _load_average()
         seconds, baseline = _forward_all(model, batches)
-    results["direct"].update(
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    result.update(
         pages_per_s=len(images) / seconds, seconds=seconds, tokens_per_page=tokens / len(images), load=load
     )
-    print(f"# {name}: reference attention {attention!r}", flush=True)
-    for variant in variants:
-        entry: dict[str, float] = {"load": _load_average()}
-        target, dtype = model, None
+    return result, baseline, attention
+
+
+def _batches(model: Any, processor: Any, images: list[Any], batch_size: int) -> list[dict[str, Any]]:
+    import torch
+
+    with torch.inference_mode():
+        model(**processor.process_queries(["warm up"]))
+    return [processor.process_images(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+
+
+def run_variant(
+    variant: str,
+    model: Any,
+    processor: Any,
+    batches: list[dict[str, Any]],
+    attention: str,
+    baseline: list[Any],
+) -> dict[str, float]:
+    import torch
+
+    entry: dict[str, float] = {"load": _load_average()}
+    target, dtype = model, None
+    with peak_rss(entry):
         if variant in ("eager", "sdpa"):
             model.set_attn_implementation(variant)
         elif variant == "bf16":  # a copy: casting back would leave the float32 weights rounded
@@ -390,20 +449,26 @@ def run_direct(
             first = time.perf_counter()
             _forward_all(target, batches[:1])  # compiles
             entry["compile_s"] = time.perf_counter() - first
+        elif variant == "openvino":
+            model.set_attn_implementation(attention)
+            first = time.perf_counter()
+            target = OpenVINOModel(model, batches)  # converts and compiles, once per input shape
+            entry["compile_s"] = time.perf_counter() - first
         else:
             raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-        with torch.inference_mode():
-            target(**processor.process_queries(["warm up"]))
+        if variant != "openvino":
+            with torch.inference_mode():
+                target(**processor.process_queries(["warm up"]))
         seconds, outputs = _forward_all(target, batches, dtype)
         del target
-        entry.update(
-            pages_per_s=len(images) / seconds, seconds=seconds, max_abs_diff=_parity(outputs, baseline)
-        )
-        results[variant] = entry
-    return results
+        gc.collect()
+    pages = sum(len(b["input_ids"]) for b in batches)
+    entry.update(pages_per_s=pages / seconds, seconds=seconds, max_abs_diff=_parity(outputs, baseline))
+    return entry
 
 
 def child(args: argparse.Namespace) -> None:
+    """Prints one JSON line per measurement as soon as it is taken."""
     import pypdfium2 as pdfium
     import torch
 
@@ -411,16 +476,26 @@ def child(args: argparse.Namespace) -> None:
     doc = pdfium.PdfDocument(str(args.pdf))
     images = [doc[i].render(scale=2).to_pil().convert("RGB") for i in range(len(doc))]  # 144 dpi
     doc.close()
-    results: dict[str, Any] = {}
+
+    def emit(mode: str, result: dict[str, Any]) -> None:
+        print(json.dumps({"mode": mode, **result}), flush=True)
+
+    direct, baseline, attention = run_direct(args.name, args.checkpoint, images, args.batch_size)
+    emit("direct", {**direct, "attention": attention})
+    gc.collect()
     with tempfile.TemporaryDirectory() as tmp:
-        results["index"] = run_index(args.checkpoint, args.pdf, len(images), args.batch_size, Path(tmp), None)
+        emit("index", run_index(args.checkpoint, args.pdf, len(images), args.batch_size, Path(tmp), None))
         if args.index_sdpa:
-            results["index sdpa"] = run_index(
-                args.checkpoint, args.pdf, len(images), args.batch_size, Path(tmp), "sdpa"
+            emit(
+                "index sdpa",
+                run_index(args.checkpoint, args.pdf, len(images), args.batch_size, Path(tmp), "sdpa"),
             )
     variants = [v for v in args.variants.split(",") if v]
-    results.update(run_direct(args.name, args.checkpoint, images, args.batch_size, variants))
-    print(json.dumps(results))
+    if variants:
+        model, processor = _reference(args.name, args.checkpoint)  # the same seeded weights as `direct`
+        batches = _batches(model, processor, images, args.batch_size)
+        for variant in variants:
+            emit(variant, run_variant(variant, model, processor, batches, attention, baseline))
 
 
 # -- the parent: one child per model, then the table -------------------------------------------
@@ -467,7 +542,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--variants", default="eager,sdpa,bf16", help=f"comma-separated: {', '.join(VARIANTS)}"
+        "--variants", default="eager,bf16", help=f"comma-separated: {', '.join(VARIANTS)}"
     )
     parser.add_argument(
         "--index-sdpa", action="store_true", help="also run `mmembed index` with sdpa attention"
@@ -504,19 +579,23 @@ def main() -> None:
                 "--pdf", str(pdf), "--batch-size", str(args.batch_size), "--threads", str(args.threads),
                 "--variants", args.variants, *(["--index-sdpa"] if args.index_sdpa else []),
             ]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-            lines = done.stdout.strip().splitlines()
-            results = json.loads(lines[-1])
-            for line in lines[:-1]:
-                if line.startswith("#"):
-                    print(line)
-            direct = results["direct"]["pages_per_s"]
-            for mode, r in results.items():
-                print(_row(name, mode, r, direct), flush=True)
-            ratio = results["index"]["pages_per_s"] / direct
-            print(f"{name:15} index / direct = {ratio:.2f}x (target >= 0.9)", flush=True)
+            with tempfile.TemporaryFile("w+") as errors:
+                child_process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+                assert child_process.stdout is not None
+                rows: dict[str, dict[str, Any]] = {}
+                for line in child_process.stdout:
+                    row = json.loads(line)
+                    mode = row.pop("mode")
+                    rows[mode] = row
+                    if mode == "direct":
+                        print(f"# {name}: the reference runs with attention {row['attention']!r}", flush=True)
+                    print(_row(name, mode, row, rows["direct"]["pages_per_s"]), flush=True)
+                if child_process.wait() != 0:
+                    errors.seek(0)
+                    print(f"{name} failed:\n{errors.read()[-3000:]}", flush=True)
+            if "index" in rows:
+                ratio = rows["index"]["pages_per_s"] / rows["direct"]["pages_per_s"]
+                print(f"{name:15} index / direct = {ratio:.2f}x (target >= 0.9)", flush=True)
 
 
 if __name__ == "__main__":
