@@ -49,7 +49,9 @@ class WatchedIndex:
     """A real index whose ``upsert`` records, for each batch, the writing thread and whether
     the encoder had started its second batch (waiting for it on the first write)."""
 
-    def __init__(self, inner: Any, encoder: SignallingEncoder, wait: bool, fail_on_write: int | None = None) -> None:
+    def __init__(
+        self, inner: Any, encoder: SignallingEncoder, wait: bool, fail_on_write: int | None = None
+    ) -> None:
         self.inner = inner
         self.encoder = inner.encoder
         self.signalling = encoder
@@ -83,7 +85,9 @@ def _pages(pdf: Path) -> int:
     return sum(1 for _ in mmembed.load_pages(pdf, prefetch=0))
 
 
-def test_a_batch_is_written_while_the_next_one_encodes(tmp_path: Path, pdf: Path, tiny_colqwen2_5: Path) -> None:
+def test_a_batch_is_written_while_the_next_one_encodes(
+    tmp_path: Path, pdf: Path, tiny_colqwen2_5: Path
+) -> None:
     inner = mmembed.load_encoder(str(tiny_colqwen2_5))
     assert _pages(pdf) >= 3
     encoder = SignallingEncoder(inner)
