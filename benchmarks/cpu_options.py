@@ -84,6 +84,7 @@ def main() -> None:
             import openvino as ov
 
             model.set_attn_implementation("sdpa")
+            model.requires_grad_(False)  # the tracer refuses weights that require grad as constants
 
             class Tower(torch.nn.Module):
                 def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@ the next batch encodes.
 
 :func:`mmembed.index_documents` renders ahead in the loader's thread
 (:mod:`mmembed.loaders.stream`) and hands each encoded batch to a :class:`WriteBehind`, so
-rendering and writing overlap encoding and the model never waits for either.
+rendering and writing overlap encoding: the model waits for neither unless one of them
+takes longer than encoding a batch.
 
 Guarantees, the same as writing inline: writes run one at a time in submission order (each
 batch is still one atomic commit, so a killed run keeps every batch committed before it); at
