@@ -81,7 +81,12 @@ def main() -> None:
             setup = time.perf_counter() - start
             run = lambda x, m=compiled: m(pixel_values=x).last_hidden_state  # noqa: E731
         elif option == "openvino":
-            import openvino as ov
+            try:
+                import openvino as ov
+            except ImportError as exc:  # not a project dependency: the option is not kept
+                raise SystemExit(
+                    "the openvino option needs OpenVINO: pip install 'openvino==2026.4.1'"
+                ) from exc
 
             model.set_attn_implementation("sdpa")
             model.requires_grad_(False)  # the tracer refuses weights that require grad as constants

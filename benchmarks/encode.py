@@ -349,7 +349,10 @@ class OpenVINOModel:
     bakes in the tile count and the sequence length (pages of one size share them)."""
 
     def __init__(self, model: Any, batches: list[dict[str, Any]]) -> None:
-        import openvino as ov
+        try:
+            import openvino as ov
+        except ImportError as exc:  # not a project dependency: the option is not kept
+            raise SystemExit("the openvino option needs OpenVINO: pip install 'openvino==2026.4.1'") from exc
         import torch
 
         model.requires_grad_(False)  # the tracer refuses weights that require grad as constants
