@@ -41,6 +41,7 @@ def minilm() -> Iterator[str]:
     from transformers import AutoModel, AutoTokenizer
 
     from mmembed.encoders import Encoder, LoadRequest, ModelFamily, register_family, unregister_family
+    from mmembed.encoders.colbert import is_pylate_checkpoint
     from mmembed.encoders.st_multi_vector import is_multi_vector_checkpoint
     from mmembed.types import EncoderInfo, MMEmbedError
 
@@ -80,11 +81,12 @@ def minilm() -> Iterator[str]:
             similarity="cosine",
             dim=384,
             description="all-MiniLM-L6-v2 (tests only)",
-            # A sentence-transformers dense BERT folder; multi-vector ones belong to st_multi_vector.
+            # A sentence-transformers dense BERT folder; multi-vector ones belong to st_multi_vector / pylate_colbert.
             matches=lambda facts: (
                 facts.model_type == "bert"
                 and (facts.model_path / "modules.json").is_file()
                 and not is_multi_vector_checkpoint(facts)
+                and not is_pylate_checkpoint(facts)
             ),
             build=MiniLMTextEncoder,
         )

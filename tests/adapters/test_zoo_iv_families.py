@@ -1,7 +1,8 @@
 """Smoke test of the issue-28 families in the three frameworks: the adapters share core's
 encoder cache and index, so one index per kind is enough — a ColModernVBert page index (the
-CPU-sized visual model) and a text-only index of a sentence-transformers ColBERT model. Each
-adapter returns core's ranking (same page ids, same order)."""
+CPU-sized visual model) and text-only indexes of ColBERT models saved by sentence-transformers v6,
+by PyLate and in Stanford ColBERT's format. Each adapter returns core's ranking (same page ids, same
+order)."""
 
 from __future__ import annotations
 
@@ -28,13 +29,16 @@ def _model(tmp_path_factory: pytest.TempPathFactory, family: str) -> str:
     return str(make_tiny_checkpoint(family, tmp_path_factory.mktemp(family) / "m", seed=0))
 
 
-@pytest.fixture(scope="module", params=["colmodernvbert", "st_colbert"])
+PYLATE = Path(__file__).resolve().parents[1] / "fixtures" / "colbert_formats" / "pylate"  # saved by PyLate
+
+
+@pytest.fixture(scope="module", params=["colmodernvbert", "st_colbert", "colbert_stanford", "pylate"])
 def index(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pdf: Path
 ) -> tuple[Path, str]:
     if request.param == "st_colbert":
         pytest.importorskip("sentence_transformers")
-    model = _model(tmp_path_factory, request.param)
+    model = str(PYLATE) if request.param == "pylate" else _model(tmp_path_factory, request.param)
     encoder = mmembed.load_encoder(model, device="cpu", dtype="float32")
     return build_page_index(
         tmp_path_factory.mktemp("zoo_iv_index") / "i", encoder, [pdf], dpi=24, pages=3

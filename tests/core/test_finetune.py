@@ -283,16 +283,6 @@ def test_remote_code_model_is_refused_with_the_reason(tmp_path: Path, colour_pag
     assert not out.exists()
 
 
-def test_a_family_whose_adapter_would_not_reload_is_refused_up_front(
-    tiny_nemotron_index: tuple[Path, str], colour_pages: ColourPages, tmp_path: Path
-) -> None:
-    index, _ = tiny_nemotron_index
-    out = tmp_path / "adapter"
-    with pytest.raises(UntrainableFamilyError, match=r"nemotron_colembed.*does not reproduce"):
-        mmembed.train(index, colour_pages.pairs, out)
-    assert not out.exists()
-
-
 def test_out_folder_of_another_run_is_refused(
     multi_index: Path, colour_pages: ColourPages, tmp_path: Path
 ) -> None:

@@ -314,6 +314,14 @@ def test_cli_indexes_pdf_pages_with_the_vision_model(
     capsys.readouterr()
     assert main(["search", "revenue", "--index", str(index), "--device", "cpu", "-k", "3"]) == 0
     assert capsys.readouterr().out.count(str(pdf.resolve())) == 3
+    # `mmembed serve` without --model reopens the index's model with the options it recorded.
+    from mmembed.serve import open_server
+
+    server = open_server(index, device="cpu")
+    try:
+        assert server.retriever.encoder.info.settings["tiles"] == 2
+    finally:
+        server.index.close()
 
 
 def _text_copy(tiny_nomic: tuple[Path, Path], folder: Path, **changes: object) -> Path:

@@ -11,21 +11,7 @@ from PIL import Image
 
 import mmembed
 from mmembed.explain import LAYOUT_KEY, recorded_layout
-
-
-class CountingProcessor:
-    """The real processor, counting the images it is given."""
-
-    def __init__(self, processor: Any) -> None:
-        self.processor = processor
-        self.images = 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.images += len(kwargs.get("images") or [])
-        return self.processor(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.processor, name)
+from mmembed_testing.counting import CountingProcessor
 
 
 def test_each_page_goes_through_the_processor_once(tmp_path: Path, tiny_colqwen2_5: Path) -> None:

@@ -116,3 +116,34 @@ def test_text_only_index_through_the_cli(
     score = float(maxsim(query, [expected])[0, 0])
     assert abs(score - top["score"]) < 1e-3 * abs(score)  # the index may store float16
     assert mmembed.open_index(index, readonly=True).encoder.family == "st_multi_vector"
+
+
+def test_text_only_index_reads_encrypted_pdfs_with_the_password(tiny_checkpoint, tmp_path: Path) -> None:
+    """`--password` reaches the text layer a text-only model indexes (not only the renderer)."""
+    import pikepdf
+
+    import mmembed
+    from mmembed.cli import main
+    from mmembed.loaders.pdf_text import page_text
+    from mmembed.loaders.sample_pdfs import write_sample_pdfs
+    from mmembed.scoring import maxsim
+
+    path = tiny_checkpoint("st_colbert")
+    plain = sorted(write_sample_pdfs(tmp_path / "pdfs"))[0]
+    locked = tmp_path / "locked.pdf"
+    with pikepdf.open(plain) as pdf:
+        pdf.save(locked, encryption=pikepdf.Encryption(user="s3cret", owner="owner"))
+    index = tmp_path / "idx"
+    argv = ["index", str(locked), "--index", str(index), "--model", str(path), "-q", "--dpi", "24"]
+    assert main([*argv, "--password", "s3cret"]) == 0
+    text = page_text(locked, 1, password="s3cret")
+    assert text.strip()
+    encoder = load_encoder(path, device="cpu", dtype="float32")
+    with mmembed.open_index(index, readonly=True) as opened:
+        record = next(r for r in opened.records() if r.page == 1)
+        stored = opened.get_embeddings([record.id])[0]
+    expected = encoder.encode_text_documents([text])[0]
+    assert stored is not None and stored.shape == expected.shape
+    query = encoder.encode_queries(["revenue"])
+    score, want = float(maxsim(query, [stored])[0, 0]), float(maxsim(query, [expected])[0, 0])
+    assert abs(score - want) < 1e-3 * abs(want)

@@ -449,3 +449,27 @@ def test_text_documents_are_embedded_on_the_document_side_and_retrieved(model: s
     with pytest.raises(TypeError, match="MMEmbedTextEmbedder"):
         embedder.run(documents="a query")  # type: ignore[arg-type]
     assert embedder.run(documents=[])["documents"] == []
+
+
+def test_image_embedder_runs_the_processor_once_per_page(tiny_colqwen2_5: Path) -> None:
+    """The patch layouts come off the encode batch's own processor output (as in core)."""
+    from haystack_integrations.document_stores.mmembed.documents import EMBEDDING_META_KEY
+
+    from mmembed.explain import recorded_layout
+    from mmembed_testing.counting import counting_copy
+
+    encoder = mmembed.load_encoder(str(tiny_colqwen2_5))
+    docs, expected = [], []
+    for n, size in enumerate([(448, 448), (336, 560), (280, 224)]):  # different grids in one batch
+        image = Image.new("RGB", size, (40 * n, 90, 200))
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        docs.append(Document(id=f"p{n}", blob=ByteStream(data=png.getvalue(), mime_type="image/png")))
+        expected.append(recorded_layout(encoder, image, encoder.encode_images([image])[0]))
+    embedder = MMEmbedDocumentImageEmbedder(model=str(tiny_colqwen2_5), batch_size=3)
+    embedder.warm_up()
+    embedder._encoder, counting = counting_copy(embedder._encoder)
+    embedded = embedder.run(docs)["documents"]
+    assert counting.images == len(docs)
+    assert [d.meta[EMBEDDING_META_KEY]["patch_layout"] for d in embedded] == expected
+    assert all(layout is not None for layout in expected)

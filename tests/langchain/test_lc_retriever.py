@@ -240,3 +240,32 @@ def test_pages_added_through_langchain_are_explained_from_stored_vectors(
     assert doc.metadata[SIMILARITY_MAP_KEY]["vectors_from"] == "stored"
     assert not [k for k in doc.metadata if k.startswith("_mmembed_")]
     retriever.close()
+
+
+def test_add_documents_runs_the_processor_once_per_page(tmp_path: Path, tiny_model: str) -> None:
+    """The stored patch layouts come off the encode batch's own processor output (as in core)."""
+    from langchain_core.documents import Document
+
+    import mmembed
+    from mmembed.explain import LAYOUT_KEY, recorded_layout
+    from mmembed_testing.counting import counting_copy
+
+    docs, expected = [], []
+    encoder = mmembed.load_encoder(tiny_model)
+    for n, size in enumerate([(448, 448), (336, 560), (280, 224)]):  # different grids in one batch
+        path = tmp_path / f"page{n}.png"
+        image = Image.new("RGB", size, (40 * n, 90, 200))
+        image.save(path)
+        docs.append(
+            Document(page_content="", metadata={"image_path": str(path), "source": str(path), "page": 1})
+        )
+        expected.append(recorded_layout(encoder, image, encoder.encode_images([image])[0]))
+    retriever = MMEmbedRetriever(index=str(tmp_path / "index"), model=tiny_model, batch_size=3)
+    retriever._ensure_open(create=True)
+    retriever._encoder, counting = counting_copy(retriever.encoder)
+    ids = retriever.add_documents(docs, thumbnails=False)
+    assert counting.images == len(docs)
+    records = retriever.vector_index.get(ids)
+    assert [r.metadata[LAYOUT_KEY] for r in records if r is not None] == expected
+    assert all(layout is not None for layout in expected)
+    retriever.close()

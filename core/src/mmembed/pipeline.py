@@ -339,10 +339,10 @@ def _encode(encoder: Encoder, batch: list[Item]) -> tuple[list[torch.Tensor], di
 
 def _page_text(item: Item) -> str:
     """A page's own text layer (``""`` for images and scanned pages): what a text-only
-    encoder (``encoder.text_only``, e.g. a sentence-transformers ColBERT model) indexes."""
-    from .loaders.pdf_text import page_text
-
-    return page_text(item.source, item.page)
+    encoder (``encoder.text_only``, e.g. a sentence-transformers ColBERT model) indexes.
+    Read through the loader's own open document, so an encrypted PDF's ``password`` and an
+    Office file's converted PDF apply; the very text stored for text search."""
+    return item.text if isinstance(item, Page) else ""
 
 
 def _layout_metadata(

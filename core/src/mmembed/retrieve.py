@@ -206,8 +206,8 @@ class Retriever:
         if not supports_modes(self.index):
             raise MMEmbedError(
                 f"mode={options.mode!r} needs a backend with a text index; {type(self.index).__name__} "
-                "only searches vectors (the Qdrant backends do not serve text or hybrid search yet: see "
-                "docs/hybrid.md). Use an index folder (the embedded index), or mode='visual'."
+                "only searches vectors (see docs/hybrid.md). Use an index folder (the embedded index) or "
+                "a Qdrant URI, or mode='visual'."
             )
         embeddings = self.encoder.encode_queries(texts) if options.mode == "hybrid" else None
         search: Any = self.index.search  # a backend whose search takes mode= (checked above)

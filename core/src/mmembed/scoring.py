@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import half_maxsim
 from .types import MMEmbedError, Similarity
 
 DEFAULT_MAX_CHUNK_BYTES = 128 * 2**20
@@ -199,6 +200,10 @@ def maxsim(
     out = torch.zeros(len(q), len(d), dtype=_F32, device=device)  # (n_queries, n_docs)
     if len(q) == 0 or len(d) == 0 or query_values.shape[0] == 0:
         return out.cpu()
+    if row_scales is None and half_maxsim.usable(
+        d.values, query_values.shape[0]
+    ):  # float16: fused (issue 27)
+        return half_maxsim.score(query_values, q.offsets, d.values, d.offsets, _run_on_workers, _threads())
     convert_dim = 0 if d.values.dtype == _F32 else d.dim  # float32 copy of the chunk needed?
     workers = _worker_count(d.values, max_chunk_bytes // _min_bytes(convert_dim))
     budget = max_chunk_bytes // workers  # each thread's share of the cap
@@ -415,6 +420,10 @@ def _worker_count(values: torch.Tensor, most: int) -> int:
     if values.device.type != "cpu" or not _thread_local_counts():
         return 1
     return max(1, min(torch.get_num_threads(), most))
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
 
 
 @functools.cache

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from .encoders.base import Encoder
     from .explain import Explanation
-    from .index.local import LocalIndex
+    from .index.protocol import IndexBackend
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -96,7 +96,7 @@ def _require_web() -> None:
 class PageServer:
     """What the web routes call: search, and page images looked up by id only."""
 
-    def __init__(self, index: LocalIndex, encoder: Encoder, *, dpi: float = PAGE_DPI) -> None:
+    def __init__(self, index: IndexBackend, encoder: Encoder, *, dpi: float = PAGE_DPI) -> None:
         from .retrieve import Retriever
 
         self.retriever = Retriever(index, encoder)
@@ -363,16 +363,21 @@ def open_server(
     index_path: str | os.PathLike[str], *, model: str | None = None, **encoder_options: Any
 ) -> PageServer:
     """A :class:`PageServer` over the index at ``index_path`` (read-only) and its encoder
-    (``model`` overrides the checkpoint the index recorded)."""
+    (``model`` overrides the checkpoint the index recorded; without it, the family options
+    the index recorded, such as Nomic's ``tiles``, apply under ``encoder_options``)."""
     from .encoders import load_encoder
-    from .index import open_index
+    from .encoders.registry import recorded_options
+    from .index import open_backend, uri_scheme
 
-    if not Path(index_path).exists():
+    # A folder must exist; a backend URI (qdrant://, qdrant-edge://) is checked by its backend.
+    if uri_scheme(index_path) is None and not Path(index_path).exists():
         raise MMEmbedError(
             f"no index at {index_path}: create one with `mmembed index FILES... --index {index_path}`"
         )
-    index = open_index(index_path, create=False, readonly=True)
+    index = open_backend(index_path, create=False, readonly=True)
     try:
+        if model is None:
+            encoder_options = {**recorded_options(index.encoder), **encoder_options}
         encoder = load_encoder(model or index.encoder.name, **encoder_options)
         return PageServer(index, encoder)
     except BaseException:

@@ -177,15 +177,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _backfill_text(args: argparse.Namespace, where: str) -> int:
-    from ..index import open_index, uri_scheme
+    from ..index import open_backend, uri_scheme
 
     if args.paths:
         raise UsageError("--backfill-text reads the files the index recorded; give no paths with it")
-    if uri_scheme(where) is not None:
-        raise UsageError("--backfill-text applies to index folders (the embedded index), not to URIs")
+    # Index folders, and Qdrant stores (qdrant://, qdrant-edge://: their 'text' sparse vector, issue 25).
+    if uri_scheme(where) not in (None, "qdrant", "qdrants", "qdrant-edge"):
+        raise UsageError("--backfill-text applies to index folders and Qdrant URIs")
+    if uri_scheme(where) is not None and args.text_tokenizer not in (None, "unicode61"):
+        raise UsageError("--text-tokenizer: the Qdrant backends store text with 'unicode61' only")
     from ..text_backfill import backfill_text
 
-    with closing(open_index(where, create=False)) as index:
+    with closing(open_backend(where, create=False)) as opened:
+        index: Any = opened  # the embedded index or a Qdrant store: both have info() and the backfill calls
         report = backfill_text(index, tokenizer=args.text_tokenizer, password=args.password)
         with_text = index.info()["pages_with_text"]
     print(safe_lines(report.summary()))

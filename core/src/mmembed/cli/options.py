@@ -38,14 +38,10 @@ def encoder_options(args: argparse.Namespace, stored: EncoderInfo | None = None)
         options["revision"] = args.revision
     if getattr(args, "trust_remote_code", False):
         options["trust_remote_code"] = True
-    if stored is not None and stored.settings and not getattr(args, "model", None):
-        from ..encoders import UnknownModelError, get_family
+    if stored is not None and not getattr(args, "model", None):
+        from ..encoders.registry import recorded_options
 
-        try:
-            accepted = set(get_family(stored.family).options)
-        except UnknownModelError:
-            accepted = set()
-        options.update({k: v for k, v in stored.settings.items() if k in accepted})
+        options.update(recorded_options(stored))
     for pair in getattr(args, "option", None) or []:
         key, sep, raw = pair.partition("=")
         if not sep or not key:

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from .arguments import Subparsers
+from .errors import UsageError
 from .output import safe, safe_lines
 
 
@@ -25,8 +26,14 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--index", required=True, help="the index whose model and pages to train on")
     p.add_argument(
         "--pairs",
-        required=True,
         help="JSONL {query, source, page} / {query, id}, or a BEIR folder (queries.jsonl + qrels/)",
+    )
+    p.add_argument(
+        "--pseudo-queries",
+        type=int,
+        metavar="N",
+        help="no labels: up to N queries per page sampled from the pages' stored text (sentences, key "
+        "phrases; weaker than real queries). Instead of --pairs",
     )
     p.add_argument("--out", required=True, help="new folder for the adapter (and checkpoints while running)")
     p.add_argument(
@@ -96,7 +103,14 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..finetune import TrainSettings, train
+    from ..finetune import TrainSettings, TrainUsageError, train
+
+    if args.pairs is None and args.pseudo_queries is None:
+        raise UsageError("give --pairs FILE (labelled pairs) or --pseudo-queries N (no labels)")
+    if args.pairs is not None and args.pseudo_queries is not None:
+        raise UsageError("--pairs and --pseudo-queries do not go together; give one of them")
+    if args.pseudo_queries is not None and args.pseudo_queries < 1:
+        raise UsageError(f"--pseudo-queries must be at least 1 (queries per page), got {args.pseudo_queries}")
 
     settings = TrainSettings(
         negatives=args.negatives,
@@ -118,18 +132,26 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         dpi=args.dpi,
     )
-    result = train(
-        args.index,
-        args.pairs,
-        args.out,
-        settings=settings,
-        save_steps=args.save_steps,
-        merge=args.merge,
-        device=args.device,
-        progress=not args.quiet,
-        keep_checkpoints=args.keep_checkpoints,
-        eval_pairs=args.eval_pairs,
-    )
+    try:
+        result = train(
+            args.index,
+            args.pairs,
+            args.out,
+            settings=settings,
+            save_steps=args.save_steps,
+            merge=args.merge,
+            device=args.device,
+            progress=not args.quiet,
+            keep_checkpoints=args.keep_checkpoints,
+            eval_pairs=args.eval_pairs,
+            pseudo_queries=args.pseudo_queries,
+        )
+    except TrainUsageError as err:  # e.g. --pseudo-queries on an index without text: exit 2
+        raise UsageError(str(err)) from err
+    if result.pseudo_queries is not None:
+        print(safe(result.pseudo_queries.line()), file=sys.stderr)
+    for line in result.memory_retries:
+        print(safe(line), file=sys.stderr)
     resumed = f" (resumed from {safe(result.resumed_from)})" if result.resumed_from else ""
     print(
         f"trained {result.family} for {result.steps} step(s){resumed} on {result.train_pairs} pair(s), "

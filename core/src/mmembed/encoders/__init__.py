@@ -7,6 +7,7 @@ from . import (  # noqa: F401 - each family module registers its family
     biqwen2,
     biqwen2_5,
     biqwen3_5,
+    colbert,
     colgemma3,
     colidefics3,
     colmodernvbert,

@@ -58,7 +58,11 @@ def _is_plain_qwen2_vl(facts: CheckpointFacts) -> bool:
 
 
 def matches(facts: CheckpointFacts) -> bool:
-    return _is_plain_qwen2_vl(facts) and ("BiQwen2" in facts.architectures or is_embedding_adapter(facts))
+    return (
+        _is_plain_qwen2_vl(facts)
+        and ("BiQwen2" in facts.architectures or is_embedding_adapter(facts))
+        and not matches_dse(facts)
+    )
 
 
 def is_sentence_transformers_model(facts: CheckpointFacts) -> bool:
@@ -66,9 +70,11 @@ def is_sentence_transformers_model(facts: CheckpointFacts) -> bool:
 
 
 def matches_dse(facts: CheckpointFacts) -> bool:
+    """A DSE checkpoint, or an embedding LoRA adapter over one (what ``mmembed train`` writes:
+    it keeps the DSE prompts it was trained with)."""
     return (
         _is_plain_qwen2_vl(facts)
-        and facts.adapter is None
+        and (facts.adapter is None or is_embedding_adapter(facts))
         and "Qwen2VLForConditionalGeneration" in facts.architectures
         and is_sentence_transformers_model(facts)
     )

@@ -25,7 +25,14 @@ MODEL_CONFIG = "config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # What dispatch needs from the Hub: configs, the shard index and the (small) adapter weights.
 _METADATA_PATTERNS = ["*.json", ADAPTER_WEIGHTS]
-_WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
+_WEIGHT_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.txt",
+    "*.jinja",
+    "*.model",
+    "artifact.metadata",
+]  # last: Stanford ColBERT
 
 
 class CheckpointNotFoundError(MMEmbedError):

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..types import Kind, MMEmbedError
+from . import st_visual
 from .checkpoint import CheckpointFacts
 from .colidefics3 import ColIdefics3Encoder
 from .registry import LoadRequest, ModelFamily, register_family
@@ -251,7 +252,7 @@ HF_FAMILY = register_family(
         dim=128,
         description="ColModernVBert in transformers' ColModernVBertForRetrieval layout",
         matches=matches_hf,
-        build=lambda request: _build(request, HF_FAMILY_ID),
+        build=lambda request: _build(st_visual.checked(request), HF_FAMILY_ID),  # ST v6 saves load too
         known_checkpoints=("ModernVBERT/colmodernvbert-merged",),
         notes=_NOTES + " transformers' ColModernVBertProcessor prompts and padding side.",
         options=OPTIONS,

@@ -23,12 +23,14 @@ from PIL import Image
 from torch import nn
 
 from ..types import EncoderInfo, MMEmbedError
+from . import st_visual
 from .checkpoint import CheckpointFacts
 from .colpali import square_patch_layout
 from .qwen_vl import apply_page_budget, qwen_patch_layout
 from .registry import LoadRequest, ModelFamily, register_family
 from .runtime import default_attention
 from .vlm import DEFAULT_BATCH_SIZE, Item, Prompt, Recipe, VLMEncoder, processor_folder, skipped_weight_init
+from .weights import merge_lora
 
 if TYPE_CHECKING:
     from ..explain import PatchLayout
@@ -88,16 +90,18 @@ def _model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k != "labels"}  # labels are for training
 
 
+def _wrapped_name(key: str) -> str:
+    """An adapter weight's name in :class:`RetrievalModel`: adapters over the wrapper (``mmembed
+    train``) say ``model.vlm...``, adapters over the ``*ForRetrieval`` class itself ``vlm...``."""
+    return key if key.startswith("model.") else f"model.{key}"
+
+
 def _build(request: LoadRequest, *, family_id: str, model_class: str, processor_class: str) -> VLMEncoder:
     import transformers
 
     facts = request.facts
+    st_visual.check_wrapper(facts)  # a sentence-transformers v6 save of this model loads too
     logger.info("loading %s as %s through transformers' %s", request.name, family_id, model_class)
-    if facts.adapter is not None:
-        raise MMEmbedError(
-            f"{facts.name}: a LoRA adapter over a transformers-native {family_id} checkpoint is not "
-            "supported; merge it first (peft's merge_and_unload(), then save_pretrained) and load that"
-        )
     attn = request.options.get("attn_implementation") or default_attention(request.device)
     with skipped_weight_init():  # from_pretrained also swaps torch's init functions
         model, loading = getattr(transformers, model_class).from_pretrained(
@@ -129,8 +133,11 @@ def _build(request: LoadRequest, *, family_id: str, model_class: str, processor_
         similarity="maxsim",
         revision=request.revision,
     )
+    wrapped = RetrievalModel(model)
+    if facts.adapter is not None:  # merged like every family's (e.g. what `mmembed train` writes)
+        merge_lora(wrapped, facts.adapter, _wrapped_name)
     return HFRetrievalEncoder(
-        RetrievalModel(model.eval().requires_grad_(False)).to(request.device),
+        wrapped.eval().requires_grad_(False).to(request.device),
         processor,
         recipe,
         info=info,

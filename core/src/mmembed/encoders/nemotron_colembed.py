@@ -48,7 +48,7 @@ from .qwen_vl import IMAGE_TOKEN, OPTIONS, QwenVLEncoder, apply_page_budget, ren
 from .registry import LoadRequest, ModelFamily, register_family
 from .runtime import default_attention
 from .vlm import DEFAULT_BATCH_SIZE, Item, Prompt, Recipe, processor_folder, skipped_weight_init
-from .weights import load_weights
+from .weights import load_weights, merge_lora
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ MAX_DOCUMENT_TOKENS = 4096
 RESERVED_TEXT_TOKENS = 100
 """Tokens kept free beside a page's image tokens (the reference's ``reserve_tokens_for_images``)."""
 _MARK = "\x00mmembed-text\x00"
+FINAL_NORM = "model.language_model.norm.weight"
+"""The final norm's weight in :class:`BidirectionalEmbedder`'s names (loaded, then bypassed)."""
 
 
 def matches(facts: CheckpointFacts) -> bool:
@@ -78,6 +80,9 @@ class BidirectionalEmbedder(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.model = backbone
+        self.skipped_norm_weight: torch.Tensor | None = None
+        """The final RMSNorm's weight once bypassed: a checkpoint keeps it (``mmembed train
+        --merge`` writes it back under :data:`FINAL_NORM`)."""
         text: Any = backbone.language_model  # Qwen3VLTextModel
         # transformers' mask factory builds a padding-only mask for a non-causal config;
         # the layer flags matter where no mask is materialised (SDPA / flash attention).
@@ -89,6 +94,9 @@ class BidirectionalEmbedder(nn.Module):
         """The reference reads the last layer's output before the final RMSNorm, whose
         weight the checkpoint still carries (so it is loaded first, then bypassed)."""
         text: Any = self.model.language_model
+        norm: Any = text.norm
+        if not isinstance(norm, nn.Identity):
+            self.skipped_norm_weight = norm.weight.detach().clone()
         text.norm = nn.Identity()
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
@@ -231,6 +239,8 @@ def build(request: LoadRequest) -> NemotronColEmbedEncoder:
         )
         model = BidirectionalEmbedder(backbone).to(request.dtype)
     load_weights(model, safetensors_files(facts.model_path), rename_weight, source=str(facts.model_path))
+    if facts.adapter is not None:  # e.g. what `mmembed train` writes: merged, like every family's
+        merge_lora(model, facts.adapter, rename_weight)
     model.skip_final_norm()
     model = model.eval().requires_grad_(False).to(request.device)
     # The processor configs' auto_map names NVIDIA's processor class: refuse its code (the

@@ -60,7 +60,7 @@ from .checkpoint import CheckpointFacts, safetensors_files
 from .registry import LoadRequest, ModelFamily, register_family
 from .runtime import default_attention, run_batched
 from .vlm import processor_folder, skipped_weight_init
-from .weights import load_weights
+from .weights import load_weights, merge_lora
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +304,19 @@ class OmniEmbedEncoder(Encoder):
         return self.audio_weight * audio + (1.0 - self.audio_weight) * video  # (1, dim)
 
     # -- inputs ----------------------------------------------------------------------
+
+    def query_inputs(self, queries: Sequence[str]) -> dict[str, Any]:
+        """Model inputs of text queries, as :meth:`encode_queries` builds them (``mmembed
+        train`` feeds these to the model it trains)."""
+        return self.processor_inputs(
+            [_Input(QUERY_PREFIX + self._text(q, f"query {i}"), f"query {i}") for i, q in enumerate(queries)]
+        )
+
+    def page_inputs(self, images: Sequence[Image.Image]) -> dict[str, Any]:
+        """Model inputs of page images, as :meth:`encode_images` builds them."""
+        return self.processor_inputs(
+            [self._document(image, PASSAGE_PREFIX, f"page {i}") for i, image in enumerate(images)]
+        )
 
     def _text(self, text: object, what: str) -> str:
         if not isinstance(text, str):
@@ -555,10 +568,6 @@ def build(request: LoadRequest) -> OmniEmbedEncoder:
 
     facts = request.facts
     options = dict(request.options)
-    if facts.adapter is not None:
-        raise MMEmbedError(
-            f"{facts.name}: a LoRA adapter over omni-embed-nemotron is not supported; merge it first"
-        )
     fusion = str(options.get("fusion") or "late")
     if fusion not in FUSIONS:
         raise MMEmbedError(f"fusion={fusion!r} is not one of {', '.join(FUSIONS)}")
@@ -581,6 +590,8 @@ def build(request: LoadRequest) -> OmniEmbedEncoder:
         thinker = Qwen2_5OmniThinkerModel._from_config(config, dtype=request.dtype, attn_implementation=attn)
         model = OmniEmbedder(thinker, bidirectional=attention == "bidirectional").to(request.dtype)
     load_weights(model, safetensors_files(facts.model_path), rename, source=str(facts.model_path))
+    if facts.adapter is not None:  # e.g. what `mmembed train` writes: merged, like every family's
+        merge_lora(model, facts.adapter, rename)
     model = model.eval().requires_grad_(False).to(request.device)
     # The config's auto_map names remote code: transformers must not offer to run it.
     processor = Qwen2_5OmniProcessor.from_pretrained(str(processor_folder(facts)), trust_remote_code=False)

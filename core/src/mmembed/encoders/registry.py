@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 
 import torch
 
-from ..types import Kind, MMEmbedError, Similarity
+from ..types import EncoderInfo, Kind, MMEmbedError, Similarity
 from .base import Encoder
 from .checkpoint import CheckpointFacts
 
@@ -147,3 +147,16 @@ def list_models() -> list[ModelListing]:
         )
         for f in families()
     ]
+
+
+def recorded_options(info: EncoderInfo) -> dict[str, Any]:
+    """The ``load_encoder`` options an index recorded with its encoder (``info.settings``,
+    e.g. Nomic's ``tiles``) that the family accepts: what reopening the index's own model
+    needs to give the same vectors. Empty for a family no longer registered."""
+    if not info.settings:
+        return {}
+    try:
+        accepted = set(get_family(info.family).options)
+    except UnknownModelError:
+        return {}
+    return {k: v for k, v in info.settings.items() if k in accepted}

@@ -23,9 +23,9 @@ reference in the tests), reproducing sentence-transformers 6.2's behaviour:
   models — on the tasks it names, documents by default; ``keep_only_token_ids`` on documents).
 
 Supported modules: ``Transformer`` (text, ``feature-extraction``, at the folder's root),
-``Dense``, ``Normalize``, ``MultiVectorMask``. Anything else (token pooling, routers, image
-inputs — ST-converted visual models load through their colpali checkpoint instead) is refused
-with the module's name. Scores are MaxSim sums (``meanmaxsim`` divides each query's scores by
+``Dense``, ``Normalize``, ``MultiVectorMask``. Anything else (token pooling, routers) is refused
+with the module's name. ST saves of visual ``*ForRetrieval`` models are not this family's: their
+native family loads them (:mod:`.st_visual`). Scores are MaxSim sums (``meanmaxsim`` divides each query's scores by
 its token count, which does not change a query's ranking).
 """
 
@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..types import EncoderInfo, MMEmbedError
+from . import st_visual
 from .base import Document, Encoder, checked_texts
 from .checkpoint import CheckpointFacts
 from .registry import LoadRequest, ModelFamily, register_family
@@ -81,7 +82,9 @@ def is_multi_vector_checkpoint(facts: CheckpointFacts) -> bool:
     if facts.adapter is not None or not (folder / MODULES).is_file() or not (folder / ST_CONFIG).is_file():
         return False
     settings = _read(folder / ST_CONFIG)
-    return isinstance(settings, dict) and settings.get("model_type") == "MultiVectorEncoder"
+    if not isinstance(settings, dict) or settings.get("model_type") != "MultiVectorEncoder":
+        return False
+    return not st_visual.is_wrapper(folder)  # a visual retriever: its native *_hf family loads it
 
 
 @dataclass(frozen=True)
@@ -416,8 +419,8 @@ FAMILY = register_family(
             "Text only: queries and text documents (no page images). Saved by sentence-transformers v6 "
             "(modules.json + config_sentence_transformers.json with model_type MultiVectorEncoder); "
             "Transformer / Dense / Normalize / MultiVectorMask pipelines run without sentence-transformers. "
-            "Checkpoints in PyLate's or Stanford ColBERT's own formats need one re-save with "
-            "sentence-transformers v6 (MultiVectorEncoder(path).save(folder))."
+            "Checkpoints in PyLate's or Stanford ColBERT's own formats load as saved: families "
+            "pylate_colbert / stanford_colbert."
         ),
         options=OPTIONS,
     )

@@ -14,11 +14,20 @@ _EXPORTS = {
     "train": "mmembed.finetune.api",
     "TrainError": "mmembed.finetune.api",
     "TrainResult": "mmembed.finetune.api",
+    "TrainUsageError": "mmembed.finetune.api",
     "TrainSettings": "mmembed.finetune.settings",
     "UntrainableFamilyError": "mmembed.finetune.families",
     "PairsError": "mmembed.finetune.pairs",
 }
-__all__ = ["PairsError", "TrainError", "TrainResult", "TrainSettings", "UntrainableFamilyError", "train"]
+__all__ = [
+    "PairsError",
+    "TrainError",
+    "TrainResult",
+    "TrainSettings",
+    "TrainUsageError",
+    "UntrainableFamilyError",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -31,7 +40,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from .api import TrainError, TrainResult, train
+    from .api import TrainError, TrainResult, TrainUsageError, train
     from .families import UntrainableFamilyError
     from .pairs import PairsError
     from .settings import TrainSettings

@@ -8,16 +8,19 @@ the steps themselves live in the sibling modules (pairs, heldout, mining, traine
 >>> print(result.table())                                                           # doctest: +SKIP
 >>> encoder = mmembed.load_encoder("my-adapter")                                    # doctest: +SKIP
 
-Steps: read and check the pairs against the index; hold out a share of the pages; mine
+Steps: read and check the pairs against the index (or sample pseudo-queries from the pages'
+stored text, :mod:`~mmembed.finetune.pseudo`); hold out a share of the pages; mine
 hard negatives from the index with the model it was built with (positive-aware, saved);
 evaluate the untrained model on the held-out split; train LoRA (transformers ``Trainer``,
-checkpoints under ``<out>/checkpoints``; re-running the same command resumes the last one);
+checkpoints under ``<out>/checkpoints``; re-running the same command resumes the last one;
+out of memory halves the batch, :mod:`~mmembed.finetune.memory`);
 write the adapter folder, load it back with :func:`mmembed.load_encoder` and evaluate it.
 Nothing is written to ``out`` before the first checkpoint, and a bad input fails before any.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,14 +36,16 @@ import torch
 from ..encoders.base import Encoder
 from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
-from ..types import MMEmbedError, PageRecord
+from ..types import EncoderInfo, MMEmbedError, PageRecord
 from . import output
-from .families import NOT_YET, TrainableEncoder, UntrainableFamilyError, refusal
+from .families import REFUSED, TrainableEncoder, UntrainableFamilyError, refusal, refused_family
 from .heldout import evaluate_held_out
+from .memory import BatchPlan, is_out_of_memory, smallest_batch, train_with_halving
 from .mining import MinedQuery, mine_hard_negatives, write_mined
 from .pages import PageImages
-from .pairs import PairsError, PairSplit, TrainPair, positives_by_query, read_pairs, split_pairs
-from .sampling import SourceBatchSampler, source_of
+from .pairs import MIN_PAIRS, PairsError, PairSplit, TrainPair, positives_by_query, read_pairs, split_pairs
+from .pseudo import PseudoQuerySummary, page_texts, sample_pseudo_queries
+from .sampling import SourceBatchSampler, missing_metadata_key, source_key_error, source_of
 from .settings import TrainSettings
 from .trainer import Example, LoraSettings, PairCollator, build_trainer, wrap_with_lora
 
@@ -51,6 +56,12 @@ RUN_FILE = "run.json"
 
 class TrainError(MMEmbedError):
     """A training run that cannot start or continue (the message says what to change)."""
+
+
+class TrainUsageError(TrainError):
+    """Arguments no run could take (``pseudo_queries=0``, pairs and pseudo-queries together,
+    pseudo-queries from an index without text); raised before the model is opened. The CLI
+    reports it as a usage error (exit code 2)."""
 
 
 @dataclass
@@ -68,8 +79,17 @@ class TrainResult:
     before: EvalReport | None
     after: EvalReport | None
     settings: TrainSettings
+    losses: list[float] = field(default_factory=list)
+    """The loss of each step this call ran (a resumed run: the steps after the checkpoint)."""
     trained: TrainedModel | None = field(default=None, repr=False)
     """The in-memory trained model (its embeddings are what the saved adapter reproduces)."""
+    pseudo_queries: PseudoQuerySummary | None = None
+    """What ``pseudo_queries=N`` sampled (and skipped), or ``None`` for a pairs file."""
+    batch_size: int = 0
+    """The batch size the run finished with (smaller than asked after out-of-memory)."""
+    gradient_accumulation_steps: int = 0
+    memory_retries: list[str] = field(default_factory=list)
+    """One line per out-of-memory retry (batch halved, accumulation doubled)."""
 
     def table(self) -> str:
         """Held-out metrics before and after, side by side (``mmembed eval``'s table)."""
@@ -104,7 +124,7 @@ class TrainedModel:
 
 def train(
     index: str | os.PathLike[str] | IndexBackend,
-    pairs: str | os.PathLike[str],
+    pairs: str | os.PathLike[str] | None,
     out: str | os.PathLike[str],
     *,
     settings: TrainSettings | None = None,
@@ -114,14 +134,24 @@ def train(
     progress: bool = False,
     keep_checkpoints: bool = False,
     eval_pairs: str | os.PathLike[str] | None = None,
+    pseudo_queries: int | None = None,
     **options: Any,
 ) -> TrainResult:
     """Fine-tune the model of ``index`` on ``pairs`` and write a LoRA adapter folder to ``out``
     (see module docstring). ``options`` are :class:`TrainSettings` fields (``negatives=4``,
     ``max_steps=200``, ...), an alternative to passing ``settings``. ``eval_pairs``: a pairs
     file for the before / after evaluation instead of holding out ``eval_fraction`` of the
-    pages (its pages must not be in ``pairs``)."""
+    pages (its pages must not be in ``pairs``). ``pseudo_queries=N`` (with ``pairs=None``):
+    no labels, up to ``N`` queries sampled from each page's stored text instead
+    (:mod:`mmembed.finetune.pseudo`; weaker than real queries).
+
+    >>> mmembed.train("my_index", None, "my-adapter", pseudo_queries=3)  # doctest: +SKIP
+    """
     settings = _settings(settings, options)
+    _check_data_arguments(pairs, pseudo_queries)
+    bad_key = source_key_error(settings.source_key)
+    if bad_key is not None:
+        raise TrainUsageError(bad_key)
     try:
         import accelerate  # noqa: F401 - transformers' Trainer needs it
     except ImportError as err:
@@ -129,6 +159,7 @@ def train(
             "training runs on transformers' Trainer, which needs accelerate: pip install 'mmembed-core[train]'"
         ) from err
     out = Path(out).expanduser().absolute()
+    out_existed = out.exists()
     opened = None
     if not isinstance(index, IndexBackend):
         from ..index import open_index
@@ -137,7 +168,7 @@ def train(
     try:
         return _train(
             index,
-            Path(pairs),
+            Path(pairs) if pairs is not None else None,
             out,
             settings,
             save_steps=save_steps,
@@ -146,16 +177,76 @@ def train(
             progress=progress,
             keep_checkpoints=keep_checkpoints,
             eval_pairs=Path(eval_pairs) if eval_pairs is not None else None,
+            pseudo_queries=pseudo_queries,
         )
-    except torch.OutOfMemoryError as err:
-        raise TrainError(
-            f"out of memory at batch size {settings.batch_size} with {settings.negatives} hard negative(s) per "
-            f"pair: lower --batch-size (e.g. {max(2, settings.batch_size // 2)}) or --negatives, or add "
-            "--gradient-checkpointing. Checkpoints already saved are kept; the same command resumes."
-        ) from err
+    except BaseException as err:
+        # Nothing left in ``out`` unless the run checkpointed (then the same command resumes)
+        # or finished training (its adapter is there).
+        if (
+            not out_existed
+            and out.is_dir()
+            and not (out / output.ADAPTER_CONFIG).is_file()
+            and _last_complete_checkpoint(out / output.CHECKPOINTS) is None
+        ):
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(err, Exception) and not isinstance(err, MMEmbedError) and is_out_of_memory(err):
+            raise TrainError(  # outside the training loop: mining or evaluation
+                f"out of memory outside the training loop (mining hard negatives or evaluating): lower --dpi "
+                f"(now {settings.dpi:g}) or --negatives (now {settings.negatives}), or use a device with more "
+                "memory. Checkpoints already saved are kept; the same command resumes."
+            ) from err
+        raise
     finally:
         if opened is not None:
             opened.close()
+
+
+def _check_data_arguments(pairs: object, pseudo_queries: object) -> None:
+    """Exactly one source of training queries, and a positive count of pseudo-queries."""
+    if pseudo_queries is None:
+        if pairs is None:
+            raise TrainUsageError("give training pairs (--pairs FILE) or --pseudo-queries N (no labels)")
+        return
+    if pairs is not None:
+        raise TrainUsageError(
+            "--pairs and --pseudo-queries do not go together: pseudo-queries are for an index without "
+            "labelled pairs; give one of them"
+        )
+    if isinstance(pseudo_queries, bool) or not isinstance(pseudo_queries, int) or pseudo_queries < 1:
+        raise TrainUsageError(
+            f"--pseudo-queries must be a whole number of queries per page >= 1, got {pseudo_queries!r}"
+        )
+
+
+def _pseudo_pairs(
+    index: IndexBackend, records: list[PageRecord], per_page: int, seed: int, index_path: str
+) -> tuple[list[TrainPair], PseudoQuerySummary]:
+    """Pseudo-query pairs from the index's stored page text (before any model is opened)."""
+    texts = page_texts(index, records)
+    if texts is None:
+        raise TrainUsageError(
+            f"--pseudo-queries samples queries from the pages' stored text, and the index at {index_path} "
+            f"({type(index).__name__}) stores none; give --pairs, or train on an embedded index folder"
+        )
+    pairs, summary = sample_pseudo_queries(texts, per_page, seed=seed)
+    if summary.pages_with_queries == 0:
+        why = (
+            "stores no page text"
+            if summary.pages_with_too_little_text == 0
+            else f"has no page with enough text ({summary.pages_with_too_little_text} page(s) too short)"
+        )
+        raise TrainUsageError(
+            f"--pseudo-queries: the index at {index_path} {why} ({summary.pages_without_text} of {len(records)} "
+            "page(s) without text: scans and images have no text layer, and indexes built before text was "
+            f"stored need `mmembed index --backfill-text --index {index_path}`). Give labelled --pairs instead."
+        )
+    if len(pairs) < MIN_PAIRS:
+        raise PairsError(
+            f"--pseudo-queries: only {len(pairs)} query could be sampled from the index's text; "
+            f"training needs at least {MIN_PAIRS}. Give labelled --pairs instead."
+        )
+    logger.info("%s", summary.line())
+    return pairs, summary
 
 
 def _settings(settings: TrainSettings | None, options: dict[str, Any]) -> TrainSettings:
@@ -171,7 +262,7 @@ def _settings(settings: TrainSettings | None, options: dict[str, Any]) -> TrainS
 
 def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     """The index's model, loaded for this run only (never the shared cached encoder: training
-    changes its module)."""
+    changes its module), with the family options the index recorded (as search loads it)."""
     from ..encoders.cache import _load
     from ..encoders.runtime import resolve_device, resolve_dtype
 
@@ -179,9 +270,21 @@ def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     refuse_remote_code(info.name, info.family)
     resolved = resolve_device(device)
     dtype = torch.float32 if resolved.type == "cpu" else resolve_dtype(None, resolved)
-    encoder = _load(info.name, info.revision, None, resolved, dtype, {})
+    encoder = _load(info.name, info.revision, None, resolved, dtype, recorded_options(info))
     index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
     return encoder
+
+
+def recorded_options(info: EncoderInfo) -> dict[str, Any]:
+    """The family options the index recorded (Omni's ``audio_weight``, Nomic's ``tiles``):
+    what its model, and an adapter trained from it, are loaded with."""
+    from ..encoders import UnknownModelError, get_family
+
+    try:
+        accepted = set(get_family(info.family).options)
+    except UnknownModelError:
+        accepted = set()
+    return {k: v for k, v in (info.settings or {}).items() if k in accepted}
 
 
 def refuse_remote_code(name: str, family: str) -> None:
@@ -189,12 +292,7 @@ def refuse_remote_code(name: str, family: str) -> None:
     from ..encoders import remote_code
 
     if family == remote_code.FAMILY_ID:
-        raise UntrainableFamilyError(
-            f"the index's model {name!r} runs its own code (trust_remote_code) and cannot be fine-tuned "
-            "by mmembed train: mmembed cannot tell which of its modules are the language model nor "
-            "reproduce its training inputs. Use its authors' training scripts, or index with a natively "
-            "supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)."
-        )
+        raise refused_family(name, family)
 
 
 def _digest(pairs: Sequence[TrainPair]) -> str:
@@ -244,7 +342,7 @@ def _check_out(out: Path, run: dict[str, Any]) -> str | None:
 
 def _train(
     index: IndexBackend,
-    pairs_path: Path,
+    pairs_path: Path | None,
     out: Path,
     settings: TrainSettings,
     *,
@@ -254,21 +352,37 @@ def _train(
     progress: bool,
     keep_checkpoints: bool,
     eval_pairs: Path | None,
+    pseudo_queries: int | None = None,
 ) -> TrainResult:
     from transformers import TrainerCallback, TrainingArguments
 
     index_path = str(getattr(index, "path", index.encoder.name))
     refuse_remote_code(index.encoder.name, index.encoder.family)
-    if index.encoder.family in NOT_YET:  # refused before the model is even loaded
-        raise UntrainableFamilyError(
-            f"the index's model {index.encoder.name!r} (family {index.encoder.family}) cannot be fine-tuned: "
-            f"{NOT_YET[index.encoder.family]}"
-        )
+    if index.encoder.family in REFUSED:  # refused before the model is even loaded
+        raise refused_family(index.encoder.name, index.encoder.family)
     all_records = list(index.records())
     records: dict[str, PageRecord] = {r.id: r for r in all_records}
-    pairs = read_pairs(pairs_path, all_records, index_path=index_path)
+    pseudo: PseudoQuerySummary | None = None
+    if pairs_path is None:
+        assert pseudo_queries is not None  # checked by train()
+        pairs, pseudo = _pseudo_pairs(index, all_records, pseudo_queries, settings.seed, index_path)
+        pairs_name = f"pseudo-queries:{pseudo_queries}"
+    else:
+        pairs = read_pairs(pairs_path, all_records, index_path=index_path)
+        pairs_name = str(pairs_path.absolute())
     if eval_pairs is not None:
         held_out = read_pairs(eval_pairs, all_records, index_path=index_path)
+        if pseudo is not None:  # real held-out pairs: their pages get no pseudo-queries
+            held_pages = {p.page_id for p in held_out}
+            pairs = [p for p in pairs if p.page_id not in held_pages]
+            pseudo = dataclasses.replace(
+                pseudo, queries=len(pairs), pages_with_queries=len({p.page_id for p in pairs})
+            )
+            if len(pairs) < MIN_PAIRS:
+                raise PairsError(
+                    f"--pseudo-queries leaves {len(pairs)} training pair(s) once the pages of {eval_pairs} are "
+                    "held out; index more pages with text"
+                )
         shared = sorted({p.page_id for p in held_out} & {p.page_id for p in pairs})
         if shared:
             raise PairsError(
@@ -280,10 +394,13 @@ def _train(
         split = split_pairs(pairs, settings.eval_fraction, seed=settings.seed)
     known = positives_by_query([*pairs, *split.held_out])
     source_of_page = {pid: source_of(records[pid], settings.source_key) for pid in records}
+    no_key = missing_metadata_key(settings.source_key, [records[p.page_id] for p in split.train])
+    if no_key is not None and settings.sampling == "same-source":
+        raise TrainError(no_key)
     run = {
         "index": index_path,
         "model": index.encoder.name,
-        "pairs": str(pairs_path.absolute()),
+        "pairs": pairs_name,
         "pairs_digest": _digest(pairs),
         "eval_pairs_digest": _digest(split.held_out),
         "settings": asdict(settings),
@@ -323,14 +440,22 @@ def _train(
     for page in sorted({n.id for row in mined for n in row.negatives}):
         images.check(page)
     examples = [Example(row.query, row.positive, tuple(n.id for n in row.negatives)) for row in mined]
-    sampler = SourceBatchSampler(
-        [source_of_page[e.positive] for e in examples],
-        [e.positive for e in examples],
-        settings.batch_size,
-        sampling=settings.sampling,
-        seed=settings.seed,
-    )
-    if len(sampler) == 0:
+    saved_run = json.loads((out / RUN_FILE).read_text(encoding="utf-8")) if resume_from else {}
+    plan = BatchPlan(settings.batch_size, settings.gradient_accumulation_steps)
+    if "batch" in saved_run:  # an earlier attempt of this run halved the batch on out of memory
+        plan = BatchPlan(**saved_run["batch"])
+
+    def sampler_for(batch_size: int) -> SourceBatchSampler:
+        return SourceBatchSampler(
+            [source_of_page[e.positive] for e in examples],
+            [e.positive for e in examples],
+            batch_size,
+            sampling=settings.sampling,
+            seed=settings.seed,
+            single=batch_size < 2,
+        )
+
+    if len(sampler_for(plan.batch_size)) == 0:
         raise TrainError(
             f"{len(examples)} training pair(s) make no batch of 2 different pages; give more pairs"
         )
@@ -340,6 +465,7 @@ def _train(
         LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout),
         seed=settings.seed,
     )
+    untrained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     if settings.gradient_checkpointing:
         backbone = getattr(trainable.module, "model", None)
         if backbone is not None and hasattr(backbone, "gradient_checkpointing_enable"):
@@ -347,7 +473,8 @@ def _train(
     collator = PairCollator(trainable, examples, images, known)
 
     summary_data = {
-        "pairs": str(pairs_path),
+        "pairs": str(pairs_path) if pairs_path is not None else pairs_name,
+        "pseudo_queries": pseudo.to_json() if pseudo is not None else None,
         "train_pairs": len(split.train),
         "train_pages": len({p.page_id for p in split.train}),
         "sources": len({source_of_page[p.page_id] for p in split.train}),
@@ -356,52 +483,86 @@ def _train(
         "negatives": sum(len(row.negatives) for row in mined),
         "too_close": sum(len(row.too_close) for row in mined),
     }
+    in_use = [plan]
 
     class SaveRunState(TrainerCallback):  # type: ignore[misc]
-        """With the first checkpoint, ``out`` gets what a resumed run needs to read back."""
+        """With each checkpoint, ``out`` gets what a resumed run needs to read back."""
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if not (out / RUN_FILE).is_file():
+            if not (out / output.NEGATIVES_FILE).is_file():
                 write_mined(out / output.NEGATIVES_FILE, mined)
-                output.write_json(
-                    out / RUN_FILE, {"run": run, "before": before.to_json() if before else None}
-                )
+            output.write_json(
+                out / RUN_FILE,
+                {"run": run, "before": before.to_json() if before else None, "batch": asdict(in_use[0])},
+            )
 
     on_cpu = encoder.device.type == "cpu"
-    args = TrainingArguments(
-        output_dir=str(out / output.CHECKPOINTS),
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps if settings.max_steps is not None else -1,
-        learning_rate=settings.learning_rate,
-        warmup_steps=settings.warmup_steps,
-        lr_scheduler_type="linear",
-        logging_steps=max(1, min(10, save_steps)),
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=2,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        report_to="none",
-        remove_unused_columns=False,
-        label_names=[],
-        dataloader_num_workers=0,
-        disable_tqdm=not progress,
-        use_cpu=on_cpu,
-        bf16=not on_cpu and encoder.dtype == torch.bfloat16,
+
+    def attempt(plan: BatchPlan, resume: str | None) -> Any:
+        in_use[0] = plan
+        args = TrainingArguments(
+            output_dir=str(out / output.CHECKPOINTS),
+            per_device_train_batch_size=plan.batch_size,
+            gradient_accumulation_steps=plan.accumulation,
+            num_train_epochs=settings.epochs,
+            max_steps=settings.max_steps if settings.max_steps is not None else -1,
+            learning_rate=settings.learning_rate,
+            warmup_steps=settings.warmup_steps,
+            lr_scheduler_type="linear",
+            logging_steps=max(1, min(10, save_steps)),
+            save_strategy="steps",
+            save_steps=save_steps,
+            save_total_limit=2,
+            seed=settings.seed,
+            data_seed=settings.seed,
+            report_to="none",
+            remove_unused_columns=False,
+            label_names=[],
+            dataloader_num_workers=0,
+            disable_tqdm=not progress,
+            use_cpu=on_cpu,
+            bf16=not on_cpu and encoder.dtype == torch.bfloat16,
+        )
+        trainer = build_trainer(
+            trainable=trainable,
+            model=model,
+            examples=examples,
+            sampler=sampler_for(plan.batch_size),
+            collator=collator,
+            args=args,
+            temperature=settings.temperature,
+            callbacks=[SaveRunState()],
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    def restart() -> str | None:
+        """The untrained LoRA weights back (a checkpoint, if any, then loads over them)."""
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in untrained:
+                    parameter.copy_(untrained[name])
+                    parameter.grad = None
+        last = _last_complete_checkpoint(out / output.CHECKPOINTS)
+        return str(last) if last is not None else None
+
+    def give_up(plan: BatchPlan, err: BaseException) -> TrainError:
+        return TrainError(
+            f"out of memory even at {plan.describe()} (asked for batch size {settings.batch_size}; the batch "
+            f"halves on out of memory down to {plan.batch_size}): lower --negatives (now {settings.negatives}) "
+            f"or --dpi (now {settings.dpi:g}: pages are rendered at this resolution), add "
+            "--gradient-checkpointing, or use a device with more memory. Checkpoints already saved are kept; "
+            f"the same command resumes. ({type(err).__name__}: {str(err)[:200]})"
+        )
+
+    trainer, plan, memory_retries = train_with_halving(
+        attempt,
+        plan,
+        floor=smallest_batch(settings.negatives),
+        resume_from=resume_from,
+        restart=restart,
+        give_up=give_up,
     )
-    trainer = build_trainer(
-        trainable=trainable,
-        model=model,
-        examples=examples,
-        sampler=sampler,
-        collator=collator,
-        args=args,
-        temperature=settings.temperature,
-        callbacks=[SaveRunState()],
-    )
-    trainer.train(resume_from_checkpoint=resume_from)
     steps = int(trainer.state.global_step)
     model.eval()
 
@@ -414,7 +575,9 @@ def _train(
     facts = _facts(encoder.info.name, encoder.info.revision)
     base = encoder.info.name
     if facts.adapter is not None:  # LoRA over LoRA: the new adapter's base is the merged start
-        output.write_untrained_base(model, facts, staging / output.BASE)
+        output.write_untrained_base(
+            model, facts, staging / output.BASE, to_checkpoint=trainable.checkpoint_state
+        )
         base = str(out / output.BASE)  # where it is once moved in
     output.write_adapter(model, staging, base=base)
     output.copy_processor_files(facts, staging)
@@ -428,9 +591,12 @@ def _train(
     trained = TrainedModel(trainable, model)
     after = None
     if split.held_out:
-        from ..encoders import load_encoder
+        from ..encoders.cache import _load
 
-        reloaded = load_encoder(out, device=encoder.device, dtype=encoder.dtype)
+        # Not through the shared cache: the adapter's fingerprint covers the folder's .json
+        # files, and training.json is written below; a cached encoder fingerprinted now would
+        # not match the index built later with the finished folder (EncoderMismatchError).
+        reloaded = _load(str(out), None, None, encoder.device, encoder.dtype, recorded_options(index.encoder))
         after = evaluate_held_out(reloaded, split.held_out, records, images, name="after")
 
     merged_path = None
@@ -449,12 +615,15 @@ def _train(
         },
         "before": before.to_json() if before else None,
         "after": after.to_json() if after else None,
+        "batch": {**asdict(plan), "out_of_memory_retries": memory_retries},
     }
     table = format_table([before, after]) if before and after else ""
     output.write_json(out / output.TRAINING_JSON, summary)
     (out / output.CARD).write_text(output.model_card(summary, table), encoding="utf-8")
     if merge:
-        merged_path = output.write_merged(output.merged_module(model), facts, out / output.MERGED)
+        merged_path = output.write_merged(
+            output.merged_module(model), facts, out / output.MERGED, to_checkpoint=trainable.checkpoint_state
+        )
         trained = TrainedModel(trainable, trainable.module)
     (out / RUN_FILE).unlink(missing_ok=True)
     if not keep_checkpoints:
@@ -471,7 +640,12 @@ def _train(
         before=before,
         after=after,
         settings=settings,
+        losses=list(trainer.step_losses),
         trained=trained,
+        pseudo_queries=pseudo,
+        batch_size=plan.batch_size,
+        gradient_accumulation_steps=plan.accumulation,
+        memory_retries=memory_retries,
     )
 
 

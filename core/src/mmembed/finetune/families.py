@@ -1,22 +1,24 @@
 """Which served families can be fine-tuned, and how a family's encoder is trained.
 
-Every vision-language retriever mmembed runs natively (ColQwen2 / 2.5 / 3, BiQwen2 / 2.5,
-DSE, ColPali, ColIdefics3 / ColSmol, Nemotron ColEmbed and the transformers-native ColPali
-/ ColQwen2 classes) is one :class:`~mmembed.encoders.vlm.Embedder`: a VLM backbone plus a
-retrieval head, fed by the family's own prompts and processor. Training reuses exactly that
-path, so what is trained is what is served: LoRA on the language model's projections (and
-on the projection head when there is one), the vision tower frozen.
+Every vision-language retriever mmembed runs natively (ColQwen2 / 2.5 / 3 / 3.5, BiQwen2 /
+2.5 / 3.5, DSE, ColPali, ColIdefics3 / ColSmol, ColModernVBert / BiModernVBert, ColGemma3 /
+BiGemma3, ColQwen2.5-Omni, Nemotron ColEmbed and transformers' own ColPali / ColQwen2 /
+ColModernVBert classes) is one :class:`~mmembed.encoders.vlm.VLMEncoder`: a VLM backbone
+plus a retrieval head, fed by the family's own prompts and processor. Training reuses
+exactly that path, so what is trained is what is served: LoRA on every linear layer of the
+language model (``q/k/v/o/gate/up/down_proj`` in Qwen / Gemma / Llama, ``Wqkv / Wo / Wi`` in
+ModernBERT) and on the projection head when there is one; the vision and audio towers and
+the connector stay frozen. Omni-Embed-Nemotron (a Qwen2.5-Omni Thinker, not a VLMEncoder)
+trains the same way on its own chat-template inputs (text queries, page images), its vision
+and audio towers frozen.
 
-Families built differently are refused with the reason: checkpoints running their own code
-(``trust_remote_code``) — mmembed cannot know which of their modules is the language model
-nor how they pad — and the Nomic v1.5 / Omni-Embed-Nemotron encoders, whose training path
-is not written yet.
+Families built differently are refused, each with its reason in :data:`REFUSED` (the
+registry test fails when a new family is neither trained nor listed there).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,68 +26,119 @@ from PIL import Image
 from torch import nn
 
 from ..encoders.base import Encoder
+from ..encoders.hf_retrieval import RetrievalModel
+from ..encoders.nemotron_colembed import FINAL_NORM as NEMOTRON_FINAL_NORM
+from ..encoders.nemotron_colembed import BidirectionalEmbedder
+from ..encoders.omni_embed import OmniEmbedEncoder
 from ..encoders.vlm import VLMEncoder
 from ..types import MMEmbedError
 
-LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""The language model's linear layers LoRA adapts (colpali-engine's and Nomic's targets)."""
 LANGUAGE_MODEL_NAMES = ("language_model", "text_model")
 """Attribute names transformers gives the language model inside a VLM backbone."""
-HEAD = "custom_text_proj"
+HEADS = ("custom_text_proj", "embedding_proj_layer")
+"""The retrieval head: colpali-engine's name, transformers' ``*ForRetrieval`` name."""
 
-
-TRAINABLE_FAMILIES = frozenset(
-    {"colqwen2_5", "biqwen2_5", "colqwen2", "biqwen2", "colqwen3", "colpali", "colidefics3"}
-)
-"""Families whose saved adapter reloads into the in-training model (checked on tiny checkpoints)."""
-NOT_YET = {
-    "colpali_hf": "mmembed does not load LoRA adapters over transformers-native ColPali checkpoints yet",
-    "colqwen2_hf": "mmembed does not load LoRA adapters over transformers-native ColQwen2 checkpoints yet",
-    "dse_qwen2": (
-        "an adapter over a DSE checkpoint would load as BiQwen2 (another prompt recipe), not as DSE"
+REFUSED: dict[str, str] = {
+    "remote_code": (
+        "it runs its own code (trust_remote_code), so mmembed cannot tell which of its modules "
+        "are the language model nor reproduce its training inputs; fine-tune it with its authors' "
+        "training scripts, or pick a natively supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)"
     ),
-    "nemotron_colembed": (
-        "its bidirectional backbone reloaded from an adapter does not reproduce the in-training "
-        "vectors yet (off by 1e-2 on the tiny checkpoint)"
+    "nomic_v1_5": (
+        "Nomic Embed v1.5 is two separate towers (a text BERT encodes queries, a vision ViT pages), "
+        "not a VLM with a language model to put LoRA on, and an adapter over its text tower would "
+        "need its own loading path (text_model=), which is not written. Use ColNomic (colqwen2_5) "
+        "for trainable page retrieval"
     ),
+    "st_multi_vector": (
+        "sentence-transformers text checkpoints index text, and mmembed train re-encodes the "
+        "index's pages as images; train them with sentence-transformers' own MultiVectorEncoder "
+        "trainer"
+    ),
+    **{
+        family: (
+            f"{name} ColBERT checkpoints index text, and mmembed train re-encodes the index's pages "
+            "as images; train them with PyLate (or sentence-transformers' MultiVectorEncoder trainer)"
+        )
+        for family, name in (("pylate_colbert", "PyLate"), ("stanford_colbert", "Stanford"))
+    },
 }
+"""Families ``mmembed train`` refuses, with why (shown in the error and in docs/fine-tune.md)."""
 
 
 class UntrainableFamilyError(MMEmbedError):
     """The index's model family cannot be fine-tuned by ``mmembed train``."""
 
 
-@dataclass
-class Batch:
-    """Model inputs: the processor's output and which rows are real tokens."""
-
-    inputs: dict[str, torch.Tensor]
-
-
 class TrainableEncoder:
     """An encoder's trainable module and its inputs (see module docstring)."""
 
     def __init__(self, encoder: Encoder) -> None:
-        if not isinstance(encoder, VLMEncoder) or encoder.info.family not in TRAINABLE_FAMILIES:
+        if not isinstance(encoder, VLMEncoder | OmniEmbedEncoder) or encoder.info.family in REFUSED:
             raise refusal(encoder)
         self.encoder = encoder
         self.module: nn.Module = encoder.model
         self.kind = encoder.info.kind
         self.language_model = language_model_prefix(self.module, encoder.info.family)
 
+    def head(self) -> str | None:
+        """Name of the retrieval head module, if the family has one."""
+        for name, _ in self.module.named_modules():
+            if name.rsplit(".", 1)[-1] in HEADS:
+                return name
+        return None
+
+    def lora_projections(self) -> list[str]:
+        """Leaf names of the language model's linear layers (what LoRA adapts)."""
+        prefix = self.language_model + "."
+        return sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, module in self.module.named_modules()
+                if name.startswith(prefix) and isinstance(module, nn.Linear)
+            }
+        )
+
     def lora_target_regex(self) -> str:
-        """PEFT ``target_modules`` (full-match regex): the language model's projections and
-        the retrieval head; never the vision tower."""
-        projections = "|".join(LORA_PROJECTIONS)
+        """PEFT ``target_modules`` (full-match regex): the language model's linear layers and
+        the retrieval head; never a vision or audio tower nor the connector."""
+        projections = "|".join(re.escape(p) for p in self.lora_projections())
         pattern = rf"{re.escape(self.language_model)}\..*\.({projections})"
-        if self.kind == "multi" and any(name == HEAD for name, _ in self.module.named_children()):
-            pattern = rf"({pattern}|{HEAD})"
+        head = self.head()
+        if self.kind == "multi" and head is not None:
+            pattern = rf"({pattern}|{re.escape(head)})"
         return pattern
+
+    def frozen_towers(self) -> list[str]:
+        """The backbone's modules outside the language model: vision / audio towers and
+        connectors, frozen during training."""
+        parent, _, _ = self.language_model.rpartition(".")
+        backbone = self.module.get_submodule(parent) if parent else self.module
+        head = self.head()
+        return [
+            f"{parent}.{name}" if parent else name
+            for name, child in backbone.named_children()
+            if (f"{parent}.{name}" if parent else name) not in (self.language_model, head)
+            and any(True for _ in child.parameters())
+        ]
+
+    def checkpoint_state(self, module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``module``'s state dict -> the weights a checkpoint of the family holds (what
+        ``--merge`` writes). Most families load their module's own names; transformers'
+        ``*ForRetrieval`` checkpoints lack the serving wrapper's ``model.`` prefix, and
+        Nemotron ColEmbed's checkpoint keeps the final norm its served module bypasses."""
+        if isinstance(module, RetrievalModel):
+            return {k.removeprefix("model."): v for k, v in state.items()}
+        if isinstance(module, BidirectionalEmbedder) and module.skipped_norm_weight is not None:
+            return {**state, NEMOTRON_FINAL_NORM: module.skipped_norm_weight}
+        return state
 
     # -- inputs (the family's own prompts and processor) ------------------------------
 
     def query_inputs(self, queries: list[str]) -> dict[str, torch.Tensor]:
         encoder = self.encoder
+        if isinstance(encoder, OmniEmbedEncoder):
+            return encoder.query_inputs(queries)
         items = [encoder._text_item(encoder.recipe.query, q, f"query {i}") for i, q in enumerate(queries)]
         if any(item.image is not None for item in items):  # DSE pairs text with a blank image
             return encoder.image_inputs(
@@ -95,6 +148,8 @@ class TrainableEncoder:
 
     def page_inputs(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
         encoder = self.encoder
+        if isinstance(encoder, OmniEmbedEncoder):
+            return encoder.page_inputs(images)
         recipe = encoder.recipe
         items = [
             encoder._image_item(recipe.page, recipe.page_text, image, f"page {i}")
@@ -108,9 +163,12 @@ class TrainableEncoder:
         """``module`` (the trained wrapper of :attr:`module`) on ``inputs``: ``(B, T, D)``
         L2-normalised token vectors (multi-vector; padded rows included, see the mask) or
         ``(B, D)`` (single-vector)."""
-        moved = {k: v.to(self.encoder.device) for k, v in inputs.items()}
-        if "pixel_values" in moved:
-            moved["pixel_values"] = moved["pixel_values"].to(self.encoder.dtype)
+        moved = {
+            k: v.to(self.encoder.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()
+        }
+        for key in ("pixel_values", "pixel_values_videos", "input_features"):
+            if key in moved:
+                moved[key] = moved[key].to(self.encoder.dtype)
         return module(**moved)
 
 
@@ -125,22 +183,11 @@ def language_model_prefix(module: nn.Module, family: str) -> str:
 
 
 def refusal(encoder: Encoder) -> UntrainableFamilyError:
-    family = encoder.info.family
-    if family in NOT_YET:
-        why = (
-            NOT_YET[family] + "; pick a family mmembed trains (" + ", ".join(sorted(TRAINABLE_FAMILIES)) + ")"
-        )
-    elif family == "remote_code":
-        why = (
-            "it runs the checkpoint's own code (trust_remote_code), so mmembed cannot tell which modules "
-            "are the language model nor reproduce its training inputs; fine-tune it with its authors' "
-            "training scripts, or pick a natively supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)"
-        )
-    else:
-        why = (
-            "its encoder is not a vision-language Embedder (Nomic v1.5 text/vision and Omni-Embed-Nemotron "
-            "have their own towers); training for it is not implemented yet"
-        )
-    return UntrainableFamilyError(
-        f"the index's model {encoder.info.name!r} (family {family}) cannot be fine-tuned: {why}"
+    return refused_family(encoder.info.name, encoder.info.family)
+
+
+def refused_family(name: str, family: str) -> UntrainableFamilyError:
+    why = REFUSED.get(family) or (
+        "its encoder is not a vision-language encoder (VLMEncoder) with a language model to put LoRA on"
     )
+    return UntrainableFamilyError(f"the index's model {name!r} (family {family}) cannot be fine-tuned: {why}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +68,26 @@ def write_adapter(peft_model: Any, folder: Path, *, base: str) -> None:
         raise RuntimeError(f"peft did not write {ADAPTER_WEIGHTS} in {folder}")
 
 
-def write_merged(module: nn.Module, facts: CheckpointFacts, folder: Path) -> Path:
+StateToCheckpoint = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+"""The served module's state dict -> the weights a checkpoint of its family holds (see
+:meth:`mmembed.finetune.families.TrainableEncoder.checkpoint_state`)."""
+
+
+def _as_is(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return state
+
+
+def write_merged(
+    module: nn.Module, facts: CheckpointFacts, folder: Path, *, to_checkpoint: StateToCheckpoint = _as_is
+) -> Path:
     """A full checkpoint: the base's ``config.json``, the merged weights under the names the
     family's loader reads, and the processor files."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(facts.model_path / MODEL_CONFIG, folder / MODEL_CONFIG)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    state = to_checkpoint(module, dict(module.state_dict()))
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     copy_processor_files(facts, folder)
     return folder
@@ -129,7 +141,9 @@ BASE = "base"
 
 
 @torch.no_grad()
-def write_untrained_base(peft_model: Any, facts: CheckpointFacts, folder: Path) -> Path:
+def write_untrained_base(
+    peft_model: Any, facts: CheckpointFacts, folder: Path, *, to_checkpoint: StateToCheckpoint = _as_is
+) -> Path:
     """The model training started from, as a full checkpoint: for a starting model that was
     itself a LoRA adapter, the new adapter applies to these (merged) weights, not to the old
     adapter's own base."""
@@ -137,11 +151,9 @@ def write_untrained_base(peft_model: Any, facts: CheckpointFacts, folder: Path) 
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(facts.model_path / MODEL_CONFIG, folder / MODEL_CONFIG)
-    state = {
-        k.replace(".base_layer.", "."): v.detach().to("cpu").contiguous()
-        for k, v in peft_model.get_base_model().state_dict().items()
-        if ".lora_" not in k
-    }
+    base = peft_model.get_base_model()
+    state = {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if ".lora_" not in k}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in to_checkpoint(base, state).items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     copy_processor_files(facts, folder)
     return folder

@@ -18,6 +18,32 @@ from ..types import MMEmbedError, PageRecord
 from .settings import SAMPLINGS, Sampling
 
 
+def source_key_error(source_key: str) -> str | None:
+    """Why ``source_key`` is not a source key, or ``None`` when it is one."""
+    if source_key in ("file", "folder") or (
+        source_key.startswith("metadata:") and len(source_key) > len("metadata:")
+    ):
+        return None
+    return f"source key must be 'file', 'folder' or 'metadata:<key>', got {source_key!r}"
+
+
+def missing_metadata_key(source_key: str, records: Sequence[PageRecord]) -> str | None:
+    """Why ``metadata:<key>`` cannot group ``records`` (no record has the key: every page
+    would be one source), or ``None``."""
+    if not source_key.startswith("metadata:"):
+        return None
+    key = source_key.removeprefix("metadata:")
+    if any(key in r.metadata for r in records):
+        return None
+    found = sorted({k for r in records for k in r.metadata if not k.startswith("_")})  # not internal keys
+    have = f"the keys they have: {', '.join(found[:10])}" if found else "they have no metadata"
+    return (
+        f"--source-key {source_key}: no training page has the metadata key {key!r} ({have}), so every page "
+        "would be one source; name a key the pages have (set at indexing with metadata=...), or use "
+        "--source-key file"
+    )
+
+
 def source_of(record: PageRecord, source_key: str) -> str:
     """A page's source under ``source_key``: ``file`` (the file), ``folder`` (its folder) or
     ``metadata:<key>`` (a metadata value; pages without it share one group)."""
@@ -25,9 +51,9 @@ def source_of(record: PageRecord, source_key: str) -> str:
         return record.source
     if source_key == "folder":
         return str(Path(record.source).parent)
-    if source_key.startswith("metadata:") and len(source_key) > len("metadata:"):
+    if source_key_error(source_key) is None:
         return f"{source_key}={record.metadata.get(source_key.removeprefix('metadata:'))!r}"
-    raise MMEmbedError(f"source key must be 'file', 'folder' or 'metadata:<key>', got {source_key!r}")
+    raise MMEmbedError(str(source_key_error(source_key)))
 
 
 class SourceBatchSampler:
@@ -41,8 +67,11 @@ class SourceBatchSampler:
         *,
         sampling: Sampling = "same-source",
         seed: int = 0,
+        single: bool = False,
     ) -> None:
-        if batch_size < 2:
+        """``single``: batches of one pair (only after out-of-memory halving, in a run with hard
+        negatives: they are then the query's only negatives)."""
+        if batch_size < (1 if single else 2):
             raise MMEmbedError(f"batch size must be at least 2 (in-batch negatives), got {batch_size}")
         if sampling not in SAMPLINGS:
             raise MMEmbedError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
@@ -99,7 +128,7 @@ class SourceBatchSampler:
                     seen.add(self.pages[i])
                 else:
                     rest.append(i)
-            if len(batch) >= 2:
+            if len(batch) >= min(2, self.batch_size):
                 batches.append(batch)
             else:  # a lone example joins a batch without its page (one batch grows by one)
                 home = next(

@@ -116,6 +116,9 @@ def build_trainer(
     from transformers import Trainer
 
     class ContrastiveTrainer(Trainer):  # type: ignore[misc]
+        step_losses: list[float] = []
+        """Each batch's loss, in order (this process's steps only: a resumed run starts empty)."""
+
         def get_train_dataloader(self) -> Any:
             loader = torch.utils.data.DataLoader(
                 _Indices(len(examples)), batch_sampler=sampler, collate_fn=collator, num_workers=0
@@ -130,6 +133,7 @@ def build_trainer(
             num_items_in_batch: Any = None,
         ) -> Any:
             loss = contrastive_loss(trainable, model, inputs, temperature)
+            self.step_losses.append(float(loss.detach()))
             return (loss, {}) if return_outputs else loss
 
     return ContrastiveTrainer(model=model, args=args, callbacks=list(callbacks))

@@ -1,7 +1,8 @@
 """Fuse a visual and a text ranked list into one: reciprocal rank fusion or a weighted sum.
 
 Every backend (the embedded index, Qdrant) and every framework adapter goes through
-:func:`fuse`, so a hybrid search ranks the same way wherever it runs.
+:func:`fuse` (or :func:`fuse_ranked`, the same rule on ``(key, score)`` pairs), so a hybrid
+search ranks the same way wherever it runs.
 
 >>> from mmembed.types import PageRecord, SearchHit
 >>> def hit(i, s): return SearchHit(i, s, PageRecord(i, "a.pdf", 1, "h"))
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
 
 from ..types import SEARCH_MODES, MMEmbedError, SearchHit, SearchMode, SideMatch
 
@@ -83,25 +85,46 @@ def fuse(
     """Top-``k`` of the union of two ranked lists (each best first). A hit's score is its
     RRF score ``sum(1 / (rrf_k + rank))`` over the sides that found it, or with ``alpha`` the
     weighted sum of its min-max normalised scores (a side that did not find it adds 0).
-    Ties keep the visual side's order, then the text side's."""
-    sides = {"visual": list(visual), "text": list(text)}
-    fused: dict[str, float] = {}
+    Ties keep the visual side's order, then the text side's (:func:`fuse_ranked`)."""
     first: dict[str, SearchHit] = {}
-    matches: dict[str, list[SideMatch]] = {}
-    order: dict[str, int] = {}
-    for side, hits in sides.items():
+    for hit in (*visual, *text):
+        first.setdefault(hit.id, hit)
+    fused = fuse_ranked(
+        [(h.id, h.score) for h in visual], [(h.id, h.score) for h in text], k, alpha=alpha, rrf_k=rrf_k
+    )
+    return [dataclasses.replace(first[i], score=score, matches=matches) for i, score, matches in fused]
+
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+def fuse_ranked(
+    visual: Sequence[tuple[_Key, float]],
+    text: Sequence[tuple[_Key, float]],
+    k: int,
+    *,
+    alpha: float | None = None,
+    rrf_k: int = DEFAULT_RRF_K,
+) -> list[tuple[_Key, float, tuple[SideMatch, ...]]]:
+    """:func:`fuse` on ``(key, score)`` pairs (a page id, or a row of one snapshot): the best
+    ``k`` as ``(key, fused score, matches)``, so a caller can read the records of the fused
+    hits alone. Ties keep the visual side's order, then the text side's."""
+    sides = {"visual": visual, "text": text}
+    fused: dict[_Key, float] = {}
+    matches: dict[_Key, list[SideMatch]] = {}
+    order: dict[_Key, int] = {}
+    for side, ranked in sides.items():
         weight = None if alpha is None else (alpha if side == "visual" else 1.0 - alpha)
-        normalised = _min_max([h.score for h in hits])
-        for rank, (hit, norm) in enumerate(zip(hits, normalised, strict=True), start=1):
-            if hit.id in matches and any(m.side == side for m in matches[hit.id]):
+        normalised = _min_max([score for _, score in ranked])
+        for rank, ((key, score), norm) in enumerate(zip(ranked, normalised, strict=True), start=1):
+            if key in matches and any(m.side == side for m in matches[key]):
                 continue  # a side lists each page once; ignore a repeat
             gain = 1.0 / (rrf_k + rank) if weight is None else weight * norm
-            fused[hit.id] = fused.get(hit.id, 0.0) + gain
-            first.setdefault(hit.id, hit)
-            order.setdefault(hit.id, len(order))
-            matches.setdefault(hit.id, []).append(SideMatch(side, rank, float(hit.score)))  # type: ignore[arg-type]
-    ranked = sorted(fused, key=lambda i: (-fused[i], order[i]))[:k]
-    return [dataclasses.replace(first[i], score=fused[i], matches=tuple(matches[i])) for i in ranked]
+            fused[key] = fused.get(key, 0.0) + gain
+            order.setdefault(key, len(order))
+            matches.setdefault(key, []).append(SideMatch(side, rank, float(score)))  # type: ignore[arg-type]
+    ranked_keys = sorted(fused, key=lambda key: (-fused[key], order[key]))[:k]
+    return [(key, fused[key], tuple(matches[key])) for key in ranked_keys]
 
 
 def _min_max(scores: list[float]) -> list[float]:

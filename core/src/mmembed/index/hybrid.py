@@ -15,7 +15,7 @@ from pathlib import Path
 from ..scoring import EmbeddingsLike, as_ragged
 from ..types import MMEmbedError, PageRecord, SearchHit
 from . import text as text_store
-from .filters import Filter, compile_filter
+from .filters import Filter, Sql, compile_filter
 from .fusion import SearchOptions, fuse, with_side
 
 RecordsByRow = Callable[[sqlite3.Connection, Sequence[int]], dict[int, PageRecord]]
@@ -56,21 +56,45 @@ def text_search(
     k: int,
     where: Filter | None,
     records: RecordsByRow,
+    page_count: Callable[[], int] | None = None,
 ) -> list[list[SearchHit]]:
     """Top-``k`` pages by bm25 for each query text, in one read transaction ``conn``."""
-    if tokenizer is None:
-        raise missing_text_store(folder)
-    if not text_store.has_text_tables(conn):
-        raise text_store.damaged_text(folder, "its text tables are missing")
-    compiled = compile_filter(where)
-    per_query = [
-        text_store.search_rows(conn, t, k, compiled, tokenizer=tokenizer, folder=folder) for t in texts
-    ]
+    checked = check_text_store(conn, folder, tokenizer)
+    per_query = text_matches(conn, folder, checked, texts, k, compile_filter(where), page_count)
     wanted = sorted({m.row for matches in per_query for m in matches})
     by_row = records(conn, wanted)
     return [
         with_side([SearchHit(by_row[m.row].id, m.score, by_row[m.row]) for m in matches], "text")
         for matches in per_query
+    ]
+
+
+def check_text_store(conn: sqlite3.Connection, folder: Path, tokenizer: str | None) -> str:
+    """The index's text tokenizer, once its text tables are known to be there."""
+    if tokenizer is None:
+        raise missing_text_store(folder)
+    if not text_store.has_text_tables(conn):
+        raise text_store.damaged_text(folder, "its text tables are missing")
+    return tokenizer
+
+
+def text_matches(
+    conn: sqlite3.Connection,
+    folder: Path,
+    tokenizer: str,
+    texts: Sequence[str],
+    k: int,
+    compiled: Sql,
+    page_count: Callable[[], int] | None = None,
+) -> list[list[text_store.TextMatch]]:
+    """The text side's ranked rows per query text (no records read) among the pages of the
+    compiled filter, after :func:`check_text_store`. ``page_count`` caches the text table's
+    size (see :func:`~mmembed.index.text.informative_terms`)."""
+    return [
+        text_store.search_rows(
+            conn, t, k, compiled, tokenizer=tokenizer, folder=folder, page_count=page_count
+        )
+        for t in texts
     ]
 
 

@@ -38,6 +38,7 @@ from .filters import Filter
 from .first_stage import shortlist
 from .fusion import search_options
 from .hybrid import missing_text_store, search_by_mode
+from .hybrid_scan import search_hybrid
 from .lock import WriterLock
 from .options import StoredOptions, open_folder
 from .options import check_encoder as _check_encoder  # noqa: F401  (mmembed-qdrant imports it from here)
@@ -305,7 +306,13 @@ class LocalIndex(StoredOptions):
         :mod:`mmembed.index.hybrid`."""
         text_side.check_k(k)
         options = search_options(mode, alpha, rrf_k)
-        if options.mode != "visual":  # hybrid (issue 25)
+        if options.mode == "hybrid":  # issue 25: both sides in one read, the text side in a thread
+            tokenizer = self.manifest.text_tokenizer
+            return search_hybrid(
+                self._snapshots, tokenizer, options, k, queries, texts, where,
+                index_stage=self.first_stage, candidates=candidates, exact=exact, shortlist_fn=shortlist,
+            )  # fmt: skip
+        if options.mode != "visual":  # text (issue 25)
             return search_by_mode(
                 options,
                 k,

@@ -46,6 +46,7 @@ class Snapshot:
     generation: int
     segments: dict[int, tuple[str, int]]  # seg_id -> (file, committed_rows)
     pages: Locations | None = None  # every live page, loaded on the first unfiltered search
+    text_pages: int | None = None  # pages with text, counted on the first text or hybrid search
 
 
 class IndexSnapshots:

@@ -12,6 +12,7 @@ from . import backfill
 from .filters import Filter
 from .format import Manifest
 from .hybrid import check_texts, text_search
+from .hybrid_scan import page_count
 from .snapshot import IndexSnapshots
 from .text import has_text_tables, page_texts
 from .writer import write_error
@@ -66,8 +67,16 @@ def search_text(
     check_k(k)
     query_texts = check_texts(texts, None, "text")
     with snapshots.read() as conn:
+        count = page_count(conn, snapshots.current(conn))
         return text_search(
-            conn, snapshots.path, manifest.text_tokenizer, query_texts, k, where, snapshots.records_by_row
+            conn,
+            snapshots.path,
+            manifest.text_tokenizer,
+            query_texts,
+            k,
+            where,
+            snapshots.records_by_row,
+            count,
         )
 
 

@@ -288,16 +288,16 @@ class MMEmbedRetriever(BaseRetriever):
 
     def _add_batch(self, documents: Sequence[Document], thumbnails: bool) -> list[str]:
         import mmembed
-        from mmembed.explain import LAYOUT_KEY, recorded_layout
+        from mmembed.explain import LAYOUT_KEY, encoded_layout
         from mmembed.loaders import make_thumbnail
 
         self._ensure_open(create=True)
         images = [_page_image(doc, self.dpi) for doc in documents]
-        embeddings = self.encoder.encode_images(images)
+        embeddings, layouts = self.encoder.encode_pages(images)  # layouts: off the same processor run
         pages = []
-        for doc, image, embedding in zip(documents, images, embeddings, strict=True):
+        for i, (doc, image, embedding) in enumerate(zip(documents, images, embeddings, strict=True)):
             fields = _page_fields(doc)
-            layout = recorded_layout(self.encoder, image, embedding)  # similarity maps from stored vectors
+            layout = encoded_layout(self.encoder, image, embedding, layouts, i)  # maps from stored vectors
             if layout is not None:
                 fields["metadata"][LAYOUT_KEY] = layout
             thumbnail = make_thumbnail(image) if thumbnails else None

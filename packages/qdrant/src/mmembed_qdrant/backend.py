@@ -33,6 +33,7 @@ from .layout import (
     identity,
     point_id,
 )
+from .text import TEXT
 
 __all__ = ["QdrantIndex", "point_id", "to_filter"]
 
@@ -109,9 +110,12 @@ class QdrantIndex(QdrantPages):
                 )
             _check_encoder(encoder)
             self._create(encoder, keep_thumbnails, options)
+            self.text_vector = True
             return encoder, keep_thumbnails
         config = self._call("read the collection", lambda: self._client.get_collection(name)).config
-        return self.check_identity((config.metadata or {}).get("mmembed"), encoder)
+        found = self.check_identity((config.metadata or {}).get("mmembed"), encoder)
+        self.text_vector = TEXT in (config.params.sparse_vectors or {})
+        return found
 
     def _create(self, encoder: EncoderInfo, keep_thumbnails: bool, options: dict[str, Any]) -> None:
         if encoder.kind == "multi":
@@ -131,7 +135,12 @@ class QdrantIndex(QdrantPages):
         self._call(
             "create the collection",
             lambda: self._client.create_collection(
-                self.collection, vectors_config=vectors, metadata=metadata, **options
+                self.collection,
+                vectors_config=vectors,
+                # The pages' text (hybrid search): BM25 weights per page, the engine's IDF per query.
+                sparse_vectors_config={TEXT: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+                metadata=metadata,
+                **options,
             ),
         )
         if not self.location.startswith(("http://", "https://")):
@@ -187,36 +196,120 @@ class QdrantIndex(QdrantPages):
     def _count_all(self) -> int:
         return int(self._client.count(self.collection, exact=True).count)
 
+    def _visual(self, rows: torch.Tensor, limit: int, flt: qm.Filter | None) -> dict[str, Any]:
+        """The visual side's query fields (for ``query_points``, a request or a prefetch)."""
+        # rows: (query_tokens, dim)
+        if self._encoder.kind == "single":
+            return {"query": rows[0].tolist(), "using": DENSE}
+        if self.exact:
+            return {"query": rows.tolist(), "using": MULTI, "params": qm.SearchParams(exact=True)}
+        pooled = qm.Prefetch(
+            query=rows.mean(dim=0).tolist(), using=POOLED, filter=flt, limit=max(self.candidates, limit)
+        )
+        return {"query": rows.tolist(), "using": MULTI, "prefetch": pooled}
+
     def _query(self, rows: torch.Tensor, k: int, only: list[str] | None) -> list[Any]:
         # rows: (query_tokens, dim)
-        flt = None if only is None else qm.Filter(must=[qm.HasIdCondition(has_id=list(only))])
-        kwargs: dict[str, Any] = {"limit": k, "with_payload": True, "query_filter": flt}
-        if self._encoder.kind == "single":
-            kwargs.update(query=rows[0].tolist(), using=DENSE)
-        elif self.exact:
-            kwargs.update(query=rows.tolist(), using=MULTI, search_params=qm.SearchParams(exact=True))
-        else:
-            kwargs.update(
-                query=rows.tolist(),
-                using=MULTI,
-                prefetch=qm.Prefetch(
-                    query=rows.mean(dim=0).tolist(),
-                    using=POOLED,
-                    filter=flt,
-                    limit=max(self.candidates, k),
-                ),
-            )
-        return self._client.query_points(self.collection, **kwargs).points
+        flt = _only(only)
+        visual = self._visual(rows, k, flt)
+        if "params" in visual:
+            visual["search_params"] = visual.pop("params")
+        return self._client.query_points(
+            self.collection, limit=k, with_payload=_RECORD, query_filter=flt, **visual
+        ).points
+
+    def _sparse(self, vector: tuple[list[int], list[float]]) -> qm.SparseVector:
+        return qm.SparseVector(indices=vector[0], values=vector[1])
+
+    def _query_text(self, sparse: tuple[list[int], list[float]], k: int, only: list[str] | None) -> list[Any]:
+        return self._client.query_points(
+            self.collection,
+            query=self._sparse(sparse),
+            using=TEXT,
+            limit=k,
+            with_payload=_RECORD,
+            query_filter=_only(only),
+        ).points
+
+    def _query_hybrid(
+        self,
+        rows: torch.Tensor,
+        sparse: tuple[list[int], list[float]],
+        depth: int,
+        only: list[str] | None,
+        rrf_k: int | None,
+    ) -> tuple[list[Any], list[Any], list[Any] | None]:
+        # rows: (query_tokens, dim)
+        flt = _only(only)
+        text_query: dict[str, Any] = {"query": self._sparse(sparse), "using": TEXT}
+        sides = [self._visual(rows, depth, flt), text_query]
+        # alpha builds its hits from the side lists (records); RRF from the fusion's (ids suffice)
+        side_payload: Any = ["id"] if rrf_k is not None else _RECORD
+        requests = [qm.QueryRequest(**s, filter=flt, limit=depth, with_payload=side_payload) for s in sides]
+        visual, text = (r.points for r in self._client.query_batch_points(self.collection, requests))
+        if rrf_k is None:
+            return visual, text, None
+        # The engine's fusion over the two lists just found: each prefetch rescores exactly its
+        # own side's pages (the same scores, so the same ranks), a few dozen points, not a second search.
+        exact = qm.SearchParams(exact=True)
+        rescore: dict[str, Any] = {"query": rows[0].tolist(), "using": DENSE, "params": exact}
+        if self._encoder.kind == "multi":
+            rescore = {"query": rows.tolist(), "using": MULTI, "params": exact}
+        prefetch = [
+            qm.Prefetch(**q, filter=_only([p.id for p in found]), limit=len(found))
+            for q, found in ((rescore, visual), (text_query, text))
+            if found
+        ]
+        if not prefetch:
+            return visual, text, []
+        fused = self._client.query_points(
+            self.collection,
+            prefetch=prefetch,
+            query=qm.RrfQuery(rrf=qm.Rrf(k=rrf_k)),
+            limit=depth,
+            with_payload=_RECORD,
+        ).points
+        return visual, text, fused
+
+    def _add_text_vector(self) -> None:
+        self._client.create_vector_name(
+            self.collection,
+            TEXT,
+            qm.SparseVectorNameConfig(sparse=qm.SparseVectorConfig(modifier=qm.Modifier.IDF)),
+        )
+
+    def _set_text(self, items: list[tuple[str, str, Any]]) -> None:
+        operations: list[Any] = [
+            qm.SetPayloadOperation(set_payload=qm.SetPayload(payload={"text": text}, points=[pid]))
+            for pid, text, _ in items
+        ]
+        vectors = [qm.PointVectors(id=pid, vector={TEXT: v}) for pid, _, v in items if v is not None]
+        if vectors:
+            operations.append(qm.UpdateVectorsOperation(update_vectors=qm.UpdateVectors(points=vectors)))
+        self._client.batch_update_points(self.collection, operations, wait=True)
+
+
+_RECORD = qm.PayloadSelectorExclude(exclude=[TEXT])
+"""A hit's payload: the record without the page text (not part of a hit, possibly long)."""
+
+
+def _only(only: list[Any] | None) -> qm.Filter | None:
+    return None if only is None else qm.Filter(must=[qm.HasIdCondition(has_id=list(only))])
 
 
 def to_filter(where: list[Condition]) -> qm.Filter | None:
     """``qdrant-client``'s filter for :func:`~.layout.native_prefilter`'s conditions."""
     must: list[qm.Condition] = []
+    must_not: list[qm.Condition] = []
     for op, key, operand in where:
-        if op == "eq":
+        if op == "no_vector":
+            must_not.append(qm.HasVectorCondition(has_vector=key))
+        elif op == "has_vector":
+            must.append(qm.HasVectorCondition(has_vector=key))
+        elif op == "eq":
             must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=operand)))
         elif op == "any":
             must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=operand)))
         else:
             must.append(qm.FieldCondition(key=key, range=qm.Range(**operand)))
-    return qm.Filter(must=must) if must else None
+    return qm.Filter(must=must or None, must_not=must_not or None) if must or must_not else None

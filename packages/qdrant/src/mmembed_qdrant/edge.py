@@ -1,5 +1,8 @@
 """mmembed's :class:`~mmembed.index.IndexBackend` on Qdrant's embedded engine, qdrant-edge.
 
+Long because the folder checks (manifest, shard configuration, committed page count,
+lock, read-only copy) come before the engine reads anything, and each is short.
+
 qdrant-edge (PyPI ``qdrant-edge-py``) runs Qdrant's storage and search in this process —
 no server, no pickle: segments, payload indexes, a write-ahead log. The points are laid
 out exactly as in a Qdrant collection (:mod:`.layout`), so an index moves to a server
@@ -63,6 +66,7 @@ from .layout import (
     identity,
     search_options,
 )
+from .text import TEXT
 
 if TYPE_CHECKING:
     import qdrant_edge as qe
@@ -144,7 +148,19 @@ class QdrantEdgeIndex(QdrantPages):
             _close_handle,
         )
         # Another process may have created it between the check above and the lock.
-        return self.check_identity(self._read_manifest(), encoder)
+        found = self.check_identity(self._read_manifest(), encoder)
+        self.text_vector = TEXT in self._sparse_config()
+        return found
+
+    def _sparse_config(self) -> dict[str, Any]:
+        """The shard's sparse vectors (``shard/edge_config.json``; checked readable on open)."""
+        rel = f"{SHARD}/edge_config.json"
+        try:
+            with safe_files.opened(self.path, rel) as fd, open(fd, "rb", closefd=False) as fh:
+                sparse = json.loads(fh.read().decode("utf-8")).get("sparse_vectors") or {}
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+            raise self._damaged(f"{rel} is unreadable ({exc})") from exc
+        return sparse if isinstance(sparse, dict) else {}
 
     def _read_manifest(self) -> Any:
         manifest = self.path / MANIFEST
@@ -239,7 +255,11 @@ class QdrantEdgeIndex(QdrantPages):
         else:
             distance = qe.Distance.Cosine if encoder.similarity == "cosine" else qe.Distance.Dot
             vectors = {DENSE: qe.EdgeVectorParams(size=encoder.dim, distance=distance)}
-        shard = qe.EdgeShard.create(str(self.path / SHARD), qe.EdgeConfig(vectors=vectors))
+        # The pages' text (hybrid search): BM25 weights per page, the engine's IDF per query.
+        sparse = {TEXT: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+        shard = qe.EdgeShard.create(
+            str(self.path / SHARD), qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
+        )
         try:
             schemas = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer}
             for key, kind in INDEXED_KEYS.items():
@@ -362,48 +382,121 @@ class QdrantEdgeIndex(QdrantPages):
     def _count_all(self) -> int:
         return int(self._engine.count(self._qe.CountRequest(exact=True)))
 
-    def _query(self, rows: torch.Tensor, k: int, only: list[str] | None) -> list[Any]:
+    def _visual(self, rows: torch.Tensor, limit: int, flt: Any) -> dict[str, Any]:
+        """The visual side's query fields (for a request or a prefetch)."""
         # rows: (query_tokens, dim)
         qe = self._qe
-        flt = None if only is None else qe.Filter(must=[qe.HasIdCondition(set(only))])
         if self._encoder.kind == "single":
-            request = qe.QueryRequest(
-                query=qe.Query.Nearest(rows[0].tolist(), using=DENSE), filter=flt, limit=k, with_payload=True
-            )
-        elif self.exact:
-            request = qe.QueryRequest(
-                query=qe.Query.Nearest(rows.tolist(), using=MULTI),
-                filter=flt,
-                limit=k,
-                with_payload=True,
-                params=qe.SearchParams(exact=True),
-            )
-        else:
-            prefetch = qe.Prefetch(
-                query=qe.Query.Nearest(rows.mean(dim=0).tolist(), using=POOLED),
-                limit=max(self.candidates, k),
-                filter=flt,
-            )
-            request = qe.QueryRequest(
-                prefetches=[prefetch],
-                query=qe.Query.Nearest(rows.tolist(), using=MULTI),
-                filter=flt,
-                limit=k,
-                with_payload=True,
-            )
+            return {"query": qe.Query.Nearest(rows[0].tolist(), using=DENSE)}
+        if self.exact:
+            return {
+                "query": qe.Query.Nearest(rows.tolist(), using=MULTI),
+                "params": qe.SearchParams(exact=True),
+            }
+        pooled = qe.Prefetch(
+            query=qe.Query.Nearest(rows.mean(dim=0).tolist(), using=POOLED),
+            limit=max(self.candidates, limit),
+            filter=flt,
+        )
+        return {"query": qe.Query.Nearest(rows.tolist(), using=MULTI), "prefetches": [pooled]}
+
+    def _query(self, rows: torch.Tensor, k: int, only: list[str] | None) -> list[Any]:
+        # rows: (query_tokens, dim)
+        flt = self._only(only)
+        request = self._qe.QueryRequest(
+            limit=k, filter=flt, with_payload=self._hit_payload, **self._visual(rows, k, flt)
+        )
         return list(self._engine.query(request))
+
+    @property
+    def _hit_payload(self) -> Any:
+        """A hit's payload: the record without the page text (not part of a hit, possibly long)."""
+        return self._qe.PayloadSelector.Exclude([TEXT])
+
+    def _only(self, only: list[Any] | None) -> Any:
+        qe = self._qe
+        return None if only is None else qe.Filter(must=[qe.HasIdCondition(set(only))])
+
+    def _sparse(self, vector: tuple[list[int], list[float]]) -> Any:
+        return self._qe.SparseVector(indices=vector[0], values=vector[1])
+
+    def _query_text(self, sparse: tuple[list[int], list[float]], k: int, only: list[str] | None) -> list[Any]:
+        qe = self._qe
+        request = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(self._sparse(sparse), using=TEXT),
+            filter=self._only(only),
+            with_payload=self._hit_payload,
+        )
+        return list(self._engine.query(request))
+
+    def _query_hybrid(
+        self,
+        rows: torch.Tensor,
+        sparse: tuple[list[int], list[float]],
+        depth: int,
+        only: list[str] | None,
+        rrf_k: int | None,
+    ) -> tuple[list[Any], list[Any], list[Any] | None]:
+        # rows: (query_tokens, dim)
+        qe = self._qe
+        flt = self._only(only)
+        text_query = {"query": qe.Query.Nearest(self._sparse(sparse), using=TEXT)}
+        sides = [self._visual(rows, depth, flt), text_query]
+        # alpha builds its hits from the side lists (records); RRF from the fusion's (ids suffice)
+        side_payload: Any = ["id"] if rrf_k is not None else self._hit_payload
+        requests = [qe.QueryRequest(limit=depth, filter=flt, with_payload=side_payload, **s) for s in sides]
+        visual, text = (list(r) for r in self._engine.query_batch(qe.QueryBatchRequest(requests)))
+        if rrf_k is None:
+            return visual, text, None
+        # The engine's fusion over the two lists just found: each prefetch rescores exactly its
+        # own side's pages (the same scores, so the same ranks), a few dozen points, not a second search.
+        vector = rows.tolist() if self._encoder.kind == "multi" else rows[0].tolist()
+        rescore = {
+            "query": qe.Query.Nearest(vector, using=MULTI if self._encoder.kind == "multi" else DENSE),
+            "params": qe.SearchParams(exact=True),
+        }
+        prefetches = [
+            qe.Prefetch(limit=len(found), filter=self._only([p.id for p in found]), **q)
+            for q, found in ((rescore, visual), (text_query, text))
+            if found
+        ]
+        if not prefetches:
+            return visual, text, []
+        request = qe.QueryRequest(
+            limit=depth, prefetches=prefetches, query=qe.Fusion.Rrf(k=rrf_k), with_payload=self._hit_payload
+        )
+        return visual, text, list(self._engine.query(request))
+
+    def _add_text_vector(self) -> None:
+        qe = self._qe
+        self._engine.update(qe.UpdateOperation.create_sparse_vector(TEXT, modifier=qe.Modifier.Idf))
+        self._engine.flush()  # its edge_config.json, read on the next open
+
+    def _set_text(self, items: list[tuple[str, str, Any]]) -> None:
+        qe = self._qe
+        for pid, text, _ in items:
+            self._engine.update(qe.UpdateOperation.set_payload([pid], {"text": text}))
+        vectors = [qe.PointVectors(id=pid, vector={TEXT: v}) for pid, _, v in items if v is not None]
+        if vectors:
+            self._engine.update(qe.UpdateOperation.update_vectors(vectors))
 
     def _filter(self, where: list[Condition]) -> Any:
         qe = self._qe
         must: list[Any] = []
+        must_not: list[Any] = []
         for op, key, operand in where:
-            if op == "eq":
+            if op == "no_vector":
+                must_not.append(qe.HasVectorCondition(key))
+            elif op == "has_vector":
+                must.append(qe.HasVectorCondition(key))
+            elif op == "eq":
                 must.append(qe.FieldCondition(key=key, match=qe.MatchValue(operand)))
             elif op == "any":
                 must.append(qe.FieldCondition(key=key, match=qe.MatchAny(operand)))
             else:
                 must.append(qe.FieldCondition(key=key, range=qe.RangeFloat(**operand)))
-        return qe.Filter(must=must) if must else None
+        return qe.Filter(must=must or None, must_not=must_not or None) if must or must_not else None
 
 
 class _PrivateCopy:

@@ -1,5 +1,8 @@
 """What every Qdrant engine shares: mmembed's pages laid out as Qdrant points.
 
+Long because it is the whole :class:`~mmembed.index.IndexBackend` both engines share (writes,
+reads, filters, search); the text side's work is in :mod:`.hybrid`, here only its entry points.
+
 Layout: one point per page (point id = a UUID derived from mmembed's page id), payload =
 mmembed's record. Multi-vector encoders store the page's vectors under the named vector
 ``multi`` (MaxSim, dot product, HNSW off: it is only ever scored exactly) plus their mean
@@ -22,6 +25,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -43,10 +47,13 @@ from mmembed.index import (
 )
 from mmembed.index.filters import compile_filter
 from mmembed.index.format import storage_dtype
+from mmembed.index.fusion import search_options as mode_options
 from mmembed.index.pages import encode_batch
 from mmembed.index.plan import check_k, query_vectors
 from mmembed.scoring import EmbeddingsLike
 from mmembed.types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
+
+from .text import TEXT, document_vector
 
 MULTI, POOLED, DENSE = "multi", "pooled", "dense"
 FORMAT = 1
@@ -61,9 +68,11 @@ INDEXED_KEYS: dict[str, Literal["keyword", "integer"]] = {
 }
 SCROLL_PAGE = 1024
 _T = TypeVar("_T")
+logger = logging.getLogger(__name__)
 
 # A condition an engine evaluates natively: (operator, payload key, operand) with operator
-# "eq" (operand: a value), "any" (a list of values) or "range" (gt/gte/lt/lte -> bound).
+# "eq" (operand: a value), "any" (a list of values), "range" (gt/gte/lt/lte -> bound) or
+# "no_vector" (key: a vector name the point lacks; operand unused).
 Condition = tuple[str, str, Any]
 # A point to store: (point id, named vectors, payload).
 Point = tuple[str, dict[str, Any], dict[str, Any]]
@@ -93,6 +102,9 @@ class QdrantPages:
     candidates: int
     keep_thumbnails: bool
     _encoder: EncoderInfo
+    text_vector: bool = False
+    """Whether the store has the ``text`` sparse vector (text and hybrid search, see
+    :mod:`.hybrid`); stores created before it get it from ``--backfill-text``."""
 
     def __init__(self, *, location: str, readonly: bool, exact: bool, candidates: int) -> None:
         self.location = location
@@ -130,6 +142,37 @@ class QdrantPages:
     def _query(self, rows: torch.Tensor, k: int, only: list[str] | None) -> list[Any]:
         """The ``k`` best points (with payload and score) for one query, among ``only``
         point ids when given; ``rows`` is (query_tokens, dim)."""
+        raise NotImplementedError
+
+    def _query_text(self, sparse: tuple[list[int], list[float]], k: int, only: list[str] | None) -> list[Any]:
+        """The ``k`` best points (with payload and score) by the ``text`` sparse vector."""
+        raise NotImplementedError
+
+    def _query_hybrid(
+        self,
+        rows: torch.Tensor,
+        sparse: tuple[list[int], list[float]],
+        depth: int,
+        only: list[str] | None,
+        rrf_k: int | None,
+    ) -> tuple[list[Any], list[Any], list[Any] | None]:
+        """The visual and text sides ``depth`` deep (one batched request) and, given ``rrf_k``
+        (the engine's constant), the engine's reciprocal rank fusion of exactly those two
+        lists (prefetches restricted to each side's pages, rescored exactly), with records."""
+        raise NotImplementedError
+
+    def _sparse(self, vector: tuple[list[int], list[float]]) -> Any:
+        """The engine's sparse vector object."""
+        raise NotImplementedError
+
+    def _add_text_vector(self) -> None:
+        """Add the ``text`` sparse vector (IDF modifier) to a store created without it."""
+        raise NotImplementedError
+
+    def _set_text(self, items: list[tuple[str, str, Any]]) -> None:
+        """Give the points ``(point id, text, sparse vector)`` their text payload, then their
+        sparse vector (a kill between leaves text without vector, which the next
+        ``--backfill-text`` completes)."""
         raise NotImplementedError
 
     def _release(self) -> None:
@@ -220,6 +263,13 @@ class QdrantPages:
         )
         if not batch.rows:
             return []
+        if not self.text_vector and any(row.text is not None for row in batch.rows):
+            logger.warning(
+                "the Qdrant index at %s has no 'text' vector (created before text search): the page "
+                "text is kept in the payload but not searchable until `mmembed index --backfill-text "
+                "--index URI` adds it.",
+                self.location,
+            )
         points: list[Point] = []
         offset = 0
         for row in batch.rows:
@@ -235,9 +285,13 @@ class QdrantPages:
             }
             if row.thumbnail is not None:
                 payload["thumbnail"] = base64.b64encode(row.thumbnail).decode("ascii")
-            if row.text is not None:  # kept for a later text side (see docs/hybrid.md); not searched yet
+            vectors = self._vectors(rows)
+            if row.text is not None:
                 payload["text"] = row.text
-            points.append((point_id(row.id), self._vectors(rows), payload))
+                sparse = document_vector(row.text) if self.text_vector else None
+                if sparse is not None:  # in the same point, so the same upsert: both or neither
+                    vectors[TEXT] = self._sparse(sparse)
+            points.append((point_id(row.id), vectors, payload))
         with self._mutex:
             if not replace:
                 present = self._present(batch.ids)
@@ -370,13 +424,33 @@ class QdrantPages:
         }
 
     def search(
-        self, queries: EmbeddingsLike, k: int = 10, where: Filter | None = None
+        self,
+        queries: EmbeddingsLike | None,
+        k: int = 10,
+        where: Filter | None = None,
+        *,
+        mode: str = "visual",
+        texts: Sequence[str] | str | None = None,
+        alpha: float | None = None,
+        rrf_k: int | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` pages for each query, best first, among pages matching ``where`` (a
         pre-filter). Exact MaxSim with ``exact=True`` or while ``candidates`` covers the
-        matching pages; beyond that, MaxSim over the pooled-vector prefetch."""
+        matching pages; beyond that, MaxSim over the pooled-vector prefetch.
+
+        ``mode="text"`` ranks pages by their text (the ``text`` sparse vector, BM25 with the
+        engine's IDF) for ``texts``; ``mode="hybrid"`` fuses both sides, by the engine's
+        reciprocal rank fusion (``rrf_k``) or, given ``alpha``, by core's weighted sum
+        (:mod:`.hybrid`). Their hits say which side(s) found them."""
         self._check_open()
         check_k(k)  # the embedded index's search plan: same checks, same errors
+        options = mode_options(mode, alpha, rrf_k)
+        if options.mode != "visual":
+            from .hybrid import search_modes
+
+            return search_modes(self, options, k, queries, texts, where)
+        if queries is None:
+            raise MMEmbedError("search() needs query embeddings (only mode='text' searches with texts alone)")
         q = query_vectors(queries, self._encoder, self.location)
         values = q.values  # (total_query_rows, dim) float32
         offsets = q.offsets.tolist()
@@ -391,6 +465,38 @@ class QdrantPages:
             found = self._call("search", lambda rows=rows: self._query(rows, k, only))  # type: ignore[misc]
             hits.append([SearchHit(str((p.payload or {})["id"]), float(p.score), _record(p)) for p in found])
         return hits
+
+    # -- text (issue 25): search_text / get_texts like the embedded index's; the rest is
+    # mmembed.text_backfill's protocol (`mmembed index --backfill-text`)
+
+    def search_text(
+        self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
+    ) -> list[list[SearchHit]]:
+        """Top-``k`` pages by their own text for each query string, among pages matching ``where``."""
+        return self.search(None, k, where, mode="text", texts=texts)
+
+    def get_texts(self, ids: Sequence[str]) -> list[str | None]:
+        """The stored page text of ``ids`` in order (``None``: unknown id, or a page without text)."""
+        from .hybrid import get_texts
+
+        self._check_open()
+        return get_texts(self, ids)
+
+    def prepare_text_store(self, tokenizer: str | None = None) -> dict[str, bool]:
+        from .hybrid import prepare_text_store
+
+        return prepare_text_store(self, tokenizer)
+
+    def pages_without_text(self) -> list[tuple[str, str, int, str]]:
+        from .hybrid import pages_without_text
+
+        self._check_open()
+        return pages_without_text(self)
+
+    def store_texts(self, texts: Sequence[tuple[str, str]]) -> int:
+        from .hybrid import store_texts
+
+        return store_texts(self, texts)
 
     def info(self) -> dict[str, Any]:
         enc = self._encoder
@@ -407,7 +513,14 @@ class QdrantPages:
             "sources": len(self.sources()),
             "storage": "float32",  # the collection's vectors: Qdrant's default datatype, no quantisation
             "first_stage": self.search_plan(),
+            **self._text_info(),
         }
+
+    def _text_info(self) -> dict[str, Any]:
+        if not self.text_vector:
+            return {"text_tokenizer": None, "pages_with_text": 0}
+        with_text = sum(1 for _ in self._scroll([("has_vector", TEXT, None)], ["id"]))
+        return {"text_tokenizer": "unicode61", "pages_with_text": with_text}
 
     def search_plan(self) -> str:
         """How a search runs, as ``mmembed info`` shows it."""

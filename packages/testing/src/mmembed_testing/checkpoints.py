@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from . import (
+    tiny_colbert,
     tiny_colqwen_omni,
     tiny_gemma3,
     tiny_hf_retrieval,
@@ -46,6 +47,7 @@ TINY_BUILDERS: dict[str, _Builder] = {
     "omni_embed_nemotron": tiny_omni_embed.build,
     "colqwen2_5_omni": tiny_colqwen_omni.build,
     **{f"st_{v}": partial(tiny_st_multi_vector.build, v) for v in ("colbert", "minimal")},
+    "colbert_stanford": tiny_colbert.build,
 }
 
 

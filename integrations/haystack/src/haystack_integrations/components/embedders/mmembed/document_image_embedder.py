@@ -15,7 +15,7 @@ from haystack_integrations.document_stores.mmembed.documents import (
 )
 
 import mmembed
-from mmembed.explain import recorded_layout
+from mmembed.explain import encoded_layout
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -113,10 +113,11 @@ class MMEmbedDocumentImageEmbedder(EncoderComponentMixin):
         for start in range(0, len(documents), self.batch_size):
             batch = documents[start : start + self.batch_size]
             images = [self._image(d) for d in batch]
-            vectors = encoder.encode_images(images, progress=self.progress_bar)  # each (n_vectors, dim)
+            # each (n_vectors, dim); the layouts come off the same processor run (None: ask page_layout)
+            vectors, layouts = encoder.encode_pages(images, progress=self.progress_bar)
             embedded += [
-                attach_embedding(d, v, encoder.info, layout=recorded_layout(encoder, image, v))
-                for d, v, image in zip(batch, vectors, images, strict=True)
+                attach_embedding(d, v, encoder.info, layout=encoded_layout(encoder, image, v, layouts, i))
+                for i, (d, v, image) in enumerate(zip(batch, vectors, images, strict=True))
             ]
         return {"documents": embedded}
 
