@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmembed.index import LocalIndex, open_index
+from mmembed.index import LocalIndex, open_index, plaid
 from mmembed.index.codecs import codec
 from mmembed.index.first_stage import binary_codes, codes_name
 from mmembed.scoring import score
@@ -126,6 +126,8 @@ WORKER = textwrap.dedent(
 
     def work(cmd):
         index = LocalIndex(PATH, ENC, segment_bytes=4096)
+        if index.first_stage == "plaid":  # rebuild its file after every batch: kills land in builds
+            index.graph_extend_pages = 1
         index.lock_for_writing()
         install(cmd.get("crash"), index)
         say("READY")
@@ -288,6 +290,10 @@ def observe(path: Path, spec: dict[str, Any]) -> dict[int, int]:
         assert ix.count() == len(records)
         if ix.first_stage in ("binary", "hnsw"):  # both store sign-bit codes
             _check_codes(ix)
+        if ix.first_stage == "plaid":  # plaid.json names a whole file, never a killed build's
+            described = plaid.read_state(path)
+            if described.file is not None:
+                plaid.open_arrays(path, described)  # raises if missing or not what was recorded
         with_vectors = [e for e in embeddings if e is not None and e.shape[0] > 0]
         if with_vectors:
             q = with_vectors[len(with_vectors) // 2]
@@ -344,6 +350,7 @@ CRASH_POINTS = [
         ("float16", "binary", 6),
         ("int8", "binary", 4),
         ("float16", "hnsw", 4),  # its codes, like binary's (the graph's own kill test: test_index_hnsw)
+        ("float16", "plaid", 6),  # its file rebuilt after every batch (issue 27)
     ],
 )
 def test_sigkill_at_random_moments_keeps_committed_batches(
@@ -373,7 +380,7 @@ def test_sigkill_at_random_moments_keeps_committed_batches(
 
         # Deterministic windows: vectors durable but not committed; inside a delete; compaction
         # either side of its swap.
-        extra = [("after_codes_fsync", "add")] if first_stage else []
+        extra = [("after_codes_fsync", "add")] if first_stage in ("binary", "hnsw") else []
         for crash, wanted in CRASH_POINTS + extra:
             while True:  # run ops up to one of the wanted kind that has something to do
                 target = next(i for i in range(next_op, next_op + 20) if spec["op"](i)[0] == wanted)
@@ -423,6 +430,9 @@ def _check_repair(path: Path, crash: str, row_bytes: int) -> None:
         if ix.first_stage in ("binary", "hnsw"):  # codes: one uint64 word per row at DIM=8, cut/completed too
             expected |= {codes_name(f): r * 8 for f, r in committed.items()}
         assert {f.name: f.stat().st_size for f in seg_dir.iterdir()} == expected
+        if ix.first_stage == "plaid" and (path / "plaid").is_dir():  # a killed build's file is gone
+            named = {"plaid.json", plaid.read_state(path).file}
+            assert {f.name for f in (path / "plaid").iterdir()} <= named
 
 
 def _reclaimable(path: Path) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,4 +153,89 @@ def test_mutated_index_is_safe(
             torch.tensor([[s for _, s in hits] for hits in got]),
             torch.tensor([[s for _, s in hits] for hits in expected]),
         )
+    assert outside(root, ix) == before, steps
+
+
+# ---------------------------------------------------------------------------- the PLAID file (issue 27)
+
+PLAID_FILES = ["plaid/plaid.json", "plaid/DATA"]  # DATA: the file plaid.json names
+PLAID_FIELDS = {"covers_row": [0, 10**9, -5], "trained_pages": [0, 10**9], "file": ["../x.bin", ".hidden", 7]}
+plaid_mutation = st.one_of(
+    st.tuples(st.just("truncate"), st.sampled_from(PLAID_FILES), st.floats(0, 1)),
+    st.tuples(st.just("append"), st.sampled_from(PLAID_FILES), st.binary(min_size=1, max_size=200)),
+    st.tuples(st.just("flip"), st.sampled_from(PLAID_FILES), st.integers(0, 10**6), st.integers(1, 255)),
+    st.tuples(st.just("field"), st.sampled_from(sorted(PLAID_FIELDS)), st.integers(0, 2)),
+    st.tuples(st.just("offset"), st.integers(0, 10), st.integers(-512, 512)),
+)
+
+
+@pytest.fixture(scope="module")
+def plaid_template(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, list[list[list[str]]]]:
+    folder = tmp_path_factory.mktemp("fuzz") / "plaid"
+    with open_index(folder, MULTI, first_stage="plaid") as ix:
+        ix.graph_extend_pages = 1
+        ix.add(make_pages(12))
+        # Through the file, or (a damaged file) the exact scan.
+        answers = [
+            [[h.id for h in hits] for hits in ix.search(QUERIES, k=3, candidates=4)],
+            [[h.id for h in hits] for hits in ix.search(QUERIES, k=3, exact=True)],
+        ]
+    return folder, answers
+
+
+def mutate_plaid(ix: Path, step: tuple[Any, ...]) -> None:
+    meta_path = ix / "plaid" / "plaid.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        data_name = f"plaid/{meta['file']}"
+    except (ValueError, KeyError, TypeError):
+        meta, data_name = None, None
+    kind = step[0]
+    if kind in ("truncate", "append", "flip"):
+        rel = data_name if step[1] == "plaid/DATA" else step[1]
+        if rel is None or not (ix / rel).is_file():
+            return
+        mutate(ix, (kind, rel, *step[2:]))
+    elif meta is not None and kind == "field":
+        meta[step[1]] = PLAID_FIELDS[step[1]][step[2] % len(PLAID_FIELDS[step[1]])]
+        meta_path.write_text(json.dumps(meta))
+    elif meta is not None and isinstance(meta.get("layout"), dict):  # move one array elsewhere
+        names = sorted(meta["layout"])
+        entry = meta["layout"][names[step[1] % len(names)]]
+        entry[0] = max(0, int(entry[0]) + step[2])
+        meta_path.write_text(json.dumps(meta))
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=st.lists(plaid_mutation, min_size=1, max_size=2))
+def test_mutated_plaid_file_is_safe(
+    steps: list[tuple[Any, ...]],
+    plaid_template: tuple[Path, list[list[list[str]]]],
+    tmp_path: Path,
+) -> None:
+    """A damaged PLAID file or description never reaches the kernels: searches give the
+    file's answers (it still matches its checksum) or the exact scan's, with a warning."""
+    folder, answers = plaid_template
+    root = tmp_path / "case"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    (root / "x.bin").write_bytes(b"precious" * 64)
+    ix = root / "ix"
+    shutil.copytree(folder, ix)
+    before = outside(root, ix)
+    for step in steps:
+        mutate_plaid(ix, step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # IndexDamageWarning: the file is not used
+        with open_index(ix, create=False, readonly=True) as index:
+            got = [[h.id for h in hits] for hits in index.search(QUERIES, k=3, candidates=4)]
+    assert got in answers, steps
     assert outside(root, ix) == before, steps

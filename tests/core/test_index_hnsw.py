@@ -118,7 +118,10 @@ def test_hnsw_needs_a_readable_graph_description(tmp_path: Path) -> None:
         (ix.path / "ann" / "graph.json").write_text("{not json")
         with pytest.raises(MMEmbedError, match="delete the ann folder"):
             ix.search([_pages(1, seed=6)[0]], k=1)
-    with open_index(tmp_path / "plain", ENC) as ix, pytest.raises(MMEmbedError, match="no HNSW first stage"):
+    with (
+        open_index(tmp_path / "plain", ENC) as ix,
+        pytest.raises(MMEmbedError, match="no HNSW or PLAID first stage"),
+    ):
         ix.extend_graph()
 
 

@@ -49,10 +49,11 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--no-thumbnails", action="store_true", help="do not keep page thumbnails in the index")
     p.add_argument(
         "--first-stage",
-        choices=("binary", "hnsw", "none"),
+        choices=("binary", "hnsw", "plaid", "none"),
         help="when creating the index: binary = sign-bit codes beside the vectors, searches shortlist "
         "pages by Hamming MaxSim then score the shortlist exactly; hnsw = a graph over pooled page "
-        "vectors proposes pages, their codes narrow them (largest indexes; needs mmembed-core[ann]); none = exact scan of "
+        "vectors proposes pages, their codes narrow them (largest indexes; needs mmembed-core[ann]); plaid = "
+        "token centroids with 2-bit residual codes propose and rescore pages (largest indexes); none = exact scan of "
         "every page (default)",
     )
     text = p.add_argument_group("page text (text and hybrid search)")

@@ -172,7 +172,7 @@ def _text_tokenizer(value: object) -> str | None:
     return check_tokenizer(value.get("tokenizer"))
 
 
-FIRST_STAGES = ("binary", "hnsw")
+FIRST_STAGES = ("binary", "hnsw", "plaid")
 """``first_stage`` values besides ``None`` (the exact scan only)."""
 
 

@@ -219,9 +219,9 @@ class LocalIndex(StoredOptions):
         returns how many were added. Writes do this themselves once
         ``graph_extend_pages`` pages (or a quarter of the graph) are waiting (searches scan
         those exactly meanwhile); call it after bulk indexing to cover everything."""
-        if self.first_stage != "hnsw":
+        if self.first_stage not in ("hnsw", "plaid"):
             raise MMEmbedError(
-                f"the index at {self.path} has no HNSW first stage (first_stage={self.first_stage!r})"
+                f"the index at {self.path} has no HNSW or PLAID first stage (first_stage={self.first_stage!r})"
             )
         with self._mutex:
             self.lock_for_writing()
@@ -290,9 +290,10 @@ class LocalIndex(StoredOptions):
         vectors are never results.
 
         An index created with ``first_stage="binary"`` (Hamming MaxSim over its sign-bit
-        codes) or ``"hnsw"`` (a graph over pooled page vectors; pages it does not cover yet
-        are all kept) first shortlists the ``candidates`` (default
-        :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`) most promising pages per query
+        codes), ``"hnsw"`` (a graph over pooled page vectors) or ``"plaid"`` (token centroids
+        and residual codes; pages either does not cover yet are all kept) first shortlists the
+        ``candidates`` (default :data:`~mmembed.index.first_stage.DEFAULT_CANDIDATES`, plaid
+        :data:`~mmembed.index.plaid_search.DEFAULT_CANDIDATES`) most promising pages per query
         and scores only those exactly; other indexes score every page exactly unless
         ``candidates=C`` is given (multi-vector indexes; codes are then made in memory).
         Returned scores are always exact; ``exact=True`` forces the full scan. The stages
@@ -430,7 +431,8 @@ def open_index(
     and, like ``keep_thumbnails``, only applies at creation.
     ``first_stage`` also applies at creation only: ``"binary"`` stores sign-bit codes beside
     the vectors (1/16 of float16) and ``"hnsw"`` those codes plus a graph over pooled page
-    vectors, and ``search`` then shortlists pages before scoring the shortlist exactly;
+    vectors, ``"plaid"`` token centroids with 2-bit residual codes (docs/first-stages.md),
+    and ``search`` then shortlists pages before scoring the shortlist exactly;
     ``None`` (default) scans every page exactly.
     ``text_tokenizer`` also applies at creation only: the FTS5 tokenizer of the pages' text
     store (``"unicode61"``, diacritics removed, by default; ``"trigram"`` for CJK or code-like

@@ -7,7 +7,8 @@
 2. **filter** — the live pages matching ``where``, a pre-filter (their :class:`Locations`);
 3. **first stage** — which pages to score: every page (exact), a Hamming MaxSim shortlist
    over sign-bit codes (``binary``), or the HNSW graph's pages narrowed by Hamming MaxSim
-   plus every page the graph does not cover yet (``hnsw``);
+   plus every page the graph does not cover yet (``hnsw``), or PLAID's centroid
+   interaction and residual rescoring plus every page its file does not cover (``plaid``);
 4. **exact rerank** — the shortlisted pages scored exactly (:func:`rerank`): returned
    scores are always exact;
 5. **damaged last** — on the full scan, pages whose vectors are NaN/inf rank last, with a warning;
@@ -30,7 +31,7 @@ import torch
 
 from ..scoring import EmbeddingsLike, Ragged, as_ragged
 from ..types import EncoderInfo, MMEmbedError, SearchHit
-from . import ann, integrity
+from . import ann, integrity, plaid_search
 from .codecs import Rows
 from .filters import Filter, compile_filter
 from .first_stage import DEFAULT_CANDIDATES, BinaryCodes, binary_codes, hamming_maxsim, shortlist, subset
@@ -82,7 +83,7 @@ def query_vectors(queries: EmbeddingsLike, encoder: EncoderInfo, location: objec
 
 @dataclass(frozen=True)
 class Stage:
-    """The first stage a search runs: ``None`` (exact scan), ``"binary"`` or ``"hnsw"``,
+    """The first stage a search runs: ``None`` (exact scan), ``"binary"``, ``"hnsw"`` or ``"plaid"``,
     with how many pages it keeps per query for the exact rerank."""
 
     name: str | None
@@ -94,10 +95,10 @@ def choose_stage(index_stage: str | None, encoder: EncoderInfo, candidates: int 
     another multi-vector index shortlists with Hamming MaxSim only when ``candidates`` is
     given; ``exact=True`` and single-vector indexes always scan exactly."""
     if candidates is None and index_stage is not None:
-        candidates = DEFAULT_CANDIDATES
+        candidates = plaid_search.DEFAULT_CANDIDATES if index_stage == "plaid" else DEFAULT_CANDIDATES
     if candidates is None or exact or encoder.kind == "single":
         return Stage(None)
-    return Stage("hnsw" if index_stage == "hnsw" else "binary", candidates)
+    return Stage(index_stage if index_stage in ("hnsw", "plaid") else "binary", candidates)
 
 
 def search_snapshot(
@@ -153,6 +154,8 @@ def first_stage_picks(scan: Scan, q: Ragged, k: int, stage: Stage, conn: sqlite3
         return graph_picks(scan, q, max(stage.candidates, k), k)
     if stage.name == "binary":
         return binary_picks(scan, q, max(stage.candidates, k), k)
+    if stage.name == "plaid":
+        return plaid_picks(scan, q, max(stage.candidates, k), k)
     return exact_picks(scan, q, k, conn)
 
 
@@ -196,6 +199,31 @@ def graph_picks(scan: Scan, q: Ragged, candidates: int, k: int) -> Picks:
             if found.shape[0] > candidates:
                 found = found[hamming_shortlist(scan, one, subset(locs, found), candidates)]
             cols = np.union1d(cols, found)
+        if cols.shape[0] < min(k, len(locs)):
+            cols = np.arange(len(locs))
+        picks.append(rerank(scan, one, cols, k))
+    return picks
+
+
+def plaid_picks(scan: Scan, q: Ragged, candidates: int, k: int) -> Picks:
+    """Per query: PLAID's best ``candidates`` pages (:mod:`.plaid_search`) plus every page its
+    file does not cover yet, scored exactly; the full exact scan when that leaves fewer than
+    ``k`` pages (a selective filter)."""
+    locs = scan.locs
+    _, arrays = scan.snapshots.plaid.state_and_arrays()
+    allowed = None if arrays is None else plaid_search.allowed_pages(arrays, locs.rows)  # (P,) column or -1
+    uncovered = np.arange(len(locs))  # columns the file does not code: scanned exactly
+    if allowed is not None:
+        uncovered = np.setdiff1d(uncovered, allowed[allowed >= 0])
+    picks: Picks = []
+    for i in range(len(q)):
+        one = Ragged.from_list([q[i]])  # (tokens, dim) of query i
+        cols = uncovered
+        if arrays is not None and allowed is not None and len(locs) > candidates:
+            pages = plaid_search.candidate_pages(arrays, one.values, allowed, candidates)
+            cols = np.union1d(cols, allowed[pages])
+        elif len(locs) <= candidates:
+            cols = np.arange(len(locs))  # every page fits the exact rerank
         if cols.shape[0] < min(k, len(locs)):
             cols = np.arange(len(locs))
         picks.append(rerank(scan, one, cols, k))

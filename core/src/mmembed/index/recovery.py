@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 from ..types import EncoderInfo
-from . import ann, files, integrity
+from . import ann, files, integrity, plaid
 from . import format as fmt
 from .codecs import Codec
 from .first_stage import (
@@ -64,6 +64,8 @@ def recover(
     complete_codes(path, conn, encoder, codec, first_stage)
     if first_stage == "hnsw":
         ann.remove_unreferenced(path)  # a killed graph build's file
+    if first_stage == "plaid":
+        plaid.remove_unreferenced(path)  # a killed PLAID build's file
 
 
 def complete_codes(

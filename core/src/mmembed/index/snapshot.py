@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..types import EncoderInfo, MMEmbedError, PageRecord
-from . import ann, integrity
+from . import ann, integrity, plaid
 from . import format as fmt
 from .codecs import Codec, Rows
 from .errors import IndexClosedError, IndexFormatError
@@ -73,6 +73,7 @@ class IndexSnapshots:
         self.views = SegmentViews(path / fmt.SEGMENTS_DIR, encoder.dim, codec)
         self.codes = BinaryCodes(path / fmt.SEGMENTS_DIR, encoder.dim)
         self.graph = ann.GraphReader(path)
+        self.plaid = plaid.PlaidReader(path)  # first_stage="plaid" (issue 27)
         self._cached: Snapshot | None = None
 
     # ------------------------------------------------------------------ snapshots
@@ -119,6 +120,7 @@ class IndexSnapshots:
         self.closed = True
         self.forget()
         self.graph.clear()
+        self.plaid.clear()
 
     def view(self, snap: Snapshot, seg_id: int, rows: int) -> Rows:
         """The first ``rows`` committed rows of segment ``seg_id`` in ``snap``, checked."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..types import EncoderInfo, MMEmbedError
-from . import ann, files, integrity
+from . import ann, files, integrity, plaid
 from . import format as fmt
 from .codecs import Codec
 from .compact import compact_segments
@@ -90,7 +90,7 @@ class IndexWriter:
         if not batch.rows:
             return []
         self.commit_batch(batch, replace=replace, append=append)
-        if self.manifest.first_stage == "hnsw":
+        if self.manifest.first_stage in ("hnsw", "plaid"):
             self.extend_graph(force=False)
         return batch.ids
 
@@ -231,12 +231,19 @@ class IndexWriter:
     # ------------------------------------------------------------------ graph, deletes, compaction
 
     def extend_graph(self, *, force: bool = True) -> int:
-        """HNSW first stage: add the pages stored since the graph was last built to it (once
-        ``graph_extend_pages`` pages, or a quarter of the graph, wait unless ``force``)."""
-        state = ann.usable_state(self.path)
-        # A damaged or missing graph file is rebuilt from every page on the next write.
-        force = force or state.file != ann.read_state(self.path).file
-        covers = state.covers_row
+        """HNSW (PLAID) first stage: add the pages stored since the graph (file) was last built
+        to it (once ``graph_extend_pages`` pages, or a quarter of it, wait unless ``force``)."""
+        if self.manifest.first_stage == "plaid":
+            # Cheap here (a write calls this after every batch); plaid.extend checks the file.
+            try:
+                covers = plaid.read_state(self.path).covers_row
+            except MMEmbedError:  # unreadable: rebuilt from every page on the next write
+                covers, force = 0, True
+        else:
+            state_ = ann.usable_state(self.path)
+            # A damaged or missing graph file is rebuilt from every page on the next write.
+            force = force or state_.file != ann.read_state(self.path).file
+            covers = state_.covers_row
         conn = self.conn
         with integrity.sqlite_errors(self.path):
             waiting = conn.execute(
@@ -250,17 +257,46 @@ class IndexWriter:
             )
         if not waiting or (not force and len(waiting) < max(self.graph_extend_pages, covered // 4)):
             return 0
-        views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.encoder.dim, self.codec)
-        segment_files = dict(conn.execute("SELECT seg_id, file FROM segments").fetchall())
-        pages = []
-        for row, seg_id, off, n in waiting:
-            name = integrity.segment_path(self.path, segment_files[seg_id], self.codec).name
-            pages.append((int(row), views.view(int(seg_id), name, int(off) + int(n))[int(off) :]))
+        pages = self._page_vectors(waiting)
+        if self.manifest.first_stage == "plaid":
+            return self._extend_plaid(pages)
         try:
             ann.extend(self.path, self.encoder.dim, pages)
         except OSError as exc:
             raise write_error(self.path, "extend the HNSW graph", exc) from exc
         return len(pages)
+
+    def _page_vectors(self, located: list[tuple[int, int, int, int]]) -> list[tuple[int, Any]]:
+        """``(row, (n, dim) vectors)`` of ``(row, seg_id, vec_offset, n_vectors)`` pages (mapped, lazily read)."""
+        views = SegmentViews(self.path / fmt.SEGMENTS_DIR, self.encoder.dim, self.codec)
+        segments = {
+            int(s): (f, int(r))
+            for s, f, r in self.conn.execute("SELECT seg_id, file, committed_rows FROM segments")
+        }
+        pages = []
+        for row, seg_id, off, n in located:
+            file, committed = segments[int(seg_id)]
+            name = integrity.segment_path(self.path, file, self.codec).name
+            # One map per segment (its committed rows), sliced per page: a map per page holds a
+            # file descriptor each (10k pages ran out of them).
+            whole = views.view(int(seg_id), name, committed)
+            pages.append((int(row), whole[int(off) : int(off) + int(n)]))
+        return pages
+
+    def _extend_plaid(self, waiting: list[tuple[int, Any]]) -> int:
+        """PLAID (issue 27): code the waiting pages (re-training on every live page when due)."""
+
+        def everything() -> list[tuple[int, Any]]:
+            with integrity.sqlite_errors(self.path):
+                live = self.conn.execute(
+                    "SELECT row, seg_id, vec_offset, n_vectors FROM pages WHERE n_vectors > 0 ORDER BY row"
+                ).fetchall()
+            return self._page_vectors(live)
+
+        try:
+            return plaid.extend(self.path, self.encoder.dim, waiting, everything)
+        except OSError as exc:
+            raise write_error(self.path, "extend the PLAID file", exc) from exc
 
     def repair(self) -> dict[str, Any]:
         """Rewrite first-stage side data that no longer matches what was committed: codes
@@ -294,8 +330,11 @@ class IndexWriter:
         rebuilt = False
         if self.manifest.first_stage == "hnsw" and ann.usable_state(self.path).file is None:
             rebuilt = self.extend_graph(force=True) > 0
+        if self.manifest.first_stage == "plaid" and plaid.damaged(self.path):
+            rebuilt = self._extend_plaid([]) > 0  # a damaged file: every page coded anew
         self.snapshots.forget()
         self.snapshots.graph.clear()
+        self.snapshots.plaid.clear()
         return {"codes_rewritten": rewritten, "graph_rebuilt": rebuilt}
 
     def delete(self, where: Sql) -> int:
