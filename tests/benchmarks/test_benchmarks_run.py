@@ -59,7 +59,20 @@ def test_scale_benchmark_prints_each_mode() -> None:
     # benchmark itself; see tests/fixtures/scale/README.md): no model is loaded here.
     out = run(
         "scale.py",
-        *("--base-pages", "6", "--page-tokens", "64", "--tile", "2", "--queries", "4"),
+        *(
+            "--corpus",
+            "tiled",
+            "--tiled-source",
+            "docstrings",
+            "--base-pages",
+            "6",
+            "--page-tokens",
+            "64",
+            "--tile",
+            "2",
+            "--queries",
+            "4",
+        ),
         *("--candidates", "3", "--cache", str(FIXTURES / "scale")),
     )
     rows = {
@@ -77,7 +90,7 @@ def test_scale_benchmark_prints_each_mode() -> None:
         "int8 binary->exact C=3",
     }, out
     exact, binary = rows["exact (float16)"], rows["binary -> exact, C=3"]
-    # bytes/page, build s, recall@10, p50, p95, speedup, anon MB, total MB
+    # bytes/page, build s, recall@10, tie@10, p50, p95, speedup, anon MB, total MB
     assert float(exact[2]) == 1.0 and 0.0 <= float(binary[2]) <= 1.0, out
     assert float(binary[0]) > float(exact[0]), "the binary index stores its codes beside the vectors"
     assert "Hamming scan: numba" in out, out

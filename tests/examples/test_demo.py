@@ -74,7 +74,10 @@ def test_demo_default_model_fits_the_machine(monkeypatch: pytest.MonkeyPatch) ->
     demo = load_demo()
     monkeypatch.delenv("MMEMBED_MODEL", raising=False)
     assert demo.choose_model(None, False)[0] == "vidore/colSmol-256M"
-    assert "no GPU" in demo.choose_model(None, False)[1]
+    why = demo.choose_model(None, False)[1]
+    assert (
+        "no GPU" in why and "quality per measured CPU second" in why and "ModernVBERT/colmodernvbert" in why
+    )
     assert demo.choose_model(None, True)[0] == "nomic-ai/colnomic-embed-multimodal-3b"
     assert demo.choose_model("my/model", True) == ("my/model", "given with --model")  # --model wins
     monkeypatch.setenv("MMEMBED_MODEL", "env/model")

@@ -35,6 +35,7 @@ from .loaders.errors import NOTE_CODES
 from .text_backfill import BackfillReport as BackfillReport  # public here too (older callers)
 from .text_backfill import backfill_text as backfill_text
 from .types import MMEmbedError
+from .write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from .encoders.base import Encoder
@@ -111,6 +112,7 @@ def index_documents(
     max_frames: int = DEFAULT_MAX_FRAMES,
     media_streams: str = "auto",
     text: bool = True,
+    write_behind: bool = True,
 ) -> IndexReport:
     """Render every page of ``sources`` (PDFs, images, folders), embed and store it.
 
@@ -119,7 +121,9 @@ def index_documents(
     ``encoder.encode_media``; each segment is a record with ``media``, ``start``, ``end`` and
     ``duration`` in its metadata. ``text`` (default on) stores each page's own text layer
     (PDF, Office through its converted PDF; images and scans have none) for text / hybrid
-    search, in the same commit as its vectors. With an encoder that cannot take audio or video, recordings
+    search, in the same commit as its vectors. ``write_behind`` (default on): each batch is
+    written (thumbnails, upsert) in a worker thread while the next one encodes (see
+    :mod:`mmembed.write_behind`); off, inline. With an encoder that cannot take audio or video, recordings
     are reported as ``media_not_loaded`` issues (naming the encoder) and pages still index.
 
     >>> report = index_documents("examples/data", index, encoder)  # doctest: +SKIP
@@ -149,6 +153,8 @@ def index_documents(
     takes_media = _takes_media(encoder)
     options = LoaderOptions(
         dpi=dpi,
+        # Render up to a whole batch (at most 16 pages) ahead while one encodes (issue 28).
+        prefetch=max(LoaderOptions.prefetch, min(batch_size, 16)),
         max_pixels=max_pixels,
         max_image_pixels=max_image_pixels,
         password=password,
@@ -171,57 +177,77 @@ def index_documents(
     batch: list[Item] = []
     finished_sources: set[str] = set()
 
+    # Issue 28: each batch's write (thumbnails, upsert) runs behind the next batch's encoding.
+    writer = WriteBehind(enabled=write_behind)
+
     def flush() -> None:
         if not batch:
             return
-        embeddings, layouts = _encode(encoder, batch)
-        for p, emb in zip(batch, embeddings, strict=True):
+        items = list(batch)  # the writer keeps these while the next batch fills
+        batch.clear()
+        embeddings, layouts = _encode(encoder, items)
+        for p, emb in zip(items, embeddings, strict=True):
             if emb.ndim != 2 or emb.shape[0] == 0:
                 # A page stored without vectors would silently never be found.
                 raise MMEmbedError(
                     f"{p.source} page {p.page}: the encoder returned an embedding of shape "
                     f"{tuple(emb.shape)}; nothing was stored for this batch. Check the model."
                 )
-        inputs = [
-            PageInput(
-                embedding=emb,
-                source=p.source,
-                page=p.page,
-                content_hash=p.content_hash,
-                metadata=p.record_metadata()
+        # What needs the encoder or the page's document (layout, text) is read here, in this thread.
+        facts = [
+            (
+                p.record_metadata()
                 if isinstance(p, MediaSegment)
                 else {
                     **p.metadata,
                     "page_count": p.page_count,
                     **_layout_metadata(encoder, p, emb, layouts, i),
                 },
+                (p.text or None) if text and isinstance(p, Page) else None,
+            )
+            for i, (p, emb) in enumerate(zip(items, embeddings, strict=True))
+        ]
+        writer.submit(lambda: write(items, embeddings, facts))
+
+    def write(
+        items: list[Item], embeddings: list[torch.Tensor], facts: list[tuple[dict[str, Any], str | None]]
+    ) -> None:
+        inputs = [
+            PageInput(
+                embedding=emb,
+                source=p.source,
+                page=p.page,
+                content_hash=p.content_hash,
+                metadata=metadata,
                 thumbnail=_thumbnail(p) if thumbnails else None,
                 id=p.id,
-                text=(p.text or None) if text and isinstance(p, Page) else None,
+                text=page_text,
             )
-            for i, (p, emb) in enumerate(zip(batch, embeddings, strict=True))
+            for p, emb, (metadata, page_text) in zip(items, embeddings, facts, strict=True)
         ]
         report.ids += index.upsert(inputs)
         report.pages_indexed += len(inputs)
-        report.segments_indexed += sum(isinstance(p, MediaSegment) for p in batch)
-        for p in batch:
+        report.segments_indexed += sum(isinstance(p, MediaSegment) for p in items)
+        for p in items:
             page_counts[p.source] = p.page_count
             if p.source not in report.files_indexed:
                 report.files_indexed.append(p.source)
             if p.page == p.page_count:
                 finished_sources.add(p.source)
             p.release()
-        bar.update(len(batch))
-        batch.clear()
+        bar.update(len(items))
 
     try:
-        for page in stream:
-            if batch and starts_new_batch(batch, page, batch_size):
-                flush()
-            batch.append(page)
-            if len(batch) >= batch_size:
-                flush()
-        flush()
+        try:
+            for page in stream:
+                if batch and starts_new_batch(batch, page, batch_size):
+                    flush()
+                batch.append(page)
+                if len(batch) >= batch_size:
+                    flush()
+            flush()
+        finally:
+            writer.close()  # waits for the write in flight: a committed batch is never cut
     finally:
         bar.close()
         report.issues = list(stream.issues)

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             dpi=args.dpi,
             max_pixels=args.max_pixels,
-            **({} if args.max_image_pixels is None else {"max_image_pixels": args.max_image_pixels or None}),
+            **_image_pixel_cap(args),
             strict=args.strict,
             include=args.include or None,
             exclude=args.exclude or None,
@@ -265,3 +265,8 @@ def _repair(where: str) -> None:
         + (f"rewrote the codes {', '.join(codes)}" if codes else "codes match their checksums")
         + ("; rebuilt the HNSW graph" if done["graph_rebuilt"] else ""),
     )
+
+
+def _image_pixel_cap(args: argparse.Namespace) -> dict[str, Any]:
+    """``max_image_pixels`` only when the flag was given (0 lifts the cap), else the default."""
+    return {} if args.max_image_pixels is None else {"max_image_pixels": args.max_image_pixels or None}

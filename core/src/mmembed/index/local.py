@@ -33,6 +33,7 @@ from ..scoring import EmbeddingsLike
 from ..types import EncoderInfo, MMEmbedError, PageRecord, SearchHit
 from . import format as fmt
 from . import text_side
+from .dedupe import check_dedupe
 from .errors import check_writable
 from .filters import Filter
 from .first_stage import shortlist
@@ -284,6 +285,7 @@ class LocalIndex(StoredOptions):
         texts: Sequence[str] | str | None = None,
         alpha: float | None = None,
         rrf_k: int | None = None,
+        dedupe: str | float | None = None,
     ) -> list[list[SearchHit]]:
         """Top-``k`` pages for each query, best first, among pages matching ``where``
         (a pre-filter: ``k`` results whenever ``k`` pages match). Pages stored without
@@ -304,9 +306,15 @@ class LocalIndex(StoredOptions):
         lists by reciprocal rank fusion (``rrf_k``, 60 by default) or, given ``alpha``, by the
         weighted sum ``alpha * visual + (1 - alpha) * text`` of min-max normalised scores. Hits of
         these modes say which side(s) found them (:attr:`SearchHit.matches`); see
-        :mod:`mmembed.index.hybrid`."""
+        :mod:`mmembed.index.hybrid`.
+
+        ``dedupe="content"`` (same file bytes and page) or ``dedupe=0.95`` (near-identical
+        vectors) keeps one hit of each group of copies (visual mode; :mod:`mmembed.index.dedupe`)."""
         text_side.check_k(k)
         options = search_options(mode, alpha, rrf_k)
+        rule = check_dedupe(dedupe)
+        if rule is not None and options.mode != "visual":
+            raise MMEmbedError(f"dedupe= works with mode='visual' only, not mode={options.mode!r}")
         if options.mode == "hybrid":  # issue 25: both sides in one read, the text side in a thread
             tokenizer = self.manifest.text_tokenizer
             return search_hybrid(
@@ -333,6 +341,7 @@ class LocalIndex(StoredOptions):
             candidates=candidates,
             exact=exact,
             shortlist_fn=shortlist,
+            dedupe=rule,
         )
 
     def search_text(

@@ -33,6 +33,7 @@ from ..scoring import EmbeddingsLike, Ragged, as_ragged
 from ..types import EncoderInfo, MMEmbedError, SearchHit
 from . import ann, integrity, plaid_search
 from .codecs import Rows
+from .dedupe import Dedupe, deduped_picks, sqlite_keys
 from .filters import Filter, compile_filter
 from .first_stage import DEFAULT_CANDIDATES, BinaryCodes, binary_codes, hamming_maxsim, shortlist, subset
 from .search import Locations, ViewFn, score_locations, top_k
@@ -111,9 +112,11 @@ def search_snapshot(
     candidates: int | None = None,
     exact: bool = False,
     shortlist_fn: ShortlistFn = shortlist,
+    dedupe: Dedupe | None = None,
 ) -> list[list[SearchHit]]:
     """Top-``k`` hits per query over one consistent snapshot of an embedded index (see the
-    module docstring for the stages). ``shortlist_fn`` picks the first stage's best columns."""
+    module docstring for the stages). ``shortlist_fn`` picks the first stage's best columns;
+    ``dedupe`` collapses copies among the hits (:mod:`mmembed.index.dedupe`)."""
     check_k(k)
     check_candidates(candidates)
     stage = choose_stage(index_stage, snapshots.encoder, candidates, exact)
@@ -128,7 +131,19 @@ def search_snapshot(
             return snapshots.view(snap, seg_id, rows)
 
         scan = Scan(snapshots, snap, locs, view, shortlist_fn)
-        picks = first_stage_picks(scan, q, k, stage, conn)  # 3.-5.
+        if dedupe is None:
+            picks = first_stage_picks(scan, q, k, stage, conn)  # 3.-5.
+        else:  # 3.-5., deeper, then copies collapsed (issue 27)
+            picks = deduped_picks(
+                lambda depth: first_stage_picks(scan, q, depth, stage, conn),
+                k,
+                dedupe,
+                len(locs),
+                sqlite_keys(conn, lambda cols: [int(locs.rows[c]) for c in cols]),
+                lambda c: view(int(locs.seg[c]), int(locs.off[c] + locs.n[c]))[
+                    int(locs.off[c]) : int(locs.off[c] + locs.n[c])
+                ],
+            )
         return hits(snapshots, conn, locs, picks)  # 6.
 
     return snapshots.retrying(run)

@@ -77,6 +77,7 @@ class SharedTarget(IndexBackend, Protocol):
         texts: Sequence[str] | str | None = None,
         alpha: float | None = None,
         rrf_k: int | None = None,
+        dedupe: str | float | None = None,
     ) -> list[list[SearchHit]]: ...
     def search_text(
         self, texts: Sequence[str] | str, k: int = 10, where: Filter | None = None
@@ -412,6 +413,7 @@ class SharedIndex:
         texts: Sequence[str] | str | None = None,
         alpha: float | None = None,
         rrf_k: int | None = None,
+        dedupe: str | float | None = None,
     ) -> list[list[SearchHit]]:
         return self._index().search(
             queries,
@@ -423,6 +425,7 @@ class SharedIndex:
             texts=texts,
             alpha=alpha,
             rrf_k=rrf_k,
+            dedupe=dedupe,
         )
 
     def search_text(
