@@ -16,6 +16,7 @@ import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,16 +33,19 @@ TRAINED: dict[str, str] = {
         "colqwen2_5", "colqwen2", "colqwen3", "colqwen3_5", "biqwen2", "biqwen2_5", "biqwen3_5",
         "dse_qwen2", "colpali", "colidefics3", "colgemma3", "bigemma3", "colmodernvbert",
         "bimodernvbert", "colmodernvbert_hf", "colpali_hf", "colqwen2_hf", "colqwen2_5_omni",
-        "nemotron_colembed", "omni_embed_nemotron",
+        "nemotron_colembed", "omni_embed_nemotron", "nomic_v1_5",
     )
 }  # fmt: skip
 """Registry family id -> the ``mmembed_testing`` tiny checkpoint it trains on."""
 
 TOWERS = {family: {"audio_tower", "visual"} for family in ("colqwen2_5_omni", "omni_embed_nemotron")}
 """Towers a family must report frozen beyond "at least one" (Omni: vision and audio)."""
-OPTIONS = {"omni_embed_nemotron": {"audio_weight": 0.25}}
+OPTIONS = {"omni_embed_nemotron": {"audio_weight": 0.25}, "nomic_v1_5": {"tiles": 2}}
 """Load options the index records: training must load the model with them (else it refuses
-the index as built by another model)."""
+the index as built by another model). Nomic with tiles: pages are several vectors, queries one."""
+PARTNER = {"nomic_v1_5": "nomic_text_v1_5"}
+"""Families whose index pairs two checkpoints: the trained one loads back as ``text_model=``
+(the vision checkpoint stays the index's model, the adapter replaces its text partner)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,7 +83,10 @@ def test_every_family_trains_or_is_refused_with_its_reason(
     if family in REFUSED:
         _check_refused(family, one_pdf[1], tmp_path)
     elif family in TRAINED:
-        _check_trained(family, tiny_checkpoint(TRAINED[family]), one_pdf, tmp_path)
+        options = dict(OPTIONS.get(family, {}))
+        if family in PARTNER:
+            options["text_model"] = str(tiny_checkpoint(PARTNER[family]))
+        _check_trained(family, tiny_checkpoint(TRAINED[family]), options, one_pdf, tmp_path)
     else:
         pytest.fail(
             f"the registered family {family!r} is neither trained in this test (TRAINED) nor refused "
@@ -107,11 +114,18 @@ def _check_refused(family: str, pairs: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_path: Path) -> None:
+def _check_trained(
+    family: str, model: Path, options: dict[str, Any], one_pdf: tuple[Path, Path], tmp_path: Path
+) -> None:
     from mmembed.loaders import render_page
 
     docs, pairs = one_pdf
-    options = OPTIONS.get(family, {})
+
+    def load_trained(folder: Path) -> mmembed.Encoder:
+        if family in PARTNER:  # the adapter / merged checkpoint is the text partner
+            return mmembed.load_encoder(model, **{**options, "text_model": str(folder)})
+        return mmembed.load_encoder(folder, **options)
+
     encoder = mmembed.load_encoder(model, **options)
     assert encoder.info.family == family
     with mmembed.open_index(tmp_path / "index", encoder.info) as index:
@@ -133,7 +147,6 @@ def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_pat
     assert all(torch.isfinite(torch.tensor(result.losses))), result.losses
     assert result.trained is not None
     trainable = result.trained.trainable
-    module = trainable.module
 
     # LoRA sits on the language model (and the head) only, and training moved it.
     from safetensors.torch import load_file
@@ -157,14 +170,16 @@ def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_pat
     assert towers, f"{family}: no vision tower found to freeze"
     assert TOWERS.get(family, set()) <= {t.rsplit(".", 1)[-1] for t in towers}, towers
     for tower in towers:
-        before = dict(encoder.model.get_submodule(tower).named_parameters())  # type: ignore[union-attr]
-        for name, param in module.get_submodule(tower).named_parameters():
+        served = encoder.vision.model if family in PARTNER else encoder.model.get_submodule(tower)  # type: ignore[attr-defined]
+        before = dict(served.named_parameters())
+        for name, param in trainable.tower_module(tower).named_parameters():
             assert not param.requires_grad, f"{tower}.{name} is trainable"
             assert torch.equal(param.detach(), before[name]), f"{tower}.{name} changed"
 
     # The saved adapter folder reloads through load_encoder into the model as trained.
-    reloaded = mmembed.load_encoder(result.out, **options)
-    assert reloaded.info.settings == encoder.info.settings
+    reloaded = load_trained(result.out)
+    settings = {k: v for k, v in encoder.info.settings.items() if k != "text_model"}
+    assert {k: v for k, v in reloaded.info.settings.items() if k != "text_model"} == settings
     assert reloaded.info.family == family
     queries = ["red", "a cyan page"]
     page = [render_page(docs / "plain.pdf", 3, dpi=DPI)]
@@ -178,7 +193,7 @@ def _check_trained(family: str, model: Path, one_pdf: tuple[Path, Path], tmp_pat
 
     # --merge: a full checkpoint of the family that gives the adapter's vectors.
     assert result.merged is not None
-    merged = mmembed.load_encoder(result.merged, **options)
+    merged = load_trained(result.merged)
     assert merged.info.family == family
     for a, b in zip(
         merged.encode_queries(queries[:1]) + merged.encode_images(page), [theirs[0], theirs[-1]], strict=True

@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         print(safe_lines(table))
     print(
         f"next: index your pages again with the new model into a NEW folder, e.g. `mmembed index <files> "
-        f"--index <new-index> --model {safe(str(result.out))}` (the old index keeps the old model's vectors)",
+        f"--index <new-index> {safe(' '.join(result.index_arguments))}` (the old index keeps the old model's "
+        "vectors)",
         file=sys.stderr,
     )
     return 0

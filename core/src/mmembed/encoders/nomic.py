@@ -15,6 +15,8 @@ text query retrieves images with one similarity (dot of L2-normalised 768-d vect
 - Loading the **text** checkpoint alone gives a text-only encoder that refuses images.
 - ``matryoshka_dim`` (768 / 512 / 256 / 128 / 64): text vectors truncated after the
   ``layer_norm``, image vectors truncated alike, then L2-normalised; recorded in the index.
+- A PEFT LoRA adapter over the text checkpoint (what ``mmembed train`` writes) loads as that
+  text checkpoint with the adapter merged, alone or as ``text_model=``.
 - ``tiles`` (vision only, default 1): a page becomes its whole 224x224 view plus a grid of
   ``tiles`` crops, stored as a multi-vector page scored with MaxSim (a full page squeezed into
   224 pixels loses small text).
@@ -63,7 +65,10 @@ def is_vision_checkpoint(facts: CheckpointFacts) -> bool:
 
 
 def matches(facts: CheckpointFacts) -> bool:
-    return facts.adapter is None and (is_text_checkpoint(facts) or is_vision_checkpoint(facts))
+    # A LoRA adapter over the text model (what `mmembed train` writes) is a text checkpoint too.
+    if facts.adapter is not None:
+        return is_text_checkpoint(facts)
+    return is_text_checkpoint(facts) or is_vision_checkpoint(facts)
 
 
 def tile_grid(width: int, height: int, tiles: int) -> tuple[int, int]:

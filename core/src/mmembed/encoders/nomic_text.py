@@ -254,7 +254,12 @@ def load_text(
             f"{facts.name}: its weights do not fit nomic-embed-text-v1.5's layout ({detail}); the checkpoint "
             "is incomplete or of another architecture"
         )
-    tokenizer = AutoTokenizer.from_pretrained(str(_tokenizer_folder(facts.model_path)))
+    if facts.adapter is not None:  # e.g. what `mmembed train` writes: LoRA over this model's own names
+        from .weights import merge_lora
+
+        with torch.no_grad():
+            merge_lora(model, facts.adapter, lambda key: key)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder(facts.path, facts.model_path)))
     limit = int(config.max_position_embeddings)
     if max_length is not None and not 1 <= max_length <= limit:
         raise MMEmbedError(f"max_length={max_length} must be between 1 and the model's {limit} positions")
@@ -268,7 +273,9 @@ def load_text(
     )
 
 
-def _tokenizer_folder(folder: Path) -> Path:
-    if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
-        return folder
-    raise MMEmbedError(f"no tokenizer files (tokenizer.json, tokenizer_config.json) in {folder}")
+def tokenizer_folder(*folders: Path) -> Path:
+    """The first folder with tokenizer files (an adapter's own, else its base's)."""
+    for folder in folders:
+        if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
+            return folder
+    raise MMEmbedError(f"no tokenizer files (tokenizer.json, tokenizer_config.json) in {folders[-1]}")

@@ -34,14 +34,16 @@ from typing import Any
 import torch
 
 from ..encoders.base import Encoder
+from ..encoders.nomic import NomicEncoder
 from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
 from ..types import EncoderInfo, MMEmbedError, PageRecord
-from . import output
+from . import nomic, output
 from .families import REFUSED, TrainableEncoder, UntrainableFamilyError, refusal, refused_family
 from .heldout import evaluate_held_out
 from .memory import BatchPlan, is_out_of_memory, smallest_batch, train_with_halving
 from .mining import MinedQuery, mine_hard_negatives, write_mined
+from .nomic import NomicTrainable
 from .pages import PageImages
 from .pairs import MIN_PAIRS, PairsError, PairSplit, TrainPair, positives_by_query, read_pairs, split_pairs
 from .pseudo import PseudoQuerySummary, page_texts, sample_pseudo_queries
@@ -81,6 +83,9 @@ class TrainResult:
     settings: TrainSettings
     losses: list[float] = field(default_factory=list)
     """The loss of each step this call ran (a resumed run: the steps after the checkpoint)."""
+    index_arguments: list[str] = field(default_factory=list)
+    """``mmembed index`` arguments that load the trained model (``--model <out>``; Nomic v1.5:
+    the vision checkpoint with ``--option text_model=<out>``)."""
     trained: TrainedModel | None = field(default=None, repr=False)
     """The in-memory trained model (its embeddings are what the saved adapter reproduces)."""
     pseudo_queries: PseudoQuerySummary | None = None
@@ -199,6 +204,14 @@ def train(
     finally:
         if opened is not None:
             opened.close()
+
+
+def trainable_for(encoder: Encoder) -> TrainableEncoder:
+    """The family's :class:`TrainableEncoder` (Nomic v1.5's pair has its own, see
+    :mod:`mmembed.finetune.nomic`); raises :class:`UntrainableFamilyError` with why."""
+    if isinstance(encoder, NomicEncoder) and encoder.info.family not in REFUSED:
+        return NomicTrainable(encoder)
+    return TrainableEncoder(encoder)
 
 
 def _check_data_arguments(pairs: object, pseudo_queries: object) -> None:
@@ -360,6 +373,7 @@ def _train(
     refuse_remote_code(index.encoder.name, index.encoder.family)
     if index.encoder.family in REFUSED:  # refused before the model is even loaded
         raise refused_family(index.encoder.name, index.encoder.family)
+    nomic.check_index(index.encoder)  # Nomic's text checkpoint alone indexes no pages
     all_records = list(index.records())
     records: dict[str, PageRecord] = {r.id: r for r in all_records}
     pseudo: PseudoQuerySummary | None = None
@@ -409,7 +423,7 @@ def _train(
 
     encoder = _load_private_encoder(index, device)
     try:
-        trainable = TrainableEncoder(encoder)
+        trainable = trainable_for(encoder)
     except UntrainableFamilyError:
         raise
     except MMEmbedError as err:  # pragma: no cover - TrainableEncoder raises only the above
@@ -467,7 +481,7 @@ def _train(
     )
     untrained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     if settings.gradient_checkpointing:
-        backbone = getattr(trainable.module, "model", None)
+        backbone = trainable.checkpointed_backbone()
         if backbone is not None and hasattr(backbone, "gradient_checkpointing_enable"):
             backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     collator = PairCollator(trainable, examples, images, known)
@@ -572,15 +586,13 @@ def _train(
     staging = out / ".finishing"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    facts = _facts(encoder.info.name, encoder.info.revision)
-    base = encoder.info.name
+    base, revision = trainable.base_checkpoint()  # Nomic: the text tower's checkpoint
+    facts = _facts(base, revision)
     if facts.adapter is not None:  # LoRA over LoRA: the new adapter's base is the merged start
-        output.write_untrained_base(
-            model, facts, staging / output.BASE, to_checkpoint=trainable.checkpoint_state
-        )
+        trainable.write_untrained_base(model, facts, staging / output.BASE)
         base = str(out / output.BASE)  # where it is once moved in
     output.write_adapter(model, staging, base=base)
-    output.copy_processor_files(facts, staging)
+    trainable.copy_processor_files(facts, staging)
     write_mined(staging / output.NEGATIVES_FILE, mined)
     for file in sorted(staging.iterdir()):
         if file.is_dir():
@@ -591,12 +603,10 @@ def _train(
     trained = TrainedModel(trainable, model)
     after = None
     if split.held_out:
-        from ..encoders.cache import _load
-
         # Not through the shared cache: the adapter's fingerprint covers the folder's .json
         # files, and training.json is written below; a cached encoder fingerprinted now would
         # not match the index built later with the finished folder (EncoderMismatchError).
-        reloaded = _load(str(out), None, None, encoder.device, encoder.dtype, recorded_options(index.encoder))
+        reloaded = trainable.reload(out, device=encoder.device, dtype=encoder.dtype)
         after = evaluate_held_out(reloaded, split.held_out, records, images, name="after")
 
     merged_path = None
@@ -621,9 +631,7 @@ def _train(
     output.write_json(out / output.TRAINING_JSON, summary)
     (out / output.CARD).write_text(output.model_card(summary, table), encoding="utf-8")
     if merge:
-        merged_path = output.write_merged(
-            output.merged_module(model), facts, out / output.MERGED, to_checkpoint=trainable.checkpoint_state
-        )
+        merged_path = trainable.write_merged(output.merged_module(model), facts, out / output.MERGED)
         trained = TrainedModel(trainable, trainable.module)
     (out / RUN_FILE).unlink(missing_ok=True)
     if not keep_checkpoints:
@@ -646,6 +654,7 @@ def _train(
         batch_size=plan.batch_size,
         gradient_accumulation_steps=plan.accumulation,
         memory_retries=memory_retries,
+        index_arguments=trainable.index_arguments(out),
     )
 
 

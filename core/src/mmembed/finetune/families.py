@@ -10,7 +10,9 @@ language model (``q/k/v/o/gate/up/down_proj`` in Qwen / Gemma / Llama, ``Wqkv / 
 ModernBERT) and on the projection head when there is one; the vision and audio towers and
 the connector stay frozen. Omni-Embed-Nemotron (a Qwen2.5-Omni Thinker, not a VLMEncoder)
 trains the same way on its own chat-template inputs (text queries, page images), its vision
-and audio towers frozen.
+and audio towers frozen. Nomic Embed v1.5 (two towers, no VLM) trains LoRA on its text
+tower, the vision tower frozen (:mod:`mmembed.finetune.nomic`, a subclass overriding the
+hooks below: inputs, what is written, how it loads back).
 
 Families built differently are refused, each with its reason in :data:`REFUSED` (the
 registry test fails when a new family is neither trained nor listed there).
@@ -18,7 +20,9 @@ registry test fails when a new family is neither trained nor listed there).
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +30,7 @@ from PIL import Image
 from torch import nn
 
 from ..encoders.base import Encoder
+from ..encoders.checkpoint import CheckpointFacts
 from ..encoders.hf_retrieval import RetrievalModel
 from ..encoders.nemotron_colembed import FINAL_NORM as NEMOTRON_FINAL_NORM
 from ..encoders.nemotron_colembed import BidirectionalEmbedder
@@ -43,12 +48,6 @@ REFUSED: dict[str, str] = {
         "it runs its own code (trust_remote_code), so mmembed cannot tell which of its modules "
         "are the language model nor reproduce its training inputs; fine-tune it with its authors' "
         "training scripts, or pick a natively supported family (ColQwen2.5, BiQwen2.5, ColPali, ...)"
-    ),
-    "nomic_v1_5": (
-        "Nomic Embed v1.5 is two separate towers (a text BERT encodes queries, a vision ViT pages), "
-        "not a VLM with a language model to put LoRA on, and an adapter over its text tower would "
-        "need its own loading path (text_model=), which is not written. Use ColNomic (colqwen2_5) "
-        "for trainable page retrieval"
     ),
     "st_multi_vector": (
         "sentence-transformers text checkpoints index text, and mmembed train re-encodes the "
@@ -132,6 +131,50 @@ class TrainableEncoder:
         if isinstance(module, BidirectionalEmbedder) and module.skipped_norm_weight is not None:
             return {**state, NEMOTRON_FINAL_NORM: module.skipped_norm_weight}
         return state
+
+    def tower_module(self, name: str) -> nn.Module:
+        """A frozen tower named by :meth:`frozen_towers`."""
+        return self.module.get_submodule(name)
+
+    # -- what a finished run writes and how it loads back (Nomic overrides these) -------
+
+    def base_checkpoint(self) -> tuple[str, str | None]:
+        """(name, revision) of the checkpoint the adapter applies to (its processor files too)."""
+        return self.encoder.info.name, self.encoder.info.revision
+
+    def copy_processor_files(self, facts: CheckpointFacts, folder: Path) -> None:
+        """The processor files an adapter folder carries."""
+        from . import output
+
+        output.copy_processor_files(facts, folder)
+
+    def write_merged(self, module: nn.Module, facts: CheckpointFacts, folder: Path) -> Path:
+        """``--merge``: ``module`` (LoRA folded in) as a full checkpoint of the family."""
+        from . import output
+
+        return output.write_merged(module, facts, folder, to_checkpoint=self.checkpoint_state)
+
+    def write_untrained_base(self, peft_model: Any, facts: CheckpointFacts, folder: Path) -> Path:
+        """The model training started from, when it was itself a LoRA adapter."""
+        from . import output
+
+        return output.write_untrained_base(peft_model, facts, folder, to_checkpoint=self.checkpoint_state)
+
+    def reload(self, out: str | os.PathLike[str], *, device: torch.device, dtype: torch.dtype) -> Encoder:
+        """The encoder a finished run's adapter folder loads into, with the family options
+        the index recorded; never cached (its folder is not finished yet)."""
+        from ..encoders.cache import _load
+        from ..encoders.registry import recorded_options
+
+        return _load(str(out), None, None, device, dtype, recorded_options(self.encoder.info))
+
+    def checkpointed_backbone(self) -> Any:
+        """The transformers model ``--gradient-checkpointing`` applies to (``None``: none)."""
+        return getattr(self.module, "model", None)
+
+    def index_arguments(self, out: Path) -> list[str]:
+        """``mmembed index`` arguments that load the trained model (the CLI's "next" hint)."""
+        return ["--model", str(out)]
 
     # -- inputs (the family's own prompts and processor) ------------------------------
 

@@ -40,9 +40,10 @@ CHECKPOINTS = "checkpoints"
 MERGED = "merged"
 
 
-def copy_processor_files(facts: CheckpointFacts, folder: Path) -> list[str]:
-    """The tokenizer / processor files of the model (its adapter's first, like loading does)."""
-    source = processor_folder(facts)
+def copy_processor_files(facts: CheckpointFacts, folder: Path, *, source: Path | None = None) -> list[str]:
+    """The tokenizer / processor files of the model (its adapter's first, like loading does),
+    or of ``source`` (a text-only model's tokenizer folder)."""
+    source = source or processor_folder(facts)
     copied = []
     for pattern in PROCESSOR_FILE_PATTERNS:
         for file in sorted(source.glob(pattern)):

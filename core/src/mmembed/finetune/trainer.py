@@ -80,6 +80,12 @@ def contrastive_loss(
     queries = trainable.embed(model, batch["queries"])  # (B, Lq, D) or (B, D)
     documents = trainable.embed(model, batch["documents"])  # (C, Ld, D) or (C, D)
     exclude = batch["exclude"].to(queries.device)
+    if queries.ndim == 2 and documents.ndim == 3:  # one query vector, several page vectors (Nomic tiles)
+        ones = torch.ones(queries.shape[0], 1, dtype=torch.long, device=queries.device)
+        document_mask = batch["documents"]["attention_mask"].to(queries.device)
+        return late_interaction_info_nce(
+            queries[:, None], ones, documents, document_mask, temperature=temperature, exclude=exclude
+        )
     if trainable.kind == "multi":
         query_mask = batch["queries"]["attention_mask"].to(queries.device)
         document_mask = batch["documents"]["attention_mask"].to(queries.device)
