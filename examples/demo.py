@@ -5,9 +5,9 @@
 The model comes from ``--model`` or ``$MMEMBED_MODEL``; by default it is picked for the
 machine: with a GPU, nomic-ai/colnomic-embed-multimodal-3b (3B parameters, best quality);
 without one, the small model with the most published ViDoRe quality per second measured on a CPU
-(``CPU_CANDIDATES``: colSmol-256M or ColModernVBert, ~250M parameters each; a 3B model takes over a
-minute per page). When its weights cannot be had, the demo says so and runs the same pipeline on a tiny
-random checkpoint, whose scores are meaningless.
+(``CPU_CANDIDATES``: colSmol-256M or ColModernVBert, ~250M parameters each, ~22-65 s per page on
+2 cores; a 3B model takes over a minute per page). When its weights cannot be had, the demo says
+so and runs the same pipeline on a tiny random checkpoint, whose scores are meaningless.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ QUERIES = [
 
 GPU_MODEL = "nomic-ai/colnomic-embed-multimodal-3b"
 # The CPU candidates: (published ViDoRe v1 nDCG@5, pages/s relative to colSmol-256M, measured by
-# benchmarks/encode.py: the reference call on full-size checkpoints, 1224x1584 pages, 2 threads).
+# benchmarks/encode.py: `mmembed index` with its defaults on full-size checkpoints, 1224x1584
+# pages, 2 threads).
 # The demo takes the one with the most published quality per measured second (docs/indexing-speed.md,
 # "The CPU default").
 CPU_CANDIDATES: dict[str, tuple[float, float]] = {
     "vidore/colSmol-256M": (80.1, 1.0),
-    "ModernVBERT/colmodernvbert": (81.2, 0.5),
+    "ModernVBERT/colmodernvbert": (81.2, 0.72),
 }
 CPU_MODEL = max(CPU_CANDIDATES, key=lambda name: CPU_CANDIDATES[name][0] * CPU_CANDIDATES[name][1])
 
