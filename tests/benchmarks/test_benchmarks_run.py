@@ -35,11 +35,13 @@ def test_maxsim_benchmark_prints_every_ratio() -> None:
     ratios = dict(re.findall(r"(\w+)=([0-9.]+)x", last))
     expected = {
         f"{kind}_{dtype}_q{q}"
-        for kind in ("speedup", "floor_ratio")
+        for kind in ("speedup", "floor_ratio", "cpu_floor_ratio")
         for dtype in ("fp32", "fp16")
         for q in (1, 3)
     }
-    assert set(ratios) == expected, last
+    # the fused float16 kernel's cases also print the old path's ratios (unfused_*) beside them
+    assert expected <= set(ratios), last
+    assert all(key.startswith("unfused_") for key in set(ratios) - expected), last
     assert all(float(v) > 0 for v in ratios.values())
     # mmembed and the reference agree on every case (float16 storage: to its rounding)
     diffs = [float(d) for d in re.findall(r"max \|mmembed - reference\| ([0-9.e+-]+)", out)]
