@@ -301,14 +301,10 @@ def supports_modes(index: object) -> bool:
 def index_encoder(info: EncoderInfo) -> Encoder:
     """The encoder an index was built with (``info`` from its manifest), loaded with the family
     options it recorded (e.g. Nomic's ``tiles``), through the process-wide encoder cache."""
-    from .encoders import UnknownModelError, get_family, load_encoder
+    from .encoders import load_encoder
+    from .encoders.registry import recorded_options
 
-    try:
-        accepted = set(get_family(info.family).options)
-    except UnknownModelError:
-        accepted = set()
-    options = {k: v for k, v in (info.settings or {}).items() if k in accepted}
-    return load_encoder(info.name, revision=info.revision, **options)
+    return load_encoder(info.name, revision=info.revision, **recorded_options(info))
 
 
 def stored_vectors_pooled(index: IndexBackend) -> bool:

@@ -37,7 +37,7 @@ from ..encoders.base import Encoder
 from ..encoders.nomic import NomicEncoder
 from ..evaluate import EvalReport, format_table
 from ..index.protocol import IndexBackend
-from ..types import EncoderInfo, MMEmbedError, PageRecord
+from ..types import MMEmbedError, PageRecord
 from . import nomic, output
 from .families import REFUSED, TrainableEncoder, UntrainableFamilyError, refusal, refused_family
 from .heldout import evaluate_held_out
@@ -277,6 +277,7 @@ def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     """The index's model, loaded for this run only (never the shared cached encoder: training
     changes its module), with the family options the index recorded (as search loads it)."""
     from ..encoders.cache import _load
+    from ..encoders.registry import recorded_options
     from ..encoders.runtime import resolve_device, resolve_dtype
 
     info = index.encoder
@@ -286,18 +287,6 @@ def _load_private_encoder(index: IndexBackend, device: str | None) -> Encoder:
     encoder = _load(info.name, info.revision, None, resolved, dtype, recorded_options(info))
     index.encoder.check_compatible(encoder.info, index_path=str(getattr(index, "path", "")))
     return encoder
-
-
-def recorded_options(info: EncoderInfo) -> dict[str, Any]:
-    """The family options the index recorded (Omni's ``audio_weight``, Nomic's ``tiles``):
-    what its model, and an adapter trained from it, are loaded with."""
-    from ..encoders import UnknownModelError, get_family
-
-    try:
-        accepted = set(get_family(info.family).options)
-    except UnknownModelError:
-        accepted = set()
-    return {k: v for k, v in (info.settings or {}).items() if k in accepted}
 
 
 def refuse_remote_code(name: str, family: str) -> None:
