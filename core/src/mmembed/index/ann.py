@@ -158,7 +158,8 @@ def remove_unreferenced(folder: Path) -> None:
         return
     keep = {META, read_state(folder).file}
     for name in safe_files.listdir(folder, ANN_DIR):
-        if name not in keep and name.startswith(("graph-", ".graph-")):
+        # a killed build's files, and a killed META swap's .graph.json.<pid>.tmp
+        if name not in keep and name.startswith(("graph-", ".graph-", f".{META}.")):
             safe_files.remove(folder, f"{ANN_DIR}/{name}", missing_ok=True)
 
 

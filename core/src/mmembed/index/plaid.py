@@ -603,5 +603,6 @@ def remove_unreferenced(folder: Path) -> None:
     except MMEmbedError:
         keep = {META}
     for name in safe_files.listdir(folder, PLAID_DIR):
-        if name not in keep and name.startswith(("plaid-", ".plaid-")):
+        # a killed build's files, and a killed META swap's .plaid.json.<pid>.tmp
+        if name not in keep and name.startswith(("plaid-", ".plaid-", f".{META}.")):
             safe_files.remove(folder, f"{PLAID_DIR}/{name}", missing_ok=True)
